@@ -1,0 +1,50 @@
+//! The agent's own events: `agent.ready`, `agent.lost`, `agent.decode_error`, `agent.stop`.
+
+use serde::Serialize;
+
+use crate::render::Rfc3339;
+
+#[derive(Serialize)]
+#[serde(tag = "event")]
+pub enum AgentEvent<'a> {
+    /// Everything is attached: events from now on are seen.
+    #[serde(rename = "agent.ready")]
+    Ready {
+        time: Rfc3339,
+        version: &'a str,
+        backend: &'a str,
+        kernel: &'a str,
+        /// eBPF programs attached.
+        programs: usize,
+        /// Whether the kernel gives namespaces a never-reused 64-bit id (`ns_id` fields).
+        ns_id: bool,
+        /// The host's IPC namespace inum.
+        host_ns: u32,
+        ring_buffer_bytes: u32,
+        /// The agent's own pid, to filter out its own activity if wanted.
+        pid: u32,
+    },
+    /// Records the probes could not write because the ring buffer was full.
+    #[serde(rename = "agent.lost")]
+    Lost {
+        time: Rfc3339,
+        count: u64,
+        total: u64,
+    },
+    /// A ring-buffer record that could not be decoded (it is skipped).
+    #[serde(rename = "agent.decode_error")]
+    DecodeError {
+        time: Rfc3339,
+        error: String,
+        total: u64,
+    },
+    /// Last line: why the agent stopped and what it saw.
+    #[serde(rename = "agent.stop")]
+    Stop {
+        time: Rfc3339,
+        reason: &'a str,
+        events: u64,
+        lost: u64,
+        decode_errors: u64,
+    },
+}

@@ -1,0 +1,338 @@
+//! Just enough of a BTF reader to find struct member offsets in the running kernel.
+//!
+//! Format: include/uapi/linux/btf.h. A header, then a type section of variable-length records
+//! (type id N is the N-th record, from 1), then a string section. aya's public `Btf` cannot list
+//! struct members, and the crates that can are not permissively licensed, hence this module.
+
+use std::collections::HashMap;
+
+use thiserror::Error;
+
+const BTF_MAGIC: u16 = 0xEB9F;
+
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_FLOAT: u32 = 16;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BtfError {
+    #[error("not BTF data (bad magic)")]
+    BadMagic,
+    #[error("BTF data is truncated")]
+    Truncated,
+    #[error("BTF type kind {0} is unknown to this reader")]
+    UnknownKind(u32),
+    #[error("the kernel's BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("the kernel's struct {0} has no member {1}")]
+    NoMember(String, String),
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    /// In bits from the start of the containing struct.
+    bit_offset: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Type {
+    name_off: u32,
+    kind: u32,
+    /// The referenced type for modifiers and typedefs.
+    type_ref: u32,
+    members: Vec<Member>,
+}
+
+/// The parsed type graph of one BTF blob.
+pub struct Btf {
+    types: Vec<Type>,
+    strings: Vec<u8>,
+    /// Struct name → type ids (a name can appear more than once, e.g. forward declarations).
+    structs_by_name: HashMap<String, Vec<u32>>,
+}
+
+fn u16_at(data: &[u8], at: usize) -> Result<u16, BtfError> {
+    let bytes = data.get(at..at + 2).ok_or(BtfError::Truncated)?;
+    Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
+}
+
+fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
+    let bytes = data.get(at..at + 4).ok_or(BtfError::Truncated)?;
+    Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+impl Btf {
+    /// Parses a little-endian BTF blob such as `/sys/kernel/btf/vmlinux`.
+    pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
+        if u16_at(data, 0)? != BTF_MAGIC {
+            return Err(BtfError::BadMagic);
+        }
+        let hdr_len = u32_at(data, 4)? as usize;
+        let type_off = u32_at(data, 8)? as usize;
+        let type_len = u32_at(data, 12)? as usize;
+        let str_off = u32_at(data, 16)? as usize;
+        let str_len = u32_at(data, 20)? as usize;
+        let type_section = data
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or(BtfError::Truncated)?;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or(BtfError::Truncated)?
+            .to_vec();
+
+        // Type id 0 is `void`.
+        let mut types = vec![Type {
+            name_off: 0,
+            kind: 0,
+            type_ref: 0,
+            members: Vec::new(),
+        }];
+        let mut at = 0;
+        while at < type_section.len() {
+            let name_off = u32_at(type_section, at)?;
+            let info = u32_at(type_section, at + 4)?;
+            let size_or_type = u32_at(type_section, at + 8)?;
+            at += 12;
+            let vlen = (info & 0xffff) as usize;
+            let kind = (info >> 24) & 0x1f;
+            let kind_flag = info >> 31 == 1;
+            let mut members = Vec::new();
+            let extra = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_ARRAY => 12,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let m = at + 12 * i;
+                        let raw_offset = u32_at(type_section, m + 8)?;
+                        members.push(Member {
+                            name_off: u32_at(type_section, m)?,
+                            type_id: u32_at(type_section, m + 4)?,
+                            // With kind_flag set, the top 8 bits hold a bitfield size.
+                            bit_offset: if kind_flag {
+                                raw_offset & 0x00ff_ffff
+                            } else {
+                                raw_offset
+                            },
+                        });
+                    }
+                    12 * vlen
+                }
+                other => return Err(BtfError::UnknownKind(other)),
+            };
+            at += extra;
+            if at > type_section.len() {
+                return Err(BtfError::Truncated);
+            }
+            types.push(Type {
+                name_off,
+                kind,
+                type_ref: size_or_type,
+                members,
+            });
+        }
+
+        let mut btf = Self {
+            types,
+            strings,
+            structs_by_name: HashMap::new(),
+        };
+        for (id, ty) in btf.types.iter().enumerate() {
+            if ty.kind == KIND_STRUCT || ty.kind == KIND_UNION {
+                let name = btf.name(ty.name_off);
+                if !name.is_empty() {
+                    btf.structs_by_name
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push(id as u32);
+                }
+            }
+        }
+        Ok(btf)
+    }
+
+    fn name(&self, off: u32) -> &str {
+        let tail = self.strings.get(off as usize..).unwrap_or_default();
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        std::str::from_utf8(&tail[..end]).unwrap_or_default()
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn resolve(&self, mut id: u32) -> Option<&Type> {
+        for _ in 0..32 {
+            let ty = self.types.get(id as usize)?;
+            match ty.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = ty.type_ref
+                }
+                _ => return Some(ty),
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `member` in `struct_name`, looking inside anonymous structs and unions
+    /// (6.18 keeps `ns_common.ns_id` in one).
+    pub fn member_offset(&self, struct_name: &str, member: &str) -> Result<u32, BtfError> {
+        let ids = self
+            .structs_by_name
+            .get(struct_name)
+            .ok_or_else(|| BtfError::NoStruct(struct_name.to_owned()))?;
+        ids.iter()
+            .find_map(|&id| self.find_member(&self.types[id as usize], member, 0))
+            .map(|bits| bits / 8)
+            .ok_or_else(|| BtfError::NoMember(struct_name.to_owned(), member.to_owned()))
+    }
+
+    fn find_member(&self, ty: &Type, member: &str, base_bits: u32) -> Option<u32> {
+        for m in &ty.members {
+            let bits = base_bits + m.bit_offset;
+            let name = self.name(m.name_off);
+            if name == member {
+                return Some(bits);
+            }
+            if name.is_empty()
+                && let Some(inner) = self.resolve(m.type_id)
+                && (inner.kind == KIND_STRUCT || inner.kind == KIND_UNION)
+                && let Some(found) = self.find_member(inner, member, bits)
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a BTF blob: `struct outer { int a; union { struct { int pad; long deep; }; }; }`.
+    fn sample_blob() -> Vec<u8> {
+        let strings = b"\0int\0outer\0a\0deep\0pad\0long\0".to_vec();
+        let off = |s: &str| {
+            let needle = [s.as_bytes(), b"\0"].concat();
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .unwrap() as u32
+        };
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| words.iter().for_each(|w| types.extend(w.to_le_bytes()));
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        // 1: int
+        push(&[off("int"), info(KIND_INT, 0), 4, 32]);
+        // 2: long
+        push(&[off("long"), info(KIND_INT, 0), 8, 64]);
+        // 3: anonymous struct { int pad; long deep; } at bit offsets 0 and 64
+        push(&[
+            0,
+            info(KIND_STRUCT, 2),
+            16,
+            off("pad"),
+            1,
+            0,
+            off("deep"),
+            2,
+            64,
+        ]);
+        // 4: anonymous union { struct 3; }
+        push(&[0, info(KIND_UNION, 1), 16, 0, 3, 0]);
+        // 5: struct outer { int a; union 4 at byte 8; }
+        push(&[
+            off("outer"),
+            info(KIND_STRUCT, 2),
+            24,
+            off("a"),
+            1,
+            0,
+            0,
+            4,
+            64,
+        ]);
+        // 6: typedef to outer, to check unknown-free parsing of zero-extra kinds
+        push(&[off("outer"), info(KIND_TYPEDEF, 0), 5]);
+
+        let mut blob = Vec::new();
+        blob.extend(BTF_MAGIC.to_le_bytes());
+        blob.extend([1u8, 0]); // version, flags
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend(w.to_le_bytes());
+        }
+        blob.extend(types);
+        blob.extend(strings);
+        blob
+    }
+
+    #[test]
+    fn finds_direct_and_anonymous_members() {
+        let btf = Btf::parse(&sample_blob()).unwrap();
+        assert_eq!(btf.member_offset("outer", "a"), Ok(0));
+        assert_eq!(btf.member_offset("outer", "pad"), Ok(8));
+        assert_eq!(btf.member_offset("outer", "deep"), Ok(16));
+        assert_eq!(
+            btf.member_offset("outer", "missing"),
+            Err(BtfError::NoMember("outer".into(), "missing".into()))
+        );
+        assert_eq!(
+            btf.member_offset("nothere", "a"),
+            Err(BtfError::NoStruct("nothere".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_magic_and_truncation() {
+        assert_eq!(Btf::parse(&[0, 0, 0, 0]).err(), Some(BtfError::BadMagic));
+        let blob = sample_blob();
+        assert_eq!(
+            Btf::parse(&blob[..blob.len() - 10]).err(),
+            Some(BtfError::Truncated)
+        );
+    }
+
+    /// The running kernel's BTF, when there is one, parses completely and has the fields the
+    /// probes need.
+    #[test]
+    fn parses_running_kernel_btf() {
+        let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("no /sys/kernel/btf/vmlinux on this machine; nothing to check");
+            return;
+        };
+        let btf = Btf::parse(&data).unwrap();
+        for (s, m) in [
+            ("task_struct", "nsproxy"),
+            ("nsproxy", "ipc_ns"),
+            ("ipc_namespace", "ns"),
+        ] {
+            assert!(btf.member_offset(s, m).unwrap() > 0 || m == "ns", "{s}.{m}");
+        }
+        btf.member_offset("ns_common", "inum").unwrap();
+    }
+}

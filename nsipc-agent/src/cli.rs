@@ -1,0 +1,121 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::kernel::DEFAULT_BTF_PATH;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nsipc-agent",
+    version,
+    about = "See Linux IPC namespaces and the SysV IPC objects (message queues, shared memory, \
+             semaphores) inside them, as a JSON Lines stream",
+    after_help = "Examples:\n  \
+        sudo nsipc-agent trace\n  \
+        sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get\")'\n  \
+        sudo nsipc-agent trace | jq -c 'select(.ns != 4026531839)'   # everything outside the host namespace\n\n\
+        Every event is documented in docs/events.md."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream IPC namespace and SysV IPC events as JSON Lines on stdout (needs root).
+    ///
+    /// The first line is `agent.ready` (everything is attached); SIGINT or SIGTERM detaches,
+    /// drains what is buffered and ends with `agent.stop`.
+    #[command(after_help = "Examples:\n  \
+        sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get\")'\n  \
+        sudo nsipc-agent trace | jq -c 'select(.event | startswith(\"ipc_ns.\"))'\n  \
+        sudo nsipc-agent trace --ring-buffer-size 64M > events.jsonl")]
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The best backend this kernel allows.
+    Auto,
+    /// Syscall tracepoints and BTF tracepoints: works on locked-down kernels.
+    Tracepoint,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Which kind of kernel probes to use.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+
+    /// Size of the kernel-to-agent ring buffer: a power of two of at least 4K (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_buffer_size)]
+    pub ring_buffer_size: u32,
+
+    /// BTF of the running kernel, where the probes' struct offsets come from.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
+    pub btf: PathBuf,
+}
+
+/// Parses `4096`, `64K`, `8M`, `1G`: a power of two from 4 KiB to 2 GiB.
+pub fn parse_ring_buffer_size(text: &str) -> Result<u32, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("unknown size unit {unit:?} (use K, M or G)")),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
+    let bytes = value
+        .checked_shl(shift)
+        .filter(|b| b >> shift == value)
+        .unwrap_or(u64::MAX);
+    if !bytes.is_power_of_two() || !(4096..=1 << 31).contains(&bytes) {
+        return Err(format!("{text} is not a power of two between 4K and 2G"));
+    }
+    Ok(bytes as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ring_buffer_sizes() {
+        assert_eq!(parse_ring_buffer_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_buffer_size("64K"), Ok(65536));
+        assert_eq!(parse_ring_buffer_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_ring_buffer_size("1g"), Ok(1 << 30));
+        assert!(parse_ring_buffer_size("3M").is_err());
+        assert!(parse_ring_buffer_size("1K").is_err());
+        assert!(parse_ring_buffer_size("4G").is_err());
+        assert!(parse_ring_buffer_size("lots").is_err());
+        assert!(parse_ring_buffer_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn unknown_flags_are_rejected() {
+        assert!(Cli::try_parse_from(["nsipc-agent", "trace", "--bogus"]).is_err());
+        assert!(Cli::try_parse_from(["nsipc-agent", "trace", "--backend", "nope"]).is_err());
+        let cli = Cli::try_parse_from(["nsipc-agent", "trace"]).unwrap();
+        let Command::Trace(args) = cli.command;
+        assert_eq!(args.backend, Backend::Auto);
+        assert_eq!(args.ring_buffer_size, 8 << 20);
+    }
+}

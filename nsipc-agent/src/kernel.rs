@@ -1,0 +1,146 @@
+//! What the running kernel offers: privileges, BTF, tracefs, and the struct layout the probes
+//! read. Every check fails with one sentence that says what is missing.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::btf::Btf;
+
+pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capability set of this process (`CapEff` in /proc/self/status).
+fn effective_capabilities() -> Result<u64> {
+    let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .context("/proc/self/status has no CapEff line")?;
+    u64::from_str_radix(hex.trim(), 16).context("parsing CapEff")
+}
+
+/// Loading tracing programs needs CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN (which older kernels
+/// require and which mounting tracefs needs anyway).
+pub fn check_privileges() -> Result<()> {
+    let caps = effective_capabilities()?;
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!(
+        "nsipc-agent needs root: loading eBPF programs requires CAP_BPF and CAP_PERFMON \
+         (or CAP_SYS_ADMIN), which this process does not have; run it with sudo"
+    )
+}
+
+/// Reads and parses the kernel's BTF.
+pub fn load_btf(path: &Path) -> Result<Btf> {
+    let data = match fs::read(path) {
+        Ok(data) => data,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+            "this kernel has no BTF ({} is missing): nsipc-agent needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y",
+            path.display()
+        ),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
+    Btf::parse(&data).with_context(|| format!("parsing the kernel BTF in {}", path.display()))
+}
+
+/// Where tracepoint ids live. Mounts tracefs if nothing has (it is not mounted at boot on
+/// some machines, and aya looks for it only at these paths).
+pub fn ensure_tracefs() -> Result<()> {
+    let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
+    if mounted(TRACEFS) || mounted("/sys/kernel/debug/tracing") {
+        return Ok(());
+    }
+    let target = std::ffi::CString::new(TRACEFS).expect("no NUL in path");
+    let fstype = c"tracefs";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("tracefs is not mounted and mounting it on {TRACEFS} failed: {err}");
+    }
+    Ok(())
+}
+
+/// The running kernel's release string (`uname -r`).
+pub fn release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Field offsets the probes need, from the running kernel's BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub task_nsproxy: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub nsproxy_ipc_ns: u32,
+    /// `ipc_namespace.ns.inum`
+    pub ipc_ns_inum: u32,
+    /// `ipc_namespace.ns.ns_id`, on kernels that have it (6.18+).
+    pub ipc_ns_id: Option<u32>,
+}
+
+impl KernelLayout {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let ns = btf.member_offset("ipc_namespace", "ns")?;
+        let layout = Self {
+            task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+            task_pid: btf.member_offset("task_struct", "pid")?,
+            task_tgid: btf.member_offset("task_struct", "tgid")?,
+            nsproxy_ipc_ns: btf.member_offset("nsproxy", "ipc_ns")?,
+            ipc_ns_inum: ns + btf.member_offset("ns_common", "inum")?,
+            ipc_ns_id: btf
+                .member_offset("ns_common", "ns_id")
+                .ok()
+                .map(|id| ns + id),
+        };
+        Ok(layout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_of_the_running_kernel() {
+        let Ok(btf) = load_btf(Path::new(DEFAULT_BTF_PATH)) else {
+            eprintln!("no kernel BTF here; nothing to check");
+            return;
+        };
+        let layout = KernelLayout::from_btf(&btf).unwrap();
+        // pid and tgid are adjacent ints in every kernel since 2.6.
+        assert_eq!(layout.task_tgid, layout.task_pid + 4);
+        assert!(layout.task_nsproxy > layout.task_tgid);
+        assert!(layout.ipc_ns_inum > 0);
+    }
+
+    #[test]
+    fn missing_btf_is_one_clear_sentence() {
+        let err = load_btf(Path::new("/nonexistent/vmlinux")).err().unwrap();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("no BTF") && msg.contains("CONFIG_DEBUG_INFO_BTF"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+    }
+}

@@ -1,0 +1,124 @@
+//! Loading the eBPF object into the kernel and attaching its programs (tracepoint backend).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, Program, TracePoint},
+};
+use nsipc_common::{EVENTS_MAP, LOST_MAP, NO_OFFSET, globals};
+
+use crate::kernel::KernelLayout;
+
+/// The probes, compiled for the bpf target by build.rs.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nsipc"));
+
+/// The syscall tracepoints live in this tracefs category.
+const SYSCALL_CATEGORY: &str = "syscalls";
+
+pub struct LoadOptions<'a> {
+    pub layout: KernelLayout,
+    pub btf_path: &'a Path,
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+}
+
+/// Loaded and attached probes. Dropping `programs` detaches and unloads every program; the
+/// maps stay readable so what is already in the ring buffer can still be drained.
+pub struct Probes {
+    programs: Option<Ebpf>,
+    lost: PerCpuArray<MapData, u64>,
+    pub attached: usize,
+}
+
+impl Probes {
+    /// Loads, attaches, and hands back the probes with the ring buffer they write to.
+    pub fn load_and_attach(options: &LoadOptions<'_>) -> Result<(Self, RingBuf<MapData>)> {
+        let layout = &options.layout;
+        let ipc_ns_id = layout.ipc_ns_id.unwrap_or(NO_OFFSET);
+        // Force a wakeup once an eighth of the buffer waits: the reader keeps up under bursts
+        // without being woken for every record.
+        let wakeup_threshold = u64::from(options.ring_buffer_bytes / 8);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::TASK_NSPROXY, &layout.task_nsproxy, true)
+            .override_global(globals::TASK_PID, &layout.task_pid, true)
+            .override_global(globals::TASK_TGID, &layout.task_tgid, true)
+            .override_global(globals::NSPROXY_IPC_NS, &layout.nsproxy_ipc_ns, true)
+            .override_global(globals::IPC_NS_INUM, &layout.ipc_ns_inum, true)
+            .override_global(globals::IPC_NS_ID, &ipc_ns_id, true)
+            .override_global(globals::WAKEUP_THRESHOLD, &wakeup_threshold, true)
+            .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
+            .load(PROBES_OBJECT)
+            .context("the kernel refused the eBPF maps or object")?;
+
+        let btf = Btf::parse_file(options.btf_path, aya::Endianness::default())
+            .with_context(|| format!("reading kernel BTF from {}", options.btf_path.display()))?;
+        let mut attached = 0;
+        for (name, program) in ebpf.programs_mut() {
+            attach(name, program, &btf)?;
+            attached += 1;
+        }
+
+        let ring = RingBuf::try_from(
+            ebpf.take_map(EVENTS_MAP)
+                .ok_or_else(|| anyhow!("the object has no {EVENTS_MAP} map"))?,
+        )?;
+        let lost = PerCpuArray::try_from(
+            ebpf.take_map(LOST_MAP)
+                .ok_or_else(|| anyhow!("the object has no {LOST_MAP} map"))?,
+        )?;
+        Ok((
+            Self {
+                programs: Some(ebpf),
+                lost,
+                attached,
+            },
+            ring,
+        ))
+    }
+
+    /// Detaches and unloads every program. Idempotent.
+    pub fn detach(&mut self) {
+        self.programs = None;
+    }
+
+    /// Records the probes could not write because the ring buffer was full, since load.
+    pub fn lost_total(&self) -> Result<u64> {
+        let per_cpu = self
+            .lost
+            .get(&0, 0)
+            .context("reading the lost-record counters")?;
+        Ok(per_cpu.iter().sum())
+    }
+}
+
+/// Loads one program and attaches it where its name says: `sys_{enter,exit}_*` programs on the
+/// syscall tracepoint of that name, BTF tracepoints on the kernel tracepoint of that name.
+fn attach(name: &str, program: &mut Program, btf: &Btf) -> Result<()> {
+    let refused = || format!("the kernel refused probe {name}");
+    match program {
+        Program::TracePoint(tracepoint) => {
+            let tracepoint: &mut TracePoint = tracepoint;
+            tracepoint.load().with_context(refused)?;
+            tracepoint.attach(SYSCALL_CATEGORY, name).with_context(|| {
+                format!("cannot attach to tracepoint {SYSCALL_CATEGORY}:{name}")
+            })?;
+        }
+        Program::BtfTracePoint(tracepoint) => {
+            let tracepoint: &mut BtfTracePoint = tracepoint;
+            tracepoint.load(name, btf).with_context(refused)?;
+            tracepoint
+                .attach()
+                .with_context(|| format!("cannot attach to BTF tracepoint {name}"))?;
+        }
+        other => {
+            return Err(anyhow!(
+                "probe {name} has an unexpected type {:?}",
+                other.prog_type()
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! Kernel events → JSON objects (one line each). Field names are the stream's contract,
+//! documented in docs/events.md.
+
+use std::time::{Duration, SystemTime};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::{
+    decode::{Body, KernelEvent, SysResult},
+    names::{IpcObject, ctl_cmd_name, errno_name},
+};
+
+/// Turns CLOCK_MONOTONIC timestamps (what probes record) into wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, in nanoseconds, measured once at start.
+    offset_ns: i128,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer; both clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl WallClock {
+    pub fn now() -> Self {
+        Self {
+            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    pub fn wall_time(&self, monotonic_ns: u64) -> SystemTime {
+        let ns = (monotonic_ns as i128 + self.offset_ns).max(0) as u128;
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    }
+}
+
+/// A wall-clock time serialized as an RFC 3339 string, written straight into the output
+/// (no intermediate `String`).
+pub struct Rfc3339(pub SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_nanos(self.0))
+    }
+}
+
+/// The `"event"` name of a kernel event.
+pub fn event_name(body: &Body) -> &'static str {
+    match body {
+        Body::Get {
+            object: IpcObject::Msg,
+            ..
+        } => "msg.get",
+        Body::Get {
+            object: IpcObject::Shm,
+            ..
+        } => "shm.get",
+        Body::Get {
+            object: IpcObject::Sem,
+            ..
+        } => "sem.get",
+        Body::Ctl {
+            object: IpcObject::Msg,
+            ..
+        } => "msg.ctl",
+        Body::Ctl {
+            object: IpcObject::Shm,
+            ..
+        } => "shm.ctl",
+        Body::Ctl {
+            object: IpcObject::Sem,
+            ..
+        } => "sem.ctl",
+        Body::ShmAttach { .. } => "shm.attach",
+        Body::ShmDetach { .. } => "shm.detach",
+        Body::Unshare { .. } => "ipc_ns.unshare",
+        Body::Setns { .. } => "ipc_ns.setns",
+        Body::Clone { .. } => "ipc_ns.clone",
+        Body::ProcessExit => "process.exit",
+    }
+}
+
+/// A kernel event ready to serialize as one JSON object.
+pub struct KernelEventJson<'a> {
+    pub event: &'a KernelEvent,
+    pub clock: &'a WallClock,
+}
+
+/// Writes `ret`, and `errno` (named) on failure.
+fn put_result<M: SerializeMap>(map: &mut M, result: &SysResult<i64>) -> Result<(), M::Error> {
+    match result {
+        Ok(ret) => map.serialize_entry("ret", ret),
+        Err(errno) => {
+            map.serialize_entry("ret", &-(*errno as i64))?;
+            match errno_name(*errno) {
+                Some(name) => map.serialize_entry("errno", name),
+                None => map.serialize_entry("errno", errno),
+            }
+        }
+    }
+}
+
+/// Writes a namespace as `<prefix>` (inum) and `<prefix>_id` (64-bit id, where the kernel has one).
+fn put_ns<M: SerializeMap>(
+    map: &mut M,
+    inum_key: &'static str,
+    id_key: &'static str,
+    ns: &nsipc_common::NsRef,
+) -> Result<(), M::Error> {
+    map.serialize_entry(inum_key, &ns.inum)?;
+    if ns.id != 0 {
+        map.serialize_entry(id_key, &ns.id)?;
+    }
+    Ok(())
+}
+
+impl Serialize for KernelEventJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let event = self.event;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("event", event_name(&event.body))?;
+        map.serialize_entry("time", &Rfc3339(self.clock.wall_time(event.ts_ns)))?;
+        map.serialize_entry("pid", &event.task.pid)?;
+        map.serialize_entry("tid", &event.task.tid)?;
+        map.serialize_entry("uid", &event.task.uid)?;
+        map.serialize_entry("comm", &String::from_utf8_lossy(event.task.comm_bytes()))?;
+        put_ns(&mut map, "ns", "ns_id", &event.ns)?;
+        match &event.body {
+            Body::Get {
+                object,
+                key,
+                flags,
+                size,
+                result,
+            } => {
+                map.serialize_entry("key", key)?;
+                map.serialize_entry("flags", flags)?;
+                map.serialize_entry("mode", &(flags & 0o777))?;
+                match object {
+                    IpcObject::Msg => {}
+                    IpcObject::Shm => map.serialize_entry("size", size)?,
+                    IpcObject::Sem => map.serialize_entry("nsems", size)?,
+                }
+                if let Ok(id) = result {
+                    map.serialize_entry("id", id)?;
+                }
+                put_result(&mut map, result)?;
+            }
+            Body::Ctl {
+                object,
+                id,
+                cmd,
+                semnum,
+                result,
+            } => {
+                map.serialize_entry("id", id)?;
+                match ctl_cmd_name(*object, *cmd) {
+                    Some(name) => map.serialize_entry("cmd", name)?,
+                    None => map.serialize_entry("cmd", cmd)?,
+                }
+                if *object == IpcObject::Sem {
+                    map.serialize_entry("semnum", semnum)?;
+                }
+                put_result(&mut map, result)?;
+            }
+            Body::ShmAttach {
+                id,
+                requested_addr,
+                flags,
+                result,
+            } => {
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("flags", flags)?;
+                map.serialize_entry("requested_addr", requested_addr)?;
+                match result {
+                    Ok(addr) => {
+                        map.serialize_entry("addr", addr)?;
+                        map.serialize_entry("ret", &0)?;
+                    }
+                    Err(_) => put_result(&mut map, result)?,
+                }
+            }
+            Body::ShmDetach { addr, result } => {
+                map.serialize_entry("addr", addr)?;
+                put_result(&mut map, result)?;
+            }
+            Body::Unshare {
+                flags,
+                from,
+                result,
+            } => {
+                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
+                map.serialize_entry("flags", flags)?;
+                put_result(&mut map, result)?;
+            }
+            Body::Setns {
+                fd,
+                nstype,
+                from,
+                result,
+            } => {
+                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
+                map.serialize_entry("fd", fd)?;
+                map.serialize_entry("nstype", nstype)?;
+                put_result(&mut map, result)?;
+            }
+            Body::Clone {
+                flags,
+                child_pid,
+                from,
+                result,
+            } => {
+                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
+                map.serialize_entry("flags", flags)?;
+                if let Ok(child_tid) = result {
+                    map.serialize_entry("child_pid", child_pid)?;
+                    map.serialize_entry("child_tid", child_tid)?;
+                }
+                put_result(&mut map, result)?;
+            }
+            Body::ProcessExit => {}
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nsipc_common::EventKind;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::decode::{decode, tests::record_bytes};
+
+    fn render(kind: EventKind, ret: i64, args: [u64; 4]) -> Value {
+        let event = decode(&record_bytes(kind, ret, args)).unwrap();
+        let clock = WallClock::with_offset(1_700_000_000_000_000_000);
+        let line = serde_json::to_string(&KernelEventJson {
+            event: &event,
+            clock: &clock,
+        })
+        .unwrap();
+        assert!(!line.contains('\n'), "one line per event");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn common_fields_on_every_kernel_event() {
+        let v = render(EventKind::ProcessExit, 0, [0; 4]);
+        assert_eq!(v["event"], "process.exit");
+        assert_eq!(v["pid"], 100);
+        assert_eq!(v["tid"], 101);
+        assert_eq!(v["uid"], 1000);
+        // invalid UTF-8 in comm becomes U+FFFD, the line stays valid JSON
+        assert_eq!(v["comm"], "ipcmk\u{fffd}");
+        assert_eq!(v["ns"], 4026532177u32);
+        assert_eq!(v["ns_id"], 42);
+        assert_eq!(v["time"], "2023-11-14T22:13:20.000005000Z");
+    }
+
+    #[test]
+    fn get_success_and_failure() {
+        let v = render(EventKind::MsgGet, 3, [0x1234, 0o1600, 0, 0]);
+        assert_eq!(v["event"], "msg.get");
+        assert_eq!(v["key"], 0x1234);
+        assert_eq!(v["flags"], 0o1600);
+        assert_eq!(v["mode"], 0o600);
+        assert_eq!(v["id"], 3);
+        assert_eq!(v["ret"], 3);
+        assert!(v.get("errno").is_none());
+
+        let v = render(EventKind::ShmGet, -2, [7, 4096, 0o600, 0]);
+        assert_eq!(v["event"], "shm.get");
+        assert_eq!(v["size"], 4096);
+        assert_eq!(v["errno"], "ENOENT");
+        assert_eq!(v["ret"], -2);
+        assert!(v.get("id").is_none());
+
+        let v = render(EventKind::SemGet, 0, [0, 3, 0o1600, 0]);
+        assert_eq!(v["nsems"], 3);
+        assert_eq!(v["key"], 0, "IPC_PRIVATE is key 0");
+    }
+
+    #[test]
+    fn ctl_commands_are_named() {
+        let v = render(EventKind::MsgCtl, 0, [3, 0, 0, 0]);
+        assert_eq!(
+            v,
+            json!({
+                "event": "msg.ctl", "time": v["time"], "pid": 100, "tid": 101, "uid": 1000,
+                "comm": "ipcmk\u{fffd}", "ns": 4026532177u32, "ns_id": 42,
+                "id": 3, "cmd": "IPC_RMID", "ret": 0,
+            })
+        );
+        let v = render(EventKind::SemCtl, -1, [9, 2, 16, 0]);
+        assert_eq!(v["cmd"], "SETVAL");
+        assert_eq!(v["semnum"], 2);
+        assert_eq!(v["errno"], "EPERM");
+        let v = render(EventKind::ShmCtl, 0, [9, 77, 0, 0]);
+        assert_eq!(v["cmd"], 77, "unknown commands stay numbers");
+    }
+
+    #[test]
+    fn namespace_switches_carry_both_namespaces() {
+        let v = render(EventKind::Setns, 0, [3, 0x0800_0000, 0, 0]);
+        assert_eq!(v["event"], "ipc_ns.setns");
+        assert_eq!(v["ns"], 4026532177u32);
+        assert_eq!(v["from_ns"], 4026531839u32);
+        assert_eq!(v["fd"], 3);
+        assert_eq!(v["nstype"], 0x0800_0000);
+        let v = render(EventKind::Clone, 200, [0x0800_0011, 199, 0, 0]);
+        assert_eq!(v["event"], "ipc_ns.clone");
+        assert_eq!(v["child_pid"], 199);
+        assert_eq!(v["child_tid"], 200);
+        let v = render(EventKind::Unshare, -1, [0x0800_0000, 0, 0, 0]);
+        assert_eq!(v["errno"], "EPERM");
+    }
+
+    #[test]
+    fn shm_attach_reports_the_address() {
+        let v = render(EventKind::ShmAttach, 0x7f00_0000_0000, [5, 0, 0, 0]);
+        assert_eq!(v["addr"], 0x7f00_0000_0000u64);
+        assert_eq!(v["ret"], 0);
+        let v = render(EventKind::ShmAttach, -13, [5, 0, 0, 0]);
+        assert_eq!(v["errno"], "EACCES");
+        assert!(v.get("addr").is_none());
+    }
+}

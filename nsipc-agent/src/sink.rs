@@ -1,0 +1,102 @@
+//! The JSON Lines output: one object per line on stdout, buffered, flushed after each batch.
+
+use std::io::{self, BufWriter, Write};
+
+use serde::Serialize;
+
+/// Whether the reader of the stream is still there.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SinkState {
+    Open,
+    /// The reader closed the pipe (`| head -3`): stop quietly.
+    ReaderGone,
+}
+
+pub struct JsonLines<W: Write> {
+    out: BufWriter<W>,
+}
+
+fn reader_gone(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::BrokenPipe
+}
+
+impl<W: Write> JsonLines<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out: BufWriter::with_capacity(64 * 1024, out),
+        }
+    }
+
+    /// Appends one line. I/O errors other than a closed pipe are real errors.
+    pub fn write<T: Serialize>(&mut self, value: &T) -> io::Result<SinkState> {
+        let result = serde_json::to_writer(&mut self.out, value)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        match result {
+            Ok(()) => Ok(SinkState::Open),
+            Err(err) if reader_gone(&err) => Ok(SinkState::ReaderGone),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<SinkState> {
+        match self.out.flush() {
+            Ok(()) => Ok(SinkState::Open),
+            Err(err) if reader_gone(&err) => Ok(SinkState::ReaderGone),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// True when stdout is a pipe whose reader has closed it, even if nothing was written since:
+/// a quiet stream would otherwise only notice at its next event.
+pub fn stdout_reader_gone() -> bool {
+    let mut pfd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    ready > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    struct ClosedPipe;
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn writes_one_object_per_line() {
+        let mut sink = JsonLines::new(Vec::new());
+        sink.write(&json!({"event": "a", "s": "q\"\n\u{1}"}))
+            .unwrap();
+        sink.write(&json!({"event": "b"})).unwrap();
+        sink.flush().unwrap();
+        let out = String::from_utf8(sink.out.into_inner().unwrap()).unwrap();
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [r#"{"event":"a","s":"q\"\n\u0001"}"#, r#"{"event":"b"}"#]
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_reported_not_an_error() {
+        let mut sink = JsonLines::new(ClosedPipe);
+        // Buffered: the first write fits in the buffer, the flush meets the closed pipe.
+        assert_eq!(sink.write(&json!({"event": "a"})).unwrap(), SinkState::Open);
+        assert_eq!(sink.flush().unwrap(), SinkState::ReaderGone);
+    }
+}

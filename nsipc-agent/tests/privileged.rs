@@ -1,0 +1,263 @@
+//! End-to-end tests: the real probes in the running kernel, driven by util-linux programs,
+//! checked against what the kernel itself reports. Needs root.
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::*;
+
+/// Objects created with known keys inside `unshare --ipc` are reported with those keys, the ids
+/// the kernel gave them, and the new namespace's inum (not the host's); `ipcrm` gives the ctl
+/// IPC_RMID.
+#[test]
+fn objects_in_a_new_namespace_carry_its_inum() {
+    let mut agent = Agent::start(&[]);
+    let (msg_key, shm_key, sem_key) = (unique_key(1), unique_key(2), unique_key(3));
+    // perl's msgget/shmget/semget are the syscalls themselves; ipcmk here cannot pick a key.
+    let out = sh(&format!(
+        "unshare --ipc sh -c '
+            readlink /proc/self/ns/ipc
+            perl -e \"msgget({msg_key}, 01600) // die; shmget({shm_key}, 8192, 01600) // die; \
+                      semget({sem_key}, 3, 01600) // die\"
+            ipcs -q | awk \"\\$1 == sprintf(\\\"0x%08x\\\", {msg_key}) {{ print \\$2 }}\"
+            ipcs -m | awk \"\\$1 == sprintf(\\\"0x%08x\\\", {shm_key}) {{ print \\$2 }}\"
+            ipcs -s | awk \"\\$1 == sprintf(\\\"0x%08x\\\", {sem_key}) {{ print \\$2 }}\"
+            ipcrm -Q {msg_key} -M {shm_key} -S {sem_key}
+        '"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "readlink and three ids from ipcs: {out}");
+    let ns = parse_ns_link(lines[0]);
+    assert_ne!(ns, HOST_NS);
+    let kernel_ids: Vec<i64> = lines[1..]
+        .iter()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+
+    let unshare = agent.wait_for("ipc_ns.unshare", |e| {
+        e["event"] == "ipc_ns.unshare" && e["ns"] == ns
+    });
+    assert_eq!(unshare["comm"], "unshare");
+    assert_eq!(unshare["ret"], 0);
+    assert_ne!(unshare["from_ns"], ns);
+
+    for ((event, key), kernel_id) in [
+        ("msg.get", msg_key),
+        ("shm.get", shm_key),
+        ("sem.get", sem_key),
+    ]
+    .into_iter()
+    .zip(kernel_ids)
+    {
+        let get = agent.wait_for(event, |e| {
+            e["event"] == event && e["key"] == key && e["comm"] == "perl"
+        });
+        assert_eq!(get["ns"], ns, "{event} in the new namespace");
+        assert_eq!(field(&get, "id"), kernel_id, "{event}: the id ipcs shows");
+        assert_eq!(field(&get, "flags"), 0o1600);
+        for common in ["pid", "tid", "uid", "comm", "time", "ns_id"] {
+            assert!(get.get(common).is_some(), "{event} lacks {common}: {get}");
+        }
+        let object = &event[..3];
+        let ctl_event = format!("{object}.ctl");
+        let rmid = agent.wait_for(&ctl_event, |e| {
+            e["event"] == ctl_event.as_str()
+                && e["ns"] == ns
+                && e["cmd"] == "IPC_RMID"
+                && e["comm"] == "ipcrm"
+        });
+        assert_eq!(field(&rmid, "id"), kernel_id);
+        assert_eq!(rmid["ret"], 0);
+    }
+    assert!(agent.stop(libc::SIGTERM).status.success());
+}
+
+/// A get for a key that does not exist fails with ENOENT, named.
+#[test]
+fn failed_get_names_the_errno() {
+    let mut agent = Agent::start(&[]);
+    let key = unique_key(4);
+    sh(&format!("unshare --ipc perl -e 'msgget({key}, 0) and die'"));
+    let get = agent.wait_for("failed msg.get", |e| {
+        e["event"] == "msg.get" && e["key"] == key
+    });
+    assert_eq!(get["errno"], "ENOENT");
+    assert_eq!(get["ret"], -2);
+    assert!(get.get("id").is_none());
+}
+
+/// `nsenter --ipc=/proc/PID/ns/ipc` is a setns into PID's namespace, from the host's.
+#[test]
+fn nsenter_is_a_setns_into_the_target_namespace() {
+    let mut agent = Agent::start(&[]);
+    let mut holder = Command::new("unshare")
+        .args(["--ipc", "sleep", "60"])
+        .spawn()
+        .expect("starting a namespace holder");
+    let link = format!("/proc/{}/ns/ipc", holder.id());
+    // unshare execs sleep after switching; wait until the pid shows the new namespace.
+    let deadline = Instant::now() + WAIT;
+    let target = loop {
+        let inum = parse_ns_link(&std::fs::read_link(&link).unwrap().to_string_lossy());
+        if inum != HOST_NS || Instant::now() > deadline {
+            break inum;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_ne!(target, HOST_NS);
+    let lsns = sh("lsns -t ipc -n -o NS");
+    assert!(
+        lsns.lines().any(|l| l.trim() == target.to_string()),
+        "lsns knows {target}: {lsns}"
+    );
+
+    let inside = sh(&format!("nsenter --ipc={link} readlink /proc/self/ns/ipc"));
+    assert_eq!(parse_ns_link(&inside), target);
+    let setns = agent.wait_for("ipc_ns.setns", |e| {
+        e["event"] == "ipc_ns.setns" && e["ns"] == target
+    });
+    assert_eq!(setns["comm"], "nsenter");
+    assert_eq!(setns["from_ns"], HOST_NS);
+    assert_eq!(setns["ret"], 0);
+    assert_eq!(field(&setns, "nstype"), 0x0800_0000, "CLONE_NEWIPC");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The holder's exit is in a non-host namespace, so it is reported.
+    let pid = holder.id();
+    agent.wait_for("process.exit", |e| {
+        e["event"] == "process.exit" && e["pid"] == pid && e["ns"] == target
+    });
+}
+
+/// clone(CLONE_NEWIPC) gives ipc_ns.clone with the child's pid and its new namespace.
+#[test]
+fn clone_with_newipc_reports_the_child_namespace() {
+    let mut agent = Agent::start(&[]);
+    // SYS_clone = 56 on x86_64; flags CLONE_NEWIPC | SIGCHLD, no new stack: fork semantics.
+    let out = sh("perl -e '
+        my $pid = syscall(56, 0x08000011, 0, 0, 0, 0);
+        die \"clone: $!\" if $pid < 0;
+        if ($pid == 0) { exec \"readlink\", \"/proc/self/ns/ipc\" }
+        waitpid($pid, 0);
+        print \"$pid\\n\"'");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let child_ns = parse_ns_link(lines[0]);
+    let child_pid: i64 = lines[1].parse().unwrap();
+    let clone = agent.wait_for("ipc_ns.clone", |e| {
+        e["event"] == "ipc_ns.clone" && e["child_pid"] == child_pid
+    });
+    assert_eq!(clone["ns"], child_ns);
+    assert_ne!(clone["ns"], clone["from_ns"]);
+    assert_eq!(clone["comm"], "perl");
+    assert_eq!(clone["ret"], child_pid, "single-threaded child: tid == pid");
+}
+
+/// SIGTERM and SIGINT detach, drain, end with agent.stop and exit 0.
+#[test]
+fn signals_stop_cleanly_with_agent_stop() {
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let mut agent = Agent::start(&[]);
+        let key = unique_key(5);
+        sh(&format!("unshare --ipc perl -e 'msgget({key}, 0)'"));
+        agent.wait_for("msg.get", |e| e["event"] == "msg.get" && e["key"] == key);
+        let stopped = agent.stop(signal);
+        assert_eq!(
+            stopped.status.code(),
+            Some(0),
+            "{name}: exit status; stderr: {}",
+            stopped.stderr
+        );
+        let last = stopped.events.last().expect("some events");
+        assert_eq!(last["event"], "agent.stop", "{name}: last line");
+        assert_eq!(last["reason"], name);
+        assert!(field(last, "events") >= 1);
+        assert_eq!(last["lost"], 0);
+        assert!(
+            stopped.stderr.is_empty(),
+            "{name}: nothing on stderr: {}",
+            stopped.stderr
+        );
+    }
+}
+
+/// `nsipc-agent trace | head -3`: the agent notices the closed pipe and exits 0, quietly.
+#[test]
+fn closed_pipe_exits_quietly() {
+    require_root();
+    let mut child = Command::new(AGENT)
+        .arg("trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("agent.ready"), "{line}");
+    drop(reader); // the reader goes away, like `head` after its lines
+    let key = unique_key(6);
+    sh(&format!("unshare --ipc perl -e 'msgget({key}, 0)'"));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent kept running after its reader left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        output.stderr.is_empty(),
+        "quiet: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Without root: one clear sentence naming what is missing, non-zero exit, no backtrace.
+#[test]
+fn non_root_gets_one_clear_sentence() {
+    require_root();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            AGENT,
+            "trace",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("needs root") && stderr.contains("CAP_BPF"),
+        "{stderr}"
+    );
+}
+
+/// Without BTF: one clear sentence naming the kernel option.
+#[test]
+fn missing_btf_gets_one_clear_sentence() {
+    require_root();
+    let output = Command::new(AGENT)
+        .args(["trace", "--btf", "/nonexistent/vmlinux"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("CONFIG_DEBUG_INFO_BTF"), "{stderr}");
+}

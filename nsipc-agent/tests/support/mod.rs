@@ -1,0 +1,194 @@
+//! Running the real agent against the running kernel, and real programs to drive it.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_nsipc-agent");
+pub const HOST_NS: u64 = 4026531839;
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// These tests load eBPF programs: without root they cannot test anything, so they fail
+/// loudly instead of passing vacuously.
+pub fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the privileged tests must run as root (sudo cargo xtask test)"
+    );
+}
+
+/// A running `nsipc-agent trace`, its stdout parsed line by line.
+pub struct Agent {
+    pub child: Child,
+    lines: Receiver<Result<Value, String>>,
+    /// Every event received so far, in order.
+    pub events: Vec<Value>,
+}
+
+fn read_lines(stdout: ChildStdout) -> Receiver<Result<Value, String>> {
+    let (tx, rx) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let parsed = serde_json::from_str::<Value>(&line).map_err(|e| format!("{e}: {line}"));
+            if tx.send(parsed).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Agent {
+    /// Starts the agent and waits for `agent.ready`.
+    pub fn start(args: &[&str]) -> Agent {
+        require_root();
+        let mut child = Command::new(AGENT)
+            .arg("trace")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning nsipc-agent");
+        let lines = read_lines(child.stdout.take().unwrap());
+        let mut agent = Agent {
+            child,
+            lines,
+            events: Vec::new(),
+        };
+        let ready = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
+        assert_eq!(ready["backend"], "tracepoint");
+        agent
+    }
+
+    /// Next line of the stream, or None at end of stream / after `timeout`.
+    fn next(&mut self, timeout: Duration) -> Option<Value> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(Ok(event)) => {
+                self.events.push(event.clone());
+                Some(event)
+            }
+            Ok(Err(bad_line)) => panic!("the agent printed a line that is not JSON: {bad_line}"),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Waits up to [`WAIT`] for an event matching `pred` (seen before or arriving now).
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.events.iter().find(|e| pred(e)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next(left) {
+                Some(event) if pred(&event) => return event,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let stderr = self.kill_and_stderr();
+        panic!(
+            "no {what} within {WAIT:?}; stderr: {stderr}; events: {:#?}",
+            self.events
+        );
+    }
+
+    fn kill_and_stderr(&mut self) -> String {
+        let _ = self.child.kill();
+        let output = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// Sends `signal`, reads the stream to its end, and waits for the agent to exit.
+    pub fn stop(mut self, signal: libc::c_int) -> Stopped {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        while self.next(WAIT).is_some() {}
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the agent") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let stderr = self.kill_and_stderr();
+                panic!(
+                    "the agent did not exit within {WAIT:?} of signal {signal}; stderr: {stderr}"
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = self.kill_and_stderr();
+        Stopped {
+            status,
+            stderr,
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    /// All events seen so far that match `pred`.
+    pub fn all(&self, pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
+        self.events.iter().filter(|e| pred(e)).collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How a stopped agent ended.
+pub struct Stopped {
+    pub status: ExitStatus,
+    pub stderr: String,
+    pub events: Vec<Value>,
+}
+
+/// Runs `sh -c script`, which must succeed; returns its stdout.
+pub fn sh(script: &str) -> String {
+    let output: Output = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("running sh");
+    assert!(
+        output.status.success(),
+        "`{script}` failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// A SysV key unique to this test process and `salt`, so concurrent tests never share one.
+pub fn unique_key(salt: u32) -> i64 {
+    i64::from((std::process::id() << 8 | salt) & 0x3fff_ffff)
+}
+
+/// The inum in an `ipc:[4026532177]` link.
+pub fn parse_ns_link(link: &str) -> u64 {
+    link.trim()
+        .strip_prefix("ipc:[")
+        .and_then(|s| s.strip_suffix(']'))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an ipc namespace link: {link:?}"))
+}
+
+pub fn field(event: &Value, name: &str) -> i64 {
+    event[name]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no integer {name} in {event}"))
+}

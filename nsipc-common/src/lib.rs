@@ -1,0 +1,154 @@
+//! The event ABI shared by the eBPF probes (`nsipc-ebpf`) and the userspace agent.
+//!
+//! Every probe writes one fixed-size [`Record`] into the `EVENTS` ring buffer. The meaning of
+//! `args` and `ret` depends on `kind` (see [`EventKind`]); userspace decodes by copying the bytes
+//! into a `Record`, never by casting the ring buffer pointer.
+#![no_std]
+
+/// Name of the ring buffer map that carries [`Record`]s.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU array (one `u64` slot) counting records the ring buffer had no room for.
+pub const LOST_MAP: &str = "LOST";
+
+/// Names of the read-only globals userspace fills in before load. Offsets come from the running
+/// kernel's BTF, never from headers: `ipc_namespace` is `__randomize_layout` and `ns_common`
+/// changed in 6.18.
+pub mod globals {
+    /// `offsetof(struct task_struct, nsproxy)`.
+    pub const TASK_NSPROXY: &str = "TASK_NSPROXY_OFFSET";
+    /// `offsetof(struct nsproxy, ipc_ns)`.
+    pub const NSPROXY_IPC_NS: &str = "NSPROXY_IPC_NS_OFFSET";
+    /// `offsetof(struct ipc_namespace, ns) + offsetof(struct ns_common, inum)`.
+    pub const IPC_NS_INUM: &str = "IPC_NS_INUM_OFFSET";
+    /// `offsetof(struct ipc_namespace, ns) + offsetof(struct ns_common, ns_id)`, or
+    /// [`super::NO_OFFSET`] on kernels without `ns_id` (before 6.18).
+    pub const IPC_NS_ID: &str = "IPC_NS_ID_OFFSET";
+    /// `offsetof(struct task_struct, pid)`.
+    pub const TASK_PID: &str = "TASK_PID_OFFSET";
+    /// `offsetof(struct task_struct, tgid)`.
+    pub const TASK_TGID: &str = "TASK_TGID_OFFSET";
+    /// Bytes of unread data in the ring buffer past which a probe forces a wakeup.
+    pub const WAKEUP_THRESHOLD: &str = "WAKEUP_THRESHOLD";
+}
+
+/// Offset value meaning "this kernel has no such field".
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// Inode number of the initial (host) IPC namespace: `PROC_IPC_INIT_INO` in
+/// `include/linux/proc_ns.h`, fixed since Linux 3.8.
+pub const HOST_IPC_NS_INUM: u32 = 0xEFFF_FFFF;
+
+/// `CLONE_NEWIPC` from `include/uapi/linux/sched.h`.
+pub const CLONE_NEWIPC: u64 = 0x0800_0000;
+
+/// What a [`Record`] describes. The numeric ids are part of the ABI: never renumber.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `msgget` returned. args: key, msgflg. ret: id or -errno.
+    MsgGet = 1,
+    /// `shmget` returned. args: key, size, shmflg. ret: id or -errno.
+    ShmGet = 2,
+    /// `semget` returned. args: key, nsems, semflg. ret: id or -errno.
+    SemGet = 3,
+    /// `msgctl` returned. args: msqid, cmd. ret: 0/value or -errno.
+    MsgCtl = 4,
+    /// `shmctl` returned. args: shmid, cmd. ret: 0/value or -errno.
+    ShmCtl = 5,
+    /// `semctl` returned. args: semid, semnum, cmd. ret: 0/value or -errno.
+    SemCtl = 6,
+    /// `shmat` returned. args: shmid, requested address, shmflg. ret: address or -errno.
+    ShmAttach = 7,
+    /// `shmdt` returned. args: address. ret: 0 or -errno.
+    ShmDetach = 8,
+    /// `unshare(flags)` with `CLONE_NEWIPC` returned. args: flags. `other_ns`: namespace before.
+    Unshare = 9,
+    /// `setns` that switched the IPC namespace, or asked to (nstype has `CLONE_NEWIPC`).
+    /// args: fd, nstype. `other_ns`: namespace before.
+    Setns = 10,
+    /// A task was created with `CLONE_NEWIPC` (ret = child tid, args: flags, child tgid; `ns` is
+    /// the child's new namespace, `other_ns` the parent's), or such a clone failed (ret -errno).
+    Clone = 11,
+    /// A task whose IPC namespace is not the host's exited (its namespace reference is about to
+    /// be dropped). No args.
+    ProcessExit = 12,
+}
+
+impl EventKind {
+    /// The kind with this ABI id, if any.
+    pub const fn from_u32(id: u32) -> Option<Self> {
+        Some(match id {
+            1 => Self::MsgGet,
+            2 => Self::ShmGet,
+            3 => Self::SemGet,
+            4 => Self::MsgCtl,
+            5 => Self::ShmCtl,
+            6 => Self::SemCtl,
+            7 => Self::ShmAttach,
+            8 => Self::ShmDetach,
+            9 => Self::Unshare,
+            10 => Self::Setns,
+            11 => Self::Clone,
+            12 => Self::ProcessExit,
+            _ => return None,
+        })
+    }
+}
+
+/// An IPC namespace as the kernel identifies it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NsRef {
+    /// `ns_common.ns_id`: 64-bit, never reused (6.18+); 0 where the kernel has none.
+    pub id: u64,
+    /// `ns_common.inum`: the number `readlink /proc/PID/ns/ipc` shows; reused at once.
+    /// 0 when the task had no namespaces any more (exiting).
+    pub inum: u32,
+    pub _pad: u32,
+}
+
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+/// Number of syscall arguments a record carries.
+pub const RECORD_ARGS: usize = 4;
+
+/// One event, as written by a probe into the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    /// An [`EventKind`] id.
+    pub kind: u32,
+    /// Thread group id (what userspace calls the pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Real uid of the task.
+    pub uid: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+    /// IPC namespace of the task at the moment of the event (after the call, for syscalls).
+    pub ns: NsRef,
+    /// The other namespace of a switch: before `unshare`/`setns`, the parent's for `clone`.
+    pub other_ns: NsRef,
+    /// Syscall return value (negative errno on failure); see [`EventKind`].
+    pub ret: i64,
+    /// Syscall arguments, as described by [`EventKind`].
+    pub args: [u64; RECORD_ARGS],
+    /// `task_struct.comm`, NUL-padded, any bytes.
+    pub comm: [u8; COMM_LEN],
+}
+
+impl Record {
+    /// Size of a record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Record>();
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Record {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NsRef {}
+
+// The ABI must not change size or alignment by accident: userspace rejects records of any other
+// length, and the ring buffer aligns records to 8 bytes.
+const _: () = assert!(Record::SIZE == 112);
+const _: () = assert!(core::mem::align_of::<Record>() == 8);

@@ -1,0 +1,25 @@
+//! The nsipc eBPF probes (tracepoint backend).
+//!
+//! Flow: a syscall's enter tracepoint remembers its arguments per thread ([`syscall`]), its exit
+//! tracepoint turns them and the return value into one [`nsipc_common::Record`] ([`record`]),
+//! tagged with the task's IPC namespace ([`task`]). One module per probe family.
+#![no_std]
+#![no_main]
+
+mod ipc_objects;
+mod namespaces;
+mod process;
+mod record;
+mod syscall;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// bpf_probe_read_kernel and the ring buffer helpers are GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,32 @@
+//! Task exits that matter for namespace lifetimes.
+//!
+//! kernel: include/trace/events/sched.h: sched_process_exit, TP_PROTO(struct task_struct *p, ...)
+//!   fired from do_exit() before exit_task_namespaces() drops the task's nsproxy reference.
+//!   (6.18 adds `bool group_dead`; only the first argument is read so older kernels load too.)
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use nsipc_common::{EventKind, HOST_IPC_NS_INUM, NsRef};
+
+use crate::{
+    record::{Subject, emit},
+    task::ipc_ns_of,
+};
+
+/// Exits in the host namespace cannot end a namespace's life and are filtered here, so the
+/// stream is not flooded with every exit on the machine.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
+    let task: *const u8 = ctx.arg(0);
+    let ns = ipc_ns_of(task);
+    if ns.inum != 0 && ns.inum != HOST_IPC_NS_INUM {
+        emit(
+            EventKind::ProcessExit,
+            Subject::current(),
+            ns,
+            NsRef::default(),
+            0,
+            [0; 4],
+        );
+    }
+    0
+}

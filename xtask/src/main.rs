@@ -1,0 +1,142 @@
+//! Project tasks: `cargo xtask setup | build | trace | test | lint`.
+//!
+//! Every task that needs the eBPF toolchain runs `setup` first; setup checks before it installs,
+//! so it is quick when everything is there.
+
+mod setup;
+
+use std::{
+    os::{fd::AsFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "nsipc-agent project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (Debian packages, rust-src, bpf-linker).
+    Setup,
+    /// Set up and build the agent (release).
+    Build,
+    /// Set up, build, and run `nsipc-agent trace` with these arguments (needs root).
+    #[command(after_help = "Example:\n  cargo xtask trace | jq -c 'select(.event == \"msg.get\")'")]
+    Trace {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up and run every test: unit tests and the privileged tests against the running
+    /// kernel (needs root), then formatting and clippy on both sides.
+    Test,
+    /// cargo fmt --check and clippy (userspace and eBPF).
+    Lint,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::ensure(),
+        Task::Build => {
+            setup::ensure()?;
+            build()
+        }
+        Task::Trace { args } => {
+            setup::ensure()?;
+            build()?;
+            let agent = workspace_root().join("target/release/nsipc-agent");
+            // Replace this process so signals and the stdout pipe reach the agent directly.
+            let err = Command::new(&agent).arg("trace").args(args).exec();
+            Err(err).with_context(|| format!("running {}", agent.display()))
+        }
+        Task::Test => {
+            setup::ensure()?;
+            if !setup::is_root() {
+                bail!(
+                    "the privileged tests load eBPF programs and need root: run `sudo cargo xtask test`"
+                );
+            }
+            run(cargo().args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "nsipc-ebpf",
+                "--release",
+            ]))?;
+            lint()
+        }
+        Task::Lint => {
+            setup::ensure()?;
+            lint()
+        }
+    }
+}
+
+fn build() -> Result<()> {
+    // Build output goes to stderr so that `cargo xtask trace | jq` only sees the agent's stdout.
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stderr")?;
+    run(cargo()
+        .args(["build", "--release", "--package", "nsipc-agent"])
+        .stdout(stderr))
+}
+
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate only builds for the bpf target (nightly, build-std); on the host, feature
+    // unification would give it nsipc-common/user and so std.
+    run(Command::new("cargo")
+        .current_dir(workspace_root().join("nsipc-ebpf"))
+        .args([
+            "+nightly",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--bins",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs a command; its failure is ours.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
