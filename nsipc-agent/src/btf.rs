@@ -56,7 +56,7 @@ struct Member {
 struct Type {
     name_off: u32,
     kind: u32,
-    /// The referenced type for modifiers and typedefs.
+    /// The referenced type for modifiers and typedefs; the size in bytes for structs.
     type_ref: u32,
     members: Vec<Member>,
 }
@@ -205,6 +205,19 @@ impl Btf {
             .ok_or_else(|| BtfError::NoMember(struct_name.to_owned(), member.to_owned()))
     }
 
+    /// `sizeof(struct struct_name)`.
+    pub fn struct_size(&self, struct_name: &str) -> Result<u32, BtfError> {
+        self.structs_by_name
+            .get(struct_name)
+            .and_then(|ids| {
+                ids.iter()
+                    .map(|&id| &self.types[id as usize])
+                    .find(|ty| !ty.members.is_empty())
+            })
+            .map(|ty| ty.type_ref)
+            .ok_or_else(|| BtfError::NoStruct(struct_name.to_owned()))
+    }
+
     fn find_member(&self, ty: &Type, member: &str, base_bits: u32) -> Option<u32> {
         for m in &ty.members {
             let bits = base_bits + m.bit_offset;
@@ -297,6 +310,7 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "a"), Ok(0));
         assert_eq!(btf.member_offset("outer", "pad"), Ok(8));
         assert_eq!(btf.member_offset("outer", "deep"), Ok(16));
+        assert_eq!(btf.struct_size("outer"), Ok(24));
         assert_eq!(
             btf.member_offset("outer", "missing"),
             Err(BtfError::NoMember("outer".into(), "missing".into()))

@@ -54,6 +54,11 @@ pub struct TraceArgs {
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
 
+    /// Also print the raw syscall events (msg.get, shm.ctl, ipc_ns.setns, …) the lifecycle
+    /// events are derived from.
+    #[arg(long)]
+    pub raw: bool,
+
     /// BTF of the running kernel, where the probes' struct offsets come from.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
     pub btf: PathBuf,

@@ -53,12 +53,14 @@ pub enum Body {
         size: u64,
         result: SysResult<i64>,
     },
-    /// `msgctl`/`shmctl`/`semctl`. `semnum` only for sem.
+    /// `msgctl`/`shmctl`/`semctl`. `semnum` only for sem. `still_listed`: after a successful
+    /// shm IPC_RMID, whether the segment is still there (attached, so only marked).
     Ctl {
         object: IpcObject,
         id: i32,
         cmd: i32,
         semnum: i32,
+        still_listed: bool,
         result: SysResult<i64>,
     },
     ShmAttach {
@@ -90,6 +92,15 @@ pub enum Body {
         result: SysResult<i64>,
     },
     ProcessExit,
+    /// The namespace `ns` was freed: it and everything left in it are gone.
+    NsFreed,
+    /// Shm segment `id` (with `key`) of namespace `ns` was freed; `ns_dying`: because its
+    /// namespace was being torn down.
+    ShmFreed {
+        id: i32,
+        key: i32,
+        ns_dying: bool,
+    },
 }
 
 /// One decoded kernel event.
@@ -143,6 +154,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             id: int(0),
             cmd: int(1),
             semnum: 0,
+            still_listed: false,
             result,
         },
         EventKind::ShmCtl => Body::Ctl {
@@ -150,6 +162,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             id: int(0),
             cmd: int(1),
             semnum: 0,
+            still_listed: args[3] != 0,
             result,
         },
         EventKind::SemCtl => Body::Ctl {
@@ -157,6 +170,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             id: int(0),
             cmd: int(2),
             semnum: int(1),
+            still_listed: false,
             result,
         },
         EventKind::ShmAttach => Body::ShmAttach {
@@ -187,6 +201,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             result,
         },
         EventKind::ProcessExit => Body::ProcessExit,
+        EventKind::NsFreed => Body::NsFreed,
+        EventKind::ShmFreed => Body::ShmFreed {
+            id: int(0),
+            key: int(1),
+            ns_dying: args[2] != 0,
+        },
     };
     Ok(KernelEvent {
         ts_ns: record.ts_ns,
@@ -278,6 +298,7 @@ pub(crate) mod tests {
                     id: 3,
                     cmd: 0,
                     semnum: 0,
+                    still_listed: false,
                     result: Ok(0),
                 },
             ),
@@ -290,6 +311,7 @@ pub(crate) mod tests {
                     id: 5,
                     cmd: 0x102,
                     semnum: 0,
+                    still_listed: false,
                     result: Err(22),
                 },
             ),
@@ -302,6 +324,7 @@ pub(crate) mod tests {
                     id: 9,
                     cmd: 12,
                     semnum: 2,
+                    still_listed: false,
                     result: Ok(1),
                 },
             ),
@@ -358,6 +381,30 @@ pub(crate) mod tests {
                 },
             ),
             (EventKind::ProcessExit, 0, [0; 4], Body::ProcessExit),
+            (EventKind::NsFreed, 0, [0; 4], Body::NsFreed),
+            (
+                EventKind::ShmFreed,
+                0,
+                [7, u32::MAX as u64, 1, 0],
+                Body::ShmFreed {
+                    id: 7,
+                    key: -1,
+                    ns_dying: true,
+                },
+            ),
+            (
+                EventKind::ShmCtl,
+                0,
+                [5, 0, 0, 1],
+                Body::Ctl {
+                    object: IpcObject::Shm,
+                    id: 5,
+                    cmd: 0,
+                    semnum: 0,
+                    still_listed: true,
+                    result: Ok(0),
+                },
+            ),
         ];
         for (kind, ret, args, body) in cases {
             let event = decode(&record_bytes(*kind, *ret, *args)).unwrap();

@@ -5,6 +5,8 @@ use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 
+use nsipc_common::{KernelOffsets, NO_OFFSET};
+
 use crate::btf::Btf;
 
 pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -85,35 +87,34 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-/// Field offsets the probes need, from the running kernel's BTF.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelLayout {
-    pub task_nsproxy: u32,
-    pub task_pid: u32,
-    pub task_tgid: u32,
-    pub nsproxy_ipc_ns: u32,
-    /// `ipc_namespace.ns.inum`
-    pub ipc_ns_inum: u32,
-    /// `ipc_namespace.ns.ns_id`, on kernels that have it (6.18+).
-    pub ipc_ns_id: Option<u32>,
-}
-
-impl KernelLayout {
-    pub fn from_btf(btf: &Btf) -> Result<Self> {
-        let ns = btf.member_offset("ipc_namespace", "ns")?;
-        let layout = Self {
-            task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
-            task_pid: btf.member_offset("task_struct", "pid")?,
-            task_tgid: btf.member_offset("task_struct", "tgid")?,
-            nsproxy_ipc_ns: btf.member_offset("nsproxy", "ipc_ns")?,
-            ipc_ns_inum: ns + btf.member_offset("ns_common", "inum")?,
-            ipc_ns_id: btf
-                .member_offset("ns_common", "ns_id")
-                .ok()
-                .map(|id| ns + id),
-        };
-        Ok(layout)
-    }
+/// The field offsets the probes need, from the running kernel's BTF.
+pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
+    let ns = btf.member_offset("ipc_namespace", "ns")?;
+    let xa_head = btf.member_offset("ipc_ids", "ipcs_idr")?
+        + btf.member_offset("idr", "idr_rt")?
+        + btf.member_offset("xarray", "xa_head")?;
+    Ok(KernelOffsets {
+        task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+        task_pid: btf.member_offset("task_struct", "pid")?,
+        task_tgid: btf.member_offset("task_struct", "tgid")?,
+        nsproxy_ipc_ns: btf.member_offset("nsproxy", "ipc_ns")?,
+        ipc_ns_inum: ns + btf.member_offset("ns_common", "inum")?,
+        ipc_ns_id: btf
+            .member_offset("ns_common", "ns_id")
+            .map_or(NO_OFFSET, |id| ns + id),
+        ipc_ns_refcount: ns
+            + btf
+                .member_offset("ns_common", "__ns_ref")
+                .or_else(|_| btf.member_offset("ns_common", "count"))?,
+        ipc_ns_ids: btf.member_offset("ipc_namespace", "ids")?,
+        ipc_ids_size: btf.struct_size("ipc_ids")?,
+        ipc_ids_xa_head: xa_head,
+        xa_node_shift: btf.member_offset("xa_node", "shift")?,
+        xa_node_slots: btf.member_offset("xa_node", "slots")?,
+        perm_id: btf.member_offset("kern_ipc_perm", "id")?,
+        perm_key: btf.member_offset("kern_ipc_perm", "key")?,
+        shm_perm: btf.member_offset("shmid_kernel", "shm_perm")?,
+    })
 }
 
 #[cfg(test)]
@@ -126,11 +127,15 @@ mod tests {
             eprintln!("no kernel BTF here; nothing to check");
             return;
         };
-        let layout = KernelLayout::from_btf(&btf).unwrap();
+        let offsets = kernel_offsets(&btf).unwrap();
         // pid and tgid are adjacent ints in every kernel since 2.6.
-        assert_eq!(layout.task_tgid, layout.task_pid + 4);
-        assert!(layout.task_nsproxy > layout.task_tgid);
-        assert!(layout.ipc_ns_inum > 0);
+        assert_eq!(offsets.task_tgid, offsets.task_pid + 4);
+        assert!(offsets.task_nsproxy > offsets.task_tgid);
+        assert!(offsets.ipc_ns_inum > 0);
+        // ids[3] comes first in struct ipc_namespace; the slots follow the node header.
+        assert_eq!(offsets.ipc_ns_ids, 0);
+        assert!(offsets.ipc_ids_size > offsets.ipc_ids_xa_head);
+        assert!(offsets.xa_node_slots > offsets.xa_node_shift);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod btf;
 mod cli;
 mod decode;
 mod kernel;
+mod lifecycle;
 mod names;
 mod probes;
 mod render;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
                 trace::run(trace::TraceOptions {
                     btf_path: args.btf,
                     ring_buffer_bytes: args.ring_buffer_size,
+                    raw: args.raw,
                 })
                 .await
             }

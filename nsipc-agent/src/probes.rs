@@ -8,18 +8,23 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, Program, TracePoint},
 };
-use nsipc_common::{EVENTS_MAP, LOST_MAP, NO_OFFSET, globals};
-
-use crate::kernel::KernelLayout;
+use nsipc_common::{EVENTS_MAP, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL};
 
 /// The probes, compiled for the bpf target by build.rs.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nsipc"));
 
-/// The syscall tracepoints live in this tracefs category.
-const SYSCALL_CATEGORY: &str = "syscalls";
+/// The tracefs category of a tracepoint program, from its name: `sys_enter_*`/`sys_exit_*` are
+/// syscall tracepoints, `kfree` is `kmem:kfree`.
+fn tracepoint_category(program: &str) -> Option<&'static str> {
+    match program {
+        name if name.starts_with("sys_") => Some("syscalls"),
+        "kfree" => Some("kmem"),
+        _ => None,
+    }
+}
 
 pub struct LoadOptions<'a> {
-    pub layout: KernelLayout,
+    pub offsets: KernelOffsets,
     pub btf_path: &'a Path,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_buffer_bytes: u32,
@@ -36,19 +41,12 @@ pub struct Probes {
 impl Probes {
     /// Loads, attaches, and hands back the probes with the ring buffer they write to.
     pub fn load_and_attach(options: &LoadOptions<'_>) -> Result<(Self, RingBuf<MapData>)> {
-        let layout = &options.layout;
-        let ipc_ns_id = layout.ipc_ns_id.unwrap_or(NO_OFFSET);
         // Force a wakeup once an eighth of the buffer waits: the reader keeps up under bursts
         // without being woken for every record.
         let wakeup_threshold = u64::from(options.ring_buffer_bytes / 8);
         let mut ebpf = EbpfLoader::new()
-            .override_global(globals::TASK_NSPROXY, &layout.task_nsproxy, true)
-            .override_global(globals::TASK_PID, &layout.task_pid, true)
-            .override_global(globals::TASK_TGID, &layout.task_tgid, true)
-            .override_global(globals::NSPROXY_IPC_NS, &layout.nsproxy_ipc_ns, true)
-            .override_global(globals::IPC_NS_INUM, &layout.ipc_ns_inum, true)
-            .override_global(globals::IPC_NS_ID, &ipc_ns_id, true)
-            .override_global(globals::WAKEUP_THRESHOLD, &wakeup_threshold, true)
+            .override_global(OFFSETS_GLOBAL, &options.offsets, true)
+            .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
             .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
             .load(PROBES_OBJECT)
             .context("the kernel refused the eBPF maps or object")?;
@@ -94,17 +92,19 @@ impl Probes {
     }
 }
 
-/// Loads one program and attaches it where its name says: `sys_{enter,exit}_*` programs on the
-/// syscall tracepoint of that name, BTF tracepoints on the kernel tracepoint of that name.
+/// Loads one program and attaches it where its name says: tracepoint programs on the tracepoint
+/// of that name ([`tracepoint_category`]), BTF tracepoints on the kernel tracepoint of that name.
 fn attach(name: &str, program: &mut Program, btf: &Btf) -> Result<()> {
     let refused = || format!("the kernel refused probe {name}");
     match program {
         Program::TracePoint(tracepoint) => {
             let tracepoint: &mut TracePoint = tracepoint;
+            let category = tracepoint_category(name)
+                .ok_or_else(|| anyhow!("probe {name} names no known tracepoint"))?;
             tracepoint.load().with_context(refused)?;
-            tracepoint.attach(SYSCALL_CATEGORY, name).with_context(|| {
-                format!("cannot attach to tracepoint {SYSCALL_CATEGORY}:{name}")
-            })?;
+            tracepoint
+                .attach(category, name)
+                .with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
         }
         Program::BtfTracePoint(tracepoint) => {
             let tracepoint: &mut BtfTracePoint = tracepoint;

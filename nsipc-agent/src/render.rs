@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
-    decode::{Body, KernelEvent, SysResult},
+    decode::{Body, KernelEvent, SysResult, Task},
     names::{IpcObject, ctl_cmd_name, errno_name},
 };
 
@@ -88,6 +88,8 @@ pub fn event_name(body: &Body) -> &'static str {
         Body::Setns { .. } => "ipc_ns.setns",
         Body::Clone { .. } => "ipc_ns.clone",
         Body::ProcessExit => "process.exit",
+        Body::NsFreed => "ipc_ns.freed",
+        Body::ShmFreed { .. } => "shm.freed",
     }
 }
 
@@ -95,6 +97,14 @@ pub fn event_name(body: &Body) -> &'static str {
 pub struct KernelEventJson<'a> {
     pub event: &'a KernelEvent,
     pub clock: &'a WallClock,
+}
+
+/// Writes the fields of the task an event is about.
+pub fn put_task<M: SerializeMap>(map: &mut M, task: &Task) -> Result<(), M::Error> {
+    map.serialize_entry("pid", &task.pid)?;
+    map.serialize_entry("tid", &task.tid)?;
+    map.serialize_entry("uid", &task.uid)?;
+    map.serialize_entry("comm", &String::from_utf8_lossy(task.comm_bytes()))
 }
 
 /// Writes `ret`, and `errno` (named) on failure.
@@ -131,10 +141,11 @@ impl Serialize for KernelEventJson<'_> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("event", event_name(&event.body))?;
         map.serialize_entry("time", &Rfc3339(self.clock.wall_time(event.ts_ns)))?;
-        map.serialize_entry("pid", &event.task.pid)?;
-        map.serialize_entry("tid", &event.task.tid)?;
-        map.serialize_entry("uid", &event.task.uid)?;
-        map.serialize_entry("comm", &String::from_utf8_lossy(event.task.comm_bytes()))?;
+        // Frees run in whatever context the kernel frees in (a kworker, an RCU callback): no
+        // process is behind them.
+        if !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. }) {
+            put_task(&mut map, &event.task)?;
+        }
         put_ns(&mut map, "ns", "ns_id", &event.ns)?;
         match &event.body {
             Body::Get {
@@ -163,6 +174,7 @@ impl Serialize for KernelEventJson<'_> {
                 cmd,
                 semnum,
                 result,
+                ..
             } => {
                 map.serialize_entry("id", id)?;
                 match ctl_cmd_name(*object, *cmd) {
@@ -229,7 +241,12 @@ impl Serialize for KernelEventJson<'_> {
                 }
                 put_result(&mut map, result)?;
             }
-            Body::ProcessExit => {}
+            Body::ProcessExit | Body::NsFreed => {}
+            Body::ShmFreed { id, key, ns_dying } => {
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("key", key)?;
+                map.serialize_entry("ns_dying", ns_dying)?;
+            }
         }
         map.end()
     }

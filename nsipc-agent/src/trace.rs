@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use nsipc_common::HOST_IPC_NS_INUM;
+use nsipc_common::{HOST_IPC_NS_INUM, NO_OFFSET};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -17,8 +17,9 @@ use tokio::{
 
 use crate::{
     agent_events::AgentEvent,
-    decode::decode,
-    kernel::{self, KernelLayout},
+    decode::{KernelEvent, decode},
+    kernel,
+    lifecycle::{Engine, Lifecycle, LifecycleJson},
     probes::{LoadOptions, Probes},
     render::{KernelEventJson, Rfc3339, WallClock},
     sink::{JsonLines, SinkState, stdout_reader_gone},
@@ -31,6 +32,8 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 pub struct TraceOptions {
     pub btf_path: PathBuf,
     pub ring_buffer_bytes: u32,
+    /// Print the raw kernel events too.
+    pub raw: bool,
 }
 
 /// Counts reported in `agent.stop`.
@@ -45,6 +48,10 @@ struct Stream<W: Write> {
     sink: JsonLines<W>,
     clock: WallClock,
     counters: Counters,
+    engine: Engine,
+    raw: bool,
+    /// Reused for every event: the hot path does not allocate.
+    derived: Vec<Lifecycle>,
 }
 
 impl<W: Write> Stream<W> {
@@ -58,10 +65,7 @@ impl<W: Write> Stream<W> {
             let state = match decode(&item) {
                 Ok(event) => {
                     self.counters.events += 1;
-                    self.sink.write(&KernelEventJson {
-                        event: &event,
-                        clock: &self.clock,
-                    })?
+                    self.write_kernel_event(&event)?
                 }
                 Err(err) => {
                     self.counters.decode_errors += 1;
@@ -76,6 +80,30 @@ impl<W: Write> Stream<W> {
             };
             if state == SinkState::ReaderGone {
                 return Ok(state);
+            }
+        }
+        Ok(SinkState::Open)
+    }
+
+    /// Writes what one kernel event means (and the event itself with `--raw`).
+    fn write_kernel_event(&mut self, event: &KernelEvent) -> Result<SinkState> {
+        if self.raw
+            && self.sink.write(&KernelEventJson {
+                event,
+                clock: &self.clock,
+            })? == SinkState::ReaderGone
+        {
+            return Ok(SinkState::ReaderGone);
+        }
+        self.derived.clear();
+        self.engine.apply(event, &mut self.derived);
+        for lifecycle in &self.derived {
+            if self.sink.write(&LifecycleJson {
+                event: lifecycle,
+                clock: &self.clock,
+            })? == SinkState::ReaderGone
+            {
+                return Ok(SinkState::ReaderGone);
             }
         }
         Ok(SinkState::Open)
@@ -110,13 +138,13 @@ enum Ending {
 pub async fn run(options: TraceOptions) -> Result<()> {
     kernel::check_privileges()?;
     let btf = kernel::load_btf(&options.btf_path)?;
-    let layout =
-        KernelLayout::from_btf(&btf).context("the kernel's BTF lacks a field the probes read")?;
+    let offsets =
+        kernel::kernel_offsets(&btf).context("the kernel's BTF lacks a field the probes read")?;
     drop(btf);
     kernel::ensure_tracefs()?;
 
     let (mut probes, ring) = Probes::load_and_attach(&LoadOptions {
-        layout,
+        offsets,
         btf_path: &options.btf_path,
         ring_buffer_bytes: options.ring_buffer_bytes,
     })?;
@@ -132,6 +160,9 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         sink: JsonLines::new(std::io::stdout().lock()),
         clock: WallClock::now(),
         counters: Counters::default(),
+        engine: Engine::new(std::process::id()),
+        raw: options.raw,
+        derived: Vec::new(),
     };
     let release = kernel::release();
     let ready = AgentEvent::Ready {
@@ -140,7 +171,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         backend: "tracepoint",
         kernel: &release,
         programs: probes.attached,
-        ns_id: layout.ipc_ns_id.is_some(),
+        ns_id: offsets.ipc_ns_id != NO_OFFSET,
         host_ns: HOST_IPC_NS_INUM,
         ring_buffer_bytes: options.ring_buffer_bytes,
         pid: std::process::id(),

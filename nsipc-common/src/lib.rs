@@ -10,26 +10,74 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU array (one `u64` slot) counting records the ring buffer had no room for.
 pub const LOST_MAP: &str = "LOST";
 
-/// Names of the read-only globals userspace fills in before load. Offsets come from the running
-/// kernel's BTF, never from headers: `ipc_namespace` is `__randomize_layout` and `ns_common`
-/// changed in 6.18.
-pub mod globals {
-    /// `offsetof(struct task_struct, nsproxy)`.
-    pub const TASK_NSPROXY: &str = "TASK_NSPROXY_OFFSET";
-    /// `offsetof(struct nsproxy, ipc_ns)`.
-    pub const NSPROXY_IPC_NS: &str = "NSPROXY_IPC_NS_OFFSET";
-    /// `offsetof(struct ipc_namespace, ns) + offsetof(struct ns_common, inum)`.
-    pub const IPC_NS_INUM: &str = "IPC_NS_INUM_OFFSET";
-    /// `offsetof(struct ipc_namespace, ns) + offsetof(struct ns_common, ns_id)`, or
-    /// [`super::NO_OFFSET`] on kernels without `ns_id` (before 6.18).
-    pub const IPC_NS_ID: &str = "IPC_NS_ID_OFFSET";
-    /// `offsetof(struct task_struct, pid)`.
-    pub const TASK_PID: &str = "TASK_PID_OFFSET";
-    /// `offsetof(struct task_struct, tgid)`.
-    pub const TASK_TGID: &str = "TASK_TGID_OFFSET";
-    /// Bytes of unread data in the ring buffer past which a probe forces a wakeup.
-    pub const WAKEUP_THRESHOLD: &str = "WAKEUP_THRESHOLD";
+/// Name of the read-only global ([`KernelOffsets`]) userspace fills in before load.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// Name of the read-only global (`u64`): bytes of unread data in the ring buffer past which a
+/// probe forces a wakeup.
+pub const WAKEUP_THRESHOLD_GLOBAL: &str = "WAKEUP_THRESHOLD";
+
+/// Byte offsets of the kernel fields the probes read, from the running kernel's BTF, never from
+/// headers: `ipc_namespace` and `task_struct` are `__randomize_layout`, `ns_common` changed in
+/// 6.18. [`NO_OFFSET`] marks a field this kernel does not have.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.nsproxy`
+    pub task_nsproxy: u32,
+    /// `task_struct.pid`
+    pub task_pid: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `nsproxy.ipc_ns`
+    pub nsproxy_ipc_ns: u32,
+    /// `ipc_namespace.ns.inum`
+    pub ipc_ns_inum: u32,
+    /// `ipc_namespace.ns.ns_id` (6.18+), or [`NO_OFFSET`]
+    pub ipc_ns_id: u32,
+    /// `ipc_namespace.ns` reference count (`ns_common.__ns_ref` on 6.18, `count` before): zero
+    /// while the namespace is being torn down
+    pub ipc_ns_refcount: u32,
+    /// `ipc_namespace.ids`: `struct ipc_ids[3]`, indexed msg, sem, shm
+    pub ipc_ns_ids: u32,
+    /// `sizeof(struct ipc_ids)`
+    pub ipc_ids_size: u32,
+    /// `ipc_ids.ipcs_idr.idr_rt.xa_head`: the root of the id → object xarray
+    pub ipc_ids_xa_head: u32,
+    /// `xa_node.shift`
+    pub xa_node_shift: u32,
+    /// `xa_node.slots`
+    pub xa_node_slots: u32,
+    /// `kern_ipc_perm.id`
+    pub perm_id: u32,
+    /// `kern_ipc_perm.key`
+    pub perm_key: u32,
+    /// `shmid_kernel.shm_perm`
+    pub shm_perm: u32,
 }
+
+impl KernelOffsets {
+    /// Every offset unknown: what the probes see if userspace forgot to fill them in.
+    pub const UNKNOWN: Self = Self {
+        task_nsproxy: NO_OFFSET,
+        task_pid: NO_OFFSET,
+        task_tgid: NO_OFFSET,
+        nsproxy_ipc_ns: NO_OFFSET,
+        ipc_ns_inum: NO_OFFSET,
+        ipc_ns_id: NO_OFFSET,
+        ipc_ns_refcount: NO_OFFSET,
+        ipc_ns_ids: NO_OFFSET,
+        ipc_ids_size: NO_OFFSET,
+        ipc_ids_xa_head: NO_OFFSET,
+        xa_node_shift: NO_OFFSET,
+        xa_node_slots: NO_OFFSET,
+        perm_id: NO_OFFSET,
+        perm_key: NO_OFFSET,
+        shm_perm: NO_OFFSET,
+    };
+}
+
+/// Index of the shm ids in `ipc_namespace.ids` (`IPC_SHM_IDS` in ipc/util.h).
+pub const IPC_SHM_IDS: u32 = 2;
 
 /// Offset value meaning "this kernel has no such field".
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -53,7 +101,8 @@ pub enum EventKind {
     SemGet = 3,
     /// `msgctl` returned. args: msqid, cmd. ret: 0/value or -errno.
     MsgCtl = 4,
-    /// `shmctl` returned. args: shmid, cmd. ret: 0/value or -errno.
+    /// `shmctl` returned. args: shmid, cmd, -, and for a successful `IPC_RMID` 1 if the segment
+    /// is still listed (attached, so only marked for destruction), 0 if it is gone.
     ShmCtl = 5,
     /// `semctl` returned. args: semid, semnum, cmd. ret: 0/value or -errno.
     SemCtl = 6,
@@ -72,6 +121,12 @@ pub enum EventKind {
     /// A task whose IPC namespace is not the host's exited (its namespace reference is about to
     /// be dropped). No args.
     ProcessExit = 12,
+    /// An IPC namespace the probes had seen was freed (`kfree` of its `ipc_namespace`): it is
+    /// really gone, with every object still in it. `ns` is the freed namespace.
+    NsFreed = 13,
+    /// A shm segment the probes had seen was freed (`kfree` of its `shmid_kernel`).
+    /// `ns`: its namespace. args: id, key, 1 if its namespace was being torn down.
+    ShmFreed = 14,
 }
 
 impl EventKind {
@@ -90,6 +145,8 @@ impl EventKind {
             10 => Self::Setns,
             11 => Self::Clone,
             12 => Self::ProcessExit,
+            13 => Self::NsFreed,
+            14 => Self::ShmFreed,
             _ => return None,
         })
     }
@@ -147,6 +204,8 @@ impl Record {
 unsafe impl aya::Pod for Record {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for NsRef {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelOffsets {}
 
 // The ABI must not change size or alignment by accident: userspace rejects records of any other
 // length, and the ring buffer aligns records to 8 bytes.

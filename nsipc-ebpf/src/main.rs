@@ -2,7 +2,8 @@
 //!
 //! Flow: a syscall's enter tracepoint remembers its arguments per thread ([`syscall`]), its exit
 //! tracepoint turns them and the return value into one [`nsipc_common::Record`] ([`record`]),
-//! tagged with the task's IPC namespace ([`task`]). One module per probe family.
+//! tagged with the task's IPC namespace ([`task`]). Namespaces and shm segments that die without
+//! a syscall are seen by their `kfree` ([`tracked`]). One module per probe family.
 #![no_std]
 #![no_main]
 
@@ -12,6 +13,7 @@ mod process;
 mod record;
 mod syscall;
 mod task;
+mod tracked;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -12,13 +12,23 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use nsipc_common::{CLONE_NEWIPC, EventKind};
+use nsipc_common::{CLONE_NEWIPC, EventKind, NsRef};
 
 use crate::{
     record::{Subject, emit},
     syscall::{enter_args, exit_ret, remember, take},
-    task::{current_ipc_ns, ipc_ns_of, task_ids},
+    task::{current_ipc_ns, current_task, ipc_ns_ptr_of, ns_ref, task_ids},
+    tracked::track_namespace,
 };
+
+/// The current task's namespace, tracked so that its destruction is seen.
+#[inline(always)]
+fn current_ipc_ns_tracked() -> NsRef {
+    let ipc_ns = ipc_ns_ptr_of(current_task());
+    let ns = ns_ref(ipc_ns);
+    track_namespace(ipc_ns, ns);
+    ns
+}
 
 #[tracepoint]
 pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
@@ -32,7 +42,7 @@ pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
     if let Some(call) = take(EventKind::Unshare) {
-        let ns = current_ipc_ns();
+        let ns = current_ipc_ns_tracked();
         emit(
             EventKind::Unshare,
             Subject::current(),
@@ -57,7 +67,7 @@ pub fn sys_enter_setns(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_setns(ctx: TracePointContext) -> u32 {
     if let Some(call) = take(EventKind::Setns) {
-        let ns = current_ipc_ns();
+        let ns = current_ipc_ns_tracked();
         if ns != call.ns_before || call.args[1] & CLONE_NEWIPC != 0 {
             emit(
                 EventKind::Setns,
@@ -133,10 +143,13 @@ pub fn task_newtask(ctx: BtfTracePointContext) -> u32 {
     let flags: u64 = ctx.arg(1);
     if flags & CLONE_NEWIPC != 0 {
         let (child_tgid, child_tid) = task_ids(child);
+        let child_ipc_ns = ipc_ns_ptr_of(child);
+        let child_ns = ns_ref(child_ipc_ns);
+        track_namespace(child_ipc_ns, child_ns);
         emit(
             EventKind::Clone,
             Subject::current(),
-            ipc_ns_of(child),
+            child_ns,
             current_ipc_ns(),
             child_tid as i64,
             [flags, child_tgid as u64, 0, 0],

@@ -9,7 +9,8 @@ use nsipc_common::{EventKind, HOST_IPC_NS_INUM, NsRef};
 
 use crate::{
     record::{Subject, emit},
-    task::ipc_ns_of,
+    task::{ipc_ns_ptr_of, ns_ref},
+    tracked::track_namespace,
 };
 
 /// Exits in the host namespace cannot end a namespace's life and are filtered here, so the
@@ -17,8 +18,11 @@ use crate::{
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let task: *const u8 = ctx.arg(0);
-    let ns = ipc_ns_of(task);
+    let ipc_ns = ipc_ns_ptr_of(task);
+    let ns = ns_ref(ipc_ns);
     if ns.inum != 0 && ns.inum != HOST_IPC_NS_INUM {
+        // A namespace that existed before the agent may lose its last task here.
+        track_namespace(ipc_ns, ns);
         emit(
             EventKind::ProcessExit,
             Subject::current(),

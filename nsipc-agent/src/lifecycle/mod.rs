@@ -1,0 +1,592 @@
+//! The lifecycle engine: kernel events in, what exists and what was born or died out.
+//!
+//! Pure: no I/O, no clock. It keeps one entry per live IPC namespace and per live SysV object,
+//! so its memory follows what is alive, not how many events went by.
+//!
+//! Identity: the kernel reuses a namespace inum as soon as it is freed, so a namespace is an
+//! inum plus the kernel's never-reused `ns_id` (6.18+) or, on older kernels, a generation the
+//! engine counts per inum. Objects are keyed by (namespace, type, id): ids repeat across
+//! namespaces.
+
+mod events;
+
+use std::collections::HashMap;
+
+use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
+
+pub use self::events::{DestroyReason, Lifecycle, LifecycleJson, NsIdent, ObjectCounts, Via};
+use crate::{
+    decode::{Body, KernelEvent, Task},
+    names::IpcObject,
+};
+
+/// `IPC_RMID` (include/uapi/linux/ipc.h), after masking `IPC_64`.
+const IPC_RMID: i32 = 0;
+const IPC_64: i32 = 0x100;
+/// `IPC_PRIVATE`: a get with this key always creates, and its key names nothing.
+const IPC_PRIVATE: i32 = 0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ObjectKey {
+    ns: u32,
+    object: IpcObject,
+    id: i32,
+}
+
+#[derive(Debug)]
+struct ObjectState {
+    key: i32,
+    /// Monotonic ns of creation, when it was seen.
+    created_ns: Option<u64>,
+    /// shm only: IPC_RMID happened while attached; the segment waits for its last detach.
+    removed: bool,
+}
+
+#[derive(Debug)]
+struct NamespaceState {
+    ident: NsIdent,
+    created_ns: Option<u64>,
+    objects: ObjectCounts,
+}
+
+/// A namespace as an inventory found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExistingNamespace {
+    pub inum: u32,
+}
+
+/// An object as an inventory found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExistingObject {
+    pub ns: u32,
+    pub object: IpcObject,
+    pub id: i32,
+    pub key: i32,
+}
+
+/// What a resynchronisation changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResyncCounts {
+    pub namespaces_gone: u64,
+    pub namespaces_found: u64,
+    pub objects_gone: u64,
+    pub objects_found: u64,
+}
+
+pub struct Engine {
+    /// Events of the agent's own threads (the inventory enters namespaces) are not users'.
+    agent_pid: u32,
+    namespaces: HashMap<u32, NamespaceState>,
+    /// Generation to give the next life of an inum (kernels without `ns_id`).
+    next_generation: HashMap<u32, u32>,
+    objects: HashMap<ObjectKey, ObjectState>,
+    /// Live attachments: (pid, address) → segment.
+    attachments: HashMap<(u32, u64), ObjectKey>,
+}
+
+impl Engine {
+    pub fn new(agent_pid: u32) -> Self {
+        Self {
+            agent_pid,
+            namespaces: HashMap::new(),
+            next_generation: HashMap::new(),
+            objects: HashMap::new(),
+            attachments: HashMap::new(),
+        }
+    }
+
+    /// Live namespaces and objects, for memory accounting and tests.
+    pub fn live_counts(&self) -> (usize, usize) {
+        (self.namespaces.len(), self.objects.len())
+    }
+
+    /// The identity the engine gives namespace `ns`, starting a new life when needed.
+    fn namespace(&mut self, ns: NsRef) -> &mut NamespaceState {
+        let known_life = self.namespaces.get(&ns.inum).is_some_and(|state| {
+            // Same life unless both ids are known and differ (a destroy was missed).
+            state.ident.id == 0 || ns.id == 0 || state.ident.id == ns.id
+        });
+        if !known_life {
+            if let Some(stale) = self.namespaces.remove(&ns.inum) {
+                self.forget_objects_of(stale.ident.inum);
+            }
+            let generation = self.next_generation.entry(ns.inum).or_insert(1);
+            let ident = NsIdent {
+                inum: ns.inum,
+                id: ns.id,
+                generation: *generation,
+            };
+            *generation += 1;
+            self.namespaces.insert(
+                ns.inum,
+                NamespaceState {
+                    ident,
+                    created_ns: None,
+                    objects: ObjectCounts::default(),
+                },
+            );
+        }
+        let state = self.namespaces.get_mut(&ns.inum).expect("inserted above");
+        if state.ident.id == 0 {
+            state.ident.id = ns.id;
+        }
+        state
+    }
+
+    fn ident(&mut self, ns: NsRef) -> NsIdent {
+        self.namespace(ns).ident
+    }
+
+    fn forget_objects_of(&mut self, inum: u32) {
+        self.objects.retain(|key, _| key.ns != inum);
+        self.attachments.retain(|_, key| key.ns != inum);
+    }
+
+    /// Records what an inventory found, before or after events: returns `exists` events for
+    /// what the engine did not know yet.
+    pub fn observe_existing(
+        &mut self,
+        namespaces: &[ExistingNamespace],
+        objects: &[ExistingObject],
+        out: &mut Vec<Lifecycle>,
+    ) {
+        for existing in namespaces {
+            if !self.namespaces.contains_key(&existing.inum) {
+                let ident = self.ident(NsRef {
+                    inum: existing.inum,
+                    ..NsRef::default()
+                });
+                out.push(Lifecycle::NsExists { ns: ident });
+            }
+        }
+        for existing in objects {
+            let key = ObjectKey {
+                ns: existing.ns,
+                object: existing.object,
+                id: existing.id,
+            };
+            if self.objects.contains_key(&key) {
+                continue;
+            }
+            let ns = self.ident(NsRef {
+                inum: existing.ns,
+                ..NsRef::default()
+            });
+            self.insert_object(key, existing.key, None);
+            out.push(Lifecycle::ObjectExists {
+                ns,
+                object: existing.object,
+                id: existing.id,
+                key: existing.key,
+            });
+        }
+    }
+
+    /// After lost events: make the state equal to a fresh inventory, reporting what vanished
+    /// (`destroy` with reason `unknown`) and what appeared (`exists`) unseen.
+    pub fn resync(
+        &mut self,
+        namespaces: &[ExistingNamespace],
+        objects: &[ExistingObject],
+        out: &mut Vec<Lifecycle>,
+    ) -> ResyncCounts {
+        let mut counts = ResyncCounts::default();
+        let live_objects: std::collections::HashSet<ObjectKey> = objects
+            .iter()
+            .map(|o| ObjectKey {
+                ns: o.ns,
+                object: o.object,
+                id: o.id,
+            })
+            .collect();
+        let mut gone: Vec<ObjectKey> = self
+            .objects
+            .keys()
+            .filter(|k| !live_objects.contains(k))
+            .copied()
+            .collect();
+        gone.sort_by_key(|k| (k.ns, k.object, k.id));
+        for key in gone {
+            let ns = self
+                .namespaces
+                .get(&key.ns)
+                .map(|n| n.ident)
+                .unwrap_or(NsIdent {
+                    inum: key.ns,
+                    id: 0,
+                    generation: 0,
+                });
+            self.destroy_object(key, ns, DestroyReason::Unknown, None, 0, out);
+            counts.objects_gone += 1;
+        }
+        let live_namespaces: std::collections::HashSet<u32> =
+            namespaces.iter().map(|n| n.inum).collect();
+        let mut gone_ns: Vec<u32> = self
+            .namespaces
+            .keys()
+            .filter(|inum| !live_namespaces.contains(inum))
+            .copied()
+            .collect();
+        gone_ns.sort_unstable();
+        for inum in gone_ns {
+            let state = self.namespaces.remove(&inum).expect("listed above");
+            out.push(Lifecycle::NsDestroy {
+                ts: 0,
+                ns: state.ident,
+                lifetime_ns: None,
+                destroyed: state.objects,
+                reason: DestroyReason::Unknown,
+            });
+            counts.namespaces_gone += 1;
+        }
+        let before = out.len();
+        self.observe_existing(namespaces, objects, out);
+        for event in &out[before..] {
+            match event {
+                Lifecycle::NsExists { .. } => counts.namespaces_found += 1,
+                _ => counts.objects_found += 1,
+            }
+        }
+        counts
+    }
+
+    fn insert_object(&mut self, key: ObjectKey, ipc_key: i32, created_ns: Option<u64>) {
+        self.objects.insert(
+            key,
+            ObjectState {
+                key: ipc_key,
+                created_ns,
+                removed: false,
+            },
+        );
+        if let Some(ns) = self.namespaces.get_mut(&key.ns) {
+            ns.objects.add(key.object, 1);
+        }
+    }
+
+    fn destroy_object(
+        &mut self,
+        key: ObjectKey,
+        ns: NsIdent,
+        reason: DestroyReason,
+        task: Option<Task>,
+        ts: u64,
+        out: &mut Vec<Lifecycle>,
+    ) {
+        let Some(state) = self.objects.remove(&key) else {
+            return;
+        };
+        if let Some(namespace) = self.namespaces.get_mut(&key.ns) {
+            namespace.objects.add(key.object, -1);
+        }
+        if key.object == IpcObject::Shm {
+            self.attachments.retain(|_, attached| *attached != key);
+        }
+        out.push(Lifecycle::ObjectDestroy {
+            ts,
+            task,
+            ns,
+            object: key.object,
+            id: key.id,
+            key: state.key,
+            reason,
+            lifetime_ns: state.created_ns.map(|created| ts.saturating_sub(created)),
+        });
+    }
+
+    /// Namespaces other than `except` where a live object of this type has `key`.
+    fn key_lives_in(&self, object: IpcObject, key: i32, except: u32) -> Vec<u32> {
+        let mut found: Vec<u32> = self
+            .objects
+            .iter()
+            .filter(|(k, state)| k.object == object && state.key == key && k.ns != except)
+            .map(|(k, _)| k.ns)
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// Applies one kernel event, appending what it means to `out`.
+    pub fn apply(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {
+        let ts = event.ts_ns;
+        let task = event.task;
+        match event.body {
+            Body::Get {
+                object,
+                key,
+                flags,
+                size,
+                result: Ok(id),
+            } => {
+                let ns = self.ident(event.ns);
+                let obj_key = ObjectKey {
+                    ns: ns.inum,
+                    object,
+                    id: id as i32,
+                };
+                // A get of an object already known opens it; only a new one was created.
+                if !self.objects.contains_key(&obj_key) {
+                    self.insert_object(obj_key, key, Some(ts));
+                    out.push(Lifecycle::ObjectCreate {
+                        ts,
+                        task,
+                        ns,
+                        object,
+                        id: id as i32,
+                        key,
+                        mode: flags & 0o777,
+                        size,
+                    });
+                }
+            }
+            Body::Get {
+                object,
+                key,
+                flags,
+                result: Err(errno),
+                ..
+            } => {
+                let ns = self.ident(event.ns);
+                let key_lives_in = if key == IPC_PRIVATE {
+                    Vec::new()
+                } else {
+                    self.key_lives_in(object, key, ns.inum)
+                };
+                out.push(Lifecycle::GetFailed {
+                    ts,
+                    task,
+                    ns,
+                    object,
+                    key,
+                    flags,
+                    errno,
+                    key_lives_in,
+                });
+            }
+            Body::Ctl {
+                object,
+                id,
+                cmd,
+                still_listed,
+                result: Ok(_),
+                ..
+            } if cmd & !IPC_64 == IPC_RMID => {
+                let ns = self.ident(event.ns);
+                let key = ObjectKey {
+                    ns: ns.inum,
+                    object,
+                    id,
+                };
+                if object == IpcObject::Shm && still_listed {
+                    // Attached: the kernel only marks it and makes its key private; it dies
+                    // at its last detach.
+                    if let Some(state) = self.objects.get_mut(&key)
+                        && !state.removed
+                    {
+                        state.removed = true;
+                        out.push(Lifecycle::ShmRemove {
+                            ts,
+                            task,
+                            ns,
+                            id,
+                            key: state.key,
+                        });
+                    }
+                } else {
+                    self.destroy_object(key, ns, DestroyReason::Rmid, Some(task), ts, out);
+                }
+            }
+            Body::ShmAttach {
+                id,
+                result: Ok(addr),
+                ..
+            } => {
+                let ns = self.ident(event.ns);
+                let key = ObjectKey {
+                    ns: ns.inum,
+                    object: IpcObject::Shm,
+                    id,
+                };
+                let ipc_key = self.objects.get(&key).map(|state| state.key);
+                self.attachments.insert((task.pid, addr as u64), key);
+                out.push(Lifecycle::ShmAttach {
+                    ts,
+                    task,
+                    ns,
+                    id,
+                    key: ipc_key,
+                    addr: addr as u64,
+                });
+            }
+            Body::ShmDetach {
+                addr,
+                result: Ok(_),
+            } => {
+                let ns = self.ident(event.ns);
+                let segment = self.attachments.remove(&(task.pid, addr));
+                let id = segment.map(|key| key.id);
+                let key = segment
+                    .and_then(|key| self.objects.get(&key))
+                    .map(|state| state.key);
+                out.push(Lifecycle::ShmDetach {
+                    ts,
+                    task,
+                    ns,
+                    id,
+                    key,
+                    addr,
+                });
+            }
+            Body::Unshare {
+                from,
+                result: Ok(_),
+                ..
+            } => {
+                let from = self.ident(from);
+                self.born(event.ns, ts, out, |ns| Lifecycle::NsCreate {
+                    ts,
+                    task,
+                    ns,
+                    from,
+                    via: Via::Unshare,
+                    child_pid: None,
+                });
+            }
+            Body::Clone {
+                from,
+                child_pid,
+                result: Ok(_),
+                ..
+            } => {
+                let from = self.ident(from);
+                self.born(event.ns, ts, out, |ns| Lifecycle::NsCreate {
+                    ts,
+                    task,
+                    ns,
+                    from,
+                    via: Via::Clone,
+                    child_pid: Some(child_pid),
+                });
+            }
+            Body::Setns {
+                from,
+                result: Ok(_),
+                ..
+            } if from.inum != event.ns.inum => {
+                let ns = self.ident(event.ns);
+                let from = self.ident(from);
+                if task.pid != self.agent_pid {
+                    let into_host = ns.inum == HOST_IPC_NS_INUM;
+                    out.push(Lifecycle::NsJoin {
+                        ts,
+                        task,
+                        ns,
+                        from,
+                        into_host,
+                    });
+                }
+            }
+            Body::ProcessExit => {
+                let pid = task.pid;
+                if task.pid == task.tid {
+                    self.attachments
+                        .retain(|(attached_pid, _), _| *attached_pid != pid);
+                }
+            }
+            Body::NsFreed => self.namespace_freed(event.ns, ts, out),
+            Body::ShmFreed { id, ns_dying, .. } => {
+                let Some(state) = self.namespaces.get(&event.ns.inum) else {
+                    return;
+                };
+                if state.ident.id != 0 && event.ns.id != 0 && state.ident.id != event.ns.id {
+                    return; // a segment of an earlier life of this inum, already reported
+                }
+                let ns = state.ident;
+                let key = ObjectKey {
+                    ns: ns.inum,
+                    object: IpcObject::Shm,
+                    id,
+                };
+                let reason = match self.objects.get(&key) {
+                    None => return,
+                    Some(_) if ns_dying => DestroyReason::NamespaceTeardown,
+                    Some(segment) if segment.removed => DestroyReason::LastDetach,
+                    Some(_) => DestroyReason::RmidForced,
+                };
+                self.destroy_object(key, ns, reason, None, ts, out);
+            }
+            // Failed calls and other commands change nothing that lives.
+            Body::Ctl { .. }
+            | Body::ShmAttach { .. }
+            | Body::ShmDetach { .. }
+            | Body::Unshare { .. }
+            | Body::Clone { .. }
+            | Body::Setns { .. } => {}
+        }
+    }
+
+    /// A namespace came into being: a new life of its inum, unless this is the life already
+    /// known (a creation replayed after the inventory saw the namespace).
+    fn born(
+        &mut self,
+        ns: NsRef,
+        ts: u64,
+        out: &mut Vec<Lifecycle>,
+        event: impl FnOnce(NsIdent) -> Lifecycle,
+    ) {
+        if let Some(state) = self.namespaces.get(&ns.inum) {
+            let same_life = if state.ident.id != 0 && ns.id != 0 {
+                state.ident.id == ns.id
+            } else {
+                // Without ids: a namespace whose creation was already seen cannot be created
+                // again; one only inventoried can be this one.
+                state.created_ns.is_none()
+            };
+            if same_life {
+                return;
+            }
+            // Its previous life ended unseen (lost events; a resync reports the objects).
+            self.namespaces.remove(&ns.inum);
+            self.forget_objects_of(ns.inum);
+        }
+        let state = self.namespace(ns);
+        state.created_ns = Some(ts);
+        let ident = state.ident;
+        out.push(event(ident));
+    }
+
+    /// The namespace's memory was freed: everything still in it died with it.
+    fn namespace_freed(&mut self, ns: NsRef, ts: u64, out: &mut Vec<Lifecycle>) {
+        let Some(state) = self.namespaces.get(&ns.inum) else {
+            return;
+        };
+        if state.ident.id != 0 && ns.id != 0 && state.ident.id != ns.id {
+            return; // a stale free of a life already replaced
+        }
+        let ident = state.ident;
+        let mut dead: Vec<ObjectKey> = self
+            .objects
+            .keys()
+            .filter(|key| key.ns == ns.inum)
+            .copied()
+            .collect();
+        dead.sort_by_key(|key| (key.object, key.id));
+        let mut destroyed = ObjectCounts::default();
+        for key in dead {
+            destroyed.add(key.object, 1);
+            self.destroy_object(key, ident, DestroyReason::NamespaceTeardown, None, ts, out);
+        }
+        let state = self.namespaces.remove(&ns.inum).expect("present above");
+        out.push(Lifecycle::NsDestroy {
+            ts,
+            ns: ident,
+            lifetime_ns: state.created_ns.map(|created| ts.saturating_sub(created)),
+            destroyed,
+            reason: DestroyReason::Freed,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Seeing objects die without a syscall: namespaces and shm segments whose kernel pointers the
+//! probes learnt are recognised when `kfree` frees them.
+//!
+//! kernel: ipc/namespace.c: static void free_ipc_ns(struct ipc_namespace *ns) ends with kfree(ns)
+//!   (after sem_exit_ns, msg_exit_ns, shm_exit_ns destroyed every object left in it).
+//! kernel: ipc/shm.c: static void shm_rcu_free(struct rcu_head *head) does kfree(shp), an RCU
+//!   grace period after shm_destroy(): at IPC_RMID with no attachment, at the last detach of a
+//!   removed segment (shmdt, munmap, exit, exec), by shm_rmid_forced, or at namespace teardown.
+//! kernel: include/trace/events/kmem.h: TRACE_EVENT(kfree, TP_PROTO(unsigned long call_site, const void *ptr))
+//! kernel: lib/idr.c + lib/xarray.c: ids->ipcs_idr maps an object's index to its kern_ipc_perm.
+
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use nsipc_common::{EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, NsRef};
+
+use crate::{
+    record::{Subject, emit},
+    task::{ns_ref, offsets, read_field},
+};
+
+/// What a tracked pointer is.
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TrackedKind {
+    Namespace = 1,
+    ShmSegment = 2,
+}
+
+#[derive(Clone, Copy)]
+pub struct Tracked {
+    kind: u32,
+    id: i32,
+    key: i32,
+    _pad: u32,
+    ns: NsRef,
+    /// For a segment: its namespace's `struct ipc_namespace *`.
+    ns_ptr: u64,
+}
+
+/// Kernel pointer → what it is. Sized for 10 000 namespaces and 100 000 segments; an entry goes
+/// away when its pointer is freed.
+#[map(name = "TRACKED")]
+static TRACKED: HashMap<u64, Tracked> = HashMap::with_max_entries(131_072, 0);
+
+/// Remembers a namespace's `struct ipc_namespace *` so that its `kfree` is recognised. The host
+/// namespace is static and never freed.
+#[inline(always)]
+pub fn track_namespace(ipc_ns: *const u8, ns: NsRef) {
+    if ipc_ns.is_null() || ns.inum == 0 || ns.inum == HOST_IPC_NS_INUM {
+        return;
+    }
+    let tracked = Tracked {
+        kind: TrackedKind::Namespace as u32,
+        id: 0,
+        key: 0,
+        _pad: 0,
+        ns,
+        ns_ptr: 0,
+    };
+    // BPF_NOEXIST: an existing entry is the same namespace; a full map only loses this
+    // namespace's destroy, which userspace then learns at its next resynchronisation.
+    let _ = TRACKED.insert(
+        ipc_ns as u64,
+        tracked,
+        aya_ebpf::bindings::BPF_NOEXIST as u64,
+    );
+}
+
+/// `XA_CHUNK_SHIFT`: 64 slots per xarray node (CONFIG_BASE_SMALL=0, every distribution kernel).
+const XA_CHUNK_SHIFT: u32 = 6;
+/// Deep enough for 2^24 indices (ipcmni_extend); the default IPCMNI of 32768 needs 3.
+const XA_MAX_DEPTH: usize = 4;
+/// `IPCMNI_SHIFT`: an id is `seq << 15 | index` unless booted with ipcmni_extend.
+const IPCMNI_SHIFT: u32 = 15;
+
+/// xa_is_node(): internal entries have the low bits 10 and are above the small-value range.
+#[inline(always)]
+fn is_node(entry: u64) -> bool {
+    entry & 3 == 2 && entry > 4096
+}
+
+/// The `kern_ipc_perm *` of shm segment `id` in the namespace at `ipc_ns`, found as
+/// ipc_obtain_object_idr() does: walk the xarray of `ns->ids[IPC_SHM_IDS].ipcs_idr` by the
+/// index part of the id, then check the full id (index and sequence number).
+#[inline(always)]
+fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
+    let offsets = offsets();
+    let ids =
+        ipc_ns.wrapping_add((offsets.ipc_ns_ids + IPC_SHM_IDS * offsets.ipc_ids_size) as usize);
+    let index = (id as u32 & ((1 << IPCMNI_SHIFT) - 1)) as u64;
+    let mut entry: u64 = read_field(ids, offsets.ipc_ids_xa_head)?;
+    let mut walked = false;
+    for _ in 0..XA_MAX_DEPTH {
+        if !is_node(entry) {
+            break;
+        }
+        let node = (entry - 2) as *const u8;
+        let shift: u8 = read_field(node, offsets.xa_node_shift)?;
+        if !walked && index >> shift >= 1 << XA_CHUNK_SHIFT {
+            return None; // beyond what the tree holds
+        }
+        let slot = (index >> shift) & ((1 << XA_CHUNK_SHIFT) - 1);
+        entry = read_field(node, offsets.xa_node_slots + (slot as u32) * 8)?;
+        walked = true;
+    }
+    // A head that is not a node holds index 0 only; leftover internal entries are not objects.
+    if entry == 0 || entry & 3 != 0 || (!walked && index != 0) {
+        return None;
+    }
+    let perm = entry as *const u8;
+    (read_field::<i32>(perm, offsets.perm_id)? == id).then_some(perm)
+}
+
+/// Whether shm segment `id` is listed in the namespace at `ipc_ns`; if so, remembers its
+/// `shmid_kernel *` so that its `kfree` is recognised.
+#[inline(always)]
+pub fn track_shm_segment(ipc_ns: *const u8, id: i32) -> bool {
+    let Some(perm) = shm_perm_by_id(ipc_ns, id) else {
+        return false;
+    };
+    let offsets = offsets();
+    let key = read_field::<i32>(perm, offsets.perm_key).unwrap_or(0);
+    let segment = perm.wrapping_sub(offsets.shm_perm as usize);
+    let tracked = Tracked {
+        kind: TrackedKind::ShmSegment as u32,
+        id,
+        key,
+        _pad: 0,
+        ns: ns_ref(ipc_ns),
+        ns_ptr: ipc_ns as u64,
+    };
+    let _ = TRACKED.insert(
+        segment as u64,
+        tracked,
+        aya_ebpf::bindings::BPF_NOEXIST as u64,
+    );
+    true
+}
+
+/// `kmem:kfree` fires for every kfree on the machine: this is one hash lookup unless the
+/// pointer is ours.
+#[tracepoint]
+pub fn kfree(ctx: TracePointContext) -> u32 {
+    // SAFETY: `ptr` is at offset 16 of the kmem:kfree record.
+    let Ok(ptr) = (unsafe { ctx.read_at::<u64>(16) }) else {
+        return 0;
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(tracked) = (unsafe { TRACKED.get(ptr) }).copied() else {
+        return 0;
+    };
+    let _ = TRACKED.remove(ptr);
+    if tracked.kind == TrackedKind::Namespace as u32 {
+        emit(
+            EventKind::NsFreed,
+            Subject::current(),
+            tracked.ns,
+            NsRef::default(),
+            0,
+            [0; 4],
+        );
+    } else {
+        let dying = namespace_dying(&tracked);
+        let args = [
+            tracked.id as u32 as u64,
+            tracked.key as u32 as u64,
+            dying as u64,
+            0,
+        ];
+        emit(
+            EventKind::ShmFreed,
+            Subject::current(),
+            tracked.ns,
+            NsRef::default(),
+            0,
+            args,
+        );
+    }
+    0
+}
+
+/// Whether a freed segment's namespace is being torn down: shm_exit_ns() destroys the segments
+/// of a namespace whose last reference is gone, and their RCU-deferred kfree can come before or
+/// after the namespace's own kfree. Before: the reference count is already zero. After: the
+/// namespace is no longer tracked.
+#[inline(always)]
+fn namespace_dying(segment: &Tracked) -> bool {
+    if segment.ns.inum == HOST_IPC_NS_INUM {
+        return false;
+    }
+    let ns_ptr = segment.ns_ptr;
+    // SAFETY: only tested for presence.
+    if unsafe { TRACKED.get(ns_ptr) }.is_none() {
+        return true;
+    }
+    read_field::<u32>(ns_ptr as *const u8, offsets().ipc_ns_refcount) == Some(0)
+}
