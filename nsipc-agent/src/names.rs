@@ -11,6 +11,11 @@ pub enum IpcObject {
     Sem,
 }
 
+#[cfg(test)]
+impl IpcObject {
+    pub const ALL: [IpcObject; 3] = [IpcObject::Msg, IpcObject::Shm, IpcObject::Sem];
+}
+
 /// The name of a `*ctl` command (from include/uapi/linux/{ipc,msg,shm,sem}.h), with `IPC_64`
 /// masked off; `None` for a number the kernel does not define.
 pub fn ctl_cmd_name(object: IpcObject, cmd: i32) -> Option<&'static str> {

@@ -82,6 +82,9 @@ pub struct Engine {
     objects: HashMap<ObjectKey, ObjectState>,
     /// Live attachments: (pid, address) → segment.
     attachments: HashMap<(u32, u64), ObjectKey>,
+    /// (type, key) → namespaces where a live object of that type has that key, for
+    /// `key_lives_in` without scanning every object. IPC_PRIVATE is not indexed.
+    keys: HashMap<(IpcObject, i32), Vec<u32>>,
 }
 
 impl Engine {
@@ -92,6 +95,7 @@ impl Engine {
             next_generation: HashMap::new(),
             objects: HashMap::new(),
             attachments: HashMap::new(),
+            keys: HashMap::new(),
         }
     }
 
@@ -140,6 +144,27 @@ impl Engine {
     fn forget_objects_of(&mut self, inum: u32) {
         self.objects.retain(|key, _| key.ns != inum);
         self.attachments.retain(|_, key| key.ns != inum);
+        self.keys.retain(|_, namespaces| {
+            namespaces.retain(|&ns| ns != inum);
+            !namespaces.is_empty()
+        });
+    }
+
+    fn index_key(&mut self, object: IpcObject, key: i32, ns: u32) {
+        if key != IPC_PRIVATE {
+            self.keys.entry((object, key)).or_default().push(ns);
+        }
+    }
+
+    fn unindex_key(&mut self, object: IpcObject, key: i32, ns: u32) {
+        if let Some(namespaces) = self.keys.get_mut(&(object, key)) {
+            if let Some(at) = namespaces.iter().position(|&n| n == ns) {
+                namespaces.swap_remove(at);
+            }
+            if namespaces.is_empty() {
+                self.keys.remove(&(object, key));
+            }
+        }
     }
 
     /// Records what an inventory found, before or after events: returns `exists` events for
@@ -259,6 +284,7 @@ impl Engine {
                 removed: false,
             },
         );
+        self.index_key(key.object, ipc_key, key.ns);
         if let Some(ns) = self.namespaces.get_mut(&key.ns) {
             ns.objects.add(key.object, 1);
         }
@@ -276,6 +302,9 @@ impl Engine {
         let Some(state) = self.objects.remove(&key) else {
             return;
         };
+        if !state.removed {
+            self.unindex_key(key.object, state.key, key.ns);
+        }
         if let Some(namespace) = self.namespaces.get_mut(&key.ns) {
             namespace.objects.add(key.object, -1);
         }
@@ -297,11 +326,16 @@ impl Engine {
     /// Namespaces other than `except` where a live object of this type has `key`.
     fn key_lives_in(&self, object: IpcObject, key: i32, except: u32) -> Vec<u32> {
         let mut found: Vec<u32> = self
-            .objects
-            .iter()
-            .filter(|(k, state)| k.object == object && state.key == key && k.ns != except)
-            .map(|(k, _)| k.ns)
-            .collect();
+            .keys
+            .get(&(object, key))
+            .map(|namespaces| {
+                namespaces
+                    .iter()
+                    .copied()
+                    .filter(|&ns| ns != except)
+                    .collect()
+            })
+            .unwrap_or_default();
         found.sort_unstable();
         found.dedup();
         found
@@ -385,12 +419,15 @@ impl Engine {
                         && !state.removed
                     {
                         state.removed = true;
+                        let ipc_key = state.key;
+                        // ipc_set_key_private(): the key no longer finds the segment.
+                        self.unindex_key(IpcObject::Shm, ipc_key, ns.inum);
                         out.push(Lifecycle::ShmRemove {
                             ts,
                             task,
                             ns,
                             id,
-                            key: state.key,
+                            key: ipc_key,
                         });
                     }
                 } else {

@@ -1,1 +1,811 @@
+//! The engine, exhaustively, without a kernel: each test feeds kernel events as the probes
+//! would produce them and checks what comes out and what stays alive.
 
+use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
+
+use super::*;
+use crate::{
+    decode::{Body, KernelEvent, Task},
+    names::IpcObject,
+    render::WallClock,
+};
+
+const AGENT_PID: u32 = 999;
+const NS_A: u32 = 4026532177;
+const NS_B: u32 = 4026532178;
+
+fn ns(inum: u32, id: u64) -> NsRef {
+    NsRef { id, inum, _pad: 0 }
+}
+fn host() -> NsRef {
+    ns(HOST_IPC_NS_INUM, 1)
+}
+fn task(pid: u32) -> Task {
+    let mut comm = [0; 16];
+    comm[..4].copy_from_slice(b"test");
+    Task {
+        pid,
+        tid: pid,
+        uid: 1000,
+        comm,
+    }
+}
+
+/// Feeds events, collecting the output.
+struct Harness {
+    engine: Engine,
+    ts: u64,
+    out: Vec<Lifecycle>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            engine: Engine::new(AGENT_PID),
+            ts: 1_000,
+            out: Vec::new(),
+        }
+    }
+
+    /// Applies one event by `pid` in namespace `at`; returns what it produced.
+    fn feed(&mut self, pid: u32, at: NsRef, body: Body) -> Vec<Lifecycle> {
+        self.ts += 1_000;
+        let event = KernelEvent {
+            ts_ns: self.ts,
+            task: task(pid),
+            ns: at,
+            body,
+        };
+        let before = self.out.len();
+        self.engine.apply(&event, &mut self.out);
+        self.out[before..].to_vec()
+    }
+
+    fn names(events: &[Lifecycle]) -> Vec<&'static str> {
+        events.iter().map(Lifecycle::name).collect()
+    }
+
+    fn unshare(&mut self, pid: u32, new: NsRef) -> Vec<Lifecycle> {
+        self.feed(
+            pid,
+            new,
+            Body::Unshare {
+                flags: 0x0800_0000,
+                from: host(),
+                result: Ok(0),
+            },
+        )
+    }
+
+    fn get(&mut self, at: NsRef, object: IpcObject, key: i32, id: i64) -> Vec<Lifecycle> {
+        self.feed(
+            10,
+            at,
+            Body::Get {
+                object,
+                key,
+                flags: 0o1600,
+                size: 4096,
+                result: Ok(id),
+            },
+        )
+    }
+
+    fn rmid(
+        &mut self,
+        at: NsRef,
+        object: IpcObject,
+        id: i32,
+        still_listed: bool,
+    ) -> Vec<Lifecycle> {
+        let body = Body::Ctl {
+            object,
+            id,
+            cmd: 0,
+            semnum: 0,
+            still_listed,
+            result: Ok(0),
+        };
+        self.feed(11, at, body)
+    }
+
+    fn freed(&mut self, which: NsRef) -> Vec<Lifecycle> {
+        self.feed(0, which, Body::NsFreed)
+    }
+
+    fn shm_freed(&mut self, at: NsRef, id: i32, ns_dying: bool) -> Vec<Lifecycle> {
+        self.feed(
+            0,
+            at,
+            Body::ShmFreed {
+                id,
+                key: 0,
+                ns_dying,
+            },
+        )
+    }
+}
+
+fn destroy_reason(event: &Lifecycle) -> DestroyReason {
+    match event {
+        Lifecycle::ObjectDestroy { reason, .. } | Lifecycle::NsDestroy { reason, .. } => *reason,
+        other => panic!("not a destroy: {other:?}"),
+    }
+}
+
+#[test]
+fn unshare_creates_a_namespace_with_its_origin() {
+    let mut h = Harness::new();
+    let out = h.unshare(5, ns(NS_A, 42));
+    assert_eq!(out.len(), 1);
+    let Lifecycle::NsCreate {
+        ns,
+        from,
+        via,
+        child_pid,
+        task,
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (ns.inum, ns.id, *via, *child_pid),
+        (NS_A, 42, Via::Unshare, None)
+    );
+    assert_eq!(from.inum, HOST_IPC_NS_INUM);
+    assert_eq!(task.pid, 5);
+}
+
+#[test]
+fn clone_creates_a_namespace_naming_the_child() {
+    let mut h = Harness::new();
+    let out = h.feed(
+        5,
+        ns(NS_A, 42),
+        Body::Clone {
+            flags: 0x0800_0011,
+            child_pid: 77,
+            from: host(),
+            result: Ok(77),
+        },
+    );
+    let Lifecycle::NsCreate { via, child_pid, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*via, *child_pid), (Via::Clone, Some(77)));
+}
+
+#[test]
+fn failed_namespace_calls_create_nothing() {
+    let mut h = Harness::new();
+    assert!(
+        h.feed(
+            5,
+            host(),
+            Body::Unshare {
+                flags: 0x0800_0000,
+                from: host(),
+                result: Err(1)
+            }
+        )
+        .is_empty()
+    );
+    assert!(
+        h.feed(
+            5,
+            host(),
+            Body::Clone {
+                flags: 0,
+                child_pid: 0,
+                from: host(),
+                result: Err(1)
+            }
+        )
+        .is_empty()
+    );
+    assert!(
+        h.feed(
+            5,
+            host(),
+            Body::Setns {
+                fd: 3,
+                nstype: 0,
+                from: host(),
+                result: Err(22)
+            }
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn get_creates_once_then_opens() {
+    let mut h = Harness::new();
+    h.unshare(5, ns(NS_A, 42));
+    for object in IpcObject::ALL {
+        let out = h.get(ns(NS_A, 42), object, 0x1234, 7);
+        assert_eq!(out.len(), 1, "{object:?} create");
+        let Lifecycle::ObjectCreate {
+            id,
+            key,
+            mode,
+            ns: created_in,
+            ..
+        } = &out[0]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (*id, *key, *mode, created_in.inum),
+            (7, 0x1234, 0o600, NS_A)
+        );
+        assert!(
+            h.get(ns(NS_A, 42), object, 0x1234, 7).is_empty(),
+            "{object:?}: a second get opens"
+        );
+    }
+    assert_eq!(
+        h.engine.live_counts(),
+        (2, 3),
+        "host (as origin) + A; three objects"
+    );
+}
+
+#[test]
+fn the_same_id_in_two_namespaces_is_two_objects() {
+    let mut h = Harness::new();
+    h.unshare(5, ns(NS_A, 42));
+    h.unshare(6, ns(NS_B, 43));
+    assert_eq!(
+        Harness::names(&h.get(ns(NS_A, 42), IpcObject::Msg, 1, 0)),
+        ["msg.create"]
+    );
+    assert_eq!(
+        Harness::names(&h.get(ns(NS_B, 43), IpcObject::Msg, 1, 0)),
+        ["msg.create"]
+    );
+    let out = h.rmid(ns(NS_A, 42), IpcObject::Msg, 0, false);
+    assert_eq!(Harness::names(&out), ["msg.destroy"]);
+    assert_eq!(h.engine.live_counts().1, 1, "B's queue lives on");
+}
+
+#[test]
+fn rmid_destroys_msg_and_sem_with_the_caller() {
+    let mut h = Harness::new();
+    h.unshare(5, ns(NS_A, 42));
+    for object in [IpcObject::Msg, IpcObject::Sem] {
+        h.get(ns(NS_A, 42), object, 9, 3);
+        let out = h.rmid(ns(NS_A, 42), object, 3, false);
+        assert_eq!(out.len(), 1);
+        let Lifecycle::ObjectDestroy {
+            reason,
+            task,
+            key,
+            lifetime_ns,
+            ..
+        } = &out[0]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!((*reason, *key), (DestroyReason::Rmid, 9));
+        assert_eq!(task.map(|t| t.pid), Some(11));
+        assert_eq!(*lifetime_ns, Some(1_000));
+    }
+    assert_eq!(h.engine.live_counts().1, 0);
+}
+
+#[test]
+fn rmid_of_an_unknown_object_is_not_a_ghost() {
+    let mut h = Harness::new();
+    assert!(h.rmid(ns(NS_A, 42), IpcObject::Sem, 3, false).is_empty());
+}
+
+#[test]
+fn shm_rmid_while_attached_marks_then_last_detach_destroys() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 0x55, 4);
+    let out = h.feed(
+        12,
+        a,
+        Body::ShmAttach {
+            id: 4,
+            requested_addr: 0,
+            flags: 0,
+            result: Ok(0x7f00),
+        },
+    );
+    let Lifecycle::ShmAttach { id, key, addr, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*id, *key, *addr), (4, Some(0x55), 0x7f00));
+
+    let out = h.rmid(a, IpcObject::Shm, 4, true);
+    assert_eq!(Harness::names(&out), ["shm.remove"]);
+    assert!(h.rmid(a, IpcObject::Shm, 4, true).is_empty(), "marked once");
+
+    let out = h.feed(
+        12,
+        a,
+        Body::ShmDetach {
+            addr: 0x7f00,
+            result: Ok(0),
+        },
+    );
+    let Lifecycle::ShmDetach { id, key, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*id, *key), (Some(4), Some(0x55)));
+    // The kernel made the removed segment's key private: nobody can find it by key any more.
+    let out = h.feed(
+        8,
+        ns(NS_B, 43),
+        Body::Get {
+            object: IpcObject::Shm,
+            key: 0x55,
+            flags: 0,
+            size: 0,
+            result: Err(2),
+        },
+    );
+    let Lifecycle::GetFailed { key_lives_in, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(key_lives_in.is_empty());
+
+    let out = h.shm_freed(a, 4, false);
+    assert_eq!(Harness::names(&out), ["shm.destroy"]);
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::LastDetach);
+    assert!(h.shm_freed(a, 4, false).is_empty(), "destroyed once");
+}
+
+#[test]
+fn shm_rmid_unattached_destroys_at_once_and_ignores_the_later_free() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.get(a, IpcObject::Shm, 0x55, 4);
+    let out = h.rmid(a, IpcObject::Shm, 4, false);
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::Rmid);
+    assert!(h.shm_freed(a, 4, false).is_empty());
+}
+
+#[test]
+fn shm_freed_without_rmid_is_rmid_forced_or_teardown() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.get(a, IpcObject::Shm, 1, 1);
+    h.get(a, IpcObject::Shm, 2, 2);
+    assert_eq!(
+        destroy_reason(&h.shm_freed(a, 1, false)[0]),
+        DestroyReason::RmidForced
+    );
+    assert_eq!(
+        destroy_reason(&h.shm_freed(a, 2, true)[0]),
+        DestroyReason::NamespaceTeardown
+    );
+}
+
+#[test]
+fn namespace_free_destroys_what_is_left_then_the_namespace() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Msg, 1, 0);
+    h.get(a, IpcObject::Sem, 2, 0);
+    h.get(a, IpcObject::Shm, 3, 0);
+    h.get(a, IpcObject::Shm, 4, 1);
+    h.rmid(a, IpcObject::Shm, 1, false);
+    let out = h.freed(a);
+    assert_eq!(
+        Harness::names(&out),
+        [
+            "msg.destroy",
+            "shm.destroy",
+            "sem.destroy",
+            "ipc_ns.destroy"
+        ]
+    );
+    assert!(
+        out[..3]
+            .iter()
+            .all(|e| destroy_reason(e) == DestroyReason::NamespaceTeardown)
+    );
+    let Lifecycle::NsDestroy {
+        destroyed,
+        lifetime_ns,
+        ..
+    } = &out[3]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        *destroyed,
+        ObjectCounts {
+            msg: 1,
+            shm: 1,
+            sem: 1
+        }
+    );
+    assert_eq!(*lifetime_ns, Some(h.ts - 2_000));
+    assert_eq!(h.engine.live_counts(), (1, 0), "only the host remains");
+    // The segments' RCU-deferred frees come after: already reported.
+    assert!(h.shm_freed(a, 0, true).is_empty());
+}
+
+#[test]
+fn inum_reuse_starts_a_new_life_with_ns_id() {
+    let mut h = Harness::new();
+    h.unshare(5, ns(NS_A, 42));
+    h.get(ns(NS_A, 42), IpcObject::Msg, 1, 0);
+    // A free of the first life arrives only after the same inum was handed out again: the new
+    // life's objects must not be touched by the old life's free.
+    let out = h.unshare(6, ns(NS_A, 50));
+    let Lifecycle::NsCreate {
+        ns: second_life, ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(second_life.id, 50);
+    assert_eq!(
+        Harness::names(&h.get(ns(NS_A, 50), IpcObject::Msg, 1, 0)),
+        ["msg.create"],
+        "a new object"
+    );
+    assert!(
+        h.freed(ns(NS_A, 42)).is_empty(),
+        "stale free of the old life"
+    );
+    assert!(h.shm_freed(ns(NS_A, 42), 0, true).is_empty());
+    assert_eq!(h.engine.live_counts().1, 1);
+}
+
+#[test]
+fn inum_reuse_without_ns_id_counts_generations() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 0);
+    let out = h.unshare(5, a);
+    let Lifecycle::NsCreate { ns: first, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(first.generation, 1);
+    h.freed(a);
+    let out = h.unshare(6, a);
+    let Lifecycle::NsCreate { ns: second, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!((second.inum, second.id, second.generation), (NS_A, 0, 2));
+    // Rendered as ns_gen where there is no ns_id.
+    let json = serde_json::to_value(LifecycleJson {
+        event: &out[0],
+        clock: &WallClock::with_offset(0),
+    })
+    .unwrap();
+    assert_eq!(json["ns_gen"], 2);
+    assert!(json.get("ns_id").is_none());
+}
+
+#[test]
+fn join_reports_origin_and_entering_the_host() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    let out = h.feed(
+        7,
+        a,
+        Body::Setns {
+            fd: 3,
+            nstype: 0x0800_0000,
+            from: host(),
+            result: Ok(0),
+        },
+    );
+    let Lifecycle::NsJoin {
+        into_host, from, ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*into_host, from.inum), (false, HOST_IPC_NS_INUM));
+    let out = h.feed(
+        7,
+        host(),
+        Body::Setns {
+            fd: 4,
+            nstype: 0,
+            from: a,
+            result: Ok(0),
+        },
+    );
+    let Lifecycle::NsJoin { into_host, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(*into_host, "a task leaving a namespace for the host's");
+    assert!(
+        h.feed(
+            7,
+            a,
+            Body::Setns {
+                fd: 3,
+                nstype: 0,
+                from: a,
+                result: Ok(0)
+            }
+        )
+        .is_empty(),
+        "no change"
+    );
+    assert!(
+        h.feed(
+            AGENT_PID,
+            a,
+            Body::Setns {
+                fd: 3,
+                nstype: 0,
+                from: host(),
+                result: Ok(0)
+            }
+        )
+        .is_empty(),
+        "the agent's own inventory threads"
+    );
+}
+
+#[test]
+fn failed_get_says_where_the_key_lives() {
+    let mut h = Harness::new();
+    let (a, b) = (ns(NS_A, 42), ns(NS_B, 43));
+    h.unshare(5, a);
+    h.unshare(6, b);
+    h.get(a, IpcObject::Msg, 0x1234, 0);
+    h.get(host(), IpcObject::Msg, 0x1234, 3);
+    h.get(a, IpcObject::Sem, 0x1234, 0);
+    let out = h.feed(
+        8,
+        b,
+        Body::Get {
+            object: IpcObject::Msg,
+            key: 0x1234,
+            flags: 0,
+            size: 0,
+            result: Err(2),
+        },
+    );
+    let Lifecycle::GetFailed {
+        errno,
+        key_lives_in,
+        ns,
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*errno, ns.inum), (2, NS_B));
+    assert_eq!(
+        key_lives_in,
+        &vec![HOST_IPC_NS_INUM, NS_A],
+        "msg queues only, every other namespace"
+    );
+    let out = h.feed(
+        8,
+        b,
+        Body::Get {
+            object: IpcObject::Shm,
+            key: 0x1234,
+            flags: 0,
+            size: 0,
+            result: Err(2),
+        },
+    );
+    let Lifecycle::GetFailed { key_lives_in, .. } = &out[0] else {
+        panic!()
+    };
+    assert!(key_lives_in.is_empty());
+    let out = h.feed(
+        8,
+        b,
+        Body::Get {
+            object: IpcObject::Msg,
+            key: 0,
+            flags: 0,
+            size: 0,
+            result: Err(28),
+        },
+    );
+    let Lifecycle::GetFailed { key_lives_in, .. } = &out[0] else {
+        panic!()
+    };
+    assert!(key_lives_in.is_empty(), "IPC_PRIVATE names nothing");
+}
+
+#[test]
+fn inventory_then_replayed_events_give_no_duplicates_or_ghosts() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    let mut out = Vec::new();
+    h.engine.observe_existing(
+        &[ExistingNamespace { inum: NS_A }],
+        &[ExistingObject {
+            ns: NS_A,
+            object: IpcObject::Msg,
+            id: 0,
+            key: 7,
+        }],
+        &mut out,
+    );
+    assert_eq!(Harness::names(&out), ["ipc_ns.exists", "msg.exists"]);
+    // Events that raced with the inventory, replayed from the ring buffer:
+    assert!(
+        h.unshare(5, a).is_empty(),
+        "the namespace is already reported"
+    );
+    assert!(
+        h.get(a, IpcObject::Msg, 7, 0).is_empty(),
+        "the queue is already reported"
+    );
+    assert!(
+        h.rmid(a, IpcObject::Sem, 9, false).is_empty(),
+        "destroyed before the inventory saw it"
+    );
+    // Inventoried again: nothing new.
+    out.clear();
+    h.engine
+        .observe_existing(&[ExistingNamespace { inum: NS_A }], &[], &mut out);
+    assert!(out.is_empty());
+    // The namespace learnt its ns_id from the events and still dies once.
+    let out = h.freed(a);
+    assert_eq!(Harness::names(&out), ["msg.destroy", "ipc_ns.destroy"]);
+    let Lifecycle::NsDestroy { lifetime_ns, .. } = &out[1] else {
+        panic!()
+    };
+    assert_eq!(
+        *lifetime_ns, None,
+        "created before the agent: lifetime unknown"
+    );
+}
+
+#[test]
+fn resync_reports_what_vanished_and_appeared_unseen() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Msg, 1, 0);
+    h.get(a, IpcObject::Sem, 2, 0);
+    let mut out = Vec::new();
+    let counts = h.engine.resync(
+        &[
+            ExistingNamespace {
+                inum: HOST_IPC_NS_INUM,
+            },
+            ExistingNamespace { inum: NS_A },
+            ExistingNamespace { inum: NS_B },
+        ],
+        &[
+            ExistingObject {
+                ns: NS_A,
+                object: IpcObject::Msg,
+                id: 0,
+                key: 1,
+            },
+            ExistingObject {
+                ns: NS_B,
+                object: IpcObject::Shm,
+                id: 5,
+                key: 3,
+            },
+        ],
+        &mut out,
+    );
+    assert_eq!(
+        Harness::names(&out),
+        ["sem.destroy", "ipc_ns.exists", "shm.exists"]
+    );
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::Unknown);
+    assert_eq!(
+        counts,
+        ResyncCounts {
+            namespaces_gone: 0,
+            namespaces_found: 1,
+            objects_gone: 1,
+            objects_found: 1
+        }
+    );
+    out.clear();
+    let counts = h.engine.resync(
+        &[ExistingNamespace {
+            inum: HOST_IPC_NS_INUM,
+        }],
+        &[],
+        &mut out,
+    );
+    assert_eq!(counts.namespaces_gone, 2);
+    assert_eq!(counts.objects_gone, 2);
+    assert_eq!(h.engine.live_counts(), (1, 0));
+}
+
+#[test]
+fn detach_of_an_unknown_attachment_still_reports_the_address() {
+    let mut h = Harness::new();
+    let out = h.feed(
+        12,
+        host(),
+        Body::ShmDetach {
+            addr: 0x9000,
+            result: Ok(0),
+        },
+    );
+    let Lifecycle::ShmDetach { id, key, addr, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*id, *key, *addr), (None, None, 0x9000));
+}
+
+#[test]
+fn memory_follows_what_lives_through_a_storm() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    for round in 0..10_000 {
+        let object = IpcObject::ALL[round % 3];
+        h.get(a, object, 0, (round as i64) << 15);
+        h.rmid(a, object, (round as i32) << 15, false);
+        h.out.clear();
+    }
+    assert_eq!(h.engine.live_counts(), (2, 0));
+    assert_eq!(h.engine.attachments.len(), 0);
+}
+
+#[test]
+fn lifecycle_json_has_the_documented_fields() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    let out = h.get(a, IpcObject::Sem, 0x77, 3);
+    let json = serde_json::to_value(LifecycleJson {
+        event: &out[0],
+        clock: &WallClock::with_offset(0),
+    })
+    .unwrap();
+    for field in [
+        "event",
+        "time",
+        "pid",
+        "tid",
+        "uid",
+        "comm",
+        "ns",
+        "ns_id",
+        "id",
+        "key",
+        "owner_uid",
+        "mode",
+        "nsems",
+    ] {
+        assert!(
+            json.get(field).is_some(),
+            "sem.create lacks {field}: {json}"
+        );
+    }
+    let out = h.freed(a);
+    let json = serde_json::to_value(LifecycleJson {
+        event: &out[0],
+        clock: &WallClock::with_offset(0),
+    })
+    .unwrap();
+    assert_eq!(json["reason"], "namespace_teardown");
+    assert!(
+        json.get("pid").is_none(),
+        "a teardown has no process behind it"
+    );
+    let json = serde_json::to_value(LifecycleJson {
+        event: &out[1],
+        clock: &WallClock::with_offset(0),
+    })
+    .unwrap();
+    assert_eq!(
+        json["objects_destroyed"],
+        serde_json::json!({"msg": 0, "shm": 0, "sem": 1})
+    );
+}
