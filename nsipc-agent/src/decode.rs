@@ -94,12 +94,14 @@ pub enum Body {
     ProcessExit,
     /// The namespace `ns` was freed: it and everything left in it are gone.
     NsFreed,
-    /// Shm segment `id` (with `key`) of namespace `ns` was freed; `ns_dying`: because its
-    /// namespace was being torn down.
+    /// Shm segment `id` (with `key`) of namespace `ns` was freed. `ns_dying`: its namespace
+    /// was being torn down when the free came; `rmid_forced`: the namespace has
+    /// kernel.shm_rmid_forced set (read only when not dying).
     ShmFreed {
         id: i32,
         key: i32,
         ns_dying: bool,
+        rmid_forced: bool,
     },
 }
 
@@ -206,6 +208,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             id: int(0),
             key: int(1),
             ns_dying: args[2] != 0,
+            rmid_forced: args[3] != 0,
         },
     };
     Ok(KernelEvent {
@@ -390,6 +393,7 @@ pub(crate) mod tests {
                     id: 7,
                     key: -1,
                     ns_dying: true,
+                    rmid_forced: false,
                 },
             ),
             (

@@ -106,6 +106,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
             + btf
                 .member_offset("ns_common", "__ns_ref")
                 .or_else(|_| btf.member_offset("ns_common", "count"))?,
+        ipc_ns_shm_rmid_forced: btf.member_offset("ipc_namespace", "shm_rmid_forced")?,
         ipc_ns_ids: btf.member_offset("ipc_namespace", "ids")?,
         ipc_ids_size: btf.struct_size("ipc_ids")?,
         ipc_ids_xa_head: xa_head,

@@ -242,10 +242,16 @@ impl Serialize for KernelEventJson<'_> {
                 put_result(&mut map, result)?;
             }
             Body::ProcessExit | Body::NsFreed => {}
-            Body::ShmFreed { id, key, ns_dying } => {
+            Body::ShmFreed {
+                id,
+                key,
+                ns_dying,
+                rmid_forced,
+            } => {
                 map.serialize_entry("id", id)?;
                 map.serialize_entry("key", key)?;
                 map.serialize_entry("ns_dying", ns_dying)?;
+                map.serialize_entry("rmid_forced", rmid_forced)?;
             }
         }
         map.end()

@@ -16,7 +16,7 @@ use support::*;
 /// IPC_RMID.
 #[test]
 fn objects_in_a_new_namespace_carry_its_inum() {
-    let mut agent = Agent::start(&[]);
+    let mut agent = Agent::start(&["--raw"]);
     let (msg_key, shm_key, sem_key) = (unique_key(1), unique_key(2), unique_key(3));
     // perl's msgget/shmget/semget are the syscalls themselves; ipcmk here cannot pick a key.
     let out = sh(&format!(
@@ -80,7 +80,7 @@ fn objects_in_a_new_namespace_carry_its_inum() {
 /// A get for a key that does not exist fails with ENOENT, named.
 #[test]
 fn failed_get_names_the_errno() {
-    let mut agent = Agent::start(&[]);
+    let mut agent = Agent::start(&["--raw"]);
     let key = unique_key(4);
     sh(&format!("unshare --ipc perl -e 'msgget({key}, 0) and die'"));
     let get = agent.wait_for("failed msg.get", |e| {
@@ -94,7 +94,7 @@ fn failed_get_names_the_errno() {
 /// `nsenter --ipc=/proc/PID/ns/ipc` is a setns into PID's namespace, from the host's.
 #[test]
 fn nsenter_is_a_setns_into_the_target_namespace() {
-    let mut agent = Agent::start(&[]);
+    let mut agent = Agent::start(&["--raw"]);
     let mut holder = Command::new("unshare")
         .args(["--ipc", "sleep", "60"])
         .spawn()
@@ -137,7 +137,7 @@ fn nsenter_is_a_setns_into_the_target_namespace() {
 /// clone(CLONE_NEWIPC) gives ipc_ns.clone with the child's pid and its new namespace.
 #[test]
 fn clone_with_newipc_reports_the_child_namespace() {
-    let mut agent = Agent::start(&[]);
+    let mut agent = Agent::start(&["--raw"]);
     // SYS_clone = 56 on x86_64; flags CLONE_NEWIPC | SIGCHLD, no new stack: fork semantics.
     let out = sh("perl -e '
         my $pid = syscall(56, 0x08000011, 0, 0, 0, 0);
@@ -162,7 +162,7 @@ fn clone_with_newipc_reports_the_child_namespace() {
 #[test]
 fn signals_stop_cleanly_with_agent_stop() {
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
-        let mut agent = Agent::start(&[]);
+        let mut agent = Agent::start(&["--raw"]);
         let key = unique_key(5);
         sh(&format!("unshare --ipc perl -e 'msgget({key}, 0)'"));
         agent.wait_for("msg.get", |e| e["event"] == "msg.get" && e["key"] == key);

@@ -37,6 +37,8 @@ pub struct KernelOffsets {
     /// `ipc_namespace.ns` reference count (`ns_common.__ns_ref` on 6.18, `count` before): zero
     /// while the namespace is being torn down
     pub ipc_ns_refcount: u32,
+    /// `ipc_namespace.shm_rmid_forced`: the namespace's kernel.shm_rmid_forced sysctl
+    pub ipc_ns_shm_rmid_forced: u32,
     /// `ipc_namespace.ids`: `struct ipc_ids[3]`, indexed msg, sem, shm
     pub ipc_ns_ids: u32,
     /// `sizeof(struct ipc_ids)`
@@ -65,6 +67,7 @@ impl KernelOffsets {
         ipc_ns_inum: NO_OFFSET,
         ipc_ns_id: NO_OFFSET,
         ipc_ns_refcount: NO_OFFSET,
+        ipc_ns_shm_rmid_forced: NO_OFFSET,
         ipc_ns_ids: NO_OFFSET,
         ipc_ids_size: NO_OFFSET,
         ipc_ids_xa_head: NO_OFFSET,
@@ -125,7 +128,8 @@ pub enum EventKind {
     /// really gone, with every object still in it. `ns` is the freed namespace.
     NsFreed = 13,
     /// A shm segment the probes had seen was freed (`kfree` of its `shmid_kernel`).
-    /// `ns`: its namespace. args: id, key, 1 if its namespace was being torn down.
+    /// `ns`: its namespace. args: id, key, 1 if its namespace was being torn down when the free
+    /// came, 1 if the namespace has kernel.shm_rmid_forced set.
     ShmFreed = 14,
 }
 

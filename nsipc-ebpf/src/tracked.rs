@@ -164,11 +164,17 @@ pub fn kfree(ctx: TracePointContext) -> u32 {
         );
     } else {
         let dying = namespace_dying(&tracked);
+        let rmid_forced = !dying
+            && read_field::<i32>(
+                tracked.ns_ptr as *const u8,
+                offsets().ipc_ns_shm_rmid_forced,
+            )
+            .is_some_and(|forced| forced != 0);
         let args = [
             tracked.id as u32 as u64,
             tracked.key as u32 as u64,
             dying as u64,
-            0,
+            rmid_forced as u64,
         ];
         emit(
             EventKind::ShmFreed,

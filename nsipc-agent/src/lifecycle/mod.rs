@@ -532,7 +532,12 @@ impl Engine {
                 }
             }
             Body::NsFreed => self.namespace_freed(event.ns, ts, out),
-            Body::ShmFreed { id, ns_dying, .. } => {
+            Body::ShmFreed {
+                id,
+                ns_dying,
+                rmid_forced,
+                ..
+            } => {
                 let Some(state) = self.namespaces.get(&event.ns.inum) else {
                     return;
                 };
@@ -545,11 +550,15 @@ impl Engine {
                     object: IpcObject::Shm,
                     id,
                 };
+                // The free comes an RCU grace period after the destroy, so `ns_dying` may describe a
+                // later moment than the destroy. A removed segment still attached holds its
+                // namespace alive, so it always died at its last detach; any other segment dies
+                // only at teardown, or by shm_rmid_forced where that is set.
                 let reason = match self.objects.get(&key) {
                     None => return,
-                    Some(_) if ns_dying => DestroyReason::NamespaceTeardown,
                     Some(segment) if segment.removed => DestroyReason::LastDetach,
-                    Some(_) => DestroyReason::RmidForced,
+                    Some(_) if rmid_forced && !ns_dying => DestroyReason::RmidForced,
+                    Some(_) => DestroyReason::NamespaceTeardown,
                 };
                 self.destroy_object(key, ns, reason, None, ts, out);
             }
@@ -611,8 +620,15 @@ impl Engine {
         dead.sort_by_key(|key| (key.object, key.id));
         let mut destroyed = ObjectCounts::default();
         for key in dead {
-            destroyed.add(key.object, 1);
-            self.destroy_object(key, ident, DestroyReason::NamespaceTeardown, None, ts, out);
+            // A segment removed while attached cannot outlive its attachments, which hold the
+            // namespace: it died at its last detach, whose free has not arrived yet.
+            let removed = self.objects.get(&key).is_some_and(|state| state.removed);
+            if removed {
+                self.destroy_object(key, ident, DestroyReason::LastDetach, None, ts, out);
+            } else {
+                destroyed.add(key.object, 1);
+                self.destroy_object(key, ident, DestroyReason::NamespaceTeardown, None, ts, out);
+            }
         }
         let state = self.namespaces.remove(&ns.inum).expect("present above");
         out.push(Lifecycle::NsDestroy {

@@ -114,6 +114,16 @@ impl Harness {
     }
 
     fn shm_freed(&mut self, at: NsRef, id: i32, ns_dying: bool) -> Vec<Lifecycle> {
+        self.shm_freed_forced(at, id, ns_dying, false)
+    }
+
+    fn shm_freed_forced(
+        &mut self,
+        at: NsRef,
+        id: i32,
+        ns_dying: bool,
+        rmid_forced: bool,
+    ) -> Vec<Lifecycle> {
         self.feed(
             0,
             at,
@@ -121,6 +131,7 @@ impl Harness {
                 id,
                 key: 0,
                 ns_dying,
+                rmid_forced,
             },
         )
     }
@@ -375,16 +386,44 @@ fn shm_rmid_unattached_destroys_at_once_and_ignores_the_later_free() {
 fn shm_freed_without_rmid_is_rmid_forced_or_teardown() {
     let mut h = Harness::new();
     let a = ns(NS_A, 42);
-    h.get(a, IpcObject::Shm, 1, 1);
-    h.get(a, IpcObject::Shm, 2, 2);
-    assert_eq!(
-        destroy_reason(&h.shm_freed(a, 1, false)[0]),
-        DestroyReason::RmidForced
-    );
+    for id in 1..=3 {
+        h.get(a, IpcObject::Shm, id, i64::from(id));
+    }
+    let forced = h.shm_freed_forced(a, 1, false, true);
+    assert_eq!(destroy_reason(&forced[0]), DestroyReason::RmidForced);
     assert_eq!(
         destroy_reason(&h.shm_freed(a, 2, true)[0]),
         DestroyReason::NamespaceTeardown
     );
+    // Without shm_rmid_forced, only a teardown destroys a segment nobody removed.
+    assert_eq!(
+        destroy_reason(&h.shm_freed(a, 3, false)[0]),
+        DestroyReason::NamespaceTeardown
+    );
+}
+
+#[test]
+fn a_removed_segment_freed_while_its_namespace_dies_died_at_its_last_detach() {
+    // Its last detach (say at exit) destroyed it; the kfree came a grace period later, when the
+    // namespace was already going.
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.get(a, IpcObject::Shm, 5, 5);
+    h.rmid(a, IpcObject::Shm, 5, true);
+    assert_eq!(
+        destroy_reason(&h.shm_freed(a, 5, true)[0]),
+        DestroyReason::LastDetach
+    );
+    // Or the namespace's own free comes first.
+    h.get(a, IpcObject::Shm, 6, 6);
+    h.rmid(a, IpcObject::Shm, 6, true);
+    let out = h.freed(a);
+    assert_eq!(Harness::names(&out), ["shm.destroy", "ipc_ns.destroy"]);
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::LastDetach);
+    let Lifecycle::NsDestroy { destroyed, .. } = &out[1] else {
+        panic!()
+    };
+    assert_eq!(destroyed.shm, 0, "not destroyed by the teardown");
 }
 
 #[test]

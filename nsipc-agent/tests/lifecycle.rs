@@ -1,0 +1,177 @@
+//! Lifecycle events against the real kernel: births, deaths with and without a syscall, and
+//! the two-namespaces-same-key diagnosis. Needs root.
+
+mod support;
+
+use support::*;
+
+/// Objects still inside a namespace when its last process exits die with it, with no syscall:
+/// each gets a destroy with reason namespace_teardown, then the namespace's destroy counts them.
+#[test]
+fn teardown_destroys_the_objects_left_inside() {
+    let mut agent = Agent::start(&[]);
+    let (msg_key, shm_key, sem_key) = (unique_key(21), unique_key(22), unique_key(23));
+    let out = sh(&format!(
+        "unshare --ipc sh -c 'readlink /proc/self/ns/ipc
+            perl -e \"msgget({msg_key}, 01600) // die; shmget({shm_key}, 4096, 01600) // die; \
+                      semget({sem_key}, 2, 01600) // die\"'"
+    ));
+    let ns = parse_ns_link(&out);
+    let create = agent.wait_for("ipc_ns.create", |e| {
+        e["event"] == "ipc_ns.create" && e["ns"] == ns
+    });
+    assert_eq!(create["via"], "unshare");
+    assert_eq!(create["from_ns"], HOST_NS);
+    for (event, key) in [
+        ("msg.create", msg_key),
+        ("shm.create", shm_key),
+        ("sem.create", sem_key),
+    ] {
+        let created = agent.wait_for(event, |e| e["event"] == event && e["key"] == key);
+        assert_eq!(created["ns"], ns);
+    }
+    let destroy = agent.wait_for("ipc_ns.destroy", |e| {
+        e["event"] == "ipc_ns.destroy" && e["ns"] == ns
+    });
+    assert_eq!(
+        destroy["objects_destroyed"],
+        serde_json::json!({"msg": 1, "shm": 1, "sem": 1})
+    );
+    assert!(field(&destroy, "lifetime_ns") > 0);
+    assert!(
+        destroy.get("pid").is_none(),
+        "no process destroys a namespace"
+    );
+    for (event, key) in [
+        ("msg.destroy", msg_key),
+        ("shm.destroy", shm_key),
+        ("sem.destroy", sem_key),
+    ] {
+        let destroyed = agent.wait_for(event, |e| e["event"] == event && e["key"] == key);
+        assert_eq!(destroyed["ns"], ns, "{event}");
+        assert_eq!(destroyed["reason"], "namespace_teardown", "{event}");
+    }
+    // The namespace is really gone: no process shows it any more.
+    assert!(
+        !sh("lsns -t ipc -n -o NS")
+            .lines()
+            .any(|l| l.trim() == ns.to_string())
+    );
+}
+
+/// IPC_RMID on an attached segment only marks it (shm.remove); it dies at the last detach,
+/// here the attaching process's exit (no shmdt), with reason last_detach.
+#[test]
+fn shm_removed_while_attached_dies_at_the_last_detach() {
+    let mut agent = Agent::start(&[]);
+    let key = unique_key(24);
+    // One namespace held by this shell: a child attaches (SYS_shmat = 30), the parent removes
+    // the segment, then the child exits without detaching.
+    let out = sh(&format!(
+        "unshare --ipc sh -c '
+            readlink /proc/self/ns/ipc
+            id=$(perl -e \"print shmget({key}, 4096, 01600) // die\")
+            perl -e \"\\$|=1; syscall(30, $id, 0, 0) >= 0 or die; print qq(attached\\n); sleep 1\" &
+            sleep 0.3
+            ipcrm -m $id
+            ipcs -m | grep -c dest
+            wait
+            echo $id'"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let ns = parse_ns_link(lines[0]);
+    assert_eq!(lines[1], "attached");
+    assert_eq!(
+        lines[2], "1",
+        "the kernel shows the segment marked dest while attached"
+    );
+    let id: i64 = lines[3].parse().unwrap();
+
+    let created = agent.wait_for("shm.create", |e| {
+        e["event"] == "shm.create" && e["key"] == key
+    });
+    assert_eq!(field(&created, "id"), id);
+    let attach = agent.wait_for("shm.attach", |e| {
+        e["event"] == "shm.attach" && e["ns"] == ns
+    });
+    assert_eq!(field(&attach, "id"), id);
+    assert_eq!(attach["key"], key);
+    let removed = agent.wait_for("shm.remove", |e| {
+        e["event"] == "shm.remove" && e["ns"] == ns
+    });
+    assert_eq!(field(&removed, "id"), id);
+    assert_eq!(removed["comm"], "ipcrm");
+    let destroyed = agent.wait_for("shm.destroy", |e| {
+        e["event"] == "shm.destroy" && e["ns"] == ns
+    });
+    assert_eq!(field(&destroyed, "id"), id);
+    assert_eq!(destroyed["reason"], "last_detach");
+    // It died before its namespace did.
+    let destroy_at = agent
+        .events
+        .iter()
+        .position(|e| e["event"] == "shm.destroy" && e["ns"] == ns);
+    agent.wait_for("ipc_ns.destroy", |e| {
+        e["event"] == "ipc_ns.destroy" && e["ns"] == ns
+    });
+    let ns_destroy_at = agent
+        .events
+        .iter()
+        .position(|e| e["event"] == "ipc_ns.destroy" && e["ns"] == ns);
+    assert!(destroy_at < ns_destroy_at);
+}
+
+/// The classic mistake: a key created in one namespace, looked up from another.
+#[test]
+fn a_failed_get_names_the_namespace_where_the_key_lives() {
+    let mut agent = Agent::start(&[]);
+    let key = unique_key(25);
+    let mut holder = std::process::Command::new("unshare")
+        .args([
+            "--ipc",
+            "perl",
+            "-e",
+            &format!("$|=1; msgget({key}, 01600) // die; print qq(ok\\n); sleep 60"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ok\n");
+    let producer_ns = parse_ns_link(
+        &std::fs::read_link(format!("/proc/{}/ns/ipc", holder.id()))
+            .unwrap()
+            .to_string_lossy(),
+    );
+    agent.wait_for("msg.create", |e| {
+        e["event"] == "msg.create" && e["key"] == key
+    });
+
+    let out = sh(&format!(
+        "unshare --ipc sh -c 'readlink /proc/self/ns/ipc; perl -e \"msgget({key}, 0) and die\"'"
+    ));
+    let consumer_ns = parse_ns_link(&out);
+    let failed = agent.wait_for("msg.get_failed", |e| {
+        e["event"] == "msg.get_failed" && e["key"] == key
+    });
+    assert_eq!(failed["ns"], consumer_ns);
+    assert_eq!(failed["errno"], "ENOENT");
+    assert_eq!(
+        failed["key_lives_in"],
+        serde_json::json!([producer_ns]),
+        "{:#?}",
+        agent.events
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let destroyed = agent.wait_for("msg.destroy", |e| {
+        e["event"] == "msg.destroy" && e["key"] == key
+    });
+    assert_eq!(destroyed["reason"], "namespace_teardown");
+}
