@@ -94,6 +94,8 @@ fn lint() -> Result<()> {
     run(cargo().args([
         "clippy",
         "--workspace",
+        "--exclude",
+        "nsipc-ebpf",
         "--all-targets",
         "--release",
         "--",
