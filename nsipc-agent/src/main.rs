@@ -4,11 +4,13 @@ mod agent_events;
 mod btf;
 mod cli;
 mod decode;
+mod inventory;
 mod kernel;
 mod names;
 mod probes;
 mod render;
 mod sink;
+mod snapshot;
 mod trace;
 
 use std::process::ExitCode;
@@ -37,6 +39,8 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            // Blocking /proc reads and short-lived helper threads; nothing else runs meanwhile.
+            Command::Snapshot => snapshot::run(),
         }
     });
     match result {
