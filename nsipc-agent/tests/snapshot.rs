@@ -390,6 +390,62 @@ fn namespace_held_by_a_bind_mount_in_another_mount_namespace() {
     assert_eq!(snap.objects(ns), kernel);
 }
 
+/// A chrooted process's mountinfo leaves out mounts outside its root: when such a process
+/// comes first (lowest pid) in a mount namespace, the mount is still found through another
+/// process of that namespace.
+#[test]
+fn a_chrooted_view_does_not_hide_a_bind_mount() {
+    require_root();
+    let dir = format!("/tmp/nsipc-snapshot-{}-chroot", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let _rmdir = Cleanup(format!("rmdir {dir}"));
+    // The shell chroots itself last (exec), so the lowest pid in the mount namespace is
+    // chrooted (to /usr, which has a sleep), the next one too, the last one not.
+    let mut holder = Holder::spawn(
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &format!(
+                "set -e
+                 mount -t tmpfs nsipc-test {dir}
+                 touch {dir}/ipc
+                 unshare --ipc={dir}/ipc true
+                 nsenter --ipc={dir}/ipc readlink /proc/self/ns/ipc
+                 chroot /usr sleep 60 &
+                 echo $!
+                 sleep 60 &
+                 echo $!
+                 exec chroot /usr sleep 60"
+            ),
+        ],
+    );
+    let ns = parse_ns_link(&holder.line());
+    let chrooted: u32 = holder.line().parse().unwrap();
+    let unchrooted: u32 = holder.line().parse().unwrap();
+    let _kill = Cleanup(format!("kill {chrooted} {unchrooted}"));
+    holder.wait_for_comm("sleep");
+    for pid in [holder.pid(), chrooted] {
+        let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        assert!(!mountinfo.contains(&dir), "{pid} is chrooted: {mountinfo}");
+    }
+    assert!(holder.pid() < chrooted && chrooted < unchrooted);
+
+    let snap = Snapshot::take();
+    let entry = snap.namespace(ns);
+    assert_eq!(
+        entry["held_by"]["mounts"],
+        json!([{
+            "pid": unchrooted,
+            "mnt_ns": mnt_ns_of(&holder.pid().to_string()),
+            "mount_point": format!("{dir}/ipc"),
+        }])
+    );
+}
+
 /// (c) A namespace held only by an open fd: a process creates it, keeps an fd to it on 3,
 /// creates a queue in it, then goes back to the host namespace.
 #[test]

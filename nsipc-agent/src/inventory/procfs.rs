@@ -4,7 +4,7 @@ use std::{
     collections::{BTreeMap, HashSet},
     ffi::OsString,
     fs, io,
-    os::unix::ffi::OsStringExt as _,
+    os::unix::{ffi::OsStringExt as _, fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -104,11 +104,21 @@ fn unescape_mount_path(escaped: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
-/// The IPC namespace bind mounts in a mountinfo file: `(inum, mount point)`.
+/// A bind mount of an IPC namespace, from a mountinfo line.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct IpcMount {
+    /// The mount's id, unique on the system (a mount copied into another mount namespace is
+    /// another mount, with another id).
+    pub id: u32,
+    pub inum: u32,
+    pub mount_point: PathBuf,
+}
+
+/// The IPC namespace bind mounts in a mountinfo file.
 ///
 /// A line is `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER`;
 /// for an nsfs mount ROOT is the namespace link text, e.g. `ipc:[4026532177]`.
-pub(super) fn parse_ipc_mounts(mountinfo: &str) -> Vec<(u32, PathBuf)> {
+pub(super) fn parse_ipc_mounts(mountinfo: &str) -> Vec<IpcMount> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -117,8 +127,11 @@ pub(super) fn parse_ipc_mounts(mountinfo: &str) -> Vec<(u32, PathBuf)> {
             if *fields.get(separator + 1)? != "nsfs" {
                 return None;
             }
-            let inum = parse_ns_link("ipc", fields.get(3)?)?;
-            Some((inum, unescape_mount_path(fields.get(4)?)))
+            Some(IpcMount {
+                id: fields.first()?.parse().ok()?,
+                inum: parse_ns_link("ipc", fields.get(3)?)?,
+                mount_point: unescape_mount_path(fields.get(4)?),
+            })
         })
         .collect()
 }
@@ -156,12 +169,23 @@ fn denied(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Walks /proc once: every process's threads, fds, and (once per mount namespace) mounts.
+/// The mount tables read so far. A mountinfo file shows one mount namespace as seen from one
+/// root directory (a chrooted process's leaves out the mounts outside its root), so one is read
+/// per (mount namespace, root), and each mount is kept once.
+#[derive(Default)]
+struct MountViews {
+    /// (mount namespace, root's device, root's inode)
+    read: HashSet<(u32, u64, u64)>,
+    mount_ids: HashSet<u32>,
+}
+
+/// Walks /proc once: every process's threads, fds, and (once per mount namespace and root)
+/// mounts.
 pub(super) fn scan() -> Result<Scan> {
     let mut scan = Scan::default();
-    let mut mount_namespaces_seen = HashSet::new();
+    let mut views = MountViews::default();
     for pid in numeric_entries(Path::new("/proc"))? {
-        match scan_process(&mut scan, &mut mount_namespaces_seen, pid) {
+        match scan_process(&mut scan, &mut views, pid) {
             Ok(()) => {}
             Err(err) if denied(&err) => scan.unreadable.push(pid),
             Err(err) => return Err(err),
@@ -170,7 +194,7 @@ pub(super) fn scan() -> Result<Scan> {
     Ok(scan)
 }
 
-fn scan_process(scan: &mut Scan, mount_namespaces_seen: &mut HashSet<u32>, pid: u32) -> Result<()> {
+fn scan_process(scan: &mut Scan, views: &mut MountViews, pid: u32) -> Result<()> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let Some(stat) = read_text(&proc_dir.join("stat"))? else {
         return Ok(());
@@ -183,10 +207,14 @@ fn scan_process(scan: &mut Scan, mount_namespaces_seen: &mut HashSet<u32>, pid: 
     }
     scan_threads(scan, pid, &proc_dir, &comm)?;
     scan_fds(scan, pid, &proc_dir, &comm)?;
+    let root_path = proc_dir.join("root");
     if let Some(mnt_ns) = read_ns_link(&proc_dir.join("ns/mnt"), "mnt")?
-        && mount_namespaces_seen.insert(mnt_ns)
+        && let Some(root) = unless_vanished(fs::metadata(&root_path), &root_path)?
+        && !views.read.contains(&(mnt_ns, root.dev(), root.ino()))
+        // Marked read only once read: if this process vanished, the next one's view will do.
+        && scan_mounts(scan, &mut views.mount_ids, pid, mnt_ns, &proc_dir)?
     {
-        scan_mounts(scan, pid, mnt_ns, &proc_dir)?;
+        views.read.insert((mnt_ns, root.dev(), root.ino()));
     }
     Ok(())
 }
@@ -249,12 +277,27 @@ fn scan_fds(scan: &mut Scan, pid: u32, proc_dir: &Path, comm: &str) -> Result<()
     Ok(())
 }
 
-/// nsfs bind mounts of IPC namespaces in one mount namespace, as `pid` sees them.
-fn scan_mounts(scan: &mut Scan, pid: u32, mnt_ns: u32, proc_dir: &Path) -> Result<()> {
+/// nsfs bind mounts of IPC namespaces in one mount namespace, as `pid` sees them; false when
+/// the process vanished before its mountinfo could be read.
+fn scan_mounts(
+    scan: &mut Scan,
+    mount_ids: &mut HashSet<u32>,
+    pid: u32,
+    mnt_ns: u32,
+    proc_dir: &Path,
+) -> Result<bool> {
     let Some(mountinfo) = read_text(&proc_dir.join("mountinfo"))? else {
-        return Ok(());
+        return Ok(false);
     };
-    for (inum, mount_point) in parse_ipc_mounts(&mountinfo) {
+    for IpcMount {
+        id,
+        inum,
+        mount_point,
+    } in parse_ipc_mounts(&mountinfo)
+    {
+        if !mount_ids.insert(id) {
+            continue;
+        }
         let found = scan.namespaces.entry(inum).or_default();
         // Through the process's root, the path resolves in the process's mount namespace (and
         // under its chroot, to which mountinfo paths are relative), whatever ours is.
@@ -266,7 +309,7 @@ fn scan_mounts(scan: &mut Scan, pid: u32, mnt_ns: u32, proc_dir: &Path) -> Resul
             mount_point,
         });
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -330,12 +373,17 @@ mod tests {
 48 27 0:4 ipc:[4026532181] /run/ipc/y rw shared:5 master:1 - nsfs nsfs rw
 49 27 0:50 / /srv/ipc:[4026532182] rw - ext4 /dev/vda rw
 ";
+        let mount = |id, inum, path: &str| IpcMount {
+            id,
+            inum,
+            mount_point: PathBuf::from(path),
+        };
         assert_eq!(
             parse_ipc_mounts(mountinfo),
             [
-                (4026532177, PathBuf::from("/tmp/invx")),
-                (4026532178, PathBuf::from("/tmp/inv a\\b")),
-                (4026532181, PathBuf::from("/run/ipc/y")),
+                mount(44, 4026532177, "/tmp/invx"),
+                mount(46, 4026532178, "/tmp/inv a\\b"),
+                mount(48, 4026532181, "/run/ipc/y"),
             ]
         );
         assert!(parse_ipc_mounts("garbage\n\n1 2 3\n").is_empty());
