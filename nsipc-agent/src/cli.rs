@@ -15,7 +15,8 @@ use crate::kernel::DEFAULT_BTF_PATH;
     after_help = "Examples:\n  \
         sudo nsipc-agent trace\n  \
         sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get\")'\n  \
-        sudo nsipc-agent trace | jq -c 'select(.ns != 4026531839)'   # everything outside the host namespace\n\n\
+        sudo nsipc-agent trace | jq -c 'select(.ns != 4026531839)'   # everything outside the host namespace\n  \
+        sudo nsipc-agent snapshot   # what exists now: namespaces, what holds them, their objects\n\n\
         Every event is documented in docs/events.md."
 )]
 pub struct Cli {
@@ -46,7 +47,8 @@ pub enum Command {
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"ipc_ns.exists\") | {ns, pids: [.processes[].pid], held_by}'\n  \
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"shm.exists\" and .nattch > 0) | {ns, id, key, size}'\n  \
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"ipc_ns.exists\" and (.processes | length) == 0)'   # held only by fds or mounts\n  \
-        sudo nsipc-agent snapshot | jq -s 'map(select(has(\"key\"))) | group_by(.ns) | map({ns: .[0].ns, objects: length})'")]
+        sudo nsipc-agent snapshot | jq -s 'map(select(has(\"key\"))) | group_by(.ns) | map({ns: .[0].ns, objects: length})'\n\n\
+        The events are documented in docs/events.md.")]
     Snapshot,
 }
 
