@@ -258,8 +258,9 @@ fn scan_threads(scan: &mut Scan, pid: u32, proc_dir: &Path, comm: &str) -> Resul
     Ok(())
 }
 
-/// Open fds on IPC nsfs files. Only the thread group's fd table is read: a thread that
-/// unshared its fd table (CLONE_FILES off) is not looked at.
+/// Open fds on IPC nsfs files. Only /proc/PID/fd is read, the thread group leader's fd table:
+/// not the table of a thread that unshared its own (CLONE_FILES off), and nothing when the
+/// leader has exited while other threads run on (its table is gone).
 fn scan_fds(scan: &mut Scan, pid: u32, proc_dir: &Path, comm: &str) -> Result<()> {
     let fd_dir = proc_dir.join("fd");
     for fd in numeric_entries(&fd_dir)? {
