@@ -40,6 +40,19 @@ pub fn check_privileges() -> Result<()> {
     )
 }
 
+/// `snapshot` joins other IPC namespaces with setns, which needs CAP_SYS_ADMIN (reading every
+/// process's /proc entries needs root's other capabilities too).
+pub fn check_snapshot_privileges() -> Result<()> {
+    if effective_capabilities()? & (1 << CAP_SYS_ADMIN) != 0 {
+        return Ok(());
+    }
+    bail!(
+        "nsipc-agent snapshot needs root: reading the objects inside other IPC namespaces \
+         joins them with setns, which requires CAP_SYS_ADMIN, which this process does not \
+         have; run it with sudo"
+    )
+}
+
 /// Reads and parses the kernel's BTF.
 pub fn load_btf(path: &Path) -> Result<Btf> {
     let data = match fs::read(path) {

@@ -4,12 +4,14 @@ mod agent_events;
 mod btf;
 mod cli;
 mod decode;
+mod inventory;
 mod kernel;
 mod lifecycle;
 mod names;
 mod probes;
 mod render;
 mod sink;
+mod snapshot;
 mod trace;
 
 use std::process::ExitCode;
@@ -39,6 +41,8 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            // Blocking /proc reads and short-lived helper threads; nothing else runs meanwhile.
+            Command::Snapshot => snapshot::run(),
         }
     });
     match result {

@@ -1,0 +1,101 @@
+//! Getting into a namespace: an fd to it, and a helper thread that joins it to read
+//! `/proc/sysvipc/*`, which shows the IPC namespace of the thread that opens it.
+
+use std::{
+    fs::{self, File},
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::PathBuf,
+    thread,
+    time::SystemTime,
+};
+
+use anyhow::{Context as _, Result, anyhow, ensure};
+
+use super::{
+    ObjectDetail,
+    procfs::{thread_ipc_ns, vanished},
+    sysvipc::{self, IpcPerm},
+};
+use crate::names::IpcObject;
+
+/// `NS_GET_ID`, `_IOR(0xb7, 13, __u64)` (include/uapi/linux/nsfs.h, Linux 6.18+).
+const NS_GET_ID: libc::c_ulong = 0x8008_b70d;
+
+/// Opens the namespace `inum` through the first of `sources` that still leads to it; `None`
+/// when none does (every holder went away: the namespace is gone or going).
+///
+/// An nsfs file's inode number is its namespace's inum, so the fd is checked against `inum`:
+/// a pid or fd number reused since the scan could lead elsewhere.
+pub(super) fn open_namespace(inum: u32, sources: &[PathBuf]) -> Result<Option<File>> {
+    for path in sources {
+        match File::open(path) {
+            Ok(file) => {
+                let meta = file
+                    .metadata()
+                    .with_context(|| format!("stat of {}", path.display()))?;
+                if meta.ino() == u64::from(inum) {
+                    return Ok(Some(file));
+                }
+            }
+            Err(err) if vanished(&err) => {}
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!("opening IPC namespace {inum} through {}", path.display())
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The namespace's never-reused 64-bit id; `None` on kernels before 6.18 (ENOTTY).
+pub(super) fn namespace_id(ns: &File) -> Option<u64> {
+    let mut id = 0u64;
+    // SAFETY: NS_GET_ID writes one u64 through the pointer.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_ID, &mut id) };
+    (rc == 0).then_some(id)
+}
+
+/// The objects of one namespace and when they were read.
+pub(super) struct Read {
+    pub seen_at: SystemTime,
+    pub objects: Vec<(IpcPerm, ObjectDetail)>,
+}
+
+/// Reads the namespace's `/proc/sysvipc/*` on a helper thread that joins it with setns and
+/// ends with the read, so the calling thread never changes namespace.
+pub(super) fn read_objects_in(ns: &File, inum: u32) -> Result<Read> {
+    thread::scope(|scope| {
+        thread::Builder::new()
+            .name("nsipc-setns".to_owned())
+            .spawn_scoped(scope, || read_here_after_setns(ns, inum))
+            .context("starting a thread to enter the namespace")?
+            .join()
+            .map_err(|_| anyhow!("the thread reading the namespace panicked"))?
+    })
+}
+
+fn read_here_after_setns(ns: &File, inum: u32) -> Result<Read> {
+    // SAFETY: setns on this helper thread only; an IPC namespace can be joined by one thread
+    // of a multi-threaded process.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("setns(CLONE_NEWIPC), which needs CAP_SYS_ADMIN");
+    }
+    let here = thread_ipc_ns()?;
+    ensure!(here == inum, "setns led to IPC namespace {here}");
+    let seen_at = SystemTime::now();
+    let mut objects = Vec::new();
+    for object in [IpcObject::Msg, IpcObject::Shm, IpcObject::Sem] {
+        let path = sysvipc::proc_path(object);
+        let text = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        for (perm, detail) in
+            sysvipc::parse_sysvipc(object, &text).with_context(|| format!("parsing {path}"))?
+        {
+            let completed = sysvipc::complete(perm, detail)
+                .with_context(|| format!("{path}: id {}", perm.id))?;
+            objects.extend(completed);
+        }
+    }
+    Ok(Read { seen_at, objects })
+}

@@ -1,0 +1,176 @@
+//! The startup inventory: every live IPC namespace, what keeps it alive, and the SysV IPC
+//! objects inside it, read from /proc.
+//!
+//! A namespace is found through any of the three things that can hold it: a thread in it
+//! (`/proc/PID/task/TID/ns/ipc`), an open namespace fd (`/proc/PID/fd/N` → `ipc:[N]`), or a
+//! bind mount of an nsfs file (an `nsfs` line in `/proc/PID/mountinfo`). `lsns` only knows the
+//! first. Its objects are read from `/proc/sysvipc/*` by a helper thread that joins it (those
+//! files show the namespace of the thread that opens them); the calling thread never moves.
+
+mod container;
+mod enter;
+mod procfs;
+mod sysvipc;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::{Context as _, Result, ensure};
+use serde::{Serialize, Serializer};
+
+pub use self::sysvipc::{IpcPerm, ObjectDetail};
+use crate::names::IpcObject;
+
+/// Everything found, namespaces by inum, objects by (namespace, kind, id).
+#[derive(Debug)]
+pub struct Inventory {
+    pub namespaces: Vec<NamespaceInfo>,
+    pub objects: Vec<ObjectInfo>,
+    /// Processes whose /proc entries this process may not read (EACCES/EPERM: e.g. one with
+    /// capabilities this one lacks, or under an LSM). A namespace held only by them is missing.
+    pub unreadable: Vec<u32>,
+}
+
+/// One live IPC namespace and what holds it. Kernel threads (all in the host namespace) are
+/// left out.
+#[derive(Debug)]
+pub struct NamespaceInfo {
+    /// Inode number, what `readlink /proc/PID/ns/ipc` shows.
+    pub inum: u32,
+    /// The never-reused 64-bit namespace id (`NS_GET_ID`, Linux 6.18+); `None` before.
+    pub ns_id: Option<u64>,
+    /// When the holders were scanned.
+    pub seen_at: SystemTime,
+    /// Processes with threads in it.
+    pub processes: Vec<ProcessInfo>,
+    /// Open namespace fds referring to it.
+    pub fds: Vec<FdHolder>,
+    /// Bind mounts of it (one entry per mount namespace that shows the mount).
+    pub mounts: Vec<MountHolder>,
+}
+
+/// A process with threads in a namespace. Field names are part of the JSON contract
+/// (docs/events.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// The threads in the namespace when not all of the process's threads are; `None` when all are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tids: Option<Vec<u32>>,
+    pub comm: String,
+    /// Real uid.
+    pub uid: u32,
+    /// Container id from the process's cgroup path, when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// An open fd on the namespace's nsfs file (e.g. from `open("/proc/PID/ns/ipc")`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FdHolder {
+    pub pid: u32,
+    pub comm: String,
+    pub fd: u32,
+}
+
+/// A bind mount of the namespace's nsfs file (`unshare --ipc=FILE`, `ip netns`-style).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountHolder {
+    /// A process that sees the mount (the mount point is relative to its root).
+    pub pid: u32,
+    /// The mount namespace the mount is in.
+    pub mnt_ns: u32,
+    #[serde(serialize_with = "lossy_path")]
+    pub mount_point: PathBuf,
+}
+
+/// Mount points are bytes; non-UTF-8 ones are shown with U+FFFD rather than failing the line.
+fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
+}
+
+/// One SysV IPC object in one namespace.
+#[derive(Debug)]
+pub struct ObjectInfo {
+    pub ns: u32,
+    pub ns_id: Option<u64>,
+    /// When its namespace's `/proc/sysvipc` files were read.
+    pub seen_at: SystemTime,
+    pub perm: IpcPerm,
+    pub detail: ObjectDetail,
+}
+
+impl ObjectInfo {
+    pub fn object(&self) -> IpcObject {
+        self.detail.object()
+    }
+}
+
+/// Scans /proc for IPC namespaces and reads the objects in each. Needs CAP_SYS_ADMIN (setns)
+/// and the right to read every process's /proc entries (root).
+pub fn take_inventory() -> Result<Inventory> {
+    // The calling thread must end where it started: only helper threads join namespaces.
+    let home = procfs::thread_ipc_ns().context("reading this thread's IPC namespace")?;
+
+    let seen_at = SystemTime::now();
+    let scan = procfs::scan().context("scanning /proc for IPC namespaces")?;
+    let mut namespaces = Vec::new();
+    let mut objects = Vec::new();
+    for (inum, found) in scan.namespaces {
+        // The namespace can die between the scan and here (its holders went away): skip it.
+        let Some(ns) = enter::open_namespace(inum, &found.sources)? else {
+            continue;
+        };
+        let ns_id = enter::namespace_id(&ns);
+        let read = enter::read_objects_in(&ns, inum)
+            .with_context(|| format!("reading the SysV IPC objects of IPC namespace {inum}"))?;
+        objects.extend(read.objects.into_iter().map(|(perm, detail)| ObjectInfo {
+            ns: inum,
+            ns_id,
+            seen_at: read.seen_at,
+            perm,
+            detail,
+        }));
+        namespaces.push(NamespaceInfo {
+            inum,
+            ns_id,
+            seen_at,
+            processes: found.processes,
+            fds: found.fds,
+            mounts: found.mounts,
+        });
+    }
+    objects.sort_by_key(|o| (o.ns, o.object(), o.perm.id));
+
+    let now = procfs::thread_ipc_ns().context("reading this thread's IPC namespace")?;
+    ensure!(
+        now == home,
+        "internal error: the inventory moved the calling thread from IPC namespace {home} to {now}"
+    );
+    Ok(Inventory {
+        namespaces,
+        objects,
+        unreadable: scan.unreadable,
+    })
+}
+
+/// What the /proc scan found for one namespace, before it is opened.
+#[derive(Debug, Default)]
+struct Found {
+    processes: Vec<ProcessInfo>,
+    fds: Vec<FdHolder>,
+    mounts: Vec<MountHolder>,
+    /// Paths that lead to the namespace's nsfs file, in the order worth trying.
+    sources: Vec<PathBuf>,
+}
+
+/// The scan's result: namespaces by inum (so the output is ordered).
+#[derive(Debug, Default)]
+struct Scan {
+    namespaces: BTreeMap<u32, Found>,
+    /// See [`Inventory::unreadable`].
+    unreadable: Vec<u32>,
+}

@@ -1,0 +1,331 @@
+//! `nsipc-agent snapshot`: the inventory as JSON Lines, then exit. `ipc_ns.exists` per
+//! namespace, then `msg.exists` / `shm.exists` / `sem.exists` per object (docs/events.md).
+
+use std::io::{self, Write};
+
+use anyhow::{Context as _, Result};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::{
+    inventory::{self, FdHolder, Inventory, MountHolder, NamespaceInfo, ObjectDetail, ObjectInfo},
+    kernel,
+    render::Rfc3339,
+    sink::{JsonLines, SinkState},
+};
+
+/// Status bits the kernel keeps in a segment's mode (include/linux/shm.h): marked for removal
+/// at last detach (IPC_RMID while attached), and locked in memory (SHM_LOCK).
+const SHM_DEST: u32 = 0o1000;
+const SHM_LOCKED: u32 = 0o2000;
+
+pub fn run() -> Result<()> {
+    kernel::check_snapshot_privileges()?;
+    let inventory = inventory::take_inventory()?;
+    write(&inventory, io::stdout().lock()).context("writing to stdout")?;
+    if !inventory.unreadable.is_empty() {
+        eprintln!(
+            "nsipc-agent: warning: {}",
+            unreadable_warning(&inventory.unreadable)
+        );
+    }
+    Ok(())
+}
+
+/// The snapshot is still worth having when some processes could not be looked at, but the
+/// reader must know it may be incomplete.
+fn unreadable_warning(pids: &[u32]) -> String {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    format!(
+        "permission denied reading /proc of {} process{} (pid {}): IPC namespaces held only by \
+         {} are not listed",
+        pids.len(),
+        if pids.len() == 1 { "" } else { "es" },
+        list.join(", "),
+        if pids.len() == 1 { "it" } else { "them" },
+    )
+}
+
+/// Writes every line; stops quietly if the reader went away (`| head`).
+fn write<W: Write>(inventory: &Inventory, out: W) -> io::Result<()> {
+    let mut sink = JsonLines::new(out);
+    let namespaces = inventory.namespaces.iter().map(NamespaceJson);
+    for line in namespaces {
+        if sink.write(&line)? == SinkState::ReaderGone {
+            return Ok(());
+        }
+    }
+    for line in inventory.objects.iter().map(ObjectJson) {
+        if sink.write(&line)? == SinkState::ReaderGone {
+            return Ok(());
+        }
+    }
+    sink.flush().map(drop)
+}
+
+struct NamespaceJson<'a>(&'a NamespaceInfo);
+
+#[derive(serde::Serialize)]
+struct HeldBy<'a> {
+    fds: &'a [FdHolder],
+    mounts: &'a [MountHolder],
+}
+
+/// Writes `ns` and, where the kernel has one, `ns_id`, like the trace events.
+fn put_ns<M: SerializeMap>(map: &mut M, inum: u32, id: Option<u64>) -> Result<(), M::Error> {
+    map.serialize_entry("ns", &inum)?;
+    if let Some(id) = id {
+        map.serialize_entry("ns_id", &id)?;
+    }
+    Ok(())
+}
+
+impl Serialize for NamespaceJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let ns = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("event", "ipc_ns.exists")?;
+        map.serialize_entry("time", &Rfc3339(ns.seen_at))?;
+        put_ns(&mut map, ns.inum, ns.ns_id)?;
+        map.serialize_entry("processes", &ns.processes)?;
+        map.serialize_entry(
+            "held_by",
+            &HeldBy {
+                fds: &ns.fds,
+                mounts: &ns.mounts,
+            },
+        )?;
+        map.end()
+    }
+}
+
+struct ObjectJson<'a>(&'a ObjectInfo);
+
+impl Serialize for ObjectJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let object = self.0;
+        let perm = &object.perm;
+        let mut map = serializer.serialize_map(None)?;
+        let event = match object.detail {
+            ObjectDetail::Msg { .. } => "msg.exists",
+            ObjectDetail::Shm { .. } => "shm.exists",
+            ObjectDetail::Sem { .. } => "sem.exists",
+        };
+        map.serialize_entry("event", event)?;
+        map.serialize_entry("time", &Rfc3339(object.seen_at))?;
+        put_ns(&mut map, object.ns, object.ns_id)?;
+        map.serialize_entry("id", &perm.id)?;
+        map.serialize_entry("key", &perm.key)?;
+        map.serialize_entry("uid", &perm.uid)?;
+        map.serialize_entry("gid", &perm.gid)?;
+        map.serialize_entry("cuid", &perm.cuid)?;
+        map.serialize_entry("cgid", &perm.cgid)?;
+        map.serialize_entry("mode", &(perm.mode & 0o777))?;
+        match object.detail {
+            ObjectDetail::Msg {
+                cbytes,
+                qnum,
+                qbytes,
+            } => {
+                map.serialize_entry("qnum", &qnum)?;
+                map.serialize_entry("cbytes", &cbytes)?;
+                if let Some(qbytes) = qbytes {
+                    map.serialize_entry("qbytes", &qbytes)?;
+                }
+            }
+            ObjectDetail::Shm { size, nattch, cpid } => {
+                map.serialize_entry("size", &size)?;
+                map.serialize_entry("nattch", &nattch)?;
+                map.serialize_entry("cpid", &cpid)?;
+                map.serialize_entry("dest", &(perm.mode & SHM_DEST != 0))?;
+                map.serialize_entry("locked", &(perm.mode & SHM_LOCKED != 0))?;
+            }
+            ObjectDetail::Sem { nsems } => map.serialize_entry("nsems", &nsems)?,
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, time::SystemTime};
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::inventory::{IpcPerm, ProcessInfo};
+
+    fn lines(inventory: &Inventory) -> Vec<Value> {
+        let mut out = Vec::new();
+        write(inventory, &mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn perm(id: i32, key: i32, mode: u32) -> IpcPerm {
+        IpcPerm {
+            id,
+            key,
+            uid: 1000,
+            gid: 100,
+            cuid: 0,
+            cgid: 0,
+            mode,
+        }
+    }
+
+    #[test]
+    fn namespaces_then_objects_with_their_fields() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let object = |detail, perm| ObjectInfo {
+            ns: 4026532177,
+            ns_id: Some(4105),
+            seen_at: at,
+            perm,
+            detail,
+        };
+        let inventory = Inventory {
+            namespaces: vec![NamespaceInfo {
+                inum: 4026532177,
+                ns_id: Some(4105),
+                seen_at: at,
+                processes: vec![
+                    ProcessInfo {
+                        pid: 42,
+                        tids: None,
+                        comm: "sleep".into(),
+                        uid: 0,
+                        container: Some("ab".repeat(32)),
+                    },
+                    ProcessInfo {
+                        pid: 43,
+                        tids: Some(vec![44]),
+                        comm: "perl".into(),
+                        uid: 1000,
+                        container: None,
+                    },
+                ],
+                fds: vec![FdHolder {
+                    pid: 50,
+                    comm: "sh".into(),
+                    fd: 3,
+                }],
+                mounts: vec![MountHolder {
+                    pid: 1,
+                    mnt_ns: 4026531841,
+                    mount_point: PathBuf::from("/run/ipc/x"),
+                }],
+            }],
+            objects: vec![
+                object(
+                    ObjectDetail::Msg {
+                        cbytes: 5,
+                        qnum: 1,
+                        qbytes: Some(16384),
+                    },
+                    perm(0, 0x1234, 0o600),
+                ),
+                object(
+                    ObjectDetail::Shm {
+                        size: 4096,
+                        nattch: 1,
+                        cpid: 42,
+                    },
+                    perm(1, 0, 0o1640),
+                ),
+                object(ObjectDetail::Sem { nsems: 3 }, perm(2, -5, 0o600)),
+            ],
+            unreadable: vec![1],
+        };
+        let lines = lines(&inventory);
+        assert_eq!(lines.len(), 4);
+        let time = "2023-11-14T22:13:20.000000000Z";
+        assert_eq!(
+            lines[0],
+            json!({
+                "event": "ipc_ns.exists", "time": time, "ns": 4026532177u32, "ns_id": 4105,
+                "processes": [
+                    {"pid": 42, "comm": "sleep", "uid": 0, "container": "ab".repeat(32)},
+                    {"pid": 43, "tids": [44], "comm": "perl", "uid": 1000},
+                ],
+                "held_by": {
+                    "fds": [{"pid": 50, "comm": "sh", "fd": 3}],
+                    "mounts": [{"pid": 1, "mnt_ns": 4026531841u32, "mount_point": "/run/ipc/x"}],
+                },
+            })
+        );
+        let common = json!({"time": time, "ns": 4026532177u32, "ns_id": 4105,
+                            "uid": 1000, "gid": 100, "cuid": 0, "cgid": 0});
+        let with_common = |mut v: Value| {
+            v.as_object_mut()
+                .unwrap()
+                .extend(common.as_object().unwrap().clone());
+            v
+        };
+        assert_eq!(
+            lines[1],
+            with_common(
+                json!({"event": "msg.exists", "id": 0, "key": 0x1234, "mode": 0o600,
+                               "qnum": 1, "cbytes": 5, "qbytes": 16384})
+            )
+        );
+        assert_eq!(
+            lines[2],
+            with_common(
+                json!({"event": "shm.exists", "id": 1, "key": 0, "mode": 0o640,
+                               "size": 4096, "nattch": 1, "cpid": 42,
+                               "dest": true, "locked": false})
+            )
+        );
+        assert_eq!(
+            lines[3],
+            with_common(
+                json!({"event": "sem.exists", "id": 2, "key": -5, "mode": 0o600,
+                               "nsems": 3})
+            )
+        );
+    }
+
+    #[test]
+    fn unreadable_processes_are_named() {
+        assert_eq!(
+            unreadable_warning(&[1]),
+            "permission denied reading /proc of 1 process (pid 1): IPC namespaces held only by \
+             it are not listed"
+        );
+        assert!(unreadable_warning(&[1, 77]).contains("2 processes (pid 1, 77)"));
+    }
+
+    #[test]
+    fn absent_optional_fields_are_left_out() {
+        let inventory = Inventory {
+            namespaces: vec![NamespaceInfo {
+                inum: 4026531839,
+                ns_id: None,
+                seen_at: SystemTime::now(),
+                processes: Vec::new(),
+                fds: Vec::new(),
+                mounts: Vec::new(),
+            }],
+            objects: vec![ObjectInfo {
+                ns: 4026531839,
+                ns_id: None,
+                seen_at: SystemTime::now(),
+                perm: perm(0, 1, 0o600),
+                detail: ObjectDetail::Msg {
+                    cbytes: 0,
+                    qnum: 0,
+                    qbytes: None,
+                },
+            }],
+            unreadable: Vec::new(),
+        };
+        let lines = lines(&inventory);
+        assert!(lines[0].get("ns_id").is_none());
+        assert_eq!(lines[0]["held_by"], json!({"fds": [], "mounts": []}));
+        assert!(lines[1].get("ns_id").is_none());
+        assert!(lines[1].get("qbytes").is_none());
+    }
+}

@@ -1,0 +1,674 @@
+//! `nsipc-agent snapshot` against the running kernel: namespaces held in each of the ways the
+//! kernel allows (a process, an open fd, a bind mount, in this or another mount namespace),
+//! with objects created in them by real programs, compared with what `lsipc`, `lsns` and /proc
+//! say. Needs root.
+//!
+//! Other programs may be using IPC namespaces on the machine at the same time: every test
+//! looks only at the namespaces it made, found by inum.
+
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use support::*;
+
+/// What one `nsipc-agent snapshot` run printed.
+struct Snapshot {
+    pid: u32,
+    lines: Vec<Value>,
+    stderr: String,
+}
+
+impl Snapshot {
+    /// Runs `[wrapper...] nsipc-agent snapshot`, which must succeed and print only JSON lines.
+    fn take_with(wrapper: &[&str]) -> Snapshot {
+        require_root();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(AGENT);
+                c
+            }
+            None => Command::new(AGENT),
+        };
+        let child = command
+            .arg("snapshot")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting nsipc-agent snapshot");
+        let pid = child.id();
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "snapshot failed ({}): {stderr}",
+            output.status
+        );
+        let lines = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        Snapshot { pid, lines, stderr }
+    }
+
+    fn take() -> Snapshot {
+        Self::take_with(&[])
+    }
+
+    fn namespaces(&self) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["event"] == "ipc_ns.exists")
+            .collect()
+    }
+
+    fn namespace(&self, ns: u64) -> &Value {
+        let found: Vec<_> = self
+            .namespaces()
+            .into_iter()
+            .filter(|l| l["ns"] == ns)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one ipc_ns.exists for {ns}: {:#?}",
+            self.lines
+        );
+        found[0]
+    }
+
+    /// The objects in `ns` as (kind, id, key), sorted.
+    fn objects(&self, ns: u64) -> BTreeSet<(String, i64, i64)> {
+        self.lines
+            .iter()
+            .filter(|l| l["ns"] == ns && l["event"] != "ipc_ns.exists")
+            .map(|l| {
+                let kind = l["event"]
+                    .as_str()
+                    .unwrap()
+                    .strip_suffix(".exists")
+                    .unwrap();
+                (kind.to_owned(), field(l, "id"), field(l, "key"))
+            })
+            .collect()
+    }
+
+    fn object(&self, ns: u64, event: &str, key: i64) -> &Value {
+        self.lines
+            .iter()
+            .find(|l| l["ns"] == ns && l["event"] == event && l["key"] == key)
+            .unwrap_or_else(|| panic!("no {event} with key {key} in {ns}: {:#?}", self.lines))
+    }
+}
+
+/// What the kernel says is in the namespace at `ns_path`: (kind, id, key) from `lsipc --json`
+/// run inside it.
+fn kernel_objects(ns_path: &str) -> BTreeSet<(String, i64, i64)> {
+    let mut objects = BTreeSet::new();
+    for (flag, kind, list) in [
+        ("-q", "msg", "messages"),
+        ("-m", "shm", "sharedmemory"),
+        ("-s", "sem", "semaphores"),
+    ] {
+        let out = sh(&format!(
+            "nsenter --ipc={ns_path} lsipc {flag} --json -o KEY,ID"
+        ));
+        let parsed: Value = if out.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(&out).unwrap()
+        };
+        for object in parsed[list].as_array().into_iter().flatten() {
+            let key_hex = object["key"].as_str().unwrap().trim_start_matches("0x");
+            // lsipc prints the key as unsigned hex; the stream has it as a signed 32-bit number.
+            let key = i64::from(u32::from_str_radix(key_hex, 16).unwrap() as i32);
+            let id = object["id"].as_str().unwrap().parse().unwrap();
+            objects.insert((kind.to_owned(), id, key));
+        }
+    }
+    objects
+}
+
+/// IPC namespaces `lsns` knows (only those some process is in).
+fn lsns_ipc() -> BTreeSet<u64> {
+    sh("lsns -t ipc -n -o NS")
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+fn ipc_ns_of(path: &str) -> u64 {
+    parse_ns_link(&std::fs::read_link(path).unwrap().to_string_lossy())
+}
+
+fn mnt_ns_of(pid: &str) -> u64 {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let link = link.to_string_lossy();
+    link.strip_prefix("mnt:[")
+        .and_then(|s| s.strip_suffix(']'))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a mnt link: {link}"))
+}
+
+/// A long-running helper process, killed when the test ends (also on failure).
+struct Holder {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Holder {
+    fn spawn(program: &str, args: &[&str]) -> Holder {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Holder { child, stdout }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line the holder prints (it reports what it set up this way).
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert!(line.ends_with('\n'), "the holder ended early: {line:?}");
+        line.trim_end().to_owned()
+    }
+
+    /// Waits until the holder has exec'd `comm` (the programs chain into each other by exec).
+    fn wait_for_comm(&self, comm: &str) {
+        let path = format!("/proc/{}/comm", self.pid());
+        let deadline = Instant::now() + WAIT;
+        while std::fs::read_to_string(&path).unwrap().trim_end() != comm {
+            assert!(Instant::now() < deadline, "the holder never became {comm}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the holder's main thread is in a namespace other than the host's.
+    fn wait_for_own_namespace(&self) -> u64 {
+        let link = format!("/proc/{}/ns/ipc", self.pid());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ns = ipc_ns_of(&link);
+            if ns != HOST_NS {
+                return ns;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{link} stayed in the host namespace"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a shell script when dropped: cleanup that must happen even when an assertion fails.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("sh").arg("-c").arg(&self.0).status();
+    }
+}
+
+/// (a) `unshare --ipc sleep`: the namespace with its one process, and a queue (with a message),
+/// a segment and a semaphore set created inside with known keys, with the ids, sizes and
+/// counts the kernel reports.
+#[test]
+fn namespace_held_by_a_process_with_one_object_of_each_kind() {
+    require_root();
+    let holder = Holder::spawn("unshare", &["--ipc", "sleep", "60"]);
+    let ns = holder.wait_for_own_namespace();
+    holder.wait_for_comm("sleep");
+    let ns_path = format!("/proc/{}/ns/ipc", holder.pid());
+    let (msg_key, shm_key, sem_key) = (unique_key(11), unique_key(12), unique_key(13));
+    let perl_pid: u64 = sh(&format!(
+        "nsenter --ipc={ns_path} perl -e '
+            my $q = msgget({msg_key}, 01600) // die qq(msgget $!);
+            msgsnd($q, pack(q(l! a*), 1, q(hello)), 0) or die qq(msgsnd $!);
+            shmget({shm_key}, 8192, 01640) // die qq(shmget $!);
+            semget({sem_key}, 3, 01600) // die qq(semget $!);
+            print $$'"
+    ))
+    .parse()
+    .unwrap();
+    let msgmnb: u64 = sh(&format!(
+        "nsenter --ipc={ns_path} cat /proc/sys/kernel/msgmnb"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+
+    let snap = Snapshot::take();
+    assert!(
+        lsns_ipc().contains(&ns),
+        "lsns sees a namespace with a process"
+    );
+    let entry = snap.namespace(ns);
+    assert_eq!(
+        entry["processes"],
+        json!([{"pid": holder.pid(), "comm": "sleep", "uid": 0}]),
+        "the holder, all its threads, no container"
+    );
+    assert_eq!(entry["held_by"], json!({"fds": [], "mounts": []}));
+
+    let kernel = kernel_objects(&ns_path);
+    assert_eq!(kernel.len(), 3, "{kernel:?}");
+    assert_eq!(snap.objects(ns), kernel, "the ids and keys lsipc shows");
+
+    let msg = snap.object(ns, "msg.exists", msg_key);
+    assert_eq!(field(msg, "qnum"), 1);
+    assert_eq!(field(msg, "cbytes"), 5);
+    assert_eq!(msg["qbytes"], msgmnb, "a new queue's limit is msgmnb");
+    assert_eq!(field(msg, "mode"), 0o600);
+    let shm = snap.object(ns, "shm.exists", shm_key);
+    assert_eq!(field(shm, "size"), 8192);
+    assert_eq!(field(shm, "nattch"), 0);
+    assert_eq!(shm["cpid"], perl_pid);
+    assert_eq!(field(shm, "mode"), 0o640);
+    assert_eq!(shm["dest"], false);
+    let sem = snap.object(ns, "sem.exists", sem_key);
+    assert_eq!(field(sem, "nsems"), 3);
+    for object in [msg, shm, sem] {
+        assert_eq!(object["uid"], 0);
+        assert_eq!(object["cuid"], 0);
+        assert_eq!(object["ns_id"], entry["ns_id"]);
+    }
+}
+
+/// (b) `unshare --ipc=FILE`: a namespace held only by a bind mount, which `lsns` cannot see.
+#[test]
+fn namespace_held_only_by_a_bind_mount() {
+    require_root();
+    let file = format!("/tmp/nsipc-snapshot-{}-bind", std::process::id());
+    let _cleanup = Cleanup(format!("umount {file} 2>/dev/null; rm -f {file}"));
+    sh(&format!("touch {file} && unshare --ipc={file} true"));
+    let ns = parse_ns_link(&sh(&format!(
+        "nsenter --ipc={file} readlink /proc/self/ns/ipc"
+    )));
+    assert_ne!(ns, HOST_NS);
+    let key = unique_key(21);
+    sh(&format!(
+        "nsenter --ipc={file} perl -e 'semget({key}, 2, 01600) // die qq(semget $!); \
+         msgget(0, 01600) // die qq(msgget $!)'"
+    ));
+
+    let snap = Snapshot::take();
+    assert!(
+        !lsns_ipc().contains(&ns),
+        "lsns does not see a namespace held only by a mount"
+    );
+    let entry = snap.namespace(ns);
+    assert_eq!(entry["processes"], json!([]));
+    assert_eq!(entry["held_by"]["fds"], json!([]));
+    let our_mnt_ns = mnt_ns_of("self");
+    let mounts = entry["held_by"]["mounts"].as_array().unwrap();
+    let ours = mounts
+        .iter()
+        .find(|m| m["mnt_ns"] == our_mnt_ns)
+        .unwrap_or_else(|| panic!("the mount in our mount namespace: {mounts:?}"));
+    assert_eq!(ours["mount_point"], file);
+    let seer = ours["pid"].as_u64().unwrap().to_string();
+    assert_eq!(mnt_ns_of(&seer), our_mnt_ns, "the pid sees the mount");
+
+    let kernel = kernel_objects(&file);
+    assert_eq!(kernel.len(), 2, "{kernel:?}");
+    assert_eq!(snap.objects(ns), kernel);
+    assert_eq!(field(snap.object(ns, "sem.exists", key), "nsems"), 2);
+}
+
+/// A bind mount that exists only in another mount namespace (on a tmpfs mounted there): the
+/// snapshot reaches it through /proc/PID/root.
+#[test]
+fn namespace_held_by_a_bind_mount_in_another_mount_namespace() {
+    require_root();
+    let dir = format!("/tmp/nsipc-snapshot-{}-mntns", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(format!("rmdir {dir}"));
+    let key = unique_key(31);
+    let mut holder = Holder::spawn(
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &format!(
+                "set -e
+                 mount -t tmpfs nsipc-test {dir}
+                 touch {dir}/ipc
+                 unshare --ipc={dir}/ipc true
+                 nsenter --ipc={dir}/ipc perl -e 'msgget({key}, 01600) // die qq(msgget $!)'
+                 nsenter --ipc={dir}/ipc readlink /proc/self/ns/ipc
+                 exec sleep 60"
+            ),
+        ],
+    );
+    let ns = parse_ns_link(&holder.line());
+    assert!(
+        !Path::new(&format!("{dir}/ipc")).exists(),
+        "the mount is not in our mount namespace"
+    );
+
+    let snap = Snapshot::take();
+    let entry = snap.namespace(ns);
+    assert_eq!(entry["processes"], json!([]));
+    let holder_mnt_ns = mnt_ns_of(&holder.pid().to_string());
+    assert_ne!(holder_mnt_ns, mnt_ns_of("self"));
+    assert_eq!(
+        entry["held_by"],
+        json!({"fds": [], "mounts": [
+            {"pid": holder.pid(), "mnt_ns": holder_mnt_ns, "mount_point": format!("{dir}/ipc")}
+        ]})
+    );
+    let through_root = format!("/proc/{}/root{dir}/ipc", holder.pid());
+    let kernel = kernel_objects(&through_root);
+    assert_eq!(kernel.len(), 1, "{kernel:?}");
+    assert_eq!(snap.objects(ns), kernel);
+}
+
+/// A chrooted process's mountinfo leaves out mounts outside its root: when such a process
+/// comes first (lowest pid) in a mount namespace, the mount is still found through another
+/// process of that namespace.
+#[test]
+fn a_chrooted_view_does_not_hide_a_bind_mount() {
+    require_root();
+    let dir = format!("/tmp/nsipc-snapshot-{}-chroot", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let _rmdir = Cleanup(format!("rmdir {dir}"));
+    // The shell chroots itself last (exec), so the lowest pid in the mount namespace is
+    // chrooted (to /usr, which has a sleep), the next one too, the last one not.
+    let mut holder = Holder::spawn(
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &format!(
+                "set -e
+                 mount -t tmpfs nsipc-test {dir}
+                 touch {dir}/ipc
+                 unshare --ipc={dir}/ipc true
+                 nsenter --ipc={dir}/ipc readlink /proc/self/ns/ipc
+                 chroot /usr sleep 60 &
+                 echo $!
+                 sleep 60 &
+                 echo $!
+                 exec chroot /usr sleep 60"
+            ),
+        ],
+    );
+    let ns = parse_ns_link(&holder.line());
+    let chrooted: u32 = holder.line().parse().unwrap();
+    let unchrooted: u32 = holder.line().parse().unwrap();
+    let _kill = Cleanup(format!("kill {chrooted} {unchrooted}"));
+    holder.wait_for_comm("sleep");
+    for pid in [holder.pid(), chrooted] {
+        let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        assert!(!mountinfo.contains(&dir), "{pid} is chrooted: {mountinfo}");
+    }
+    assert!(holder.pid() < chrooted && chrooted < unchrooted);
+
+    let snap = Snapshot::take();
+    let entry = snap.namespace(ns);
+    assert_eq!(
+        entry["held_by"]["mounts"],
+        json!([{
+            "pid": unchrooted,
+            "mnt_ns": mnt_ns_of(&holder.pid().to_string()),
+            "mount_point": format!("{dir}/ipc"),
+        }])
+    );
+}
+
+/// (c) A namespace held only by an open fd: a process creates it, keeps an fd to it on 3,
+/// creates a queue in it, then goes back to the host namespace.
+#[test]
+fn namespace_held_only_by_an_open_fd() {
+    require_root();
+    let key = unique_key(41);
+    // One process all along (each step execs the next): fd 4 keeps the way back to the host
+    // namespace, fd 3 the new namespace once the process has left it.
+    let mut holder = Holder::spawn(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "exec 4</proc/self/ns/ipc; exec unshare --ipc sh -c '
+                    exec 3</proc/self/ns/ipc
+                    perl -e \"msgget({key}, 01600) // die qq(msgget \\$!)\"
+                    readlink /proc/self/ns/ipc
+                    exec nsenter --ipc=/proc/self/fd/4 sleep 60'"
+            ),
+        ],
+    );
+    let ns = parse_ns_link(&holder.line());
+    holder.wait_for_comm("sleep");
+    let pid = holder.pid();
+    assert_eq!(ipc_ns_of(&format!("/proc/{pid}/ns/ipc")), HOST_NS);
+    assert_eq!(ipc_ns_of(&format!("/proc/{pid}/fd/3")), ns);
+
+    let snap = Snapshot::take();
+    assert!(!lsns_ipc().contains(&ns), "lsns does not see it");
+    let entry = snap.namespace(ns);
+    assert_eq!(
+        entry,
+        &json!({
+            "event": "ipc_ns.exists", "time": entry["time"], "ns": ns, "ns_id": entry["ns_id"],
+            "processes": [],
+            "held_by": {"fds": [{"pid": pid, "comm": "sleep", "fd": 3}], "mounts": []},
+        })
+    );
+    let kernel = kernel_objects(&format!("/proc/{pid}/fd/3"));
+    assert_eq!(kernel.len(), 1, "{kernel:?}");
+    assert_eq!(snap.objects(ns), kernel);
+    // The same process is in the host namespace, and also holds an fd to it.
+    let host = snap.namespace(HOST_NS);
+    assert!(
+        host["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"] == pid && p.get("tids").is_none()),
+        "{host}"
+    );
+    assert!(
+        host["held_by"]["fds"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"pid": pid, "comm": "sleep", "fd": 4})),
+        "{host}"
+    );
+}
+
+/// Namespaces are per thread: a process with one thread moved into another namespace is
+/// listed in both, each time with the threads that are there.
+#[test]
+fn a_process_split_across_namespaces_lists_its_threads() {
+    require_root();
+    let target = Holder::spawn("unshare", &["--ipc", "sleep", "60"]);
+    let ns = target.wait_for_own_namespace();
+    target.wait_for_comm("sleep");
+    let script = "
+import ctypes, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+ns_file = open(sys.argv[1])  # kept open: setns needs the fd
+def moved():
+    if libc.setns(ns_file.fileno(), 0x08000000) != 0:
+        raise OSError(ctypes.get_errno(), 'setns')
+    print(threading.get_native_id(), flush=True)
+    time.sleep(60)
+t = threading.Thread(target=moved, daemon=True)
+t.start()
+t.join()
+";
+    let ns_path = format!("/proc/{}/ns/ipc", target.pid());
+    let mut python = Holder::spawn("python3", &["-c", script, &ns_path]);
+    let moved_tid: u64 = python.line().parse().unwrap();
+    let pid = u64::from(python.pid());
+    assert_eq!(
+        ipc_ns_of(&format!("/proc/{pid}/task/{moved_tid}/ns/ipc")),
+        ns
+    );
+
+    let snap = Snapshot::take();
+    let in_ns = snap.namespace(ns)["processes"].as_array().unwrap().clone();
+    let python_in_ns: Vec<_> = in_ns.iter().filter(|p| p["pid"] == pid).collect();
+    assert_eq!(python_in_ns.len(), 1, "{in_ns:?}");
+    assert_eq!(python_in_ns[0]["tids"], json!([moved_tid]));
+    assert_eq!(python_in_ns[0]["comm"], "python3");
+    assert!(
+        in_ns
+            .iter()
+            .any(|p| p["pid"] == target.pid() && p.get("tids").is_none()),
+        "{in_ns:?}"
+    );
+    let in_host = snap.namespace(HOST_NS)["processes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let python_in_host: Vec<_> = in_host.iter().filter(|p| p["pid"] == pid).collect();
+    assert_eq!(python_in_host.len(), 1, "{in_host:?}");
+    let host_tids = python_in_host[0]["tids"].as_array().unwrap();
+    assert!(host_tids.contains(&json!(pid)), "the main thread stayed");
+    assert!(!host_tids.contains(&json!(moved_tid)));
+}
+
+/// (d) The snapshot reads every namespace without moving the agent's main thread: run from
+/// inside a fresh namespace, it lists itself there (whole, no thread elsewhere) and still
+/// reads the host's, and it exits 0 (it checks its own thread at the end and fails if moved).
+#[test]
+fn the_agent_stays_in_its_own_namespace() {
+    let snap = Snapshot::take_with(&["unshare", "--ipc"]);
+    // unshare execs the agent: same pid.
+    let homes: Vec<&Value> = snap
+        .namespaces()
+        .into_iter()
+        .filter(|n| {
+            n["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["pid"] == snap.pid)
+        })
+        .collect();
+    assert_eq!(homes.len(), 1, "the agent is in one namespace: {homes:?}");
+    let home = homes[0];
+    assert_ne!(home["ns"], HOST_NS);
+    assert_eq!(
+        home["processes"],
+        json!([{"pid": snap.pid, "comm": "nsipc-agent", "uid": 0}])
+    );
+    assert!(snap.objects(home["ns"].as_u64().unwrap()).is_empty());
+    let host = snap.namespace(HOST_NS);
+    assert!(!host["processes"].as_array().unwrap().is_empty());
+
+    // Every namespace once; ns_id, where the kernel has it, is never shared.
+    let inums: Vec<u64> = snap
+        .namespaces()
+        .iter()
+        .map(|n| n["ns"].as_u64().unwrap())
+        .collect();
+    let unique: BTreeSet<u64> = inums.iter().copied().collect();
+    assert_eq!(unique.len(), inums.len(), "{inums:?}");
+    let ids: Vec<&Value> = snap.namespaces().iter().map(|n| &n["ns_id"]).collect();
+    if ids.iter().any(|id| !id.is_null()) {
+        let unique: BTreeSet<u64> = ids.iter().map(|id| id.as_u64().unwrap()).collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+    }
+}
+
+/// Processes the agent may not inspect are named in one warning on stderr (here: pid 1 holds
+/// capabilities that root in this sandbox lacks); when there are none, stderr stays empty.
+#[test]
+fn processes_it_may_not_inspect_are_named() {
+    require_root();
+    let denied = || -> BTreeSet<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|pid: &u32| {
+                std::fs::read_link(format!("/proc/{pid}/ns/ipc"))
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            })
+            .collect()
+    };
+    let before = denied();
+    let snap = Snapshot::take();
+    let after = denied();
+    let stable: BTreeSet<u32> = before.intersection(&after).copied().collect();
+    if stable.is_empty() && before.is_empty() && after.is_empty() {
+        assert_eq!(snap.stderr, "", "nothing to warn about");
+        return;
+    }
+    assert_eq!(snap.stderr.lines().count(), 1, "{}", snap.stderr);
+    assert!(
+        snap.stderr
+            .starts_with("nsipc-agent: warning: permission denied"),
+        "{}",
+        snap.stderr
+    );
+    let named: BTreeSet<u32> = snap
+        .stderr
+        .split_once("(pid ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(list, _)| list.split(", ").map(|p| p.parse().unwrap()).collect())
+        .unwrap_or_else(|| panic!("no pid list in {}", snap.stderr));
+    assert!(stable.is_subset(&named), "{stable:?} ⊄ {named:?}");
+    assert!(named.is_subset(&before.union(&after).copied().collect()));
+}
+
+/// Without CAP_SYS_ADMIN: one sentence naming it, non-zero exit, nothing on stdout.
+#[test]
+fn without_cap_sys_admin_one_clear_sentence() {
+    require_root();
+    for setpriv_args in [
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ][..],
+        // Still root, but without the one capability setns needs.
+        &["--inh-caps=-sys_admin", "--bounding-set=-sys_admin"][..],
+    ] {
+        let output = Command::new("setpriv")
+            .args(setpriv_args)
+            .args([AGENT, "snapshot"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{setpriv_args:?}: {stderr}");
+        assert!(output.stdout.is_empty());
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("needs root") && stderr.contains("CAP_SYS_ADMIN"),
+            "{stderr}"
+        );
+    }
+}
