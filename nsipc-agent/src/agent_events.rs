@@ -23,6 +23,11 @@ pub enum AgentEvent<'a> {
         ring_buffer_bytes: u32,
         /// The agent's own pid, to filter out its own activity if wanted.
         pid: u32,
+        /// What the startup inventory found (its `*.exists` lines come just before) and how
+        /// long it took.
+        inventory_namespaces: usize,
+        inventory_objects: usize,
+        inventory_ms: u64,
     },
     /// Records the probes could not write because the ring buffer was full.
     #[serde(rename = "agent.lost")]
@@ -30,6 +35,16 @@ pub enum AgentEvent<'a> {
         time: Rfc3339,
         count: u64,
         total: u64,
+    },
+    /// After lost records, the state was made equal to a fresh inventory; `*.destroy` (reason
+    /// `unknown`) and `*.exists` lines for what changed unseen came just before.
+    #[serde(rename = "agent.resync")]
+    Resync {
+        time: Rfc3339,
+        namespaces_gone: u64,
+        namespaces_found: u64,
+        objects_gone: u64,
+        objects_found: u64,
     },
     /// A ring-buffer record that could not be decoded (it is skipped).
     #[serde(rename = "agent.decode_error")]

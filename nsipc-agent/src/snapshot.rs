@@ -48,18 +48,29 @@ fn unreadable_warning(pids: &[u32]) -> String {
 /// Writes every line; stops quietly if the reader went away (`| head`).
 fn write<W: Write>(inventory: &Inventory, out: W) -> io::Result<()> {
     let mut sink = JsonLines::new(out);
-    let namespaces = inventory.namespaces.iter().map(NamespaceJson);
-    for line in namespaces {
+    if write_lines(inventory, &mut sink)? == SinkState::ReaderGone {
+        return Ok(());
+    }
+    sink.flush().map(drop)
+}
+
+/// Writes the inventory's `ipc_ns.exists` and `*.exists` lines into a stream (`snapshot`, and
+/// `trace` at start).
+pub fn write_lines<W: Write>(
+    inventory: &Inventory,
+    sink: &mut JsonLines<W>,
+) -> io::Result<SinkState> {
+    for line in inventory.namespaces.iter().map(NamespaceJson) {
         if sink.write(&line)? == SinkState::ReaderGone {
-            return Ok(());
+            return Ok(SinkState::ReaderGone);
         }
     }
     for line in inventory.objects.iter().map(ObjectJson) {
         if sink.write(&line)? == SinkState::ReaderGone {
-            return Ok(());
+            return Ok(SinkState::ReaderGone);
         }
     }
-    sink.flush().map(drop)
+    Ok(SinkState::Open)
 }
 
 struct NamespaceJson<'a>(&'a NamespaceInfo);

@@ -3,7 +3,7 @@
 use std::{
     io::Write,
     path::PathBuf,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -18,11 +18,12 @@ use tokio::{
 use crate::{
     agent_events::AgentEvent,
     decode::{KernelEvent, decode},
-    kernel,
+    inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     probes::{LoadOptions, Probes},
     render::{KernelEventJson, Rfc3339, WallClock},
     sink::{JsonLines, SinkState, stdout_reader_gone},
+    snapshot,
 };
 
 /// How often the ring buffer is drained when no forced wakeup came: probes write without
@@ -110,6 +111,8 @@ impl<W: Write> Stream<W> {
     }
 
     /// Reports records lost since the last report.
+    /// After lost records the engine's state may be wrong: it is marked by `agent.lost`, then
+    /// made equal to a fresh inventory (`agent.resync`, with what vanished or appeared unseen).
     fn report_lost(&mut self, probes: &Probes) -> Result<SinkState> {
         let total = probes.lost_total()?;
         if total <= self.counters.lost_reported {
@@ -117,10 +120,34 @@ impl<W: Write> Stream<W> {
         }
         let count = total - self.counters.lost_reported;
         self.counters.lost_reported = total;
-        Ok(self.sink.write(&AgentEvent::Lost {
+        if self.sink.write(&AgentEvent::Lost {
             time: self.now(),
             count,
             total,
+        })? == SinkState::ReaderGone
+        {
+            return Ok(SinkState::ReaderGone);
+        }
+        let inventory =
+            inventory::take_inventory().context("taking an inventory to resynchronise")?;
+        let (namespaces, objects) = inventory.existing();
+        self.derived.clear();
+        let counts = self.engine.resync(&namespaces, &objects, &mut self.derived);
+        for lifecycle in &self.derived {
+            if self.sink.write(&LifecycleJson {
+                event: lifecycle,
+                clock: &self.clock,
+            })? == SinkState::ReaderGone
+            {
+                return Ok(SinkState::ReaderGone);
+            }
+        }
+        Ok(self.sink.write(&AgentEvent::Resync {
+            time: self.now(),
+            namespaces_gone: counts.namespaces_gone,
+            namespaces_found: counts.namespaces_found,
+            objects_gone: counts.objects_gone,
+            objects_found: counts.objects_found,
         })?)
     }
 
@@ -164,6 +191,18 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         raw: options.raw,
         derived: Vec::new(),
     };
+    // What already exists, after the probes are attached so that nothing born in between is
+    // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
+    let inventory_started = Instant::now();
+    let inventory = inventory::take_inventory().context("taking the startup inventory")?;
+    let inventory_ms = inventory_started.elapsed().as_millis() as u64;
+    let (namespaces, objects) = inventory.existing();
+    // Everything is new to the engine here; the inventory's own lines say more than its.
+    stream
+        .engine
+        .observe_existing(&namespaces, &objects, &mut Vec::new());
+    snapshot::write_lines(&inventory, &mut stream.sink)?;
+
     let release = kernel::release();
     let ready = AgentEvent::Ready {
         time: stream.now(),
@@ -175,6 +214,9 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         host_ns: HOST_IPC_NS_INUM,
         ring_buffer_bytes: options.ring_buffer_bytes,
         pid: std::process::id(),
+        inventory_namespaces: namespaces.len(),
+        inventory_objects: objects.len(),
+        inventory_ms,
     };
     stream.write_agent(&ready)?;
 

@@ -22,7 +22,10 @@ use anyhow::{Context as _, Result, ensure};
 use serde::{Serialize, Serializer};
 
 pub use self::sysvipc::{IpcPerm, ObjectDetail};
-use crate::names::IpcObject;
+use crate::{
+    lifecycle::{ExistingNamespace, ExistingObject},
+    names::IpcObject,
+};
 
 /// Everything found, namespaces by inum, objects by (namespace, kind, id).
 #[derive(Debug)]
@@ -106,6 +109,31 @@ pub struct ObjectInfo {
 impl ObjectInfo {
     pub fn object(&self) -> IpcObject {
         self.detail.object()
+    }
+}
+
+impl Inventory {
+    /// What the lifecycle engine needs to know of it.
+    pub fn existing(&self) -> (Vec<ExistingNamespace>, Vec<ExistingObject>) {
+        let namespaces = self
+            .namespaces
+            .iter()
+            .map(|ns| ExistingNamespace {
+                inum: ns.inum,
+                id: ns.ns_id.unwrap_or(0),
+            })
+            .collect();
+        let objects = self
+            .objects
+            .iter()
+            .map(|o| ExistingObject {
+                ns: o.ns,
+                object: o.object(),
+                id: o.perm.id,
+                key: o.perm.key,
+            })
+            .collect();
+        (namespaces, objects)
     }
 }
 

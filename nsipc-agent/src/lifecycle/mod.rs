@@ -53,6 +53,8 @@ struct NamespaceState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExistingNamespace {
     pub inum: u32,
+    /// Its `ns_id` where the kernel tells, else 0.
+    pub id: u64,
 }
 
 /// An object as an inventory found it.
@@ -99,7 +101,8 @@ impl Engine {
         }
     }
 
-    /// Live namespaces and objects, for memory accounting and tests.
+    /// Live namespaces and objects.
+    #[cfg(test)]
     pub fn live_counts(&self) -> (usize, usize) {
         (self.namespaces.len(), self.objects.len())
     }
@@ -179,6 +182,7 @@ impl Engine {
             if !self.namespaces.contains_key(&existing.inum) {
                 let ident = self.ident(NsRef {
                     inum: existing.inum,
+                    id: existing.id,
                     ..NsRef::default()
                 });
                 out.push(Lifecycle::NsExists { ns: ident });

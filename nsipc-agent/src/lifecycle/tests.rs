@@ -665,7 +665,7 @@ fn inventory_then_replayed_events_give_no_duplicates_or_ghosts() {
     let a = ns(NS_A, 42);
     let mut out = Vec::new();
     h.engine.observe_existing(
-        &[ExistingNamespace { inum: NS_A }],
+        &[ExistingNamespace { inum: NS_A, id: 0 }],
         &[ExistingObject {
             ns: NS_A,
             object: IpcObject::Msg,
@@ -691,7 +691,7 @@ fn inventory_then_replayed_events_give_no_duplicates_or_ghosts() {
     // Inventoried again: nothing new.
     out.clear();
     h.engine
-        .observe_existing(&[ExistingNamespace { inum: NS_A }], &[], &mut out);
+        .observe_existing(&[ExistingNamespace { inum: NS_A, id: 0 }], &[], &mut out);
     assert!(out.is_empty());
     // The namespace learnt its ns_id from the events and still dies once.
     let out = h.freed(a);
@@ -717,9 +717,10 @@ fn resync_reports_what_vanished_and_appeared_unseen() {
         &[
             ExistingNamespace {
                 inum: HOST_IPC_NS_INUM,
+                id: 0,
             },
-            ExistingNamespace { inum: NS_A },
-            ExistingNamespace { inum: NS_B },
+            ExistingNamespace { inum: NS_A, id: 0 },
+            ExistingNamespace { inum: NS_B, id: 0 },
         ],
         &[
             ExistingObject {
@@ -755,6 +756,7 @@ fn resync_reports_what_vanished_and_appeared_unseen() {
     let counts = h.engine.resync(
         &[ExistingNamespace {
             inum: HOST_IPC_NS_INUM,
+            id: 0,
         }],
         &[],
         &mut out,
