@@ -190,8 +190,7 @@ fn signals_stop_cleanly_with_agent_stop() {
 #[test]
 fn closed_pipe_exits_quietly() {
     require_root();
-    let mut child = Command::new(AGENT)
-        .arg("trace")
+    let mut child = trace_command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -234,8 +233,8 @@ fn non_root_gets_one_clear_sentence() {
             "--clear-groups",
             "--inh-caps=-all",
             AGENT,
-            "trace",
         ])
+        .args(trace_command().get_args())
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -252,8 +251,8 @@ fn non_root_gets_one_clear_sentence() {
 #[test]
 fn missing_btf_gets_one_clear_sentence() {
     require_root();
-    let output = Command::new(AGENT)
-        .args(["trace", "--btf", "/nonexistent/vmlinux"])
+    let output = trace_command()
+        .args(["--btf", "/nonexistent/vmlinux"])
         .output()
         .unwrap();
     assert!(!output.status.success());
