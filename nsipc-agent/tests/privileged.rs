@@ -17,6 +17,10 @@ use support::*;
 #[test]
 fn objects_in_a_new_namespace_carry_its_inum() {
     let mut agent = Agent::start(&[]);
+    // 64-bit namespace ids (ns_common.ns_id) only exist since 6.18.
+    let has_ns_id = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready")["ns_id"]
+        .as_bool()
+        .expect("agent.ready has a boolean ns_id");
     let (msg_key, shm_key, sem_key) = (unique_key(1), unique_key(2), unique_key(3));
     // perl's msgget/shmget/semget are the syscalls themselves; ipcmk here cannot pick a key.
     let out = sh(&format!(
@@ -60,9 +64,14 @@ fn objects_in_a_new_namespace_carry_its_inum() {
         assert_eq!(get["ns"], ns, "{event} in the new namespace");
         assert_eq!(field(&get, "id"), kernel_id, "{event}: the id ipcs shows");
         assert_eq!(field(&get, "flags"), 0o1600);
-        for common in ["pid", "tid", "uid", "comm", "time", "ns_id"] {
+        for common in ["pid", "tid", "uid", "comm", "time"] {
             assert!(get.get(common).is_some(), "{event} lacks {common}: {get}");
         }
+        assert_eq!(
+            get.get("ns_id").is_some(),
+            has_ns_id,
+            "{event} has ns_id exactly when agent.ready says the kernel has it: {get}"
+        );
         let object = &event[..3];
         let ctl_event = format!("{object}.ctl");
         let rmid = agent.wait_for(&ctl_event, |e| {
