@@ -17,6 +17,10 @@ use support::*;
 #[test]
 fn objects_in_a_new_namespace_carry_its_inum() {
     let mut agent = Agent::start(&["--raw"]);
+    // 64-bit namespace ids (ns_common.ns_id) only exist since 6.18.
+    let has_ns_id = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready")["ns_id"]
+        .as_bool()
+        .expect("agent.ready has a boolean ns_id");
     let (msg_key, shm_key, sem_key) = (unique_key(1), unique_key(2), unique_key(3));
     // perl's msgget/shmget/semget are the syscalls themselves; ipcmk here cannot pick a key.
     let out = sh(&format!(
@@ -60,9 +64,14 @@ fn objects_in_a_new_namespace_carry_its_inum() {
         assert_eq!(get["ns"], ns, "{event} in the new namespace");
         assert_eq!(field(&get, "id"), kernel_id, "{event}: the id ipcs shows");
         assert_eq!(field(&get, "flags"), 0o1600);
-        for common in ["pid", "tid", "uid", "comm", "time", "ns_id"] {
+        for common in ["pid", "tid", "uid", "comm", "time"] {
             assert!(get.get(common).is_some(), "{event} lacks {common}: {get}");
         }
+        assert_eq!(
+            get.get("ns_id").is_some(),
+            has_ns_id,
+            "{event} has ns_id exactly when agent.ready says the kernel has it: {get}"
+        );
         let object = &event[..3];
         let ctl_event = format!("{object}.ctl");
         let rmid = agent.wait_for(&ctl_event, |e| {
@@ -190,8 +199,7 @@ fn signals_stop_cleanly_with_agent_stop() {
 #[test]
 fn closed_pipe_exits_quietly() {
     require_root();
-    let mut child = Command::new(AGENT)
-        .arg("trace")
+    let mut child = trace_command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -237,8 +245,8 @@ fn non_root_gets_one_clear_sentence() {
             "--clear-groups",
             "--inh-caps=-all",
             AGENT,
-            "trace",
         ])
+        .args(trace_command().get_args())
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -255,8 +263,8 @@ fn non_root_gets_one_clear_sentence() {
 #[test]
 fn missing_btf_gets_one_clear_sentence() {
     require_root();
-    let output = Command::new(AGENT)
-        .args(["trace", "--btf", "/nonexistent/vmlinux"])
+    let output = trace_command()
+        .args(["--btf", "/nonexistent/vmlinux"])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | build | trace | test | lint`.
+//! Project tasks: `cargo xtask setup | build | trace | test | lint | vm-test`.
 //!
 //! Every task that needs the eBPF toolchain runs `setup` first; setup checks before it installs,
 //! so it is quick when everything is there.
 
 mod setup;
+mod vm;
 
 use std::{
     os::{fd::AsFd as _, unix::process::CommandExt as _},
@@ -38,6 +39,13 @@ enum Task {
     Test,
     /// cargo fmt --check and clippy (userspace and eBPF).
     Lint,
+    /// Run the privileged tests on the host's kernel and, under qemu, on Debian's newest 6.1
+    /// and 6.12 cloud kernels; print a kernel × backend matrix (needs root for the host).
+    VmTest {
+        /// Only these kernels: `host` and/or the series `6.1`, `6.12` (default: all).
+        #[arg(long, value_delimiter = ',')]
+        kernels: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -75,6 +83,7 @@ fn main() -> Result<()> {
             setup::ensure()?;
             lint()
         }
+        Task::VmTest { kernels } => vm::vm_test(&kernels),
     }
 }
 

@@ -27,6 +27,22 @@ pub fn require_root() {
     );
 }
 
+/// The backend under test: `NSIPC_BACKEND` (set by `cargo xtask vm-test` for each cell of its
+/// kernel × backend matrix), else what the agent picks by itself, today `tracepoint`.
+pub fn backend() -> String {
+    std::env::var("NSIPC_BACKEND").unwrap_or_else(|_| "tracepoint".to_owned())
+}
+
+/// `nsipc-agent trace` with the `--backend` of `NSIPC_BACKEND`, when set.
+pub fn trace_command() -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.arg("trace");
+    if let Ok(backend) = std::env::var("NSIPC_BACKEND") {
+        cmd.args(["--backend", &backend]);
+    }
+    cmd
+}
+
 /// A running `nsipc-agent trace`, its stdout parsed line by line.
 pub struct Agent {
     pub child: Child,
@@ -53,8 +69,7 @@ impl Agent {
     /// Starts the agent and waits for `agent.ready`.
     pub fn start(args: &[&str]) -> Agent {
         require_root();
-        let mut child = Command::new(AGENT)
-            .arg("trace")
+        let mut child = trace_command()
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -67,7 +82,7 @@ impl Agent {
             events: Vec::new(),
         };
         let ready = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
-        assert_eq!(ready["backend"], "tracepoint");
+        assert_eq!(ready["backend"], backend().as_str());
         agent
     }
 
