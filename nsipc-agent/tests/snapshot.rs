@@ -72,7 +72,10 @@ impl Snapshot {
             .collect()
     }
 
-    fn namespace(&self, ns: u64) -> &Value {
+    /// The `ipc_ns.exists` of `ns`, less other `nsipc-agent` processes: snapshots that other
+    /// tests run at the same time hold every namespace they read, briefly, with an fd and a
+    /// thread, and may be caught doing it.
+    fn namespace(&self, ns: u64) -> Value {
         let found: Vec<_> = self
             .namespaces()
             .into_iter()
@@ -84,7 +87,14 @@ impl Snapshot {
             "one ipc_ns.exists for {ns}: {:#?}",
             self.lines
         );
-        found[0]
+        let mut entry = found[0].clone();
+        let other_agent =
+            |holder: &Value| holder["comm"] == "nsipc-agent" && holder["pid"] != self.pid;
+        for list in [&["processes"][..], &["held_by", "fds"][..]] {
+            let list = list.iter().fold(&mut entry, |v, k| &mut v[*k]);
+            list.as_array_mut().unwrap().retain(|h| !other_agent(h));
+        }
+        entry
     }
 
     /// The objects in `ns` as (kind, id, key), sorted.
@@ -160,6 +170,16 @@ fn mnt_ns_of(pid: &str) -> u64 {
         .unwrap_or_else(|| panic!("not a mnt link: {link}"))
 }
 
+/// Waits until process `pid` has exec'd `comm`.
+fn wait_for_comm(pid: u32, comm: &str) {
+    let path = format!("/proc/{pid}/comm");
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(&path).unwrap().trim_end() != comm {
+        assert!(Instant::now() < deadline, "{pid} never became {comm}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A long-running helper process, killed when the test ends (also on failure).
 struct Holder {
     child: Child,
@@ -191,12 +211,7 @@ impl Holder {
 
     /// Waits until the holder has exec'd `comm` (the programs chain into each other by exec).
     fn wait_for_comm(&self, comm: &str) {
-        let path = format!("/proc/{}/comm", self.pid());
-        let deadline = Instant::now() + WAIT;
-        while std::fs::read_to_string(&path).unwrap().trim_end() != comm {
-            assert!(Instant::now() < deadline, "the holder never became {comm}");
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_comm(self.pid(), comm);
     }
 
     /// Waits until the holder's main thread is in a namespace other than the host's.
@@ -303,7 +318,8 @@ fn namespace_held_by_a_process_with_one_object_of_each_kind() {
 fn namespace_held_only_by_a_bind_mount() {
     require_root();
     let file = format!("/tmp/nsipc-snapshot-{}-bind", std::process::id());
-    let _cleanup = Cleanup(format!("umount {file} 2>/dev/null; rm -f {file}"));
+    // Lazily: a snapshot running meanwhile (another test) may have the mount busy.
+    let _cleanup = Cleanup(format!("umount --lazy {file} 2>/dev/null; rm -f {file}"));
     sh(&format!("touch {file} && unshare --ipc={file} true"));
     let ns = parse_ns_link(&sh(&format!(
         "nsenter --ipc={file} readlink /proc/self/ns/ipc"
@@ -427,7 +443,9 @@ fn a_chrooted_view_does_not_hide_a_bind_mount() {
     let chrooted: u32 = holder.line().parse().unwrap();
     let unchrooted: u32 = holder.line().parse().unwrap();
     let _kill = Cleanup(format!("kill {chrooted} {unchrooted}"));
-    holder.wait_for_comm("sleep");
+    for pid in [holder.pid(), chrooted, unchrooted] {
+        wait_for_comm(pid, "sleep");
+    }
     for pid in [holder.pid(), chrooted] {
         let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
         assert!(!mountinfo.contains(&dir), "{pid} is chrooted: {mountinfo}");
@@ -478,7 +496,7 @@ fn namespace_held_only_by_an_open_fd() {
     let entry = snap.namespace(ns);
     assert_eq!(
         entry,
-        &json!({
+        json!({
             "event": "ipc_ns.exists", "time": entry["time"], "ns": ns, "ns_id": entry["ns_id"],
             "processes": [],
             "held_by": {"fds": [{"pid": pid, "comm": "sleep", "fd": 3}], "mounts": []},
@@ -578,7 +596,7 @@ fn the_agent_stays_in_its_own_namespace() {
         })
         .collect();
     assert_eq!(homes.len(), 1, "the agent is in one namespace: {homes:?}");
-    let home = homes[0];
+    let home = snap.namespace(homes[0]["ns"].as_u64().unwrap());
     assert_ne!(home["ns"], HOST_NS);
     assert_eq!(
         home["processes"],

@@ -26,7 +26,10 @@ const NS_GET_ID: libc::c_ulong = 0x8008_b70d;
 ///
 /// An nsfs file's inode number is its namespace's inum, so the fd is checked against `inum`:
 /// a pid or fd number reused since the scan could lead elsewhere.
-pub(super) fn open_namespace(inum: u32, sources: &[PathBuf]) -> Result<Option<File>> {
+pub(super) fn open_namespace<'a>(
+    inum: u32,
+    sources: impl IntoIterator<Item = &'a PathBuf>,
+) -> Result<Option<File>> {
     for path in sources {
         match File::open(path) {
             Ok(file) => {
@@ -63,25 +66,26 @@ pub(super) struct Read {
 }
 
 /// Reads the namespace's `/proc/sysvipc/*` on a helper thread that joins it with setns and
-/// ends with the read, so the calling thread never changes namespace.
-pub(super) fn read_objects_in(ns: &File, inum: u32) -> Result<Read> {
-    thread::scope(|scope| {
-        thread::Builder::new()
-            .name("nsipc-setns".to_owned())
-            .spawn_scoped(scope, || read_here_after_setns(ns, inum))
-            .context("starting a thread to enter the namespace")?
-            .join()
-            .map_err(|_| anyhow!("the thread reading the namespace panicked"))?
-    })
+/// ends with the read, so the calling thread never changes namespace. `ns` is closed as soon as
+/// the thread has joined (which holds the namespace from then on): opened through a bind mount,
+/// it keeps that mount busy.
+pub(super) fn read_objects_in(ns: File, inum: u32) -> Result<Read> {
+    thread::Builder::new()
+        .name("nsipc-setns".to_owned())
+        .spawn(move || read_here_after_setns(ns, inum))
+        .context("starting a thread to enter the namespace")?
+        .join()
+        .map_err(|_| anyhow!("the thread reading the namespace panicked"))?
 }
 
-fn read_here_after_setns(ns: &File, inum: u32) -> Result<Read> {
+fn read_here_after_setns(ns: File, inum: u32) -> Result<Read> {
     // SAFETY: setns on this helper thread only; an IPC namespace can be joined by one thread
     // of a multi-threaded process.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } != 0 {
         return Err(std::io::Error::last_os_error())
             .context("setns(CLONE_NEWIPC), which needs CAP_SYS_ADMIN");
     }
+    drop(ns);
     let here = thread_ipc_ns()?;
     ensure!(here == inum, "setns led to IPC namespace {here}");
     let seen_at = SystemTime::now();

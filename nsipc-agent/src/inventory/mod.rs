@@ -149,11 +149,12 @@ pub fn take_inventory() -> Result<Inventory> {
     let mut objects = Vec::new();
     for (inum, found) in scan.namespaces {
         // The namespace can die between the scan and here (its holders went away): skip it.
-        let Some(ns) = enter::open_namespace(inum, &found.sources)? else {
+        let sources = found.sources.iter().chain(&found.mount_sources);
+        let Some(ns) = enter::open_namespace(inum, sources)? else {
             continue;
         };
         let ns_id = enter::namespace_id(&ns);
-        let read = enter::read_objects_in(&ns, inum)
+        let read = enter::read_objects_in(ns, inum)
             .with_context(|| format!("reading the SysV IPC objects of IPC namespace {inum}"))?;
         objects.extend(read.objects.into_iter().map(|(perm, detail)| ObjectInfo {
             ns: inum,
@@ -191,8 +192,11 @@ struct Found {
     processes: Vec<ProcessInfo>,
     fds: Vec<FdHolder>,
     mounts: Vec<MountHolder>,
-    /// Paths that lead to the namespace's nsfs file, in the order worth trying.
+    /// Paths that lead to the namespace's nsfs file: its threads' ns links and the fds on it.
     sources: Vec<PathBuf>,
+    /// Paths through its bind mounts, tried last: a file open through a mount keeps that mount
+    /// busy, and a plain `umount` of it would fail meanwhile with EBUSY.
+    mount_sources: Vec<PathBuf>,
 }
 
 /// The scan's result: namespaces by inum (so the output is ordered).

@@ -303,7 +303,9 @@ fn scan_mounts(
         // Through the process's root, the path resolves in the process's mount namespace (and
         // under its chroot, to which mountinfo paths are relative), whatever ours is.
         let relative = mount_point.strip_prefix("/").unwrap_or(&mount_point);
-        found.sources.push(proc_dir.join("root").join(relative));
+        found
+            .mount_sources
+            .push(proc_dir.join("root").join(relative));
         found.mounts.push(MountHolder {
             pid,
             mnt_ns,

@@ -99,7 +99,7 @@ impl Row<'_> {
 }
 
 /// Parses the text of `/proc/sysvipc/<object>`. `qbytes` is left `None` (it is not there).
-pub fn parse_sysvipc(object: IpcObject, text: &str) -> Result<Vec<(IpcPerm, ObjectDetail)>> {
+pub(super) fn parse_sysvipc(object: IpcObject, text: &str) -> Result<Vec<(IpcPerm, ObjectDetail)>> {
     let mut lines = text.lines();
     let header = lines.next().context("no header line")?;
     let columns: HashMap<&str, usize> = header
