@@ -209,7 +209,10 @@ fn closed_pipe_exits_quietly() {
     let mut line = String::new();
     while !line.contains("\"agent.ready\"") {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended before agent.ready");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended before agent.ready"
+        );
     }
     drop(reader); // the reader goes away, like `head` after its lines
     let key = unique_key(6);
