@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, Program, TracePoint},
+    programs::{BtfTracePoint, Program, RawTracePoint, TracePoint},
 };
 use nsipc_common::{EVENTS_MAP, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL};
 
@@ -14,11 +14,10 @@ use nsipc_common::{EVENTS_MAP, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_T
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nsipc"));
 
 /// The tracefs category of a tracepoint program, from its name: `sys_enter_*`/`sys_exit_*` are
-/// syscall tracepoints, `kfree` is `kmem:kfree`.
+/// syscall tracepoints.
 fn tracepoint_category(program: &str) -> Option<&'static str> {
     match program {
         name if name.starts_with("sys_") => Some("syscalls"),
-        "kfree" => Some("kmem"),
         _ => None,
     }
 }
@@ -85,7 +84,7 @@ impl Probes {
     /// as dying of something else (`namespace_teardown`, in a namespace still alive).
     pub fn detach(&mut self) {
         if let Some(ebpf) = &mut self.programs
-            && let Some(Program::TracePoint(kfree)) = ebpf.program_mut("kfree")
+            && let Some(Program::RawTracePoint(kfree)) = ebpf.program_mut("kfree")
         {
             let _ = kfree.unload();
         }
@@ -103,7 +102,8 @@ impl Probes {
 }
 
 /// Loads one program and attaches it where its name says: tracepoint programs on the tracepoint
-/// of that name ([`tracepoint_category`]), BTF tracepoints on the kernel tracepoint of that name.
+/// of that name ([`tracepoint_category`]), BTF and raw tracepoints on the kernel tracepoint of
+/// that name.
 fn attach(name: &str, program: &mut Program, btf: &Btf) -> Result<()> {
     let refused = || format!("the kernel refused probe {name}");
     match program {
@@ -122,6 +122,13 @@ fn attach(name: &str, program: &mut Program, btf: &Btf) -> Result<()> {
             tracepoint
                 .attach()
                 .with_context(|| format!("cannot attach to BTF tracepoint {name}"))?;
+        }
+        Program::RawTracePoint(tracepoint) => {
+            let tracepoint: &mut RawTracePoint = tracepoint;
+            tracepoint.load().with_context(refused)?;
+            tracepoint
+                .attach(name)
+                .with_context(|| format!("cannot attach to raw tracepoint {name}"))?;
         }
         other => {
             return Err(anyhow!(

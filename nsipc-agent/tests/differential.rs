@@ -443,7 +443,8 @@ impl StreamState {
                 match reason {
                     "namespace_teardown" => *self.teardown.entry(ns).or_default() += 1,
                     "rmid_forced" => self.forced.push((ns, id)),
-                    "rmid" | "last_detach" => {}
+                    // unknown: after agent.lost (itself a problem), by the resynchronisation.
+                    "rmid" | "last_detach" | "unknown" => {}
                     other => self.problem(&format!("unexpected destroy reason {other:?}"), event),
                 }
             }

@@ -7,12 +7,20 @@
 //!   grace period after shm_destroy(): at IPC_RMID with no attachment, at the last detach of a
 //!   removed segment (shmdt, munmap, exit, exec), by shm_rmid_forced, or at namespace teardown.
 //! kernel: include/trace/events/kmem.h: TRACE_EVENT(kfree, TP_PROTO(unsigned long call_site, const void *ptr))
+//!
+//! `kfree` is a raw tracepoint, not a perf one: a perf tracepoint's program is skipped whenever
+//! any BPF program (ours, or another tool's) runs on that CPU, and the frees here mostly come
+//! from RCU callbacks in softirq, which interrupt such programs: under a shmget/IPC_RMID loop,
+//! `kmem:kfree` missed thousands of frees in seconds (bpftool's recursion_misses), and each
+//! missed tracked free lost a destroy for good. A raw tracepoint's program is only skipped when
+//! it interrupts itself. Raw, not BTF (`tp_btf`): before 6.18 the verifier refuses to read the
+//! `const void *ptr` argument of a BTF tracepoint ("arg1 type UNKNOWN is not a struct").
 //! kernel: lib/idr.c + lib/xarray.c: ids->ipcs_idr maps an object's index to its kern_ipc_perm.
 
 use aya_ebpf::{
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::HashMap,
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use nsipc_common::{EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, NsRef};
 
@@ -60,13 +68,16 @@ pub fn track_namespace(ipc_ns: *const u8, ns: NsRef) {
         ns,
         ns_ptr: 0,
     };
-    // BPF_NOEXIST: an existing entry is the same namespace; a full map only loses this
+    // An existing entry is normally this namespace, written again for nothing. One naming
+    // another namespace is stale: that namespace's free was missed, and this one now lives at
+    // its address; kept, it would hide this namespace's free. A full map only loses this
     // namespace's destroy, which userspace then learns at its next resynchronisation.
-    let _ = TRACKED.insert(
-        ipc_ns as u64,
-        tracked,
-        aya_ebpf::bindings::BPF_NOEXIST as u64,
-    );
+    // SAFETY: the value is copied out at once.
+    let current = unsafe { TRACKED.get(ipc_ns as u64) }.copied();
+    if current.is_some_and(|t| t.kind == TrackedKind::Namespace as u32 && t.ns == ns) {
+        return;
+    }
+    let _ = TRACKED.insert(ipc_ns as u64, tracked, aya_ebpf::bindings::BPF_ANY as u64);
 }
 
 /// `XA_CHUNK_SHIFT`: 64 slots per xarray node (CONFIG_BASE_SMALL=0, every distribution kernel).
@@ -132,22 +143,24 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32) -> bool {
         ns: ns_ref(ipc_ns),
         ns_ptr: ipc_ns as u64,
     };
-    let _ = TRACKED.insert(
-        segment as u64,
-        tracked,
-        aya_ebpf::bindings::BPF_NOEXIST as u64,
-    );
+    // As for namespaces: an entry for another segment (or anything else) at this address is
+    // stale, its free missed; this segment replaces it.
+    // SAFETY: the value is copied out at once.
+    let current = unsafe { TRACKED.get(segment as u64) }.copied();
+    if !current.is_some_and(|t| {
+        t.kind == TrackedKind::ShmSegment as u32 && t.id == id && t.ns == tracked.ns
+    }) {
+        let _ = TRACKED.insert(segment as u64, tracked, aya_ebpf::bindings::BPF_ANY as u64);
+    }
     true
 }
 
-/// `kmem:kfree` fires for every kfree on the machine: this is one hash lookup unless the
+/// The `kfree` tracepoint fires for every kfree on the machine: this is one hash lookup unless the
 /// pointer is ours.
-#[tracepoint]
-pub fn kfree(ctx: TracePointContext) -> u32 {
-    // SAFETY: `ptr` is at offset 16 of the kmem:kfree record.
-    let Ok(ptr) = (unsafe { ctx.read_at::<u64>(16) }) else {
-        return 0;
-    };
+#[raw_tracepoint(tracepoint = "kfree")]
+pub fn kfree(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(unsigned long call_site, const void *ptr)
+    let ptr: u64 = ctx.arg(1);
     // SAFETY: the value is copied out before the entry is removed.
     let Some(tracked) = (unsafe { TRACKED.get(ptr) }).copied() else {
         return 0;
