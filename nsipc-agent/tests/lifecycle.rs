@@ -51,12 +51,6 @@ fn teardown_destroys_the_objects_left_inside() {
         assert_eq!(destroyed["ns"], ns, "{event}");
         assert_eq!(destroyed["reason"], "namespace_teardown", "{event}");
     }
-    // The namespace is really gone: no process shows it any more.
-    assert!(
-        !sh("lsns -t ipc -n -o NS")
-            .lines()
-            .any(|l| l.trim() == ns.to_string())
-    );
 }
 
 /// IPC_RMID on an attached segment only marks it (shm.remove); it dies at the last detach,
