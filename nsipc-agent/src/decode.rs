@@ -96,7 +96,8 @@ pub enum Body {
     NsFreed,
     /// Shm segment `id` (with `key`) of namespace `ns` was freed. `ns_dying`: its namespace
     /// was being torn down when the free came; `rmid_forced`: the namespace has
-    /// kernel.shm_rmid_forced set (read only when not dying).
+    /// kernel.shm_rmid_forced set (read while the namespace's memory is there, dying or not;
+    /// false once it is freed).
     ShmFreed {
         id: i32,
         key: i32,

@@ -78,7 +78,17 @@ impl Probes {
     }
 
     /// Detaches and unloads every program. Idempotent.
+    ///
+    /// `kfree` goes first: it reports deaths that come without a syscall, and the others go one
+    /// by one in no set order, tens of milliseconds apart. Were `kfree` still attached once
+    /// `sys_exit_shmctl` is gone, every segment removed by IPC_RMID meanwhile would be reported
+    /// as dying of something else (`namespace_teardown`, in a namespace still alive).
     pub fn detach(&mut self) {
+        if let Some(ebpf) = &mut self.programs
+            && let Some(Program::TracePoint(kfree)) = ebpf.program_mut("kfree")
+        {
+            let _ = kfree.unload();
+        }
         self.programs = None;
     }
 

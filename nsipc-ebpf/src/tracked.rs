@@ -163,8 +163,12 @@ pub fn kfree(ctx: TracePointContext) -> u32 {
             [0; 4],
         );
     } else {
-        let dying = namespace_dying(&tracked);
-        let rmid_forced = !dying
+        let ns_state = namespace_state(&tracked);
+        let dying = ns_state != NsState::Live;
+        // Read while the namespace's memory is there, dying or not: a segment destroyed by
+        // shm_rmid_forced at its creator's exit, the namespace's last reference, is freed
+        // after that reference is gone but before the namespace is.
+        let rmid_forced = ns_state != NsState::Freed
             && read_field::<i32>(
                 tracked.ns_ptr as *const u8,
                 offsets().ipc_ns_shm_rmid_forced,
@@ -188,19 +192,33 @@ pub fn kfree(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Where a freed segment's namespace stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NsState {
+    Live,
+    /// Its last reference is gone; its memory is not freed yet.
+    Dying,
+    /// Its kfree came already: its memory must not be read.
+    Freed,
+}
+
 /// Whether a freed segment's namespace is being torn down: shm_exit_ns() destroys the segments
 /// of a namespace whose last reference is gone, and their RCU-deferred kfree can come before or
 /// after the namespace's own kfree. Before: the reference count is already zero. After: the
 /// namespace is no longer tracked.
 #[inline(always)]
-fn namespace_dying(segment: &Tracked) -> bool {
+fn namespace_state(segment: &Tracked) -> NsState {
     if segment.ns.inum == HOST_IPC_NS_INUM {
-        return false;
+        return NsState::Live;
     }
     let ns_ptr = segment.ns_ptr;
     // SAFETY: only tested for presence.
     if unsafe { TRACKED.get(ns_ptr) }.is_none() {
-        return true;
+        return NsState::Freed;
     }
-    read_field::<u32>(ns_ptr as *const u8, offsets().ipc_ns_refcount) == Some(0)
+    if read_field::<u32>(ns_ptr as *const u8, offsets().ipc_ns_refcount) == Some(0) {
+        NsState::Dying
+    } else {
+        NsState::Live
+    }
 }

@@ -47,6 +47,9 @@ struct NamespaceState {
     ident: NsIdent,
     created_ns: Option<u64>,
     objects: ObjectCounts,
+    /// Objects of its teardown already reported destroyed, their frees having come before the
+    /// namespace's own: counted in its `objects_destroyed`.
+    torn_down: ObjectCounts,
 }
 
 /// A namespace as an inventory found it.
@@ -130,6 +133,7 @@ impl Engine {
                     ident,
                     created_ns: None,
                     objects: ObjectCounts::default(),
+                    torn_down: ObjectCounts::default(),
                 },
             );
         }
@@ -537,10 +541,7 @@ impl Engine {
             }
             Body::NsFreed => self.namespace_freed(event.ns, ts, out),
             Body::ShmFreed {
-                id,
-                ns_dying,
-                rmid_forced,
-                ..
+                id, rmid_forced, ..
             } => {
                 let Some(state) = self.namespaces.get(&event.ns.inum) else {
                     return;
@@ -554,16 +555,24 @@ impl Engine {
                     object: IpcObject::Shm,
                     id,
                 };
-                // The free comes an RCU grace period after the destroy, so `ns_dying` may describe a
-                // later moment than the destroy. A removed segment still attached holds its
-                // namespace alive, so it always died at its last detach; any other segment dies
-                // only at teardown, or by shm_rmid_forced where that is set.
+                // The free comes an RCU grace period after the destroy. A removed segment still
+                // attached holds its namespace alive, so it always died at its last detach; any
+                // other segment dies at teardown, or by shm_rmid_forced where that is set (read
+                // by the probe while the namespace's memory is there, even once its last
+                // reference is gone: the creator's exit can destroy it and drop that reference).
+                // A teardown's own frees normally come after the namespace's kfree, which has
+                // reported them; one that comes first is counted in the namespace's destroy.
                 let reason = match self.objects.get(&key) {
                     None => return,
                     Some(segment) if segment.removed => DestroyReason::LastDetach,
-                    Some(_) if rmid_forced && !ns_dying => DestroyReason::RmidForced,
+                    Some(_) if rmid_forced => DestroyReason::RmidForced,
                     Some(_) => DestroyReason::NamespaceTeardown,
                 };
+                if reason == DestroyReason::NamespaceTeardown
+                    && let Some(state) = self.namespaces.get_mut(&ns.inum)
+                {
+                    state.torn_down.add(IpcObject::Shm, 1);
+                }
                 self.destroy_object(key, ns, reason, None, ts, out);
             }
             // Failed calls and other commands change nothing that lives.
@@ -622,7 +631,7 @@ impl Engine {
             .copied()
             .collect();
         dead.sort_by_key(|key| (key.object, key.id));
-        let mut destroyed = ObjectCounts::default();
+        let mut destroyed = state.torn_down;
         for key in dead {
             // A segment removed while attached cannot outlive its attachments, which hold the
             // namespace: it died at its last detach, whose free has not arrived yet.

@@ -850,3 +850,73 @@ fn lifecycle_json_has_the_documented_fields() {
         serde_json::json!({"msg": 0, "shm": 0, "sem": 1})
     );
 }
+
+/// Found by tests/differential.rs (seeds 3 and 5): in a namespace with kernel.shm_rmid_forced
+/// set, the creator of an unattached segment exits as the namespace's last holder. exit_shm()
+/// destroys the segment, exit_task_namespaces() drops the last reference, and the segment's
+/// RCU-deferred kfree comes while the namespace is dying but not yet freed, ~4-12 ms before the
+/// namespace's own kfree. The engine called it `namespace_teardown`, on its own, and the
+/// namespace's destroy then said `objects_destroyed.shm: 0`. The probe now reads
+/// shm_rmid_forced while the namespace's memory is there, dying or not.
+#[test]
+fn a_forced_destroy_freed_while_the_namespace_dies_is_rmid_forced() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 7, 1);
+    h.get(a, IpcObject::Msg, 8, 0);
+    let out = h.shm_freed_forced(a, 1, true, true);
+    assert_eq!(Harness::names(&out), ["shm.destroy"]);
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::RmidForced);
+    let out = h.freed(a);
+    assert_eq!(Harness::names(&out), ["msg.destroy", "ipc_ns.destroy"]);
+    let Lifecycle::NsDestroy { destroyed, .. } = &out[1] else {
+        panic!()
+    };
+    assert_eq!(
+        *destroyed,
+        ObjectCounts {
+            msg: 1,
+            shm: 0,
+            sem: 0
+        },
+        "the segment died before the teardown"
+    );
+}
+
+/// A teardown free that comes before the namespace's own free (the kworker between
+/// shm_exit_ns() and kfree(ns) was held up for a grace period) is reported at once, and the
+/// namespace's destroy still counts it: objects_destroyed equals the namespace_teardown destroys
+/// of that namespace.
+#[test]
+fn an_early_teardown_free_is_counted_in_the_namespace_destroy() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 7, 1);
+    h.get(a, IpcObject::Shm, 8, 2);
+    let early = h.shm_freed(a, 1, true);
+    assert_eq!(destroy_reason(&early[0]), DestroyReason::NamespaceTeardown);
+    let out = h.freed(a);
+    assert_eq!(Harness::names(&out), ["shm.destroy", "ipc_ns.destroy"]);
+    let Lifecycle::NsDestroy { destroyed, .. } = &out[1] else {
+        panic!()
+    };
+    assert_eq!(destroyed.shm, 2, "both segments died with the namespace");
+    // A later life of the inum starts from nothing.
+    let b = ns(NS_A, 43);
+    h.unshare(6, b);
+    h.get(b, IpcObject::Sem, 9, 0);
+    let out = h.freed(b);
+    let Lifecycle::NsDestroy { destroyed, .. } = out.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        *destroyed,
+        ObjectCounts {
+            msg: 0,
+            shm: 0,
+            sem: 1
+        }
+    );
+}

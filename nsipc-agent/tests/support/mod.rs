@@ -152,6 +152,29 @@ impl Agent {
         }
     }
 
+    /// Reads the stream until `done(all events so far)` holds, or `timeout` passes or the stream
+    /// ends; returns whether it held. `done` is called once per batch of lines, not per line.
+    pub fn read_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) -> bool {
+        if done(&self.events) {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if self.next(left).is_none() {
+                return false;
+            }
+            while self.next(Duration::ZERO).is_some() {}
+            if done(&self.events) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// All events seen so far that match `pred`.
     pub fn all(&self, pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
         self.events.iter().filter(|e| pred(e)).collect()
