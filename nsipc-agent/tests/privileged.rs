@@ -127,10 +127,10 @@ fn nsenter_is_a_setns_into_the_target_namespace() {
 
     let inside = sh(&format!("nsenter --ipc={link} readlink /proc/self/ns/ipc"));
     assert_eq!(parse_ns_link(&inside), target);
+    // Other agents' startup inventories (concurrent tests) setns into it too: match nsenter's.
     let setns = agent.wait_for("ipc_ns.setns", |e| {
-        e["event"] == "ipc_ns.setns" && e["ns"] == target
+        e["event"] == "ipc_ns.setns" && e["ns"] == target && e["comm"] == "nsenter"
     });
-    assert_eq!(setns["comm"], "nsenter");
     assert_eq!(setns["from_ns"], HOST_NS);
     assert_eq!(setns["ret"], 0);
     assert_eq!(field(&setns, "nstype"), 0x0800_0000, "CLONE_NEWIPC");
