@@ -98,20 +98,21 @@ fn the_docker_story_is_told_step_by_step() {
         "nothing lost"
     );
 
-    // 1. The producer's namespace and queue.
-    let (created_at, producer) = only(&events, "create of the producer's namespace", |e| {
-        e["event"] == "ipc_ns.create" && e["ns"] == producer_ns && e["comm"] == "unshare"
-    });
-    assert_eq!(producer["via"], "unshare");
-    assert_eq!(producer["from_ns"], HOST_NS);
-    let producer_life = life(producer);
+    // 1. The producer's namespace and queue. The queue, by its unique key, names the life of the
+    // producer's inum (concurrent tests' namespaces may have had that inum before).
     let (queue_at, queue) = only(&events, "msg.create of the key", |e| {
         e["event"] == "msg.create" && e["key"] == key
     });
     assert_eq!(queue["ns"], producer_ns);
-    assert_eq!(life(queue), producer_life);
+    let producer_life = life(queue);
     assert_eq!(queue["comm"], "perl");
     assert_eq!(queue["mode"], 0o600);
+    let (created_at, producer) = only(&events, "create of the producer's namespace", |e| {
+        e["event"] == "ipc_ns.create" && e["ns"] == producer_ns && life(e) == producer_life
+    });
+    assert_eq!(producer["comm"], "unshare");
+    assert_eq!(producer["via"], "unshare");
+    assert_eq!(producer["from_ns"], HOST_NS);
 
     // 2. The consumer in its own namespace does not find the key, and is told where it lives.
     let (failed_at, failed) = only(&events, "msg.get_failed of the key", |e| {
@@ -127,9 +128,12 @@ fn the_docker_story_is_told_step_by_step() {
 
     // 3. The consumer that joins the producer's namespace.
     let (joined_at, join) = only(&events, "ipc_ns.join into the producer's namespace", |e| {
-        e["event"] == "ipc_ns.join" && e["ns"] == producer_ns && e["comm"] == "nsenter"
+        // By life, not inum: concurrent tests' namespaces may have had this inum before.
+        e["event"] == "ipc_ns.join"
+            && e["ns"] == producer_ns
+            && life(e) == producer_life
+            && e["comm"] == "nsenter"
     });
-    assert_eq!(life(join), producer_life);
     assert_eq!(join["from_ns"], HOST_NS);
     assert_eq!(join["into_host"], false);
 

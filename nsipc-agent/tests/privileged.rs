@@ -43,8 +43,14 @@ fn objects_in_a_new_namespace_carry_its_inum() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
 
+    // The inum may have had other lives meanwhile (reused at once; other tests and workloads
+    // run concurrently): the queue's get, by its unique key, names this life where the kernel
+    // has ns_id (on older kernels the VM runs one test at a time).
+    let queue = agent.wait_for("msg.get", |e| {
+        e["event"] == "msg.get" && e["key"] == msg_key
+    });
     let unshare = agent.wait_for("ipc_ns.unshare", |e| {
-        e["event"] == "ipc_ns.unshare" && e["ns"] == ns
+        e["event"] == "ipc_ns.unshare" && e["ns"] == ns && e["ns_id"] == queue["ns_id"]
     });
     assert_eq!(unshare["comm"], "unshare");
     assert_eq!(unshare["ret"], 0);
@@ -186,7 +192,15 @@ fn signals_stop_cleanly_with_agent_stop() {
         assert_eq!(last["event"], "agent.stop", "{name}: last line");
         assert_eq!(last["reason"], name);
         assert!(field(last, "events") >= 1);
-        assert_eq!(last["lost"], 0);
+        // Loss depends on what else runs on the machine; its accounting does not: the total
+        // in agent.stop is exactly what the agent.lost lines reported.
+        let reported: i64 = stopped
+            .events
+            .iter()
+            .filter(|e| e["event"] == "agent.lost")
+            .map(|e| field(e, "count"))
+            .sum();
+        assert_eq!(field(last, "lost"), reported, "{name}: lost accounting");
         assert!(
             stopped.stderr.is_empty(),
             "{name}: nothing on stderr: {}",
