@@ -26,7 +26,7 @@ use crate::{
 
 /// How often the ring buffer is drained when no forced wakeup came: probes write without
 /// waking the reader, so this bounds the latency of a quiet stream.
-const IDLE_POLL: Duration = Duration::from_millis(50);
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(50);
 
 pub struct TraceOptions {
     pub btf_path: PathBuf,
@@ -41,41 +41,54 @@ struct Counters {
     decode_errors: u64,
 }
 
-struct Stream<W: Write> {
-    sink: JsonLines<W>,
+/// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
+pub(crate) struct Stream<W: Write> {
+    pub(crate) sink: JsonLines<W>,
     clock: WallClock,
     counters: Counters,
 }
 
 impl<W: Write> Stream<W> {
+    pub(crate) fn new(out: W) -> Self {
+        Self {
+            sink: JsonLines::new(out),
+            clock: WallClock::now(),
+            counters: Counters::default(),
+        }
+    }
+
     fn now(&self) -> Rfc3339 {
         Rfc3339(SystemTime::now())
+    }
+
+    /// Decodes one ring-buffer record and writes its line.
+    pub(crate) fn record(&mut self, bytes: &[u8]) -> Result<SinkState> {
+        Ok(match decode(bytes) {
+            Ok(event) => {
+                self.counters.events += 1;
+                self.sink.write(&KernelEventJson {
+                    event: &event,
+                    clock: &self.clock,
+                })?
+            }
+            Err(err) => {
+                self.counters.decode_errors += 1;
+                let total = self.counters.decode_errors;
+                let event = AgentEvent::DecodeError {
+                    time: self.now(),
+                    error: err.to_string(),
+                    total,
+                };
+                self.sink.write(&event)?
+            }
+        })
     }
 
     /// Decodes and writes everything waiting in the ring buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
         while let Some(item) = ring.next() {
-            let state = match decode(&item) {
-                Ok(event) => {
-                    self.counters.events += 1;
-                    self.sink.write(&KernelEventJson {
-                        event: &event,
-                        clock: &self.clock,
-                    })?
-                }
-                Err(err) => {
-                    self.counters.decode_errors += 1;
-                    let total = self.counters.decode_errors;
-                    let event = AgentEvent::DecodeError {
-                        time: self.now(),
-                        error: err.to_string(),
-                        total,
-                    };
-                    self.sink.write(&event)?
-                }
-            };
-            if state == SinkState::ReaderGone {
-                return Ok(state);
+            if self.record(&item)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
             }
         }
         Ok(SinkState::Open)
@@ -128,11 +141,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let mut stream = Stream {
-        sink: JsonLines::new(std::io::stdout().lock()),
-        clock: WallClock::now(),
-        counters: Counters::default(),
-    };
+    let mut stream = Stream::new(std::io::stdout().lock());
     let release = kernel::release();
     let ready = AgentEvent::Ready {
         time: stream.now(),
