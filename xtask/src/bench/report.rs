@@ -146,6 +146,20 @@ impl Report<'_> {
         )
     }
 
+    /// Whether the overhead of `setup` is smaller than half the spread (max − min) of the
+    /// no-tracing runs, i.e. indistinguishable from the noise.
+    fn within_noise(&self, metric: Metric, workload: usize, setup: Setup, row: usize) -> bool {
+        let bare: Vec<f64> = self
+            .runs(workload, Setup::Bare)
+            .iter()
+            .map(|r| metric.of(&r.measured, row))
+            .collect();
+        let spread = bare.iter().copied().fold(f64::MIN, f64::max)
+            - bare.iter().copied().fold(f64::MAX, f64::min);
+        self.overhead(metric, workload, setup, row)
+            .is_none_or(|o| o.abs() < spread / 2.0)
+    }
+
     /// The fastest run's ns per op: noise on a shared machine only ever adds time.
     fn fastest(&self, metric: Metric, workload: usize, setup: Setup, row: usize) -> Option<f64> {
         self.runs(workload, setup)
@@ -296,6 +310,13 @@ impl Report<'_> {
                     "not measurable (no floor overhead)".to_owned(),
                 ),
             };
+            let verdict = if self.within_noise(metric, storm, setup, 0)
+                || self.within_noise(metric, storm, Setup::Floor, 0)
+            {
+                format!("{verdict} (but an overhead is within the noise)")
+            } else {
+                verdict
+            };
             let _ = writeln!(
                 out,
                 "| storm: agent ({what}) overhead ≤ {OVERHEAD_TARGET} × floor overhead, {time} \
@@ -410,13 +431,18 @@ impl Report<'_> {
             }
             let _ = writeln!(out);
         }
+        let any_noise = std::cell::Cell::new(false);
         for (row, name) in workload.rows.iter().enumerate() {
             let ratio = |metric, a, b| {
                 let median = self.ratio(metric, index, row, a, b);
                 let fastest = self.fastest_ratio(metric, index, row, a, b);
+                let noise = self.within_noise(metric, index, a, row)
+                    || self.within_noise(metric, index, b, row);
+                any_noise.set(any_noise.get() || noise);
                 format!(
-                    "**{}** (fastest runs: {})",
+                    "**{}**{} (fastest runs: {})",
                     or_dash(median.map(|r| format!("{r:.2}"))),
+                    if noise { " †" } else { "" },
                     or_dash(fastest.map(|r| format!("{r:.2}")))
                 )
             };
@@ -431,6 +457,13 @@ impl Report<'_> {
                 ratio(Metric::Cpu, Setup::AgentPipe, Setup::Floor),
                 ratio(Metric::Elapsed, Setup::Bpftrace, Setup::AgentNull),
                 ratio(Metric::Cpu, Setup::Bpftrace, Setup::AgentNull),
+            );
+        }
+        if any_noise.get() {
+            let _ = writeln!(
+                out,
+                "\n† One of the two overheads is smaller than half the spread (max − min) of \
+                 the no-tracing runs: that ratio is noise."
             );
         }
         let _ = writeln!(out);
@@ -544,7 +577,11 @@ impl Report<'_> {
             "## Where the time goes (storm, one run each, kernel eBPF run-time statistics on)\n\n\
              `run_time_ns` / `run_cnt` of each program (bpf_stats; they add two clock reads per \
              run, so this pass is not in the tables above). The hits include the rest of the \
-             machine's syscalls on the same hooks.\n"
+             machine's syscalls on the same hooks. `floor_enter` is an empty program: the cost \
+             of running any program at syscall entry. nsipc's `sys_enter_*` minus that is its \
+             work at entry (reading the arguments, remembering them per thread in its LRU hash \
+             map); its `sys_exit_*` minus `floor_exit` is its extra work at exit (taking them \
+             back, reading the task's IPC namespace, comm, uid and time).\n"
         );
         for profile in &self.profiles {
             let Some(traced) = &profile.run.traced else {
