@@ -63,6 +63,8 @@ pub struct Report<'a> {
 
 /// The storm's target: agent overhead at most this many times the floor's.
 const OVERHEAD_TARGET: f64 = 1.25;
+/// Fewer events in a run than this, and no CPU time per event is computed.
+const MIN_EVENTS_PER_RUN: u64 = 1_000;
 /// The JSON path's target, events per second on one core.
 const JSON_TARGET: f64 = 1e6;
 
@@ -149,18 +151,19 @@ impl Report<'_> {
         )
     }
 
-    /// Whether the overhead of `setup` is smaller than half the spread (max − min) of the
-    /// no-tracing runs, i.e. indistinguishable from the noise.
+    /// Whether the overhead of `setup` is smaller than twice the median absolute deviation of
+    /// the no-tracing runs, i.e. not told apart from the noise (robust to one outlier run).
     fn within_noise(&self, metric: Metric, workload: usize, setup: Setup, row: usize) -> bool {
         let bare: Vec<f64> = self
             .runs(workload, Setup::Bare)
             .iter()
             .map(|r| metric.of(&r.measured, row))
             .collect();
-        let spread = bare.iter().copied().fold(f64::MIN, f64::max)
-            - bare.iter().copied().fold(f64::MAX, f64::min);
+        let deviation = median(bare.clone())
+            .and_then(|m| median(bare.iter().map(|v| (v - m).abs()).collect()))
+            .unwrap_or(0.0);
         self.overhead(metric, workload, setup, row)
-            .is_none_or(|o| o.abs() < spread / 2.0)
+            .is_none_or(|o| o.abs() < 2.0 * deviation)
     }
 
     /// `a`'s overhead over `b`'s within each round (the runs of one round are minutes apart at
@@ -290,7 +293,8 @@ impl Report<'_> {
              programs were gone from `bpftool prog list` after each of the {traced_runs} tracer \
              runs. Tracer CPU is user + system time from attached to exit (wait4 minus \
              /proc/PID/task/*/schedstat at attach), so it includes fixed costs (the 50 ms poll \
-             timer, detaching), which the getppid runs, with no events, show alone; peak RSS \
+             timer, detaching), which the getppid runs, with no events, show alone (CPU ns per \
+             event is only given for runs with at least {MIN_EVENTS_PER_RUN} events); peak RSS \
              is ru_maxrss (= VmHWM, start-up included).\n",
             hooks = self.hooks,
         );
@@ -482,8 +486,8 @@ impl Report<'_> {
         if any_noise.get() {
             let _ = writeln!(
                 out,
-                "\n† One of the two overheads is smaller than half the spread (max − min) of \
-                 the no-tracing runs: that ratio is noise."
+                "\n† One of the two overheads is smaller than twice the median absolute \
+                 deviation of the no-tracing runs: that ratio is mostly noise."
             );
         }
         let _ = writeln!(out);
@@ -508,9 +512,11 @@ impl Report<'_> {
                     .filter_map(|t| Some(t.reader_cpu_ns? as f64 / 1e6))
                     .collect(),
             );
+            // With few events, the tracer's fixed costs would make a meaningless per-event cost.
             let cpu_per_event = per_run(&|r| {
                 let events = events(setup, r)?;
-                (events > 0).then(|| r.traced.as_ref().map(|t| t.cpu_ns as f64 / events as f64))?
+                (events >= MIN_EVENTS_PER_RUN)
+                    .then(|| r.traced.as_ref().map(|t| t.cpu_ns as f64 / events as f64))?
             });
             let lost: Option<Vec<u64>> = traced.iter().map(|t| t.lost).collect();
             let accounting = if setup == Setup::AgentPipe {
