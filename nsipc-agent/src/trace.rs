@@ -28,7 +28,7 @@ use crate::{
 
 /// How often the ring buffer is drained when no forced wakeup came: probes write without
 /// waking the reader, so this bounds the latency of a quiet stream.
-const IDLE_POLL: Duration = Duration::from_millis(50);
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(50);
 
 pub struct TraceOptions {
     pub btf_path: PathBuf,
@@ -45,8 +45,9 @@ struct Counters {
     decode_errors: u64,
 }
 
-struct Stream<W: Write> {
-    sink: JsonLines<W>,
+/// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
+pub(crate) struct Stream<W: Write> {
+    pub(crate) sink: JsonLines<W>,
     clock: WallClock,
     counters: Counters,
     engine: Engine,
@@ -56,31 +57,47 @@ struct Stream<W: Write> {
 }
 
 impl<W: Write> Stream<W> {
+    /// `raw`: also write the kernel events the lifecycle events come from.
+    pub(crate) fn new(out: W, raw: bool) -> Self {
+        Self {
+            sink: JsonLines::new(out),
+            clock: WallClock::now(),
+            counters: Counters::default(),
+            engine: Engine::new(std::process::id()),
+            raw,
+            derived: Vec::new(),
+        }
+    }
+
     fn now(&self) -> Rfc3339 {
         Rfc3339(SystemTime::now())
+    }
+
+    /// Decodes one ring-buffer record and writes its line.
+    pub(crate) fn record(&mut self, bytes: &[u8]) -> Result<SinkState> {
+        Ok(match decode(bytes) {
+            Ok(event) => {
+                self.counters.events += 1;
+                self.write_kernel_event(&event)?
+            }
+            Err(err) => {
+                self.counters.decode_errors += 1;
+                let total = self.counters.decode_errors;
+                let event = AgentEvent::DecodeError {
+                    time: self.now(),
+                    error: err.to_string(),
+                    total,
+                };
+                self.sink.write(&event)?
+            }
+        })
     }
 
     /// Decodes and writes everything waiting in the ring buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
         while let Some(item) = ring.next() {
-            let state = match decode(&item) {
-                Ok(event) => {
-                    self.counters.events += 1;
-                    self.write_kernel_event(&event)?
-                }
-                Err(err) => {
-                    self.counters.decode_errors += 1;
-                    let total = self.counters.decode_errors;
-                    let event = AgentEvent::DecodeError {
-                        time: self.now(),
-                        error: err.to_string(),
-                        total,
-                    };
-                    self.sink.write(&event)?
-                }
-            };
-            if state == SinkState::ReaderGone {
-                return Ok(state);
+            if self.record(&item)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
             }
         }
         Ok(SinkState::Open)
@@ -183,14 +200,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let mut stream = Stream {
-        sink: JsonLines::new(std::io::stdout().lock()),
-        clock: WallClock::now(),
-        counters: Counters::default(),
-        engine: Engine::new(std::process::id()),
-        raw: options.raw,
-        derived: Vec::new(),
-    };
+    let mut stream = Stream::new(std::io::stdout().lock(), options.raw);
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();
