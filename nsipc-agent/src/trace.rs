@@ -30,6 +30,9 @@ use crate::{
 /// waking the reader, so this bounds the latency of a quiet stream.
 pub(crate) const IDLE_POLL: Duration = Duration::from_millis(50);
 
+/// The shortest time between two resynchronisations after lost records.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct TraceOptions {
     pub btf_path: PathBuf,
     pub ring_buffer_bytes: u32,
@@ -54,6 +57,9 @@ pub(crate) struct Stream<W: Write> {
     raw: bool,
     /// Reused for every event: the hot path does not allocate.
     derived: Vec<Lifecycle>,
+    /// Records were lost since the last resynchronisation.
+    resync_pending: bool,
+    last_resync: Option<Instant>,
 }
 
 impl<W: Write> Stream<W> {
@@ -66,6 +72,8 @@ impl<W: Write> Stream<W> {
             engine: Engine::new(std::process::id()),
             raw,
             derived: Vec::new(),
+            resync_pending: false,
+            last_resync: None,
         }
     }
 
@@ -128,8 +136,8 @@ impl<W: Write> Stream<W> {
     }
 
     /// Reports records lost since the last report.
-    /// After lost records the engine's state may be wrong: it is marked by `agent.lost`, then
-    /// made equal to a fresh inventory (`agent.resync`, with what vanished or appeared unseen).
+    /// Reports records lost since the last report. The engine's state may be wrong after them:
+    /// [`Self::resync_if_due`] makes it right again.
     fn report_lost(&mut self, probes: &Probes) -> Result<SinkState> {
         let total = probes.lost_total()?;
         if total <= self.counters.lost_reported {
@@ -137,14 +145,27 @@ impl<W: Write> Stream<W> {
         }
         let count = total - self.counters.lost_reported;
         self.counters.lost_reported = total;
-        if self.sink.write(&AgentEvent::Lost {
+        self.resync_pending = true;
+        Ok(self.sink.write(&AgentEvent::Lost {
             time: self.now(),
             count,
             total,
-        })? == SinkState::ReaderGone
+        })?)
+    }
+
+    /// Makes the engine's state equal to a fresh inventory after lost records, at most once per
+    /// [`RESYNC_INTERVAL`]: an inventory reads all of /proc and enters every namespace, which
+    /// a storm that keeps the ring buffer full must not turn into a loop.
+    fn resync_if_due(&mut self) -> Result<SinkState> {
+        if !self.resync_pending
+            || self
+                .last_resync
+                .is_some_and(|at| at.elapsed() < RESYNC_INTERVAL)
         {
-            return Ok(SinkState::ReaderGone);
+            return Ok(SinkState::Open);
         }
+        self.resync_pending = false;
+        self.last_resync = Some(Instant::now());
         let inventory =
             inventory::take_inventory().context("taking an inventory to resynchronise")?;
         let (namespaces, objects) = inventory.existing();
@@ -250,6 +271,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             _ = tick.tick() => {
                 if stream.drain(ring.get_mut())? == SinkState::ReaderGone
                     || stream.report_lost(&probes)? == SinkState::ReaderGone
+                    || stream.resync_if_due()? == SinkState::ReaderGone
                     || stdout_reader_gone()
                 {
                     break Ending::ReaderGone;
