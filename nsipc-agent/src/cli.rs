@@ -57,6 +57,9 @@ pub enum Command {
     /// The decode + JSON path alone, for `cargo xtask bench`.
     #[command(hide = true)]
     BenchJson(BenchJsonArgs),
+    /// The lifecycle engine's memory with many live namespaces and objects.
+    #[command(hide = true)]
+    BenchMemory(BenchMemoryArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,6 +106,16 @@ pub struct BenchJsonArgs {
     /// How many records to decode and serialize.
     #[arg(long, default_value_t = 2_000_000)]
     pub records: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchMemoryArgs {
+    /// Live namespaces to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub namespaces: u32,
+    /// Live objects to create, spread over the namespaces.
+    #[arg(long, default_value_t = 100_000)]
+    pub objects: u32,
 }
 
 /// Parses `4096`, `64K`, `8M`, `1G`: a power of two from 4 KiB to 2 GiB.

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
                 .await
             }
             Command::BenchJson(args) => bench::json_path(args.records),
+            Command::BenchMemory(args) => bench::engine_memory(args.namespaces, args.objects),
         }
     });
     match result {
