@@ -48,24 +48,34 @@ fn unreadable_warning(pids: &[u32]) -> String {
 /// Writes every line; stops quietly if the reader went away (`| head`).
 fn write<W: Write>(inventory: &Inventory, out: W) -> io::Result<()> {
     let mut sink = JsonLines::new(out);
-    if write_lines(inventory, &mut sink)? == SinkState::ReaderGone {
+    if write_lines(inventory, &mut sink, &|_| None)? == SinkState::ReaderGone {
         return Ok(());
     }
     sink.flush().map(drop)
 }
 
 /// Writes the inventory's `ipc_ns.exists` and `*.exists` lines into a stream (`snapshot`, and
-/// `trace` at start).
+/// `trace` at start). `generation`: in `trace`, the life of an inum its events name as `ns_gen`
+/// where the kernel has no `ns_id`, so these lines carry it too; `snapshot` counts no lives.
 pub fn write_lines<W: Write>(
     inventory: &Inventory,
     sink: &mut JsonLines<W>,
+    generation: &dyn Fn(u32) -> Option<u32>,
 ) -> io::Result<SinkState> {
-    for line in inventory.namespaces.iter().map(NamespaceJson) {
+    for line in inventory
+        .namespaces
+        .iter()
+        .map(|ns| NamespaceJson(ns, generation(ns.inum)))
+    {
         if sink.write(&line)? == SinkState::ReaderGone {
             return Ok(SinkState::ReaderGone);
         }
     }
-    for line in inventory.objects.iter().map(ObjectJson) {
+    for line in inventory
+        .objects
+        .iter()
+        .map(|object| ObjectJson(object, generation(object.ns)))
+    {
         if sink.write(&line)? == SinkState::ReaderGone {
             return Ok(SinkState::ReaderGone);
         }
@@ -73,7 +83,8 @@ pub fn write_lines<W: Write>(
     Ok(SinkState::Open)
 }
 
-struct NamespaceJson<'a>(&'a NamespaceInfo);
+/// A namespace, and the `ns_gen` to write where it has no `ns_id`.
+struct NamespaceJson<'a>(&'a NamespaceInfo, Option<u32>);
 
 #[derive(serde::Serialize)]
 struct HeldBy<'a> {
@@ -81,13 +92,20 @@ struct HeldBy<'a> {
     mounts: &'a [MountHolder],
 }
 
-/// Writes `ns` and, where the kernel has one, `ns_id`, like the trace events.
-fn put_ns<M: SerializeMap>(map: &mut M, inum: u32, id: Option<u64>) -> Result<(), M::Error> {
+/// Writes `ns` and, where the kernel has one, `ns_id`, else the `ns_gen` given, like the trace
+/// events.
+fn put_ns<M: SerializeMap>(
+    map: &mut M,
+    inum: u32,
+    id: Option<u64>,
+    generation: Option<u32>,
+) -> Result<(), M::Error> {
     map.serialize_entry("ns", &inum)?;
-    if let Some(id) = id {
-        map.serialize_entry("ns_id", &id)?;
+    match (id, generation) {
+        (Some(id), _) => map.serialize_entry("ns_id", &id),
+        (None, Some(generation)) => map.serialize_entry("ns_gen", &generation),
+        (None, None) => Ok(()),
     }
-    Ok(())
 }
 
 impl Serialize for NamespaceJson<'_> {
@@ -96,7 +114,7 @@ impl Serialize for NamespaceJson<'_> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("event", "ipc_ns.exists")?;
         map.serialize_entry("time", &Rfc3339(ns.seen_at))?;
-        put_ns(&mut map, ns.inum, ns.ns_id)?;
+        put_ns(&mut map, ns.inum, ns.ns_id, self.1)?;
         map.serialize_entry("processes", &ns.processes)?;
         map.serialize_entry(
             "held_by",
@@ -109,7 +127,7 @@ impl Serialize for NamespaceJson<'_> {
     }
 }
 
-struct ObjectJson<'a>(&'a ObjectInfo);
+struct ObjectJson<'a>(&'a ObjectInfo, Option<u32>);
 
 impl Serialize for ObjectJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -123,7 +141,7 @@ impl Serialize for ObjectJson<'_> {
         };
         map.serialize_entry("event", event)?;
         map.serialize_entry("time", &Rfc3339(object.seen_at))?;
-        put_ns(&mut map, object.ns, object.ns_id)?;
+        put_ns(&mut map, object.ns, object.ns_id, self.1)?;
         map.serialize_entry("id", &perm.id)?;
         map.serialize_entry("key", &perm.key)?;
         map.serialize_entry("uid", &perm.uid)?;
@@ -338,5 +356,53 @@ mod tests {
         assert_eq!(lines[0]["held_by"], json!({"fds": [], "mounts": []}));
         assert!(lines[1].get("ns_id").is_none());
         assert!(lines[1].get("qbytes").is_none());
+    }
+
+    /// Found by tests/differential.rs under `cargo xtask vm-test` on 6.12: `trace`'s startup
+    /// lines had neither `ns_id` nor `ns_gen` on kernels without ns_id, so they could not be
+    /// tied to the events that followed, which carry `ns_gen`.
+    #[test]
+    fn trace_lines_carry_the_generation_where_there_is_no_ns_id() {
+        let namespace = |inum, ns_id| NamespaceInfo {
+            inum,
+            ns_id,
+            seen_at: SystemTime::now(),
+            processes: Vec::new(),
+            fds: Vec::new(),
+            mounts: Vec::new(),
+        };
+        let inventory = Inventory {
+            namespaces: vec![namespace(4026532177, None), namespace(4026532178, Some(9))],
+            objects: vec![ObjectInfo {
+                ns: 4026532177,
+                ns_id: None,
+                seen_at: SystemTime::now(),
+                perm: perm(0, 1, 0o600),
+                detail: ObjectDetail::Sem { nsems: 1 },
+            }],
+            unreadable: Vec::new(),
+        };
+        let mut out = Vec::new();
+        let mut sink = JsonLines::new(&mut out);
+        write_lines(&inventory, &mut sink, &|inum| {
+            (inum == 4026532177 || inum == 4026532178).then_some(1)
+        })
+        .unwrap();
+        sink.flush().unwrap();
+        drop(sink);
+        let lines_of = lines;
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["ns_gen"], 1);
+        assert!(lines[0].get("ns_id").is_none());
+        assert_eq!(lines[1]["ns_id"], 9, "ns_id where the kernel has it");
+        assert!(lines[1].get("ns_gen").is_none());
+        assert_eq!(lines[2]["event"], "sem.exists");
+        assert_eq!(lines[2]["ns_gen"], 1);
+        // `snapshot` itself counts no lives.
+        assert!(lines_of(&inventory)[0].get("ns_gen").is_none());
     }
 }

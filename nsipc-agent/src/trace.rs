@@ -1,6 +1,7 @@
 //! `nsipc-agent trace`: load, attach, and stream events until a signal or the reader leaves.
 
 use std::{
+    collections::HashMap,
     io::Write,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
@@ -228,11 +229,24 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let inventory = inventory::take_inventory().context("taking the startup inventory")?;
     let inventory_ms = inventory_started.elapsed().as_millis() as u64;
     let (namespaces, objects) = inventory.existing();
-    // Everything is new to the engine here; the inventory's own lines say more than its.
+    // Everything is new to the engine here; the inventory's own lines say more than its, and
+    // carry the engine's generation of each inum where the kernel has no ns_id.
+    let mut existing = Vec::new();
     stream
         .engine
-        .observe_existing(&namespaces, &objects, &mut Vec::new());
-    snapshot::write_lines(&inventory, &mut stream.sink)?;
+        .observe_existing(&namespaces, &objects, &mut existing);
+    let generations: HashMap<u32, u32> = existing
+        .iter()
+        .filter_map(|event| match event {
+            Lifecycle::NsExists { ns } | Lifecycle::ObjectExists { ns, .. } => {
+                Some((ns.inum, ns.generation))
+            }
+            _ => None,
+        })
+        .collect();
+    snapshot::write_lines(&inventory, &mut stream.sink, &|inum| {
+        generations.get(&inum).copied()
+    })?;
 
     let release = kernel::release();
     let ready = AgentEvent::Ready {

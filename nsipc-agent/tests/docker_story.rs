@@ -5,11 +5,12 @@
 
 mod support;
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use serde_json::Value;
 use support::*;
 
+const SCRIPT: &str = include_str!("../../examples/docker-story.sh");
 const MESSAGES: usize = 3;
 
 /// The inum in the first `ipc:[N]` of `line`.
@@ -31,7 +32,10 @@ fn only<'a>(events: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> (
 #[test]
 fn the_docker_story_is_told_step_by_step() {
     require_root();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/docker-story.sh");
+    // The script as built in: the test binary also runs where the checkout is not (the VMs of
+    // `cargo xtask vm-test`).
+    let script = std::env::temp_dir().join(format!("nsipc-story-{}.sh", std::process::id()));
+    std::fs::write(&script, SCRIPT).unwrap();
     let key = unique_key(0x5d);
     let events_file =
         std::env::temp_dir().join(format!("nsipc-story-{}.jsonl", std::process::id()));
@@ -43,6 +47,7 @@ fn the_docker_story_is_told_step_by_step() {
         .env("STORY_EVENTS", &events_file)
         .output()
         .expect("running examples/docker-story.sh");
+    let _ = std::fs::remove_file(&script);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -98,21 +103,23 @@ fn the_docker_story_is_told_step_by_step() {
         "nothing lost"
     );
 
-    // 1. The producer's namespace and queue. The queue, by its unique key, names the life of the
-    // producer's inum (concurrent tests' namespaces may have had that inum before).
+    // 1. The producer's queue, and its namespace: the same inum may have other lives in the
+    //    stream (other tests run meanwhile); the queue's names the producer's.
     let (queue_at, queue) = only(&events, "msg.create of the key", |e| {
         e["event"] == "msg.create" && e["key"] == key
     });
     assert_eq!(queue["ns"], producer_ns);
-    let producer_life = life(queue);
     assert_eq!(queue["comm"], "perl");
     assert_eq!(queue["mode"], 0o600);
+    let producer_life = life(queue);
+    assert!(producer_life.is_some(), "{queue}");
     let (created_at, producer) = only(&events, "create of the producer's namespace", |e| {
         e["event"] == "ipc_ns.create" && e["ns"] == producer_ns && life(e) == producer_life
     });
     assert_eq!(producer["comm"], "unshare");
     assert_eq!(producer["via"], "unshare");
     assert_eq!(producer["from_ns"], HOST_NS);
+    assert_eq!(producer["pid"], queue["pid"], "unshare execs the producer");
 
     // 2. The consumer in its own namespace does not find the key, and is told where it lives.
     let (failed_at, failed) = only(&events, "msg.get_failed of the key", |e| {
@@ -128,7 +135,7 @@ fn the_docker_story_is_told_step_by_step() {
 
     // 3. The consumer that joins the producer's namespace.
     let (joined_at, join) = only(&events, "ipc_ns.join into the producer's namespace", |e| {
-        // By life, not inum: concurrent tests' namespaces may have had this inum before.
+        // By life, not inum; and nsenter's: other agents' inventories (concurrent tests) join too.
         e["event"] == "ipc_ns.join"
             && e["ns"] == producer_ns
             && life(e) == producer_life

@@ -64,10 +64,11 @@ const REQUIRED_CONFIG: &[(&str, &str)] = &[
 
 /// Programs the privileged tests run (tests/privileged.rs, tests/support), copied from this
 /// machine with their libraries, so every kernel sees the very same clients. `sh` also runs
-/// their scripts; busybox provides the rest of the VM's userland.
+/// their scripts; `bash` and `jq` run examples/docker-story.sh (tests/docker_story.rs); busybox
+/// provides the rest of the VM's userland.
 const TEST_PROGRAMS: &[&str] = &[
     "sh", "true", "sleep", "readlink", "awk", "perl", "unshare", "nsenter", "ipcs", "ipcrm",
-    "lsns", "setpriv",
+    "lsns", "setpriv", "bash", "jq",
 ];
 /// The integration tests that exercise the probes, and so differ between kernels. The others
 /// (snapshot: /proc parsing and setns, with python, lsipc and chroot as clients) run on the host
