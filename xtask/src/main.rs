@@ -133,6 +133,7 @@ fn build(packages: &[&str]) -> Result<()> {
 
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // The eBPF crate is linted below, for the bpf target (on the host it does not build).
     run(cargo().args([
         "clippy",
         "--workspace",

@@ -70,10 +70,10 @@ const TEST_PROGRAMS: &[&str] = &[
     "sh", "true", "sleep", "readlink", "awk", "perl", "unshare", "nsenter", "ipcs", "ipcrm",
     "lsns", "setpriv", "bash", "jq",
 ];
-/// The integration tests that exercise the probes, and so differ between kernels. The others
-/// (snapshot: /proc parsing and setns, with python, lsipc and chroot as clients) run on the host
+/// The integration tests that exercise the probes, and so differ between kernels. snapshot
+/// (/proc parsing and setns, with python, lsipc and chroot as clients) runs on the host only,
 /// by `cargo xtask test`.
-const PROBE_TESTS: &[&str] = &["privileged", "lifecycle"];
+const PROBE_TESTS: &[&str] = &["privileged", "lifecycle", "differential", "docker_story"];
 const BUSYBOX: &str = "/bin/busybox";
 /// Where the test binaries go in the initramfs; /init runs every file there.
 const TESTS_DIR: &str = "nsipc-tests";

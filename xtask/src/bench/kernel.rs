@@ -124,6 +124,25 @@ fn bpftool(args: &[&str]) -> Result<Value> {
     serde_json::from_slice(&out.stdout).with_context(|| format!("parsing bpftool {args:?}"))
 }
 
+/// Names of the loaded eBPF programs of the kinds that run on kernel events (tracepoints,
+/// kprobes, fentry, perf events): between runs the bench has none, so these belong to other
+/// users of the machine, and may slow every setup down, "no tracing" included.
+pub fn tracing_programs() -> Result<Vec<String>> {
+    let list = bpftool(&["prog", "list"])?;
+    Ok(list
+        .as_array()
+        .context("bpftool prog list: not a list")?
+        .iter()
+        .filter(|p| {
+            matches!(
+                p["type"].as_str(),
+                Some("tracepoint" | "raw_tracepoint" | "tracing" | "kprobe" | "perf_event")
+            )
+        })
+        .map(|p| p["name"].as_str().unwrap_or("?").to_owned())
+        .collect())
+}
+
 /// Which of these programs still exist, by `bpftool prog list`.
 pub fn programs_still_loaded(ids: &[u32]) -> Result<Vec<u32>> {
     let list = bpftool(&["prog", "list"])?;

@@ -30,7 +30,7 @@ use self::{
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Smoke run: one round with a tenth of the work (about a minute).
+    /// Smoke run: one round with a tenth of the work (about two minutes).
     #[arg(long)]
     quick: bool,
     /// Rounds (runs of every setup on every workload); the median is reported.
@@ -273,6 +273,7 @@ fn run_once(
     options: AgentOptions,
     profile: bool,
 ) -> Result<Run> {
+    let foreign_programs = kernel::tracing_programs()?;
     let tracer = match setup {
         Setup::Bare => None,
         _ => Some(Tracer::start(tools, setup, options, workload.comm_prefix)?),
@@ -287,7 +288,11 @@ fn run_once(
         ),
         None => None,
     };
-    Ok(Run { measured, traced })
+    Ok(Run {
+        measured,
+        traced,
+        foreign_programs,
+    })
 }
 
 fn run_json_path(tools: &Tools, records: u64) -> Result<JsonPath> {

@@ -11,6 +11,8 @@ use super::{
 pub struct Run {
     pub measured: Measured,
     pub traced: Option<Traced>,
+    /// Tracing programs of others loaded when the run started.
+    pub foreign_programs: Vec<String>,
 }
 
 #[derive(Default)]
@@ -241,6 +243,28 @@ impl Report<'_> {
             .chain(self.profiles.iter().map(|p| &p.run))
             .filter(|r| r.traced.is_some())
             .count();
+        let all_runs: Vec<&Run> = self
+            .results
+            .iter()
+            .flat_map(|w| w.runs.values().flatten())
+            .chain(self.forced.iter().map(|f| &f.run))
+            .chain(self.profiles.iter().map(|p| &p.run))
+            .collect();
+        let with_foreign = all_runs
+            .iter()
+            .filter(|r| !r.foreign_programs.is_empty())
+            .count();
+        let most_foreign = all_runs
+            .iter()
+            .map(|r| r.foreign_programs.len())
+            .max()
+            .unwrap_or(0);
+        let mut foreign_names: Vec<&str> = all_runs
+            .iter()
+            .flat_map(|r| r.foreign_programs.iter().map(String::as_str))
+            .collect();
+        foreign_names.sort_unstable();
+        foreign_names.dedup();
         let _ = writeln!(
             out,
             "# nsipc-agent benchmark\n\n\
@@ -266,6 +290,21 @@ impl Report<'_> {
             env.rounds,
             if env.rounds == 1 { "" } else { "s" },
             env.minutes,
+        );
+        let _ = writeln!(
+            out,
+            "Other users' tracing programs (tracepoint, kprobe, fentry… found by `bpftool prog \
+             list` when a run started; they slow every setup, no tracing included): {}.\n",
+            if with_foreign == 0 {
+                format!("none, in all {} runs", all_runs.len())
+            } else {
+                format!(
+                    "present at the start of {with_foreign} of {} runs, up to {most_foreign} \
+                     at once ({})",
+                    all_runs.len(),
+                    foreign_names.join(", ")
+                )
+            }
         );
         let _ = writeln!(
             out,
