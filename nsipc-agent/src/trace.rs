@@ -124,6 +124,11 @@ impl<W: Write> Stream<W> {
         }
         self.derived.clear();
         self.engine.apply(event, &mut self.derived);
+        self.write_derived()
+    }
+
+    /// Writes the lifecycle events the engine just derived.
+    fn write_derived(&mut self) -> Result<SinkState> {
         for lifecycle in &self.derived {
             if self.sink.write(&LifecycleJson {
                 event: lifecycle,
@@ -172,14 +177,8 @@ impl<W: Write> Stream<W> {
         let (namespaces, objects) = inventory.existing();
         self.derived.clear();
         let counts = self.engine.resync(&namespaces, &objects, &mut self.derived);
-        for lifecycle in &self.derived {
-            if self.sink.write(&LifecycleJson {
-                event: lifecycle,
-                clock: &self.clock,
-            })? == SinkState::ReaderGone
-            {
-                return Ok(SinkState::ReaderGone);
-            }
+        if self.write_derived()? == SinkState::ReaderGone {
+            return Ok(SinkState::ReaderGone);
         }
         Ok(self.sink.write(&AgentEvent::Resync {
             time: self.now(),
