@@ -17,7 +17,8 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Instant,
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -265,15 +266,43 @@ fn run_workload(tools: &Tools, workload: &Workload) -> Result<Measured> {
     }
 }
 
+/// Waiting, before a run, for other users' tracing programs to go away: at most this long per
+/// run, and this long in all (past it, runs start at once and are only marked).
+const QUIET_WAIT_PER_RUN: Duration = Duration::from_secs(20);
+const QUIET_WAIT_BUDGET: Duration = Duration::from_secs(180);
+
+/// What is left of the time the bench may wait for other users' tracing programs to go away.
+struct Quiet {
+    waited: Duration,
+}
+
+impl Quiet {
+    /// Waits (within the budget) until no other tracing program is loaded; returns those that
+    /// are still there.
+    fn wait(&mut self) -> Result<Vec<String>> {
+        let start = Instant::now();
+        let limit = QUIET_WAIT_PER_RUN.min(QUIET_WAIT_BUDGET.saturating_sub(self.waited));
+        loop {
+            let foreign = kernel::tracing_programs()?;
+            if foreign.is_empty() || start.elapsed() >= limit {
+                self.waited += start.elapsed();
+                return Ok(foreign);
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 /// One setup on one workload: attach, measure, detach.
 fn run_once(
     tools: &mut Tools,
+    quiet: &mut Quiet,
     setup: Setup,
     workload: &Workload,
     options: AgentOptions,
     profile: bool,
 ) -> Result<Run> {
-    let foreign_programs = kernel::tracing_programs()?;
+    let mut foreign_programs = quiet.wait()?;
     let tracer = match setup {
         Setup::Bare => None,
         _ => Some(Tracer::start(tools, setup, options, workload.comm_prefix)?),
@@ -288,6 +317,12 @@ fn run_once(
         ),
         None => None,
     };
+    // Ours are gone by now (stop waits for that): what is loaded belongs to someone else.
+    // Whichever of before and after had more, so that the count means "at once".
+    let after = kernel::tracing_programs()?;
+    if after.len() > foreign_programs.len() {
+        foreign_programs = after;
+    }
     Ok(Run {
         measured,
         traced,
@@ -357,6 +392,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         load_before: load_average(),
         load_after: String::new(),
         load_per_round: Vec::new(),
+        quiet_wait_seconds: 0.0,
         nice: args.nice,
         rounds: sizes.rounds,
         quick: args.quick,
@@ -370,8 +406,12 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
 
     // A first floor run, not measured: it tells how many hooks the probes have (which the
     // agent and bpftrace setups wait for), and warms the caches the first real run would.
+    let mut quiet = Quiet {
+        waited: Duration::ZERO,
+    };
     run_once(
         &mut tools,
+        &mut quiet,
         Setup::Floor,
         &workloads[0],
         AgentOptions::default(),
@@ -385,7 +425,14 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         order.rotate_left((round - 1) % Setup::ALL.len());
         for (workload, results) in workloads.iter().zip(&mut results) {
             for setup in order {
-                let run = run_once(&mut tools, setup, workload, AgentOptions::default(), false)?;
+                let run = run_once(
+                    &mut tools,
+                    &mut quiet,
+                    setup,
+                    workload,
+                    AgentOptions::default(),
+                    false,
+                )?;
                 eprintln!(
                     "bench: round {round}/{}: {:<9} {:<24} {}",
                     sizes.rounds,
@@ -400,6 +447,28 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
                         .join(", ")
                 );
                 results.runs.entry(setup).or_default().push(run);
+            }
+        }
+    }
+    // Another user's tracing programs on the same hooks are measured along with every setup,
+    // "no tracing" included: where some rounds were free of them, only those rounds count.
+    for results in &mut results {
+        let WorkloadResults { runs, excluded } = results;
+        let clean: Vec<bool> = (0..sizes.rounds)
+            .map(|round| {
+                runs.values()
+                    .all(|runs| runs[round].foreign_programs.is_empty())
+            })
+            .collect();
+        if clean.contains(&true) {
+            for (setup, runs) in runs.iter_mut() {
+                for (run, clean) in std::mem::take(runs).into_iter().zip(&clean) {
+                    if *clean {
+                        runs.push(run);
+                    } else {
+                        excluded.entry(*setup).or_default().push(run);
+                    }
+                }
             }
         }
     }
@@ -443,7 +512,14 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
     ] {
         for attempt in 1..=FORCED_LOSS_RUNS {
             eprintln!("bench: forced loss {attempt}/{FORCED_LOSS_RUNS}: {case}");
-            let run = run_once(&mut tools, Setup::AgentPipe, &loss_storm, options, false)?;
+            let run = run_once(
+                &mut tools,
+                &mut quiet,
+                Setup::AgentPipe,
+                &loss_storm,
+                options,
+                false,
+            )?;
             forced.push(ForcedLoss { case, run });
         }
     }
@@ -455,7 +531,14 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
     let stats = kernel::RunTimeStats::enable()?;
     let mut profiles = Vec::new();
     for setup in [Setup::Floor, Setup::AgentNull] {
-        let run = run_once(&mut tools, setup, storm, AgentOptions::default(), true)?;
+        let run = run_once(
+            &mut tools,
+            &mut quiet,
+            setup,
+            storm,
+            AgentOptions::default(),
+            true,
+        )?;
         profiles.push(Profile { setup, run });
     }
     drop(stats);
@@ -466,6 +549,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
 
     environment.load_after = load_average();
+    environment.quiet_wait_seconds = quiet.waited.as_secs_f64();
     environment.minutes = started.elapsed().as_secs_f64() / 60.0;
     let report = Report {
         environment,

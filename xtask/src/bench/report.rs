@@ -17,7 +17,10 @@ pub struct Run {
 
 #[derive(Default)]
 pub struct WorkloadResults {
+    /// The runs the statistics are made of, in round order.
     pub runs: BTreeMap<Setup, Vec<Run>>,
+    /// Runs of rounds left out because other users' tracing programs were loaded.
+    pub excluded: BTreeMap<Setup, Vec<Run>>,
 }
 
 pub struct ForcedLoss {
@@ -47,6 +50,8 @@ pub struct Environment {
     pub load_after: String,
     /// At the start of each round.
     pub load_per_round: Vec<String>,
+    /// Spent waiting for other users' tracing programs to go away.
+    pub quiet_wait_seconds: f64,
     pub nice: i32,
     pub rounds: usize,
     pub quick: bool,
@@ -65,6 +70,8 @@ pub struct Report<'a> {
 
 /// The storm's target: agent overhead at most this many times the floor's.
 const OVERHEAD_TARGET: f64 = 1.25;
+/// Per-run wait for other users' tracing programs (see `super::QUIET_WAIT_PER_RUN`).
+const QUIET_WAIT_PER_RUN_SECONDS: u64 = super::QUIET_WAIT_PER_RUN.as_secs();
 /// Fewer events in a run than this, and no CPU time per event is computed.
 const MIN_EVENTS_PER_RUN: u64 = 1_000;
 /// The JSON path's target, events per second on one core.
@@ -238,7 +245,7 @@ impl Report<'_> {
         let traced_runs = self
             .results
             .iter()
-            .flat_map(|w| w.runs.values().flatten())
+            .flat_map(|w| w.runs.values().chain(w.excluded.values()).flatten())
             .chain(self.forced.iter().map(|f| &f.run))
             .chain(self.profiles.iter().map(|p| &p.run))
             .filter(|r| r.traced.is_some())
@@ -246,7 +253,7 @@ impl Report<'_> {
         let all_runs: Vec<&Run> = self
             .results
             .iter()
-            .flat_map(|w| w.runs.values().flatten())
+            .flat_map(|w| w.runs.values().chain(w.excluded.values()).flatten())
             .chain(self.forced.iter().map(|f| &f.run))
             .chain(self.profiles.iter().map(|p| &p.run))
             .collect();
@@ -293,14 +300,19 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "Other users' tracing programs (tracepoint, kprobe, fentry… found by `bpftool prog \
-             list` when a run started; they slow every setup, no tracing included): {}.\n",
+            "Other users' tracing programs (tracepoint, kprobe, fentry… listed by `bpftool \
+             prog list` before and after each run, after waiting up to {}s for them to go away, \
+             {:.0}s in all): {}. They run along with every setup, no tracing included, so the \
+             rounds with some are left out of a workload's statistics whenever it has rounds \
+             without.\n",
+            QUIET_WAIT_PER_RUN_SECONDS,
+            env.quiet_wait_seconds,
             if with_foreign == 0 {
                 format!("none, in all {} runs", all_runs.len())
             } else {
                 format!(
-                    "present at the start of {with_foreign} of {} runs, up to {most_foreign} \
-                     at once ({})",
+                    "loaded around {with_foreign} of {} runs, up to {most_foreign} at once \
+                     ({})",
                     all_runs.len(),
                     foreign_names.join(", ")
                 )
@@ -457,6 +469,31 @@ impl Report<'_> {
 
     fn workload(&self, out: &mut String, index: usize, workload: &Workload) {
         let _ = writeln!(out, "## {}\n\n{}.\n", workload.name, workload.description);
+        let rounds =
+            |runs: &BTreeMap<Setup, Vec<Run>>| runs.values().map(Vec::len).max().unwrap_or(0);
+        let (used, left_out) = (
+            rounds(&self.results[index].runs),
+            rounds(&self.results[index].excluded),
+        );
+        let with_foreign = self.results[index]
+            .runs
+            .values()
+            .flatten()
+            .any(|r| !r.foreign_programs.is_empty());
+        if left_out > 0 {
+            let _ = writeln!(
+                out,
+                "Rounds used: {used} of {}; {left_out} left out (other users' tracing programs \
+                 were loaded).\n",
+                used + left_out
+            );
+        } else if with_foreign {
+            let _ = writeln!(
+                out,
+                "Every round had other users' tracing programs loaded around some run: all \
+                 {used} are used, and measure those programs too.\n"
+            );
+        }
         // Timing: elapsed and CPU, each with its overhead; a table per row.
         let unit = workload.unit.replace(' ', "\u{a0}");
         for (row, name) in workload.rows.iter().enumerate() {
