@@ -50,6 +50,16 @@ pub enum Command {
         sudo nsipc-agent snapshot | jq -s 'map(select(has(\"key\"))) | group_by(.ns) | map({ns: .[0].ns, objects: length})'\n\n\
         The events are documented in docs/events.md.")]
     Snapshot,
+    /// The benchmark floor for `cargo xtask bench`: minimal programs on the same hooks,
+    /// drained by a consumer that discards (needs root).
+    #[command(hide = true)]
+    BenchFloor(BenchFloorArgs),
+    /// The decode + JSON path alone, for `cargo xtask bench`.
+    #[command(hide = true)]
+    BenchJson(BenchJsonArgs),
+    /// The lifecycle engine's memory with many live namespaces and objects.
+    #[command(hide = true)]
+    BenchMemory(BenchMemoryArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +88,34 @@ pub struct TraceArgs {
     /// BTF of the running kernel, where the probes' struct offsets come from.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
     pub btf: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchFloorArgs {
+    /// Size of the ring buffer, as for `trace`.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_buffer_size)]
+    pub ring_buffer_size: u32,
+
+    /// BTF of the running kernel (to attach the BTF tracepoints).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
+    pub btf: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchJsonArgs {
+    /// How many records to decode and serialize.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub records: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchMemoryArgs {
+    /// Live namespaces to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub namespaces: u32,
+    /// Live objects to create, spread over the namespaces.
+    #[arg(long, default_value_t = 100_000)]
+    pub objects: u32,
 }
 
 /// Parses `4096`, `64K`, `8M`, `1G`: a power of two from 4 KiB to 2 GiB.
@@ -136,7 +174,7 @@ mod tests {
         assert!(Cli::try_parse_from(["nsipc-agent", "trace", "--backend", "nope"]).is_err());
         let cli = Cli::try_parse_from(["nsipc-agent", "trace"]).unwrap();
         let Command::Trace(args) = cli.command else {
-            panic!("not trace: {:?}", cli.command)
+            panic!("not trace: {:?}", cli.command);
         };
         assert_eq!(args.backend, Backend::Auto);
         assert_eq!(args.ring_buffer_size, 8 << 20);
@@ -147,5 +185,13 @@ mod tests {
         let cli = Cli::try_parse_from(["nsipc-agent", "snapshot"]).unwrap();
         assert!(matches!(cli.command, Command::Snapshot));
         assert!(Cli::try_parse_from(["nsipc-agent", "snapshot", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn bench_commands_stay_out_of_the_help() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("trace"), "{help}");
+        assert!(!help.contains("bench"), "{help}");
+        assert!(Cli::try_parse_from(["nsipc-agent", "bench-json", "--records", "10"]).is_ok());
     }
 }

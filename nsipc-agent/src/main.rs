@@ -1,6 +1,7 @@
 //! nsipc-agent: kernel record → decoder → (lifecycle engine) → JSON Lines sink.
 
 mod agent_events;
+mod bench;
 mod btf;
 mod cli;
 mod decode;
@@ -43,6 +44,15 @@ fn main() -> ExitCode {
             }
             // Blocking /proc reads and short-lived helper threads; nothing else runs meanwhile.
             Command::Snapshot => snapshot::run(),
+            Command::BenchFloor(args) => {
+                bench::floor(bench::FloorOptions {
+                    btf_path: args.btf,
+                    ring_buffer_bytes: args.ring_buffer_size,
+                })
+                .await
+            }
+            Command::BenchJson(args) => bench::json_path(args.records),
+            Command::BenchMemory(args) => bench::engine_memory(args.namespaces, args.objects),
         }
     });
     match result {

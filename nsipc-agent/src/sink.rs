@@ -39,6 +39,11 @@ impl<W: Write> JsonLines<W> {
         }
     }
 
+    /// The writer underneath the buffer (what is still buffered is not in it yet).
+    pub fn get_ref(&self) -> &W {
+        self.out.get_ref()
+    }
+
     pub fn flush(&mut self) -> io::Result<SinkState> {
         match self.out.flush() {
             Ok(()) => Ok(SinkState::Open),

@@ -29,7 +29,10 @@ use crate::{
 
 /// How often the ring buffer is drained when no forced wakeup came: probes write without
 /// waking the reader, so this bounds the latency of a quiet stream.
-const IDLE_POLL: Duration = Duration::from_millis(50);
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// The shortest time between two resynchronisations after lost records.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct TraceOptions {
     pub btf_path: PathBuf,
@@ -46,42 +49,64 @@ struct Counters {
     decode_errors: u64,
 }
 
-struct Stream<W: Write> {
-    sink: JsonLines<W>,
+/// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
+pub(crate) struct Stream<W: Write> {
+    pub(crate) sink: JsonLines<W>,
     clock: WallClock,
     counters: Counters,
     engine: Engine,
     raw: bool,
     /// Reused for every event: the hot path does not allocate.
     derived: Vec<Lifecycle>,
+    /// Records were lost since the last resynchronisation.
+    resync_pending: bool,
+    last_resync: Option<Instant>,
 }
 
 impl<W: Write> Stream<W> {
+    /// `raw`: also write the kernel events the lifecycle events come from.
+    pub(crate) fn new(out: W, raw: bool) -> Self {
+        Self {
+            sink: JsonLines::new(out),
+            clock: WallClock::now(),
+            counters: Counters::default(),
+            engine: Engine::new(std::process::id()),
+            raw,
+            derived: Vec::new(),
+            resync_pending: false,
+            last_resync: None,
+        }
+    }
+
     fn now(&self) -> Rfc3339 {
         Rfc3339(SystemTime::now())
+    }
+
+    /// Decodes one ring-buffer record and writes its line.
+    pub(crate) fn record(&mut self, bytes: &[u8]) -> Result<SinkState> {
+        Ok(match decode(bytes) {
+            Ok(event) => {
+                self.counters.events += 1;
+                self.write_kernel_event(&event)?
+            }
+            Err(err) => {
+                self.counters.decode_errors += 1;
+                let total = self.counters.decode_errors;
+                let event = AgentEvent::DecodeError {
+                    time: self.now(),
+                    error: err.to_string(),
+                    total,
+                };
+                self.sink.write(&event)?
+            }
+        })
     }
 
     /// Decodes and writes everything waiting in the ring buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
         while let Some(item) = ring.next() {
-            let state = match decode(&item) {
-                Ok(event) => {
-                    self.counters.events += 1;
-                    self.write_kernel_event(&event)?
-                }
-                Err(err) => {
-                    self.counters.decode_errors += 1;
-                    let total = self.counters.decode_errors;
-                    let event = AgentEvent::DecodeError {
-                        time: self.now(),
-                        error: err.to_string(),
-                        total,
-                    };
-                    self.sink.write(&event)?
-                }
-            };
-            if state == SinkState::ReaderGone {
-                return Ok(state);
+            if self.record(&item)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
             }
         }
         Ok(SinkState::Open)
@@ -99,6 +124,11 @@ impl<W: Write> Stream<W> {
         }
         self.derived.clear();
         self.engine.apply(event, &mut self.derived);
+        self.write_derived()
+    }
+
+    /// Writes the lifecycle events the engine just derived.
+    fn write_derived(&mut self) -> Result<SinkState> {
         for lifecycle in &self.derived {
             if self.sink.write(&LifecycleJson {
                 event: lifecycle,
@@ -112,8 +142,8 @@ impl<W: Write> Stream<W> {
     }
 
     /// Reports records lost since the last report.
-    /// After lost records the engine's state may be wrong: it is marked by `agent.lost`, then
-    /// made equal to a fresh inventory (`agent.resync`, with what vanished or appeared unseen).
+    /// Reports records lost since the last report. The engine's state may be wrong after them:
+    /// [`Self::resync_if_due`] makes it right again.
     fn report_lost(&mut self, probes: &Probes) -> Result<SinkState> {
         let total = probes.lost_total()?;
         if total <= self.counters.lost_reported {
@@ -121,27 +151,34 @@ impl<W: Write> Stream<W> {
         }
         let count = total - self.counters.lost_reported;
         self.counters.lost_reported = total;
-        if self.sink.write(&AgentEvent::Lost {
+        self.resync_pending = true;
+        Ok(self.sink.write(&AgentEvent::Lost {
             time: self.now(),
             count,
             total,
-        })? == SinkState::ReaderGone
+        })?)
+    }
+
+    /// Makes the engine's state equal to a fresh inventory after lost records, at most once per
+    /// [`RESYNC_INTERVAL`]: an inventory reads all of /proc and enters every namespace, which
+    /// a storm that keeps the ring buffer full must not turn into a loop.
+    fn resync_if_due(&mut self) -> Result<SinkState> {
+        if !self.resync_pending
+            || self
+                .last_resync
+                .is_some_and(|at| at.elapsed() < RESYNC_INTERVAL)
         {
-            return Ok(SinkState::ReaderGone);
+            return Ok(SinkState::Open);
         }
+        self.resync_pending = false;
+        self.last_resync = Some(Instant::now());
         let inventory =
             inventory::take_inventory().context("taking an inventory to resynchronise")?;
         let (namespaces, objects) = inventory.existing();
         self.derived.clear();
         let counts = self.engine.resync(&namespaces, &objects, &mut self.derived);
-        for lifecycle in &self.derived {
-            if self.sink.write(&LifecycleJson {
-                event: lifecycle,
-                clock: &self.clock,
-            })? == SinkState::ReaderGone
-            {
-                return Ok(SinkState::ReaderGone);
-            }
+        if self.write_derived()? == SinkState::ReaderGone {
+            return Ok(SinkState::ReaderGone);
         }
         Ok(self.sink.write(&AgentEvent::Resync {
             time: self.now(),
@@ -184,14 +221,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let mut stream = Stream {
-        sink: JsonLines::new(std::io::stdout().lock()),
-        clock: WallClock::now(),
-        counters: Counters::default(),
-        engine: Engine::new(std::process::id()),
-        raw: options.raw,
-        derived: Vec::new(),
-    };
+    let mut stream = Stream::new(std::io::stdout().lock(), options.raw);
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();
@@ -254,6 +284,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             _ = tick.tick() => {
                 if stream.drain(ring.get_mut())? == SinkState::ReaderGone
                     || stream.report_lost(&probes)? == SinkState::ReaderGone
+                    || stream.resync_if_due()? == SinkState::ReaderGone
                     || stdout_reader_gone()
                 {
                     break Ending::ReaderGone;

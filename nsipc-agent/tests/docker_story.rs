@@ -135,9 +135,12 @@ fn the_docker_story_is_told_step_by_step() {
 
     // 3. The consumer that joins the producer's namespace.
     let (joined_at, join) = only(&events, "ipc_ns.join into the producer's namespace", |e| {
-        e["event"] == "ipc_ns.join" && e["ns"] == producer_ns && life(e) == producer_life
+        // By life, not inum; and nsenter's: other agents' inventories (concurrent tests) join too.
+        e["event"] == "ipc_ns.join"
+            && e["ns"] == producer_ns
+            && life(e) == producer_life
+            && e["comm"] == "nsenter"
     });
-    assert_eq!(join["comm"], "nsenter");
     assert_eq!(join["from_ns"], HOST_NS);
     assert_eq!(join["into_host"], false);
 

@@ -43,8 +43,14 @@ fn objects_in_a_new_namespace_carry_its_inum() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
 
+    // The inum may have had other lives meanwhile (reused at once; other tests and workloads
+    // run concurrently): the queue's get, by its unique key, names this life where the kernel
+    // has ns_id (on older kernels the VM runs one test at a time).
+    let queue = agent.wait_for("msg.get", |e| {
+        e["event"] == "msg.get" && e["key"] == msg_key
+    });
     let unshare = agent.wait_for("ipc_ns.unshare", |e| {
-        e["event"] == "ipc_ns.unshare" && e["ns"] == ns
+        e["event"] == "ipc_ns.unshare" && e["ns"] == ns && e["ns_id"] == queue["ns_id"]
     });
     assert_eq!(unshare["comm"], "unshare");
     assert_eq!(unshare["ret"], 0);
@@ -127,10 +133,10 @@ fn nsenter_is_a_setns_into_the_target_namespace() {
 
     let inside = sh(&format!("nsenter --ipc={link} readlink /proc/self/ns/ipc"));
     assert_eq!(parse_ns_link(&inside), target);
+    // Other agents' startup inventories (concurrent tests) setns into it too: match nsenter's.
     let setns = agent.wait_for("ipc_ns.setns", |e| {
-        e["event"] == "ipc_ns.setns" && e["ns"] == target
+        e["event"] == "ipc_ns.setns" && e["ns"] == target && e["comm"] == "nsenter"
     });
-    assert_eq!(setns["comm"], "nsenter");
     assert_eq!(setns["from_ns"], HOST_NS);
     assert_eq!(setns["ret"], 0);
     assert_eq!(field(&setns, "nstype"), 0x0800_0000, "CLONE_NEWIPC");
@@ -186,7 +192,15 @@ fn signals_stop_cleanly_with_agent_stop() {
         assert_eq!(last["event"], "agent.stop", "{name}: last line");
         assert_eq!(last["reason"], name);
         assert!(field(last, "events") >= 1);
-        assert_eq!(last["lost"], 0);
+        // Loss depends on what else runs on the machine; its accounting does not: the total
+        // in agent.stop is exactly what the agent.lost lines reported.
+        let reported: i64 = stopped
+            .events
+            .iter()
+            .filter(|e| e["event"] == "agent.lost")
+            .map(|e| field(e, "count"))
+            .sum();
+        assert_eq!(field(last, "lost"), reported, "{name}: lost accounting");
         assert!(
             stopped.stderr.is_empty(),
             "{name}: nothing on stderr: {}",

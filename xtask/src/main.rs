@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | build | trace | test | lint | vm-test`.
+//! Project tasks: `cargo xtask setup | build | trace | test | lint | vm-test | bench`.
 //!
 //! Every task that needs the eBPF toolchain runs `setup` first; setup checks before it installs,
 //! so it is quick when everything is there.
 
+mod bench;
 mod setup;
 mod vm;
 
@@ -46,18 +47,31 @@ enum Task {
         #[arg(long, value_delimiter = ',')]
         kernels: Vec<String>,
     },
+    /// Set up, build, and measure the agent's cost side by side with no tracing, a minimal
+    /// eBPF floor and bpftrace, on IPC workloads (needs root; a few minutes). Prints the
+    /// results and writes them to docs/bench.md.
+    Bench(bench::BenchArgs),
+    /// One benchmark workload, timed (run by `bench` from a release build).
+    #[command(hide = true)]
+    BenchWorkload(bench::workload::WorkloadArgs),
+    /// Counts an agent stream on stdin (run by `bench` from a release build).
+    #[command(hide = true)]
+    BenchReader(bench::reader::ReaderArgs),
 }
+
+/// What `bench` needs besides the build toolchain.
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpftool", "stress-ng"];
 
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::ensure(),
         Task::Build => {
             setup::ensure()?;
-            build()
+            build(&["nsipc-agent"])
         }
         Task::Trace { args } => {
             setup::ensure()?;
-            build()?;
+            build(&["nsipc-agent"])?;
             let agent = workspace_root().join("target/release/nsipc-agent");
             // Replace this process so signals and the stdout pipe reach the agent directly.
             let err = Command::new(&agent).arg("trace").args(args).exec();
@@ -84,22 +98,42 @@ fn main() -> Result<()> {
             lint()
         }
         Task::VmTest { kernels } => vm::vm_test(&kernels),
+        Task::Bench(args) => {
+            setup::ensure()?;
+            setup::ensure_debian_packages(BENCH_PACKAGES)?;
+            if !setup::is_root() {
+                bail!(
+                    "the benchmark loads eBPF programs and needs root: run `sudo cargo xtask bench`"
+                );
+            }
+            // The workload generator and the pipe reader are this program, built for release
+            // so that their own loops cost as little as they can.
+            build(&["nsipc-agent", "xtask"])?;
+            bench::run(&args, &workspace_root())
+        }
+        Task::BenchWorkload(args) => bench::workload::run(&args),
+        Task::BenchReader(args) => bench::reader::run(&args),
     }
 }
 
-fn build() -> Result<()> {
+/// Release build of these packages.
+fn build(packages: &[&str]) -> Result<()> {
     // Build output goes to stderr so that `cargo xtask trace | jq` only sees the agent's stdout.
     let stderr = std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
         .context("duplicating stderr")?;
-    run(cargo()
-        .args(["build", "--release", "--package", "nsipc-agent"])
-        .stdout(stderr))
+    let mut cmd = cargo();
+    cmd.args(["build", "--release"]);
+    for package in packages {
+        cmd.args(["--package", package]);
+    }
+    run(cmd.stdout(stderr))
 }
 
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // The eBPF crate is linted below, for the bpf target (on the host it does not build).
     run(cargo().args([
         "clippy",
         "--workspace",

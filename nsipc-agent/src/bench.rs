@@ -1,0 +1,344 @@
+//! Hidden subcommands that `cargo xtask bench` drives; not part of the agent's interface.
+//!
+//! - `bench-floor`: the floor tracer. The minimal programs of `nsipc-ebpf/src/bin/floor.rs` on
+//!   the probes' hooks, drained by the same kind of event loop as `trace`, which discards.
+//! - `bench-json`: the decode + JSON path of `trace` alone, fed records shaped like the ones the
+//!   IPC storm workload makes the probes write, into a buffered writer that discards.
+
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use nsipc_common::{EventKind, HOST_IPC_NS_INUM, NsRef, Record};
+use serde_json::json;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    time::{MissedTickBehavior, interval},
+};
+
+use crate::{
+    decode::{Body, KernelEvent, Task},
+    kernel,
+    lifecycle::Engine,
+    names::IpcObject,
+    probes::Probes,
+    trace::{IDLE_POLL, Stream},
+};
+
+pub struct FloorOptions {
+    pub btf_path: PathBuf,
+    pub ring_buffer_bytes: u32,
+}
+
+fn print_line(value: &serde_json::Value) -> Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")?;
+    out.flush().context("writing to stdout")
+}
+
+/// Takes every waiting record out of the ring buffer and throws it away.
+fn discard(ring: &mut RingBuf<MapData>) -> u64 {
+    let mut records = 0;
+    while ring.next().is_some() {
+        records += 1;
+    }
+    records
+}
+
+/// Runs the floor until SIGINT/SIGTERM. Prints `floor.ready` once attached and `floor.stop`
+/// with the records drained and the records the kernel could not buffer.
+pub async fn floor(options: FloorOptions) -> Result<()> {
+    kernel::check_privileges()?;
+    kernel::ensure_tracefs()?;
+    let (mut probes, ring) =
+        Probes::load_floor_and_attach(&options.btf_path, options.ring_buffer_bytes)?;
+    // SAFETY: as in `trace::run`: AsyncFd owns the ring buffer, which owns its map fd.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)
+        .context("registering the ring buffer with the event loop")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    print_line(&json!({
+        "event": "floor.ready",
+        "programs": probes.attached,
+        "ring_buffer_bytes": options.ring_buffer_bytes,
+        "pid": std::process::id(),
+    }))?;
+
+    let mut records = 0;
+    let mut tick = interval(IDLE_POLL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                records += discard(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = tick.tick() => records += discard(ring.get_mut()),
+        }
+    }
+    probes.detach();
+    records += discard(&mut ring.into_inner());
+    print_line(&json!({
+        "event": "floor.stop",
+        "records": records,
+        "lost": probes.lost_total()?,
+    }))
+}
+
+/// A writer that only counts bytes, so the benchmark measures formatting, not I/O.
+#[derive(Default)]
+struct ByteCounter {
+    bytes: u64,
+}
+
+impl Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `IPC_CREAT | 0600`, as the storm workload passes it.
+const CREATE_FLAGS: u64 = 0o1600;
+/// `IPC_RMID`.
+const IPC_RMID: u64 = 0;
+/// The host IPC namespace's `ns_id` on the 6.18 development machine.
+const HOST_NS_ID: u64 = 4098;
+
+/// `count` records as the probes write them for the storm workload: msgget, msgctl(IPC_RMID),
+/// shmget, shmctl(IPC_RMID), semget, semctl(IPC_RMID) in turn, with ids, timestamps and
+/// return values that change from record to record as they do for real.
+fn storm_records(count: usize) -> Vec<[u8; Record::SIZE]> {
+    let mut comm = [0u8; 16];
+    comm[..14].copy_from_slice(b"nsipc-bench-wl");
+    (0..count)
+        .map(|i| {
+            // The kernel's ids are (seq << 15) + index; every create takes the next seq.
+            let id = ((i / 2) as u64 % 65_536) << 15;
+            let (kind, ret, args) = match i % 6 {
+                0 => (EventKind::MsgGet, id as i64, [0, CREATE_FLAGS, 0, 0]),
+                1 => (EventKind::MsgCtl, 0, [id, IPC_RMID, 0, 0]),
+                2 => (EventKind::ShmGet, id as i64, [0, 4096, CREATE_FLAGS, 0]),
+                3 => (EventKind::ShmCtl, 0, [id, IPC_RMID, 0, 0]),
+                4 => (EventKind::SemGet, id as i64, [0, 1, CREATE_FLAGS, 0]),
+                _ => (EventKind::SemCtl, 0, [id, 0, IPC_RMID, 0]),
+            };
+            let record = Record {
+                kind: kind as u32,
+                pid: 48_213,
+                tid: 48_213,
+                uid: 0,
+                ts_ns: 1_533_000_000_000 + i as u64 * 2_347,
+                ns: NsRef {
+                    id: HOST_NS_ID,
+                    inum: HOST_IPC_NS_INUM,
+                    _pad: 0,
+                },
+                other_ns: NsRef::default(),
+                ret,
+                args,
+                comm,
+            };
+            let mut bytes = [0u8; Record::SIZE];
+            // SAFETY: Record is plain integers with no padding, exactly SIZE bytes long.
+            bytes.copy_from_slice(unsafe {
+                std::slice::from_raw_parts((&raw const record).cast::<u8>(), Record::SIZE)
+            });
+            bytes
+        })
+        .collect()
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer; this clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Feeds `records` records through `trace`'s decode + lifecycle + JSON path on this thread and prints
+/// `{"records", "ns", "cpu_ns", "bytes"}`: wall time, and this thread's CPU time, which is what
+/// one core would need on a machine not shared with anything else.
+pub fn json_path(records: u64) -> Result<()> {
+    // More distinct records than fit in the CPU's L1 cache, fewer than would test the memory.
+    let samples = storm_records(6 * 1024);
+    // The default `trace` path: decode, lifecycle engine, JSON.
+    let mut stream = Stream::new(ByteCounter::default(), false);
+    let start = Instant::now();
+    let start_cpu = thread_cpu_ns();
+    for i in 0..records {
+        stream.record(&samples[i as usize % samples.len()])?;
+    }
+    stream.sink.flush()?;
+    let cpu_ns = thread_cpu_ns() - start_cpu;
+    let ns = start.elapsed().as_nanos() as u64;
+    print_line(&json!({
+        "records": records,
+        "ns": ns,
+        "cpu_ns": cpu_ns,
+        "bytes": stream.sink.get_ref().bytes,
+    }))
+}
+
+/// This process's resident set (`VmRSS`), in bytes.
+fn rss_bytes() -> Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kib * 1024)
+}
+
+/// Feeds the lifecycle engine the events that create `namespaces` namespaces holding `objects`
+/// objects in all, then the frees that destroy them, and prints the resident set at each
+/// stage: `{"namespaces", "objects", "rss_start", "rss_live", "rss_after", "bytes_per_object"}`.
+/// `bytes_per_object` charges the whole growth to the objects (namespaces included).
+pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
+    let mut engine = Engine::new(std::process::id());
+    let mut out = Vec::new();
+    let mut comm = [0u8; 16];
+    comm[..5].copy_from_slice(b"bench");
+    let task = Task {
+        pid: 1,
+        tid: 1,
+        uid: 0,
+        comm,
+    };
+    let host = NsRef {
+        id: HOST_NS_ID,
+        inum: HOST_IPC_NS_INUM,
+        _pad: 0,
+    };
+    // Far from any inum or id the host hands out; every namespace distinct.
+    let ns = |i: u32| NsRef {
+        id: 1_000_000 + u64::from(i),
+        inum: 0xE000_0000 + i,
+        _pad: 0,
+    };
+    let rss_start = rss_bytes()?;
+    for i in 0..namespaces {
+        let body = Body::Unshare {
+            flags: 0x0800_0000,
+            from: host,
+            result: Ok(0),
+        };
+        engine.apply(
+            &KernelEvent {
+                ts_ns: 1,
+                task,
+                ns: ns(i),
+                body,
+            },
+            &mut out,
+        );
+        out.clear();
+    }
+    let objects_kinds = [IpcObject::Msg, IpcObject::Shm, IpcObject::Sem];
+    for j in 0..objects {
+        let object = objects_kinds[j as usize % 3];
+        let key = j as i32 + 1;
+        let body = Body::Get {
+            object,
+            key,
+            flags: 0o1600,
+            size: 4096,
+            result: Ok(i64::from(j / namespaces.max(1)) << 15),
+        };
+        engine.apply(
+            &KernelEvent {
+                ts_ns: 2,
+                task,
+                ns: ns(j % namespaces.max(1)),
+                body,
+            },
+            &mut out,
+        );
+        out.clear();
+    }
+    let rss_live = rss_bytes()?;
+    for i in 0..namespaces {
+        engine.apply(
+            &KernelEvent {
+                ts_ns: 3,
+                task,
+                ns: ns(i),
+                body: Body::NsFreed,
+            },
+            &mut out,
+        );
+        out.clear();
+    }
+    drop(engine);
+    let rss_after = rss_bytes()?;
+    print_line(&json!({
+        "namespaces": namespaces,
+        "objects": objects,
+        "rss_start": rss_start,
+        "rss_live": rss_live,
+        "rss_after": rss_after,
+        "bytes_per_object": (rss_live.saturating_sub(rss_start)) / u64::from(objects.max(1)),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn storm_records_decode_to_the_storm_events() {
+        let mut stream = Stream::new(Vec::new(), false);
+        for bytes in storm_records(6) {
+            stream.record(&bytes).unwrap();
+        }
+        stream.sink.flush().unwrap();
+        let out = String::from_utf8(stream.sink.get_ref().clone()).unwrap();
+        let events: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let names: Vec<&str> = events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "msg.create",
+                "msg.destroy",
+                "shm.create",
+                "shm.destroy",
+                "sem.create",
+                "sem.destroy"
+            ]
+        );
+        assert_eq!(events[0]["key"], 0);
+        assert_eq!(events[0]["mode"], 0o600);
+        assert_eq!(events[1]["reason"], "rmid");
+        assert_eq!(events[2]["size"], 4096);
+        assert_eq!(events[5]["reason"], "rmid");
+        assert_eq!(events[5]["comm"], "nsipc-bench-wl");
+    }
+}

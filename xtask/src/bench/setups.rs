@@ -1,0 +1,376 @@
+//! The tracing setups compared: starting each, waiting until its probes are attached, and
+//! stopping it with what it cost and counted, checking that nothing stays loaded.
+
+use std::{
+    path::PathBuf,
+    process::{ChildStdout, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use super::{
+    kernel,
+    process::{Lines, Process},
+};
+
+/// How long a tracer may take to attach, and to stop (draining a stalled pipe included).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the kernel may take to free the programs of a tracer that exited.
+const UNLOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Setup {
+    /// Nothing attached.
+    Bare,
+    /// `nsipc-agent bench-floor`: minimal programs on the same hooks, a discarding consumer.
+    Floor,
+    /// `nsipc-agent trace > /dev/null`.
+    AgentNull,
+    /// `nsipc-agent trace | xtask bench-reader`.
+    AgentPipe,
+    /// `bpftrace -e nsipc.bt > /dev/null`.
+    Bpftrace,
+}
+
+impl Setup {
+    /// In the order of the report (and of the first round).
+    pub const ALL: [Setup; 5] = [
+        Setup::Bare,
+        Setup::Floor,
+        Setup::AgentNull,
+        Setup::AgentPipe,
+        Setup::Bpftrace,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Setup::Bare => "no tracing",
+            Setup::Floor => "floor",
+            Setup::AgentNull => "nsipc-agent > /dev/null",
+            Setup::AgentPipe => "nsipc-agent | reader",
+            Setup::Bpftrace => "bpftrace > /dev/null",
+        }
+    }
+}
+
+/// The bpftrace equivalent of the agent.
+pub const BPFTRACE_SCRIPT: &str = include_str!("nsipc.bt");
+
+/// Probes in [`BPFTRACE_SCRIPT`]: one per line that starts with a probe type.
+pub fn bpftrace_probes() -> usize {
+    BPFTRACE_SCRIPT
+        .lines()
+        .filter(|line| line.starts_with("tracepoint:"))
+        .count()
+}
+
+/// The programs the setups run.
+pub struct Tools {
+    pub agent: PathBuf,
+    /// A release build of xtask: the workload generator and the pipe reader.
+    pub xtask: PathBuf,
+    /// Hooks of the nsipc probes, as the floor reported them.
+    pub hooks: Option<usize>,
+}
+
+/// Variations of the agent setups, to force losses.
+#[derive(Clone, Copy, Default)]
+pub struct AgentOptions {
+    /// `--ring-buffer-size`, if not the default.
+    pub ring_buffer_size: Option<&'static str>,
+    /// Start the pipe reader only once the workload is over: the agent blocks on a full pipe
+    /// meanwhile and the kernel must drop what does not fit in the ring buffer.
+    pub stall_reader: bool,
+}
+
+/// A program's run statistics, while [`kernel::RunTimeStats`] were on.
+pub struct ProgramStats {
+    pub name: String,
+    pub runs: u64,
+    pub run_time_ns: u64,
+}
+
+/// What a tracer cost and counted over one run.
+pub struct Traced {
+    /// From spawn until every probe was attached.
+    pub attach_seconds: f64,
+    /// CPU time (user + system) from "attached" to exit: the workload, the drain, the detach.
+    pub cpu_ns: u64,
+    /// Peak RSS over the whole life, start-up included (ru_maxrss = VmHWM).
+    pub max_rss_kib: u64,
+    /// RSS just before it was told to stop.
+    pub end_rss_kib: u64,
+    /// Records the kernel could not buffer (agent and floor).
+    pub lost: Option<u64>,
+    /// Events the tracer handled: floor records, or every kernel event the reader saw.
+    pub events: Option<u64>,
+    /// Events the reader attributed to the workload (by comm).
+    pub workload_events: Option<u64>,
+    pub reader_cpu_ns: Option<u64>,
+    /// Filled when asked to profile.
+    pub programs: Vec<ProgramStats>,
+}
+
+enum Reader {
+    Running {
+        process: Process,
+        stdout: Lines,
+    },
+    /// The agent's stdout, not read by anyone yet.
+    Stalled(ChildStdout),
+}
+
+pub struct Tracer {
+    setup: Setup,
+    process: Process,
+    stdout: Option<Lines>,
+    stderr: Lines,
+    reader: Option<Reader>,
+    attach_seconds: f64,
+    cpu_at_ready_ns: u64,
+    prog_ids: Vec<u32>,
+    map_ids: Vec<u32>,
+}
+
+fn spawn_reader(tools: &Tools, stdin: ChildStdout, comm_prefix: &str) -> Result<Reader> {
+    let mut process = Process::spawn(
+        Command::new(&tools.xtask)
+            .args(["bench-reader", "--comm-prefix", comm_prefix])
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+        "the pipe reader",
+    )?;
+    let stdout = Lines::new(process.child.stdout.take().expect("piped"));
+    Ok(Reader::Running { process, stdout })
+}
+
+fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    n.max(1) as usize
+}
+
+impl Tracer {
+    /// Starts `setup` (not [`Setup::Bare`]) and returns once all its probes are attached.
+    pub fn start(
+        tools: &mut Tools,
+        setup: Setup,
+        options: AgentOptions,
+        comm_prefix: &str,
+    ) -> Result<Self> {
+        let mut cmd;
+        match setup {
+            Setup::Bare => unreachable!("nothing to start"),
+            Setup::Floor => {
+                cmd = Command::new(&tools.agent);
+                cmd.arg("bench-floor").stdout(Stdio::piped());
+            }
+            Setup::AgentNull | Setup::AgentPipe => {
+                cmd = Command::new(&tools.agent);
+                cmd.arg("trace");
+                if let Some(size) = options.ring_buffer_size {
+                    cmd.args(["--ring-buffer-size", size]);
+                }
+                cmd.stdout(if setup == Setup::AgentNull {
+                    Stdio::null()
+                } else {
+                    Stdio::piped()
+                });
+            }
+            Setup::Bpftrace => {
+                cmd = Command::new("bpftrace");
+                cmd.args(["-e", BPFTRACE_SCRIPT]).stdout(Stdio::null());
+            }
+        }
+        cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+        let spawned = Instant::now();
+        let mut process = Process::spawn(&mut cmd, setup.label())?;
+        let stderr = Lines::new(process.child.stderr.take().expect("piped"));
+        let mut stdout = None;
+        let mut reader = None;
+        if let Some(out) = process.child.stdout.take() {
+            if setup == Setup::AgentPipe {
+                reader = Some(if options.stall_reader {
+                    Reader::Stalled(out)
+                } else {
+                    spawn_reader(tools, out, comm_prefix)?
+                });
+            } else {
+                stdout = Some(Lines::new(out));
+            }
+        }
+        let mut tracer = Self {
+            setup,
+            process,
+            stdout,
+            stderr,
+            reader,
+            attach_seconds: 0.0,
+            cpu_at_ready_ns: 0,
+            prog_ids: Vec::new(),
+            map_ids: Vec::new(),
+        };
+        tracer.wait_attached(tools)?;
+        tracer.attach_seconds = spawned.elapsed().as_secs_f64();
+        let pid = tracer.process.pid();
+        tracer.cpu_at_ready_ns = kernel::cpu_ns(pid)?;
+        let fds = kernel::bpf_fds(pid)?;
+        tracer.prog_ids = fds.progs.iter().map(|p| p.id).collect();
+        tracer.map_ids = fds.map_ids;
+        Ok(tracer)
+    }
+
+    fn failed(&self, what: &str) -> anyhow::Error {
+        let stderr = self.stderr.so_far().join("\n");
+        anyhow::anyhow!("{} {what}; its stderr:\n{stderr}", self.setup.label())
+    }
+
+    /// Waits until every probe is attached: the floor says so; for the others, the attachments
+    /// are counted in /proc/PID/fd, since their stdout goes where the harness cannot read it.
+    fn wait_attached(&mut self, tools: &mut Tools) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        if let Some(stdout) = &self.stdout {
+            let line = stdout.next(START_TIMEOUT);
+            let ready: Value = line
+                .as_deref()
+                .and_then(|l| serde_json::from_str(l).ok())
+                .unwrap_or_default();
+            if ready["event"] != "floor.ready" {
+                return Err(self.failed("did not report floor.ready"));
+            }
+            tools.hooks = ready["programs"].as_u64().map(|n| n as usize);
+            return Ok(());
+        }
+        let hooks = tools
+            .hooks
+            .context("the warm-up floor run reports how many hooks the probes have")?;
+        loop {
+            if self.process.try_exit()?.is_some() {
+                return Err(self.failed("exited while starting"));
+            }
+            let fds = kernel::bpf_fds(self.process.pid())?;
+            let attached = match self.setup {
+                // Every program through a bpf_link.
+                Setup::AgentNull | Setup::AgentPipe => fds.links >= hooks,
+                // A perf event per tracepoint plus one output buffer per CPU.
+                _ => fds.progs.len() >= hooks && fds.perf_events >= hooks + online_cpus(),
+            };
+            if attached {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.failed(&format!(
+                    "did not attach {hooks} probes within {START_TIMEOUT:?} ({} links, {} perf \
+                     events, {} programs)",
+                    fds.links,
+                    fds.perf_events,
+                    fds.progs.len()
+                )));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the tracer (SIGINT: it detaches, drains, exits), collects what it counted, and
+    /// checks with bpftool that none of its programs is still loaded.
+    pub fn stop(mut self, tools: &Tools, comm_prefix: &str, profile: bool) -> Result<Traced> {
+        let pid = self.process.pid();
+        let mut programs = Vec::new();
+        if profile {
+            let progs = kernel::bpf_fds(pid)?.progs;
+            let ids: Vec<u32> = progs.iter().map(|p| p.id).collect();
+            let names = kernel::program_names(&ids)?;
+            for prog in progs.into_iter().filter(|p| p.run_cnt > 0) {
+                programs.push(ProgramStats {
+                    name: names.get(&prog.id).cloned().unwrap_or_default(),
+                    runs: prog.run_cnt,
+                    run_time_ns: prog.run_time_ns,
+                });
+            }
+        }
+        let end_rss_kib = kernel::vm_rss_kib(pid)?;
+        // The /dev/null stream cannot be read: its loss counter is read from the kernel.
+        let mut lost = if self.setup == Setup::AgentNull {
+            kernel::per_cpu_counter(&self.map_ids, "LOST")?
+        } else {
+            None
+        };
+        if let Some(Reader::Stalled(_)) = &self.reader
+            && let Some(Reader::Stalled(out)) = self.reader.take()
+        {
+            self.reader = Some(spawn_reader(tools, out, comm_prefix)?);
+        }
+        self.process.signal(libc::SIGINT)?;
+        let exit = self.process.wait(STOP_TIMEOUT)?;
+        if !exit.success() {
+            return Err(self.failed(&format!("failed (wait status {})", exit.status)));
+        }
+        let mut events = None;
+        if let Some(stdout) = &self.stdout {
+            let stop: Value = stdout
+                .rest()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["event"] == "floor.stop")
+                .with_context(|| "the floor did not report floor.stop")?;
+            events = stop["records"].as_u64();
+            lost = stop["lost"].as_u64();
+        }
+        let mut workload_events = None;
+        let mut reader_cpu_ns = None;
+        if let Some(Reader::Running {
+            mut process,
+            stdout,
+        }) = self.reader.take()
+        {
+            let reader_exit = process.wait(STOP_TIMEOUT)?;
+            let counts: Value = stdout
+                .rest()
+                .last()
+                .and_then(|l| serde_json::from_str(l).ok())
+                .context("the pipe reader printed no counts")?;
+            if !reader_exit.success() {
+                bail!(
+                    "the pipe reader failed (wait status {})",
+                    reader_exit.status
+                );
+            }
+            events = counts["kernel_events"].as_u64();
+            workload_events = counts["workload_events"].as_u64();
+            lost = counts["lost"].as_u64();
+            reader_cpu_ns = Some(reader_exit.cpu_ns);
+        }
+        // The kernel frees a detached program after an RCU grace period, not at once.
+        let deadline = Instant::now() + UNLOAD_TIMEOUT;
+        loop {
+            let left = kernel::programs_still_loaded(&self.prog_ids)?;
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} exited but bpftool still lists its programs {left:?} after {:?}",
+                    self.setup.label(),
+                    UNLOAD_TIMEOUT
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Traced {
+            attach_seconds: self.attach_seconds,
+            cpu_ns: exit.cpu_ns.saturating_sub(self.cpu_at_ready_ns),
+            max_rss_kib: exit.max_rss_kib,
+            end_rss_kib,
+            lost,
+            events,
+            workload_events,
+            reader_cpu_ns,
+            programs,
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! The workload generator (`xtask bench-workload`, run from a release build): one workload in a
+//! tight loop, timed by itself with CLOCK_MONOTONIC, reported as one JSON line.
+
+use std::{io, ptr};
+
+use anyhow::{Context as _, Result, bail};
+use clap::ValueEnum;
+use serde_json::json;
+
+/// The workload's `comm`, inherited by its children: how the pipe reader tells the workload's
+/// events from everything else on the machine.
+pub const COMM: &str = "nsipc-bench-wl";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// msgget/shmget/semget(IPC_PRIVATE) + *ctl(IPC_RMID): 6 traced syscalls an iteration.
+    Storm,
+    /// fork; the child unshares its IPC namespace and exits; the parent waits.
+    Churn,
+    /// getppid: a syscall nsipc does not trace.
+    Getppid,
+}
+
+#[derive(clap::Args)]
+pub struct WorkloadArgs {
+    #[arg(value_enum)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub iterations: u64,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time (user + system) of this process and its waited-for children: unlike the elapsed
+/// time, it does not count the time other work on the machine held the CPU.
+fn cpu_ns() -> u64 {
+    let mut total = 0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: rusage is plain integers; getrusage fills it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer.
+        unsafe { libc::getrusage(who, &mut usage) };
+        for tv in [usage.ru_utime, usage.ru_stime] {
+            total += tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+        }
+    }
+    total
+}
+
+fn check(ret: libc::c_int, call: &str) -> Result<libc::c_int> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("{call} failed"));
+    }
+    Ok(ret)
+}
+
+/// Runs the workload and prints `{"kind", "iterations", "ops", "events", "ns", "cpu_ns", "pid"}`:
+/// `ops` is what the per-op time is counted in, `events` how many events nsipc-agent should
+/// report for it, `ns` the elapsed time and `cpu_ns` the CPU time it took.
+pub fn run(args: &WorkloadArgs) -> Result<()> {
+    let comm = std::ffi::CString::new(COMM).expect("no NUL");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) },
+        "prctl(PR_SET_NAME)",
+    )?;
+    let n = args.iterations;
+    let start_cpu = cpu_ns();
+    let start = monotonic_ns();
+    let (ops, events) = match args.kind {
+        Kind::Storm => (storm(n)?, 6 * n),
+        Kind::Churn => (churn(n)?, 2 * n),
+        Kind::Getppid => (getppid(n), 0),
+    };
+    let ns = monotonic_ns() - start;
+    let cpu_ns = cpu_ns() - start_cpu;
+    println!(
+        "{}",
+        json!({
+            "kind": format!("{:?}", args.kind).to_lowercase(),
+            "iterations": n,
+            "ops": ops,
+            "events": events,
+            "ns": ns,
+            "cpu_ns": cpu_ns,
+            "pid": std::process::id(),
+        })
+    );
+    Ok(())
+}
+
+/// Returns the syscalls made: every one is traced (msg/shm/sem.get, msg/shm/sem.ctl).
+fn storm(iterations: u64) -> Result<u64> {
+    let flags = libc::IPC_CREAT | 0o600;
+    for _ in 0..iterations {
+        // SAFETY: plain syscalls; the ctl calls pass no buffer, which IPC_RMID does not use.
+        unsafe {
+            let id = check(libc::msgget(libc::IPC_PRIVATE, flags), "msgget")?;
+            check(libc::msgctl(id, libc::IPC_RMID, ptr::null_mut()), "msgctl")?;
+            let id = check(libc::shmget(libc::IPC_PRIVATE, 4096, flags), "shmget")?;
+            check(libc::shmctl(id, libc::IPC_RMID, ptr::null_mut()), "shmctl")?;
+            let id = check(libc::semget(libc::IPC_PRIVATE, 1, flags), "semget")?;
+            check(libc::semctl(id, 0, libc::IPC_RMID), "semctl")?;
+        }
+    }
+    Ok(6 * iterations)
+}
+
+/// Returns the iterations: each is an unshare (ipc_ns.unshare) and an exit in the new
+/// namespace (process.exit).
+fn churn(iterations: u64) -> Result<u64> {
+    for _ in 0..iterations {
+        // SAFETY: this process is single-threaded; the child only makes async-signal-safe
+        // calls (unshare, _exit).
+        let pid = check(unsafe { libc::fork() }, "fork")?;
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                let ok = libc::unshare(libc::CLONE_NEWIPC) == 0;
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: status is a valid out-pointer.
+            let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if ret == pid {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err).context("waitpid");
+            }
+        }
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            bail!("unshare(CLONE_NEWIPC) failed in the child (wait status {status})");
+        }
+    }
+    Ok(iterations)
+}
+
+fn getppid(iterations: u64) -> u64 {
+    for _ in 0..iterations {
+        // SAFETY: getppid cannot fail. The raw syscall, so no libc caching can skip it.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    iterations
+}
