@@ -224,15 +224,15 @@ enum Hook {
 }
 
 /// Every hook of the probes where they write records, read from the object file without
-/// loading it. `kmem:kfree` is left out: there the probes only look a pointer up and almost
-/// never write, so a floor writing a record per kfree on the machine would be no floor; its
-/// cost stays in the agent's overhead.
+/// loading it. `kfree` (a raw tracepoint) is left out: there the probes only look a pointer up
+/// and almost never write, so a floor writing a record per kfree on the machine would be no
+/// floor; its cost stays in the agent's overhead.
 fn probe_hooks() -> Result<Vec<Hook>> {
     let object = aya_obj::Object::parse(PROBES_OBJECT).context("parsing the probes object")?;
     let mut hooks = object
         .programs
         .into_iter()
-        .filter(|(name, _)| tracepoint_category(name) != Some("kmem"))
+        .filter(|(name, _)| name != "kfree")
         .map(|(name, program)| match program.section {
             aya_obj::ProgramSection::TracePoint => Ok(Hook::Syscall(name)),
             aya_obj::ProgramSection::BtfTracePoint => Ok(Hook::Btf(name)),
