@@ -384,6 +384,8 @@ fn namespace_held_by_a_bind_mount_in_another_mount_namespace() {
         ],
     );
     let ns = parse_ns_link(&holder.line());
+    // readlink may still be alive (in the namespace) until the shell execs sleep.
+    holder.wait_for_comm("sleep");
     assert!(
         !Path::new(&format!("{dir}/ipc")).exists(),
         "the mount is not in our mount namespace"
