@@ -1,8 +1,14 @@
-//! The agent's own events: `agent.ready`, `agent.lost`, `agent.decode_error`, `agent.stop`.
+//! The agent's own events: `agent.ready`, `agent.lost`, `agent.missed`, `agent.resync`,
+//! `agent.decode_error`, `agent.stop`.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::render::Rfc3339;
+use crate::{
+    probes::{Backend, HookChoice},
+    render::Rfc3339,
+};
 
 #[derive(Serialize)]
 #[serde(tag = "event")]
@@ -12,7 +18,12 @@ pub enum AgentEvent<'a> {
     Ready {
         time: Rfc3339,
         version: &'a str,
-        backend: &'a str,
+        /// The best backend any hook got (every hook's, unless some are `degraded`).
+        backend: Backend,
+        /// Each syscall hook's backend.
+        hooks: BTreeMap<&'a str, Backend>,
+        /// Hooks on a lesser backend than `backend`, and why the better ones refused them.
+        degraded: BTreeMap<&'a str, &'a HookChoice>,
         kernel: &'a str,
         /// eBPF programs attached.
         programs: usize,
@@ -32,6 +43,14 @@ pub enum AgentEvent<'a> {
     /// Records the probes could not write because the ring buffer was full.
     #[serde(rename = "agent.lost")]
     Lost {
+        time: Rfc3339,
+        count: u64,
+        total: u64,
+    },
+    /// Runs of the probes the kernel skipped (a BPF program was already running on that CPU):
+    /// each may have been a record. A resynchronisation follows, as after lost records.
+    #[serde(rename = "agent.missed")]
+    Missed {
         time: Rfc3339,
         count: u64,
         total: u64,
@@ -60,6 +79,7 @@ pub enum AgentEvent<'a> {
         reason: &'a str,
         events: u64,
         lost: u64,
+        missed: u64,
         decode_errors: u64,
     },
 }

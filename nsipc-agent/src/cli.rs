@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::kernel::DEFAULT_BTF_PATH;
+use crate::{kernel::DEFAULT_BTF_PATH, probes};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,7 +33,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get\")'\n  \
         sudo nsipc-agent trace | jq -c 'select(.event | startswith(\"ipc_ns.\"))'\n  \
-        sudo nsipc-agent trace --ring-buffer-size 64M > events.jsonl")]
+        sudo nsipc-agent trace --ring-buffer-size 64M > events.jsonl\n  \
+        sudo nsipc-agent trace --backend kprobe | jq -c 'select(.event == \"agent.ready\") | .hooks'")]
     Trace(TraceArgs),
 
     /// Print every live IPC namespace and the SysV IPC objects inside it as JSON Lines, then
@@ -50,6 +51,18 @@ pub enum Command {
         sudo nsipc-agent snapshot | jq -s 'map(select(has(\"key\"))) | group_by(.ns) | map({ns: .[0].ns, objects: length})'\n\n\
         The events are documented in docs/events.md.")]
     Snapshot,
+
+    /// Report what this kernel allows, as one JSON object: release, BTF, lockdown, and for
+    /// each backend (fentry, kprobe, tracepoint) which hooks load and attach here, and why
+    /// not where not; then what `trace --backend auto` would pick (needs root).
+    ///
+    /// Every hook is really loaded and attached, then detached at once.
+    #[command(after_help = "Examples:\n  \
+        sudo nsipc-agent check | jq .auto\n  \
+        sudo nsipc-agent check | jq '.backends | map_values(.usable)'\n  \
+        sudo nsipc-agent check | jq -r '.backends.kprobe.hooks | to_entries[] | select(.value.ok | not) | \"\\(.key): \\(.value.why)\"'")]
+    Check(CheckArgs),
+
     /// The benchmark floor for `cargo xtask bench`: minimal programs on the same hooks,
     /// drained by a consumer that discards (needs root).
     #[command(hide = true)]
@@ -64,10 +77,27 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// The best backend this kernel allows.
+    /// For each hook, the best backend this kernel takes (fentry, then kprobe, then
+    /// tracepoint), found by loading and attaching.
     Auto,
-    /// Syscall tracepoints and BTF tracepoints: works on locked-down kernels.
+    /// fentry/fexit on the kernel functions behind the syscalls (BPF trampolines).
+    Fentry,
+    /// kprobes/kretprobes on the kernel functions behind the syscalls.
+    Kprobe,
+    /// The syscall tracepoints: works on locked-down kernels.
     Tracepoint,
+}
+
+impl Backend {
+    /// The backend to force, or None to choose per hook.
+    pub fn wanted(self) -> Option<probes::Backend> {
+        match self {
+            Backend::Auto => None,
+            Backend::Fentry => Some(probes::Backend::Fentry),
+            Backend::Kprobe => Some(probes::Backend::Kprobe),
+            Backend::Tracepoint => Some(probes::Backend::Tracepoint),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +116,13 @@ pub struct TraceArgs {
     pub raw: bool,
 
     /// BTF of the running kernel, where the probes' struct offsets come from.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
+    pub btf: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// BTF of the running kernel.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
     pub btf: PathBuf,
 }

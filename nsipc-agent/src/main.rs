@@ -3,6 +3,7 @@
 mod agent_events;
 mod bench;
 mod btf;
+mod check;
 mod cli;
 mod decode;
 mod inventory;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::{Backend, Cli, Command};
+use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,15 +34,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Trace(args) => {
-                // Only the tracepoint backend exists so far: `auto` resolves to it.
-                let (Backend::Auto | Backend::Tracepoint) = args.backend;
                 trace::run(trace::TraceOptions {
                     btf_path: args.btf,
                     ring_buffer_bytes: args.ring_buffer_size,
                     raw: args.raw,
+                    backend: args.backend.wanted(),
                 })
                 .await
             }
+            Command::Check(args) => check::run(&args.btf),
             // Blocking /proc reads and short-lived helper threads; nothing else runs meanwhile.
             Command::Snapshot => snapshot::run(),
             Command::BenchFloor(args) => {

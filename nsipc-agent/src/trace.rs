@@ -21,7 +21,7 @@ use crate::{
     decode::{KernelEvent, decode},
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
-    probes::{LoadOptions, Probes},
+    probes::{Backend, LoadOptions, Probes},
     render::{KernelEventJson, Rfc3339, WallClock},
     sink::{JsonLines, SinkState, stdout_reader_gone},
     snapshot,
@@ -39,6 +39,8 @@ pub struct TraceOptions {
     pub ring_buffer_bytes: u32,
     /// Print the raw kernel events too.
     pub raw: bool,
+    /// The backend asked for; None for the best per hook.
+    pub backend: Option<Backend>,
 }
 
 /// Counts reported in `agent.stop`.
@@ -46,6 +48,7 @@ pub struct TraceOptions {
 struct Counters {
     events: u64,
     lost_reported: u64,
+    missed_reported: u64,
     decode_errors: u64,
 }
 
@@ -159,6 +162,24 @@ impl<W: Write> Stream<W> {
         })?)
     }
 
+    /// Reports runs of the probes the kernel skipped since the last report (see
+    /// [`Probes::missed_total`]): each may have been a record, so the state is resynchronised
+    /// as after lost records.
+    fn report_missed(&mut self, probes: &Probes) -> Result<SinkState> {
+        let total = probes.missed_total()?;
+        if total <= self.counters.missed_reported {
+            return Ok(SinkState::Open);
+        }
+        let count = total - self.counters.missed_reported;
+        self.counters.missed_reported = total;
+        self.resync_pending = true;
+        Ok(self.sink.write(&AgentEvent::Missed {
+            time: self.now(),
+            count,
+            total,
+        })?)
+    }
+
     /// Makes the engine's state equal to a fresh inventory after lost records, at most once per
     /// [`RESYNC_INTERVAL`]: an inventory reads all of /proc and enters every namespace, which
     /// a storm that keeps the ring buffer full must not turn into a loop.
@@ -212,6 +233,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         offsets,
         btf_path: &options.btf_path,
         ring_buffer_bytes: options.ring_buffer_bytes,
+        backend: options.backend,
     })?;
     // SAFETY: the ring buffer owns its map fd, and AsyncFd owns the ring buffer, so the fd
     // stays open and the same until AsyncFd is dropped.
@@ -251,7 +273,13 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let ready = AgentEvent::Ready {
         time: stream.now(),
         version: env!("CARGO_PKG_VERSION"),
-        backend: "tracepoint",
+        backend: probes.backend(),
+        hooks: probes
+            .hooks
+            .iter()
+            .map(|(hook, c)| (hook.as_str(), c.backend))
+            .collect(),
+        degraded: probes.degraded(),
         kernel: &release,
         programs: probes.attached,
         ns_id: offsets.ipc_ns_id != NO_OFFSET,
@@ -284,6 +312,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             _ = tick.tick() => {
                 if stream.drain(ring.get_mut())? == SinkState::ReaderGone
                     || stream.report_lost(&probes)? == SinkState::ReaderGone
+                    || stream.report_missed(&probes)? == SinkState::ReaderGone
                     || stream.resync_if_due()? == SinkState::ReaderGone
                     || stdout_reader_gone()
                 {
@@ -293,8 +322,13 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         }
     };
 
-    // Detach first so nothing new arrives, then drain what the probes already wrote.
+    // Count the skipped runs while the programs are there, then detach so nothing new
+    // arrives, then drain what the probes already wrote.
+    let missed = stream.report_missed(&probes)?;
     probes.detach();
+    if missed == SinkState::ReaderGone {
+        return Ok(());
+    }
     match ending {
         // Nobody reads any more: there is nothing to report to.
         Ending::ReaderGone => Ok(()),
@@ -311,6 +345,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                 reason: signal,
                 events: counters.events,
                 lost: counters.lost_reported,
+                missed: counters.missed_reported,
                 decode_errors: counters.decode_errors,
             };
             stream.write_agent(&stop)?;

@@ -307,6 +307,9 @@ struct StreamState {
     /// Things the stream says that cannot be true whatever the kernel did.
     problems: Vec<String>,
     stop: Option<Value>,
+    /// Program runs the kernel skipped (`agent.missed`): the agent said so and
+    /// resynchronised, which may destroy objects with reason `unknown`.
+    missed: u64,
 }
 
 impl StreamState {
@@ -326,6 +329,7 @@ impl StreamState {
         let name = event["event"].as_str().unwrap_or_default();
         match name {
             "agent.lost" => self.problem("records lost", event),
+            "agent.missed" => self.missed += event["count"].as_u64().unwrap_or(0),
             "agent.decode_error" => self.problem("undecodable record", event),
             "agent.stop" => self.stop = Some(event.clone()),
             "ipc_ns.create" | "ipc_ns.exists" => {
@@ -443,8 +447,9 @@ impl StreamState {
                 match reason {
                     "namespace_teardown" => *self.teardown.entry(ns).or_default() += 1,
                     "rmid_forced" => self.forced.push((ns, id)),
-                    // unknown: after agent.lost (itself a problem), by the resynchronisation.
-                    "rmid" | "last_detach" | "unknown" => {}
+                    "rmid" | "last_detach" => {}
+                    // By the resynchronisation after missed runs or lost records.
+                    "unknown" if self.missed > 0 => {}
                     other => self.problem(&format!("unexpected destroy reason {other:?}"), event),
                 }
             }
@@ -1593,7 +1598,7 @@ impl Workload {
             }
         }
         let summary = format!(
-            "seed {}: {} operations, {created} namespaces ({how:?}), destroys {reasons:?}, {} checkpoints comparing {} namespaces / {} objects, {} verified gets ({} key_lives_in checked, {} skipped), {} divergences",
+            "seed {}: {} operations, {created} namespaces ({how:?}), destroys {reasons:?}, {} checkpoints comparing {} namespaces / {} objects, {} verified gets ({} key_lives_in checked, {} skipped), {} missed program runs, {} divergences",
             self.seed,
             self.stats.ops,
             self.stats.checkpoints,
@@ -1602,6 +1607,7 @@ impl Workload {
             self.stats.verified_gets,
             self.stats.key_lives_in_checked,
             self.stats.key_lives_in_skipped,
+            self.stream.missed,
             self.divergences.len()
         );
         SeedReport {

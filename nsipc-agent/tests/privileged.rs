@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::json;
 use support::*;
 
 /// Objects created with known keys inside `unshare --ipc` are reported with those keys, the ids
@@ -288,4 +289,79 @@ fn missing_btf_gets_one_clear_sentence() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("CONFIG_DEBUG_INFO_BTF"), "{stderr}");
+}
+
+/// Where kprobes come from; without it (CONFIG_KPROBES off) no kprobe can attach.
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
+/// `--backend kprobe` where the kernel has no kprobes: one line naming the missing feature,
+/// non-zero exit. Where it has them: every hook on kprobes.
+#[test]
+fn backend_kprobe_runs_where_the_kernel_has_kprobes() {
+    require_root();
+    let output = Command::new(AGENT)
+        .args(["trace", "--backend", "kprobe"])
+        .env_remove("NSIPC_BACKEND")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let kprobes = std::path::Path::new(KPROBE_PMU).exists();
+    if kprobes {
+        let mut agent = Agent::from_child(output);
+        let ready = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
+        assert_eq!(ready["backend"], "kprobe", "{ready}");
+        assert_eq!(ready["degraded"], json!({}), "{ready}");
+        agent.stop(libc::SIGINT);
+    } else {
+        let output = output.wait_with_output().unwrap();
+        assert!(!output.status.success());
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("kprobes unavailable") && stderr.contains("CONFIG_KPROBES"),
+            "{stderr}"
+        );
+    }
+}
+
+/// `check` agrees with the kernel's own signs: kprobes usable exactly where the kprobe PMU
+/// exists, tracepoints always; and what it says `auto` picks is the best usable backend.
+#[test]
+fn check_reports_what_the_kernel_allows() {
+    let report = check();
+    assert_eq!(report["event"], "agent.check");
+    assert_eq!(
+        report["kernel"].as_str().unwrap(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap()
+            .trim()
+    );
+    assert_eq!(report["btf"]["present"], true);
+    let backends = &report["backends"];
+    let kprobes = std::path::Path::new(KPROBE_PMU).exists();
+    assert_eq!(backends["kprobe"]["usable"], kprobes, "{report}");
+    assert_eq!(backends["tracepoint"]["usable"], true, "{report}");
+    for (hook, outcome) in backends["kprobe"]["hooks"].as_object().unwrap() {
+        assert_eq!(outcome["ok"], kprobes, "{hook}: {outcome}");
+        assert!(outcome["function"].is_string(), "{hook}: {outcome}");
+        if !kprobes {
+            assert!(
+                outcome["why"]
+                    .as_str()
+                    .unwrap()
+                    .contains("kprobes unavailable")
+            );
+        }
+    }
+    let best = ["fentry", "kprobe", "tracepoint"]
+        .into_iter()
+        .find(|b| backends[*b]["usable"] == true)
+        .unwrap();
+    assert_eq!(report["auto"]["backend"], best, "{report}");
+    for outcome in report["common"].as_object().unwrap().values() {
+        assert_eq!(outcome["ok"], true, "{report}");
+    }
 }

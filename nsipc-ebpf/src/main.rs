@@ -1,8 +1,9 @@
-//! The nsipc eBPF probes (tracepoint backend).
+//! The nsipc eBPF probes: the same records from three backends (tracepoints, kprobes, fentry).
 //!
-//! Flow: a syscall's enter tracepoint remembers its arguments per thread ([`syscall`]), its exit
-//! tracepoint turns them and the return value into one [`nsipc_common::Record`] ([`record`]),
-//! tagged with the task's IPC namespace ([`task`]). Namespaces and shm segments that die without
+//! Flow: a syscall's entry program (tracepoint, kprobe or fentry) remembers its arguments per
+//! thread ([`syscall`]), its exit program turns them and the return value into one
+//! [`nsipc_common::Record`] ([`record`]), tagged with the task's IPC namespace ([`task`]);
+//! userspace attaches one backend's programs per syscall. Namespaces and shm segments that die without
 //! a syscall are seen by their `kfree` ([`tracked`]). One module per probe family.
 #![no_std]
 #![no_main]

@@ -1,114 +1,241 @@
-//! Carrying a syscall's arguments from its enter tracepoint to its exit tracepoint.
+//! One syscall, three ways to watch it: the syscall tracepoints, a kprobe/kretprobe pair on the
+//! kernel function behind the syscall, or fentry/fexit on that function. Each syscall is
+//! described once, by what it does at entry ([`Enter`]) and at exit ([`Exit`]), and
+//! [`syscall_hooks!`] defines its programs for the three backends from that: whichever backend
+//! userspace attaches, the records are the same.
 //!
-//! The layout of `syscalls:sys_enter_*` is fixed by the kernel's syscall tracing
-//! (kernel/trace/trace_syscalls.c): 8 bytes of common fields, `int __syscall_nr`, then each
-//! argument as an 8-byte slot from offset 16. `syscalls:sys_exit_*` has `long ret` at offset 16.
+//! Arguments come from:
+//! - `syscalls:sys_enter_*` (kernel/trace/trace_syscalls.c): 8 bytes of common fields,
+//!   `int __syscall_nr`, then each argument as an 8-byte slot from offset 16; `sys_exit_*` has
+//!   `long ret` at offset 16.
+//! - the x86-64 syscall wrapper `long __x64_sys_<name>(const struct pt_regs *regs)` for kprobes
+//!   and fentry: the user registers saved at syscall entry ([`wrapper_args`]). The functions
+//!   behind the wrappers are no use: `ksys_msgget`, `ksys_unshare` and the like are global but
+//!   inlined into the syscall body in their own file (a kprobe on the out-of-line copy never
+//!   fires for the syscall, as seen on Debian's 6.1), and `ksys_msgctl` is static and
+//!   constprop'd. The wrappers are reached through the syscall table, so they are never inlined.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::map, maps::LruHashMap, programs::TracePointContext,
+    EbpfContext, helpers::bpf_get_current_pid_tgid, macros::map, maps::LruHashMap,
+    programs::TracePointContext,
 };
 use nsipc_common::{EventKind, NsRef, RECORD_ARGS};
 
-use crate::{
-    record::{Subject, emit},
-    task::current_ipc_ns,
-};
+use crate::task::read_field;
 
-const ENTER_ARGS_OFFSET: usize = 16;
-const EXIT_RET_OFFSET: usize = 16;
+pub type Args = [u64; RECORD_ARGS];
 
-/// A syscall in flight on one thread.
+/// What a syscall carries from its entry to its exit.
+#[derive(Clone, Copy)]
+pub struct Call {
+    pub args: Args,
+    /// The thread's IPC namespace at entry (used by the namespace-switching calls).
+    pub ns_before: NsRef,
+}
+
+/// At entry: what to carry to the exit, or None when the call is of no interest (an unshare
+/// without CLONE_NEWIPC, say).
+pub type Enter = fn(EventKind, Args) -> Option<Call>;
+/// At exit, with the return value: writes the call's record.
+pub type Exit = fn(EventKind, Call, i64);
+
+/// The plain entry: the arguments, nothing else.
+#[inline(always)]
+pub fn enter_plain(_kind: EventKind, args: Args) -> Option<Call> {
+    Some(Call {
+        args,
+        ns_before: NsRef::default(),
+    })
+}
+
+/// A syscall in flight on one thread, between its entry and exit programs.
 #[derive(Clone, Copy)]
 pub struct PendingCall {
     pub kind: u32,
     pub _pad: u32,
-    pub args: [u64; RECORD_ARGS],
-    /// The thread's IPC namespace at entry (used by the namespace-switching calls).
-    pub ns_before: NsRef,
+    pub call: Call,
 }
 
 /// Keyed by pid_tgid. LRU, so a thread killed inside a syscall cannot leak its slot.
 #[map(name = "PENDING")]
 static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
 
-/// Reads the first `N` syscall arguments of an enter tracepoint.
+/// An entry program: remembers the call for the exit program.
 #[inline(always)]
-pub fn enter_args<const N: usize>(ctx: &TracePointContext) -> [u64; RECORD_ARGS] {
+pub fn on_enter(kind: EventKind, enter: Enter, args: Args) {
+    if let Some(call) = enter(kind, args) {
+        let pending = PendingCall {
+            kind: kind as u32,
+            _pad: 0,
+            call,
+        };
+        // A full LRU map evicts its oldest entry; insert cannot fail for lack of room.
+        let _ = PENDING.insert(bpf_get_current_pid_tgid(), pending, 0);
+    }
+}
+
+/// An exit program: takes back the call this thread remembered, if it was of `kind`.
+#[inline(always)]
+pub fn on_exit(kind: EventKind, exit: Exit, ret: i64) {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(pending) = (unsafe { PENDING.get(key) }).copied() else {
+        return;
+    };
+    let _ = PENDING.remove(key);
+    if pending.kind == kind as u32 {
+        exit(kind, pending.call, ret);
+    }
+}
+
+/// An fexit program that sees arguments and return value at once: no map in between.
+#[inline(always)]
+pub fn on_return(kind: EventKind, enter: Enter, exit: Exit, args: Args, ret: i64) {
+    if let Some(call) = enter(kind, args) {
+        exit(kind, call, ret);
+    }
+}
+
+const TRACEPOINT_ARGS_OFFSET: usize = 16;
+const TRACEPOINT_RET_OFFSET: usize = 16;
+
+/// The first `N` arguments of a `sys_enter_*` tracepoint.
+#[inline(always)]
+pub fn tracepoint_args<const N: usize>(ctx: &TracePointContext) -> Args {
     let mut args = [0u64; RECORD_ARGS];
     let mut i = 0;
     while i < N && i < RECORD_ARGS {
         // SAFETY: the offset is inside the tracepoint record for a syscall with >= N arguments.
-        args[i] = unsafe { ctx.read_at::<u64>(ENTER_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+        args[i] = unsafe { ctx.read_at::<u64>(TRACEPOINT_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
         i += 1;
     }
     args
 }
 
-/// Remembers a call at its enter tracepoint.
+/// The return value of a `sys_exit_*` tracepoint.
 #[inline(always)]
-pub fn remember(kind: EventKind, args: [u64; RECORD_ARGS], ns_before: NsRef) {
-    let call = PendingCall {
-        kind: kind as u32,
-        _pad: 0,
-        args,
-        ns_before,
-    };
-    // A full LRU map evicts its oldest entry; insert cannot fail for lack of room.
-    let _ = PENDING.insert(bpf_get_current_pid_tgid(), call, 0);
-}
-
-/// Takes back the call this thread remembered, if it was of `kind`.
-#[inline(always)]
-pub fn take(kind: EventKind) -> Option<PendingCall> {
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let call = unsafe { PENDING.get(key) }.copied()?;
-    let _ = PENDING.remove(key);
-    (call.kind == kind as u32).then_some(call)
-}
-
-/// The return value at an exit tracepoint.
-#[inline(always)]
-pub fn exit_ret(ctx: &TracePointContext) -> i64 {
+pub fn tracepoint_ret(ctx: &TracePointContext) -> i64 {
     // SAFETY: `ret` is at a fixed offset in every sys_exit record.
-    unsafe { ctx.read_at::<i64>(EXIT_RET_OFFSET) }.unwrap_or(0)
+    unsafe { ctx.read_at::<i64>(TRACEPOINT_RET_OFFSET) }.unwrap_or(0)
 }
 
-/// Exit of a call whose record is simply its arguments and return value, in the caller's
-/// namespace at exit.
-#[inline(always)]
-pub fn emit_on_exit(ctx: &TracePointContext, kind: EventKind) {
-    if let Some(call) = take(kind) {
-        emit(
-            kind,
-            Subject::current(),
-            current_ipc_ns(),
-            call.ns_before,
-            exit_ret(ctx),
-            call.args,
-        );
+/// The `n`th argument of the hooked kernel function, whatever the program type.
+pub trait FunctionArgs: EbpfContext {
+    fn function_arg(&self, n: usize) -> u64;
+}
+
+impl FunctionArgs for aya_ebpf::programs::ProbeContext {
+    #[inline(always)]
+    fn function_arg(&self, n: usize) -> u64 {
+        self.arg(n).unwrap_or(0)
     }
 }
 
-/// Defines the enter and exit tracepoint programs of a syscall whose record is simply its
-/// arguments and return value. `$nargs` is how many arguments the syscall takes (up to 4).
-macro_rules! plain_syscall {
-    ($enter:ident, $exit:ident, $kind:expr, $nargs:literal) => {
+impl FunctionArgs for aya_ebpf::programs::FEntryContext {
+    #[inline(always)]
+    fn function_arg(&self, n: usize) -> u64 {
+        self.arg(n)
+    }
+}
+
+impl FunctionArgs for aya_ebpf::programs::FExitContext {
+    #[inline(always)]
+    fn function_arg(&self, n: usize) -> u64 {
+        self.arg(n)
+    }
+}
+
+/// Offsets in arch/x86/include/asm/ptrace.h's `struct pt_regs` of the syscall arguments, in the
+/// x86-64 syscall order di, si, dx, r10 (fixed by the entry code's PUSH_REGS, so the same on
+/// every x86-64 kernel).
+const SYSCALL_ARG_OFFSETS: [u32; RECORD_ARGS] = [112, 104, 96, 56];
+
+/// The first `N` syscall arguments, from the `regs` argument of `__x64_sys_<name>`.
+#[inline(always)]
+pub fn wrapper_args<const N: usize, C: FunctionArgs>(ctx: &C) -> Args {
+    let regs = ctx.function_arg(0) as *const u8;
+    let mut args = [0u64; RECORD_ARGS];
+    let mut i = 0;
+    while i < N && i < RECORD_ARGS {
+        args[i] = read_field::<u64>(regs, SYSCALL_ARG_OFFSETS[i]).unwrap_or(0);
+        i += 1;
+    }
+    args
+}
+
+/// An fexit program gets the return value after the wrapper's one argument.
+pub const WRAPPER_RET_ARG: usize = 1;
+
+/// Defines every program that watches one syscall. With `fentry = NAME`, an fentry program
+/// carries the call to the fexit program (for calls whose record needs the state at entry);
+/// without, the fexit program alone sees arguments and return value.
+macro_rules! syscall_hooks {
+    (@common $kind:expr, $n:literal, $enter:path, $exit:path,
+        tracepoint($tp_enter:ident, $tp_exit:ident),
+        kprobe($kprobe:ident, $kretprobe:ident)) => {
         #[aya_ebpf::macros::tracepoint]
-        pub fn $enter(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            $crate::syscall::remember(
-                $kind,
-                $crate::syscall::enter_args::<$nargs>(&ctx),
-                nsipc_common::NsRef::default(),
-            );
+        pub fn $tp_enter(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::syscall::on_enter($kind, $enter, $crate::syscall::tracepoint_args::<$n>(&ctx));
             0
         }
 
         #[aya_ebpf::macros::tracepoint]
-        pub fn $exit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            $crate::syscall::emit_on_exit(&ctx, $kind);
+        pub fn $tp_exit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::syscall::on_exit($kind, $exit, $crate::syscall::tracepoint_ret(&ctx));
+            0
+        }
+
+        #[aya_ebpf::macros::kprobe]
+        pub fn $kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
+            $crate::syscall::on_enter($kind, $enter, $crate::syscall::wrapper_args::<$n, _>(&ctx));
+            0
+        }
+
+        #[aya_ebpf::macros::kretprobe]
+        pub fn $kretprobe(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
+            $crate::syscall::on_exit($kind, $exit, ctx.ret::<i64>());
+            0
+        }
+    };
+    ($kind:expr, nargs = $n:literal, enter = $enter:path, exit = $exit:path,
+        tracepoint($tp_enter:ident, $tp_exit:ident),
+        kprobe($kprobe:ident, $kretprobe:ident),
+        fentry = $fentry:ident, fexit = $fexit:ident $(,)?) => {
+        $crate::syscall::syscall_hooks!(@common $kind, $n, $enter, $exit,
+            tracepoint($tp_enter, $tp_exit), kprobe($kprobe, $kretprobe));
+
+        #[aya_ebpf::macros::fentry]
+        pub fn $fentry(ctx: aya_ebpf::programs::FEntryContext) -> u32 {
+            $crate::syscall::on_enter($kind, $enter, $crate::syscall::wrapper_args::<$n, _>(&ctx));
+            0
+        }
+
+        #[aya_ebpf::macros::fexit]
+        pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> u32 {
+            let ret: i64 = ctx.arg($crate::syscall::WRAPPER_RET_ARG);
+            $crate::syscall::on_exit($kind, $exit, ret);
+            0
+        }
+    };
+    ($kind:expr, nargs = $n:literal, enter = $enter:path, exit = $exit:path,
+        tracepoint($tp_enter:ident, $tp_exit:ident),
+        kprobe($kprobe:ident, $kretprobe:ident),
+        fexit = $fexit:ident $(,)?) => {
+        $crate::syscall::syscall_hooks!(@common $kind, $n, $enter, $exit,
+            tracepoint($tp_enter, $tp_exit), kprobe($kprobe, $kretprobe));
+
+        #[aya_ebpf::macros::fexit]
+        pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> u32 {
+            let ret: i64 = ctx.arg($crate::syscall::WRAPPER_RET_ARG);
+            $crate::syscall::on_return(
+                $kind,
+                $enter,
+                $exit,
+                $crate::syscall::wrapper_args::<$n, _>(&ctx),
+                ret,
+            );
             0
         }
     };
 }
-pub(crate) use plain_syscall;
+pub(crate) use syscall_hooks;

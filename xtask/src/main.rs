@@ -46,6 +46,10 @@ enum Task {
         /// Only these kernels: `host` and/or the series `6.1`, `6.12` (default: all).
         #[arg(long, value_delimiter = ',')]
         kernels: Vec<String>,
+        /// Only these backends: `tracepoint`, `kprobe`, `fentry`, `auto` (default: every
+        /// backend each kernel supports).
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
     },
     /// Set up, build, and measure the agent's cost side by side with no tracing, a minimal
     /// eBPF floor and bpftrace, on IPC workloads (needs root; a few minutes). Prints the
@@ -97,7 +101,7 @@ fn main() -> Result<()> {
             setup::ensure()?;
             lint()
         }
-        Task::VmTest { kernels } => vm::vm_test(&kernels),
+        Task::VmTest { kernels, backends } => vm::vm_test(&kernels, &backends),
         Task::Bench(args) => {
             setup::ensure()?;
             setup::ensure_debian_packages(BENCH_PACKAGES)?;

@@ -32,19 +32,20 @@ struct Series {
     backends: &'static [&'static str],
 }
 
-/// The kprobe and fentry backends will join the lists of the kernels that allow them (the
-/// Debian kernels have kprobes, and fentry loads there; the host refuses both).
+/// Debian's kernels have kprobes, and fentry loads there; the host refuses both, so there
+/// `auto` (which must pick tracepoints) is tested beside `tracepoint`.
 const DEBIAN_KERNELS: &[Series] = &[
     Series {
         series: "6.1",
-        backends: &["tracepoint"],
+        backends: &["tracepoint", "kprobe", "fentry"],
     },
     Series {
         series: "6.12",
-        backends: &["tracepoint"],
+        backends: &["tracepoint", "kprobe", "fentry"],
     },
 ];
-const HOST_BACKENDS: &[&str] = &["tracepoint"];
+const HOST_BACKENDS: &[&str] = &["tracepoint", "auto"];
+const BACKENDS: &[&str] = &["tracepoint", "kprobe", "fentry", "auto"];
 
 /// Kernel options the agent and this harness need, built in: the initramfs loads no modules.
 const REQUIRED_CONFIG: &[(&str, &str)] = &[
@@ -73,7 +74,13 @@ const TEST_PROGRAMS: &[&str] = &[
 /// The integration tests that exercise the probes, and so differ between kernels. snapshot
 /// (/proc parsing and setns, with python, lsipc and chroot as clients) runs on the host only,
 /// by `cargo xtask test`.
-const PROBE_TESTS: &[&str] = &["privileged", "lifecycle", "differential", "docker_story"];
+const PROBE_TESTS: &[&str] = &[
+    "privileged",
+    "lifecycle",
+    "differential",
+    "docker_story",
+    "equivalence",
+];
 const BUSYBOX: &str = "/bin/busybox";
 /// Where the test binaries go in the initramfs; /init runs every file there.
 const TESTS_DIR: &str = "nsipc-tests";
@@ -119,8 +126,17 @@ const VM_TIMEOUT: Duration = Duration::from_secs(6 * 60);
 /// The host runs natively; its tests wait at most seconds for each event.
 const HOST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-pub fn vm_test(kernels: &[String]) -> Result<()> {
+pub fn vm_test(kernels: &[String], backends: &[String]) -> Result<()> {
     let selected = |name: &str| kernels.is_empty() || kernels.iter().any(|k| k == name);
+    let backend_selected =
+        |name: &&&str| backends.is_empty() || backends.iter().any(|b| b == **name);
+    for name in backends {
+        ensure!(
+            BACKENDS.contains(&name.as_str()),
+            "unknown backend {name:?}: choose among {}",
+            BACKENDS.join(", ")
+        );
+    }
     for name in kernels {
         ensure!(
             name == "host" || DEBIAN_KERNELS.iter().any(|s| s.series == name),
@@ -160,13 +176,13 @@ pub fn vm_test(kernels: &[String]) -> Result<()> {
 
     let mut cells = Vec::new();
     if with_host {
-        for backend in HOST_BACKENDS {
+        for backend in HOST_BACKENDS.iter().filter(backend_selected) {
             cells.push(run_on_host(&built, backend, &out)?);
         }
     }
     if let Some(initramfs) = &initramfs {
         for (kernel, backends) in &vms {
-            for backend in *backends {
+            for backend in backends.iter().filter(backend_selected) {
                 cells.push(run_in_vm(kernel, initramfs, &built, backend, &out)?);
             }
         }

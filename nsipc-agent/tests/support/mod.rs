@@ -28,17 +28,49 @@ pub fn require_root() {
 }
 
 /// The backend under test: `NSIPC_BACKEND` (set by `cargo xtask vm-test` for each cell of its
-/// kernel × backend matrix), else what the agent picks by itself, today `tracepoint`.
-pub fn backend() -> String {
-    std::env::var("NSIPC_BACKEND").unwrap_or_else(|_| "tracepoint".to_owned())
+/// kernel × backend matrix), None for the agent's own choice.
+pub fn backend_under_test() -> Option<String> {
+    std::env::var("NSIPC_BACKEND").ok()
+}
+
+/// The backend an agent started with `--backend <asked>` must run on: the one asked for, or
+/// for `auto` (or none) the best that `nsipc-agent check` finds usable here.
+pub fn expected_backend(asked: Option<&str>) -> String {
+    match asked {
+        Some(backend) if backend != "auto" => backend.to_owned(),
+        _ => check()["auto"]["backend"]
+            .as_str()
+            .expect("check names the backend auto picks")
+            .to_owned(),
+    }
+}
+
+/// `nsipc-agent check`'s report (it loads and attaches every hook of every backend), once.
+pub fn check() -> &'static Value {
+    static REPORT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    REPORT.get_or_init(|| {
+        require_root();
+        let output = Command::new(AGENT).arg("check").output().unwrap();
+        assert!(
+            output.status.success(),
+            "nsipc-agent check: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("check prints one JSON object")
+    })
 }
 
 /// `nsipc-agent trace` with the `--backend` of `NSIPC_BACKEND`, when set.
 pub fn trace_command() -> Command {
+    trace_command_with(backend_under_test().as_deref())
+}
+
+/// `nsipc-agent trace --backend <backend>`, or with the agent's default.
+pub fn trace_command_with(backend: Option<&str>) -> Command {
     let mut cmd = Command::new(AGENT);
     cmd.arg("trace");
-    if let Ok(backend) = std::env::var("NSIPC_BACKEND") {
-        cmd.args(["--backend", &backend]);
+    if let Some(backend) = backend {
+        cmd.args(["--backend", backend]);
     }
     cmd
 }
@@ -66,24 +98,46 @@ fn read_lines(stdout: ChildStdout) -> Receiver<Result<Value, String>> {
 }
 
 impl Agent {
-    /// Starts the agent and waits for `agent.ready`.
+    /// Starts the agent on the backend under test and waits for `agent.ready`.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with(backend_under_test().as_deref(), args)
+    }
+
+    /// Starts the agent with `--backend <backend>` (None: its default) and waits for
+    /// `agent.ready`.
+    pub fn start_with(backend: Option<&str>, args: &[&str]) -> Agent {
         require_root();
-        let mut child = trace_command()
+        let child = trace_command_with(backend)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning nsipc-agent");
+        let mut agent = Agent::from_child(child);
+        let ready = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
+        // Every hook on the backend under test: the kernels tested have all the hooked
+        // functions, so none may fall back.
+        let backend = expected_backend(backend);
+        assert_eq!(ready["backend"], backend.as_str(), "{ready}");
+        assert_eq!(ready["degraded"], serde_json::json!({}), "{ready}");
+        let hooks = ready["hooks"]
+            .as_object()
+            .expect("agent.ready lists the hooks");
+        assert!(
+            hooks.len() >= 12 && hooks.values().all(|b| b == backend.as_str()),
+            "{ready}"
+        );
+        agent
+    }
+
+    /// Reads a spawned agent's stdout (piped) line by line.
+    pub fn from_child(mut child: Child) -> Agent {
         let lines = read_lines(child.stdout.take().unwrap());
-        let mut agent = Agent {
+        Agent {
             child,
             lines,
             events: Vec::new(),
-        };
-        let ready = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
-        assert_eq!(ready["backend"], backend().as_str());
-        agent
+        }
     }
 
     /// Next line of the stream, or None at end of stream / after `timeout`.

@@ -1,0 +1,113 @@
+//! `nsipc-agent check`: what this kernel allows, found by loading and attaching.
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+
+use crate::{
+    kernel,
+    probes::{self, Backend, Capabilities, LoadOptions},
+};
+
+/// Where the kernel says how locked down it is (`[none] integrity confidentiality`).
+const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+/// Smallest ring buffer: nothing is traced, the programs only need the map to exist.
+const CHECK_RING_BUFFER_BYTES: u32 = 4096;
+
+#[derive(Serialize)]
+struct Report<'a> {
+    event: &'static str,
+    kernel: String,
+    btf: Btf<'a>,
+    /// The lockdown mode, or None where the kernel does not say (no lockdown LSM, or
+    /// securityfs not mounted).
+    lockdown: Option<String>,
+    #[serde(flatten)]
+    capabilities: &'a Capabilities,
+    auto: Auto<'a>,
+}
+
+#[derive(Serialize)]
+struct Btf<'a> {
+    path: &'a Path,
+    present: bool,
+}
+
+/// What `trace --backend auto` would do here.
+#[derive(Serialize)]
+struct Auto<'a> {
+    backend: Option<Backend>,
+    hooks: BTreeMap<&'a str, Backend>,
+}
+
+pub fn run(btf_path: &Path) -> Result<()> {
+    kernel::check_privileges()?;
+    let btf = kernel::load_btf(btf_path)?;
+    let offsets =
+        kernel::kernel_offsets(&btf).context("the kernel's BTF lacks a field the probes read")?;
+    drop(btf);
+    kernel::ensure_tracefs()?;
+    let capabilities = probes::capabilities(&LoadOptions {
+        offsets,
+        btf_path,
+        ring_buffer_bytes: CHECK_RING_BUFFER_BYTES,
+        backend: None,
+    })?;
+    let hooks = capabilities.auto();
+    let report = Report {
+        event: "agent.check",
+        kernel: kernel::release(),
+        btf: Btf {
+            path: btf_path,
+            present: true,
+        },
+        lockdown: lockdown_mode(),
+        capabilities: &capabilities,
+        auto: Auto {
+            backend: hooks.values().min().copied(),
+            hooks,
+        },
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    let hooks_total = capabilities
+        .backends
+        .values()
+        .map(|report| report.hooks.len())
+        .max()
+        .unwrap_or(0);
+    if report.auto.hooks.len() < hooks_total || capabilities.common.values().any(|o| !o.ok) {
+        bail!("some hooks attach with no backend on this kernel: `trace` would fail");
+    }
+    Ok(())
+}
+
+/// The bracketed word of /sys/kernel/security/lockdown.
+fn lockdown_mode() -> Option<String> {
+    let modes = std::fs::read_to_string(LOCKDOWN).ok()?;
+    parse_lockdown(&modes).map(str::to_owned)
+}
+
+fn parse_lockdown(modes: &str) -> Option<&str> {
+    let start = modes.find('[')? + 1;
+    let end = start + modes[start..].find(']')?;
+    Some(&modes[start..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lockdown_mode_is_the_bracketed_one() {
+        assert_eq!(
+            parse_lockdown("none [integrity] confidentiality\n"),
+            Some("integrity")
+        );
+        assert_eq!(
+            parse_lockdown("[none] integrity confidentiality"),
+            Some("none")
+        );
+        assert_eq!(parse_lockdown(""), None);
+    }
+}

@@ -1,0 +1,468 @@
+//! Loading the eBPF object into the kernel and attaching its programs, each syscall hook with
+//! the backend asked for or the best one the kernel takes ([`hooks`]).
+
+mod hooks;
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{Program, TracePoint},
+};
+use hooks::{Attempts, COMMON, attach_hooks, attach_program, candidates, hook_programs};
+pub use hooks::{Backend, HookChoice};
+use nsipc_common::{EVENTS_MAP, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL};
+use serde::Serialize;
+
+/// The probes, compiled for the bpf target by build.rs.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nsipc"));
+
+/// Loads the object: its maps are created, its programs not yet.
+fn load_object(options: &LoadOptions<'_>) -> Result<Ebpf> {
+    // Force a wakeup once an eighth of the buffer waits: the reader keeps up under bursts
+    // without being woken for every record.
+    let wakeup_threshold = u64::from(options.ring_buffer_bytes / 8);
+    EbpfLoader::new()
+        .override_global(OFFSETS_GLOBAL, &options.offsets, true)
+        .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
+        .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
+        .load(PROBES_OBJECT)
+        .context("the kernel refused the eBPF maps or object")
+}
+
+/// Whether one program or hook loads and attaches here, and why not.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// One backend on this kernel: whether any hook works with it, and each hook's outcome.
+#[derive(Debug, Serialize)]
+pub struct BackendReport {
+    pub usable: bool,
+    pub hooks: BTreeMap<String, Outcome>,
+}
+
+/// What `nsipc-agent check` finds by loading and attaching everything, one thing at a time.
+#[derive(Debug, Serialize)]
+pub struct Capabilities {
+    /// The programs every backend needs.
+    pub common: BTreeMap<&'static str, Outcome>,
+    pub backends: BTreeMap<Backend, BackendReport>,
+}
+
+impl Capabilities {
+    /// What `--backend auto` picks for each hook: the first backend that took it.
+    pub fn auto(&self) -> BTreeMap<&str, Backend> {
+        let mut picks = BTreeMap::new();
+        for (backend, report) in self.backends.iter().rev() {
+            for (hook, outcome) in &report.hooks {
+                if outcome.ok {
+                    picks.insert(hook.as_str(), *backend);
+                }
+            }
+        }
+        picks
+    }
+}
+
+/// Loads and attaches every program of every backend, each detached again at once.
+pub fn capabilities(options: &LoadOptions<'_>) -> Result<Capabilities> {
+    let mut ebpf = load_object(options)?;
+    let btf = parse_btf(options.btf_path)?;
+    let mut common = BTreeMap::new();
+    for name in COMMON {
+        let program = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("the object has no program {name}"))?;
+        let result = attach_program(name, program, None, &btf);
+        hooks::unload(program);
+        common.insert(
+            *name,
+            Outcome {
+                ok: result.is_ok(),
+                function: None,
+                why: result.err().map(|err| format!("{err:#}")),
+            },
+        );
+    }
+    let programs = hook_programs(ebpf.programs().map(|(name, _)| name));
+    let mut attempts = Attempts::default();
+    let mut backends = BTreeMap::new();
+    for backend in Backend::ALL {
+        let mut outcomes = BTreeMap::new();
+        for (hook, by_backend) in &programs {
+            let names = by_backend.get(&backend);
+            let result = attempts.try_hook(&mut ebpf, &btf, hook, backend, names);
+            // Seen to attach: detached at once.
+            for name in names.filter(|_| result.is_ok()).into_iter().flatten() {
+                hooks::unload(ebpf.program_mut(name).expect("listed from the object"));
+            }
+            outcomes.insert(
+                hook.clone(),
+                Outcome {
+                    ok: result.is_ok(),
+                    function: (backend != Backend::Tracepoint)
+                        .then(|| hooks::kernel_function(hook)),
+                    why: result.err(),
+                },
+            );
+        }
+        backends.insert(
+            backend,
+            BackendReport {
+                usable: outcomes.values().any(|o| o.ok),
+                hooks: outcomes,
+            },
+        );
+    }
+    Ok(Capabilities { common, backends })
+}
+
+/// The benchmark floor (`nsipc-ebpf/src/bin/floor.rs`), built next to the probes.
+static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
+
+pub struct LoadOptions<'a> {
+    pub offsets: KernelOffsets,
+    pub btf_path: &'a Path,
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+    /// The backend asked for; None for the best the kernel takes, hook by hook.
+    pub backend: Option<Backend>,
+}
+
+/// Loaded and attached probes. Dropping `programs` detaches and unloads every program; the
+/// maps stay readable so what is already in the ring buffer can still be drained.
+pub struct Probes {
+    programs: Option<Ebpf>,
+    lost: PerCpuArray<MapData, u64>,
+    pub attached: usize,
+    /// Each syscall hook's backend.
+    pub hooks: BTreeMap<String, HookChoice>,
+}
+
+impl Probes {
+    /// Loads, attaches, and hands back the probes with the ring buffer they write to.
+    pub fn load_and_attach(options: &LoadOptions<'_>) -> Result<(Self, RingBuf<MapData>)> {
+        let mut ebpf = load_object(options)?;
+        let btf = parse_btf(options.btf_path)?;
+        for name in COMMON {
+            let program = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("the object has no program {name}"))?;
+            attach_program(name, program, None, &btf)?;
+        }
+        let hooks = attach_hooks(&mut ebpf, &btf, &candidates(options.backend))?;
+        if let Some(wanted) = options.backend
+            && !hooks.values().any(|choice| choice.backend == wanted)
+        {
+            // Not one hook took the backend asked for: the kernel lacks it altogether.
+            let why = hooks
+                .values()
+                .find_map(|choice| choice.refused.get(&wanted))
+                .map_or("no hook could use it", String::as_str);
+            bail!("the {wanted} backend cannot run here: {why}");
+        }
+        let attached = ebpf.programs().filter(|(_, p)| p.fd().is_ok()).count();
+        let (mut probes, ring) = Self::take_maps(ebpf, attached)?;
+        probes.hooks = hooks;
+        Ok((probes, ring))
+    }
+
+    /// The backend most hooks use when no hook was refused one better; the best backend any
+    /// hook got otherwise (the others are listed in [`Self::degraded`]).
+    pub fn backend(&self) -> Backend {
+        self.hooks
+            .values()
+            .map(|choice| choice.backend)
+            .min()
+            .unwrap_or(Backend::Tracepoint)
+    }
+
+    /// Hooks on a lesser backend than [`Self::backend`], with why the better ones refused.
+    pub fn degraded(&self) -> BTreeMap<&str, &HookChoice> {
+        let best = self.backend();
+        self.hooks
+            .iter()
+            .filter(|(_, choice)| choice.backend != best)
+            .map(|(hook, choice)| (hook.as_str(), choice))
+            .collect()
+    }
+
+    /// How many times the kernel skipped one of the programs since load, because a BPF program
+    /// was already running on that CPU (`recursion_misses` in the program's info: the `kfree`
+    /// raw tracepoint, say, interrupted by an RCU callback's kfree). Each may be a lost record.
+    pub fn missed_total(&self) -> Result<u64> {
+        let Some(ebpf) = &self.programs else {
+            return Ok(0);
+        };
+        let mut total = 0;
+        for (name, program) in ebpf.programs() {
+            if let Ok(fd) = program.fd() {
+                total += recursion_misses(fd.as_fd().as_raw_fd())
+                    .with_context(|| format!("reading the statistics of probe {name}"))?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Loads the benchmark floor and attaches it to every hook the probes use: `floor_enter` on
+    /// each `sys_enter_*` tracepoint, `floor_exit` on each `sys_exit_*` one, and the floor's BTF
+    /// tracepoint of the same name as each of the probes'. The hook list is read from the
+    /// probes object, so the floor cannot drift from the probes.
+    pub fn load_floor_and_attach(
+        btf_path: &Path,
+        ring_buffer_bytes: u32,
+    ) -> Result<(Self, RingBuf<MapData>)> {
+        let wakeup_threshold = u64::from(ring_buffer_bytes / 8);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
+            .map_max_entries(EVENTS_MAP, ring_buffer_bytes)
+            .load(FLOOR_OBJECT)
+            .context("the kernel refused the floor's eBPF maps or object")?;
+        let btf = parse_btf(btf_path)?;
+        for name in [FLOOR_ENTER, FLOOR_EXIT] {
+            let tracepoint: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("the floor object has no program {name}"))?
+                .try_into()?;
+            tracepoint
+                .load()
+                .with_context(|| format!("the kernel refused floor program {name}"))?;
+        }
+        let mut attached = 0;
+        for hook in probe_hooks()? {
+            match hook {
+                Hook::Syscall(tracepoint_name) => {
+                    let program = if tracepoint_name.starts_with("sys_enter_") {
+                        FLOOR_ENTER
+                    } else if tracepoint_name.starts_with("sys_exit_") {
+                        FLOOR_EXIT
+                    } else {
+                        bail!(
+                            "probe {tracepoint_name} is neither a sys_enter_ nor a sys_exit_ one"
+                        );
+                    };
+                    let tracepoint: &mut TracePoint = ebpf
+                        .program_mut(program)
+                        .expect("loaded above")
+                        .try_into()?;
+                    tracepoint
+                        .attach("syscalls", &tracepoint_name)
+                        .with_context(|| {
+                            format!("cannot attach to tracepoint syscalls:{tracepoint_name}")
+                        })?;
+                }
+                Hook::Btf(name) => {
+                    let program = ebpf.program_mut(&name).ok_or_else(|| {
+                        anyhow!("the floor has no BTF tracepoint {name}, which the probes use")
+                    })?;
+                    attach_program(&name, program, None, &btf)?;
+                }
+            }
+            attached += 1;
+        }
+        Self::take_maps(ebpf, attached)
+    }
+
+    /// Keeps the programs and takes out the ring buffer and the lost-record counter.
+    fn take_maps(mut ebpf: Ebpf, attached: usize) -> Result<(Self, RingBuf<MapData>)> {
+        let ring = RingBuf::try_from(
+            ebpf.take_map(EVENTS_MAP)
+                .ok_or_else(|| anyhow!("the object has no {EVENTS_MAP} map"))?,
+        )?;
+        let lost = PerCpuArray::try_from(
+            ebpf.take_map(LOST_MAP)
+                .ok_or_else(|| anyhow!("the object has no {LOST_MAP} map"))?,
+        )?;
+        Ok((
+            Self {
+                programs: Some(ebpf),
+                lost,
+                attached,
+                hooks: BTreeMap::new(),
+            },
+            ring,
+        ))
+    }
+
+    /// Detaches and unloads every program. Idempotent.
+    ///
+    /// `kfree` goes first: it reports deaths that come without a syscall, and the others go one
+    /// by one in no set order, tens of milliseconds apart. Were `kfree` still attached once
+    /// `sys_exit_shmctl` is gone, every segment removed by IPC_RMID meanwhile would be reported
+    /// as dying of something else (`namespace_teardown`, in a namespace still alive).
+    pub fn detach(&mut self) {
+        if let Some(ebpf) = &mut self.programs
+            && let Some(Program::RawTracePoint(kfree)) = ebpf.program_mut("kfree")
+        {
+            let _ = kfree.unload();
+        }
+        self.programs = None;
+    }
+
+    /// Records the probes could not write because the ring buffer was full, since load.
+    pub fn lost_total(&self) -> Result<u64> {
+        let per_cpu = self
+            .lost
+            .get(&0, 0)
+            .context("reading the lost-record counters")?;
+        Ok(per_cpu.iter().sum())
+    }
+}
+
+/// The floor's programs for the syscall tracepoints (see `nsipc-ebpf/src/bin/floor.rs`).
+const FLOOR_ENTER: &str = "floor_enter";
+const FLOOR_EXIT: &str = "floor_exit";
+
+fn parse_btf(path: &Path) -> Result<Btf> {
+    Btf::parse_file(path, aya::Endianness::default())
+        .with_context(|| format!("reading kernel BTF from {}", path.display()))
+}
+
+/// Where one of the probes attaches.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Hook {
+    /// `syscalls:<name>`.
+    Syscall(String),
+    /// The BTF tracepoint `<name>`.
+    Btf(String),
+}
+
+/// Every hook of the tracepoint backend where the probes write records, read from the object
+/// file without loading it (the floor is measured against that backend). `kfree` (a raw
+/// tracepoint) is left out: there the probes only look a pointer up and almost never write, so
+/// a floor writing a record per kfree on the machine would be no floor; its cost stays in the
+/// agent's overhead.
+fn probe_hooks() -> Result<Vec<Hook>> {
+    let object = aya_obj::Object::parse(PROBES_OBJECT).context("parsing the probes object")?;
+    let mut hooks: Vec<Hook> = object
+        .programs
+        .into_iter()
+        .filter_map(|(name, program)| match program.section {
+            aya_obj::ProgramSection::TracePoint => Some(Hook::Syscall(name)),
+            aya_obj::ProgramSection::BtfTracePoint => Some(Hook::Btf(name)),
+            _ => None,
+        })
+        .collect();
+    hooks.sort();
+    Ok(hooks)
+}
+
+/// `recursion_misses` of the program behind `fd` (BPF_OBJ_GET_INFO_BY_FD; Linux 5.12+, zero
+/// on older kernels, which do not count them).
+fn recursion_misses(fd: i32) -> std::io::Result<u64> {
+    /// The `info` member of `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let attr = InfoByFd {
+        bpf_fd: fd as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    // SAFETY: `attr` points at `info`, which outlives the call and is `info_len` bytes long;
+    // the kernel writes at most that much.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<InfoByFd>() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info.recursion_misses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every syscall hook can go to every backend, and every backend's programs of a hook are
+    /// an entry/exit pair or a lone fexit.
+    #[test]
+    fn every_hook_has_a_program_for_every_backend() {
+        let object = aya_obj::Object::parse(PROBES_OBJECT).unwrap();
+        let hooks = hook_programs(object.programs.keys().map(String::as_str));
+        assert_eq!(hooks.len(), 12, "{hooks:?}");
+        for (hook, backends) in &hooks {
+            assert_eq!(
+                backends.keys().copied().collect::<Vec<_>>(),
+                Backend::ALL.to_vec(),
+                "{hook}"
+            );
+            assert_eq!(
+                backends[&Backend::Tracepoint],
+                [format!("sys_enter_{hook}"), format!("sys_exit_{hook}")]
+            );
+            assert_eq!(
+                backends[&Backend::Kprobe],
+                [format!("kprobe_{hook}"), format!("kretprobe_{hook}")]
+            );
+            let fexit = format!("fexit_{hook}");
+            assert!(
+                backends[&Backend::Fentry] == [fexit.clone()]
+                    || backends[&Backend::Fentry] == [format!("fentry_{hook}"), fexit],
+                "{hook}: {:?}",
+                backends[&Backend::Fentry]
+            );
+        }
+        for name in COMMON {
+            assert!(object.programs.contains_key(*name), "{name}");
+        }
+        let classified = object
+            .programs
+            .keys()
+            .filter(|name| hooks::classify(name).is_some())
+            .count();
+        assert_eq!(classified + COMMON.len(), object.programs.len());
+    }
+
+    #[test]
+    fn the_floor_covers_every_hook_of_the_probes() {
+        let hooks = probe_hooks().unwrap();
+        assert!(hooks.contains(&Hook::Syscall("sys_enter_msgget".into())));
+        assert!(hooks.contains(&Hook::Syscall("sys_exit_msgget".into())));
+        assert!(hooks.contains(&Hook::Btf("task_newtask".into())));
+        let floor = aya_obj::Object::parse(FLOOR_OBJECT).unwrap();
+        for hook in &hooks {
+            match hook {
+                Hook::Syscall(name) => assert!(
+                    name.starts_with("sys_enter_") || name.starts_with("sys_exit_"),
+                    "{name}"
+                ),
+                Hook::Btf(name) => assert!(
+                    matches!(
+                        floor.programs.get(name).map(|p| &p.section),
+                        Some(aya_obj::ProgramSection::BtfTracePoint)
+                    ),
+                    "the floor lacks BTF tracepoint {name}"
+                ),
+            }
+        }
+        for name in [FLOOR_ENTER, FLOOR_EXIT] {
+            assert!(matches!(
+                floor.programs.get(name).map(|p| &p.section),
+                Some(aya_obj::ProgramSection::TracePoint)
+            ));
+        }
+    }
+}
