@@ -49,10 +49,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits (at most 10 s) until some line of the stream matches the jq condition $2.
+# Waits (at most $3 seconds, default 10) until some line of the stream matches the jq
+# condition $2.
 wait_for() {
-    local what=$1 condition=$2
-    for _ in $(seq 200); do
+    local what=$1 condition=$2 seconds=${3:-10}
+    for _ in $(seq $((seconds * 20))); do
         # A line being written is not JSON yet: jq then fails and we look again.
         if jq -e -n "[inputs | select($condition)] | length > 0" "$events" >/dev/null 2>&1; then
             return 0
@@ -63,7 +64,7 @@ wait_for() {
         fi
         sleep 0.05
     done
-    echo "docker-story.sh: no $what in the agent's stream within 10 s" >&2
+    echo "docker-story.sh: no $what in the agent's stream within $seconds s" >&2
     exit 1
 }
 
@@ -80,7 +81,8 @@ wait_file() {
 echo "== nsipc-agent starts tracing"
 "$agent" trace >"$events" 2>"$work/agent.err" &
 agent_pid=$!
-wait_for agent.ready '.event == "agent.ready"'
+# Attaching can take long on slow machines (fentry under qemu without KVM: seconds).
+wait_for agent.ready '.event == "agent.ready"' 60
 
 echo "== 1. the producer, in its own IPC namespace, creates queue key $key and sends $messages messages"
 mkfifo "$work/producer.done"

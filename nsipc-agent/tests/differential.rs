@@ -1816,7 +1816,7 @@ fn stopping_mid_workload_invents_no_destroy_reason() {
                 .unwrap_or_default()
         });
         assert_eq!(
-            rx.recv_timeout(WAIT),
+            rx.recv_timeout(READY_WAIT),
             Ok("ready"),
             "round {round}: agent.ready"
         );

@@ -46,7 +46,7 @@ syscall_hooks!(
     nargs = 2,
     enter = enter_plain,
     exit = exit_plain,
-    tracepoint(sys_enter_msgget, sys_exit_msgget),
+    tracepoint(sys_exit_msgget),
     kprobe(kprobe_msgget, kretprobe_msgget),
     fexit = fexit_msgget,
 );
@@ -55,7 +55,7 @@ syscall_hooks!(
     nargs = 3,
     enter = enter_plain,
     exit = exit_plain,
-    tracepoint(sys_enter_semget, sys_exit_semget),
+    tracepoint(sys_exit_semget),
     kprobe(kprobe_semget, kretprobe_semget),
     fexit = fexit_semget,
 );
@@ -64,7 +64,7 @@ syscall_hooks!(
     nargs = 2,
     enter = enter_plain,
     exit = exit_plain,
-    tracepoint(sys_enter_msgctl, sys_exit_msgctl),
+    tracepoint(sys_exit_msgctl),
     kprobe(kprobe_msgctl, kretprobe_msgctl),
     fexit = fexit_msgctl,
 );
@@ -73,7 +73,7 @@ syscall_hooks!(
     nargs = 3,
     enter = enter_plain,
     exit = exit_plain,
-    tracepoint(sys_enter_semctl, sys_exit_semctl),
+    tracepoint(sys_exit_semctl),
     kprobe(kprobe_semctl, kretprobe_semctl),
     fexit = fexit_semctl,
 );
@@ -82,7 +82,7 @@ syscall_hooks!(
     nargs = 1,
     enter = enter_plain,
     exit = exit_plain,
-    tracepoint(sys_enter_shmdt, sys_exit_shmdt),
+    tracepoint(sys_exit_shmdt),
     kprobe(kprobe_shmdt, kretprobe_shmdt),
     fexit = fexit_shmdt,
 );
@@ -91,7 +91,7 @@ syscall_hooks!(
     nargs = 3,
     enter = enter_plain,
     exit = exit_shmget,
-    tracepoint(sys_enter_shmget, sys_exit_shmget),
+    tracepoint(sys_exit_shmget),
     kprobe(kprobe_shmget, kretprobe_shmget),
     fexit = fexit_shmget,
 );
@@ -100,7 +100,7 @@ syscall_hooks!(
     nargs = 2,
     enter = enter_plain,
     exit = exit_shmctl,
-    tracepoint(sys_enter_shmctl, sys_exit_shmctl),
+    tracepoint(sys_exit_shmctl),
     kprobe(kprobe_shmctl, kretprobe_shmctl),
     fexit = fexit_shmctl,
 );
@@ -109,7 +109,7 @@ syscall_hooks!(
     nargs = 3,
     enter = enter_plain,
     exit = exit_shmat,
-    tracepoint(sys_enter_shmat, sys_exit_shmat),
+    tracepoint(sys_exit_shmat),
     kprobe(kprobe_shmat, kretprobe_shmat),
     fexit = fexit_shmat,
 );

@@ -90,7 +90,7 @@ syscall_hooks!(
     nargs = 1,
     enter = enter_clone,
     exit = exit_clone,
-    tracepoint(sys_enter_clone, sys_exit_clone),
+    tracepoint(sys_exit_clone),
     kprobe(kprobe_clone, kretprobe_clone),
     fexit = fexit_clone,
 );
@@ -99,7 +99,7 @@ syscall_hooks!(
     nargs = 1,
     enter = enter_clone3,
     exit = exit_clone,
-    tracepoint(sys_enter_clone3, sys_exit_clone3),
+    tracepoint(sys_exit_clone3),
     kprobe(kprobe_clone3, kretprobe_clone3),
     fexit = fexit_clone3,
 );

@@ -153,7 +153,27 @@ const SYSCALL_ARG_OFFSETS: [u32; RECORD_ARGS] = [112, 104, 96, 56];
 /// The first `N` syscall arguments, from the `regs` argument of `__x64_sys_<name>`.
 #[inline(always)]
 pub fn wrapper_args<const N: usize, C: FunctionArgs>(ctx: &C) -> Args {
-    let regs = ctx.function_arg(0) as *const u8;
+    regs_args::<N>(ctx.function_arg(0) as *const u8)
+}
+
+/// The first `N` arguments of the current thread's syscall, from the user registers the entry
+/// code saved on its kernel stack (`task_pt_regs`). The syscall does not change them, so they
+/// are still there at its exit tracepoint: no entry program and no map in between.
+#[inline(always)]
+pub fn current_syscall_args<const N: usize>() -> Args {
+    // SAFETY: bpf_get_current_task_btf has no preconditions and returns a trusted pointer,
+    // which is what bpf_task_pt_regs takes.
+    let regs = unsafe {
+        aya_ebpf::helpers::generated::bpf_task_pt_regs(
+            aya_ebpf::helpers::generated::bpf_get_current_task_btf(),
+        )
+    };
+    regs_args::<N>(regs as *const u8)
+}
+
+/// The first `N` syscall arguments in a saved `struct pt_regs`.
+#[inline(always)]
+fn regs_args<const N: usize>(regs: *const u8) -> Args {
     let mut args = [0u64; RECORD_ARGS];
     let mut i = 0;
     while i < N && i < RECORD_ARGS {
@@ -166,25 +186,14 @@ pub fn wrapper_args<const N: usize, C: FunctionArgs>(ctx: &C) -> Args {
 /// An fexit program gets the return value after the wrapper's one argument.
 pub const WRAPPER_RET_ARG: usize = 1;
 
-/// Defines every program that watches one syscall. With `fentry = NAME`, an fentry program
-/// carries the call to the fexit program (for calls whose record needs the state at entry);
-/// without, the fexit program alone sees arguments and return value.
+/// Defines every program that watches one syscall. With `fentry = NAME` (and two tracepoint
+/// programs), an entry program carries the call to the exit program, for calls whose record
+/// needs the state at entry; without, the exit program alone sees arguments and return value:
+/// fexit gets both, and the `sys_exit_*` tracepoint reads the arguments from the saved user
+/// registers ([`current_syscall_args`]).
 macro_rules! syscall_hooks {
-    (@common $kind:expr, $n:literal, $enter:path, $exit:path,
-        tracepoint($tp_enter:ident, $tp_exit:ident),
+    (@kprobe $kind:expr, $n:literal, $enter:path, $exit:path,
         kprobe($kprobe:ident, $kretprobe:ident)) => {
-        #[aya_ebpf::macros::tracepoint]
-        pub fn $tp_enter(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            $crate::syscall::on_enter($kind, $enter, $crate::syscall::tracepoint_args::<$n>(&ctx));
-            0
-        }
-
-        #[aya_ebpf::macros::tracepoint]
-        pub fn $tp_exit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            $crate::syscall::on_exit($kind, $exit, $crate::syscall::tracepoint_ret(&ctx));
-            0
-        }
-
         #[aya_ebpf::macros::kprobe]
         pub fn $kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
             $crate::syscall::on_enter($kind, $enter, $crate::syscall::wrapper_args::<$n, _>(&ctx));
@@ -201,8 +210,20 @@ macro_rules! syscall_hooks {
         tracepoint($tp_enter:ident, $tp_exit:ident),
         kprobe($kprobe:ident, $kretprobe:ident),
         fentry = $fentry:ident, fexit = $fexit:ident $(,)?) => {
-        $crate::syscall::syscall_hooks!(@common $kind, $n, $enter, $exit,
-            tracepoint($tp_enter, $tp_exit), kprobe($kprobe, $kretprobe));
+        $crate::syscall::syscall_hooks!(@kprobe $kind, $n, $enter, $exit,
+            kprobe($kprobe, $kretprobe));
+
+        #[aya_ebpf::macros::tracepoint]
+        pub fn $tp_enter(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::syscall::on_enter($kind, $enter, $crate::syscall::tracepoint_args::<$n>(&ctx));
+            0
+        }
+
+        #[aya_ebpf::macros::tracepoint]
+        pub fn $tp_exit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::syscall::on_exit($kind, $exit, $crate::syscall::tracepoint_ret(&ctx));
+            0
+        }
 
         #[aya_ebpf::macros::fentry]
         pub fn $fentry(ctx: aya_ebpf::programs::FEntryContext) -> u32 {
@@ -218,11 +239,23 @@ macro_rules! syscall_hooks {
         }
     };
     ($kind:expr, nargs = $n:literal, enter = $enter:path, exit = $exit:path,
-        tracepoint($tp_enter:ident, $tp_exit:ident),
+        tracepoint($tp_exit:ident),
         kprobe($kprobe:ident, $kretprobe:ident),
         fexit = $fexit:ident $(,)?) => {
-        $crate::syscall::syscall_hooks!(@common $kind, $n, $enter, $exit,
-            tracepoint($tp_enter, $tp_exit), kprobe($kprobe, $kretprobe));
+        $crate::syscall::syscall_hooks!(@kprobe $kind, $n, $enter, $exit,
+            kprobe($kprobe, $kretprobe));
+
+        #[aya_ebpf::macros::tracepoint]
+        pub fn $tp_exit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::syscall::on_return(
+                $kind,
+                $enter,
+                $exit,
+                $crate::syscall::current_syscall_args::<$n>(),
+                $crate::syscall::tracepoint_ret(&ctx),
+            );
+            0
+        }
 
         #[aya_ebpf::macros::fexit]
         pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> u32 {

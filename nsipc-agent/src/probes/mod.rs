@@ -397,7 +397,7 @@ mod tests {
     use super::*;
 
     /// Every syscall hook can go to every backend, and every backend's programs of a hook are
-    /// an entry/exit pair or a lone fexit.
+    /// an entry/exit pair or a lone exit program.
     #[test]
     fn every_hook_has_a_program_for_every_backend() {
         let object = aya_obj::Object::parse(PROBES_OBJECT).unwrap();
@@ -409,9 +409,12 @@ mod tests {
                 Backend::ALL.to_vec(),
                 "{hook}"
             );
-            assert_eq!(
-                backends[&Backend::Tracepoint],
-                [format!("sys_enter_{hook}"), format!("sys_exit_{hook}")]
+            let exit = format!("sys_exit_{hook}");
+            assert!(
+                backends[&Backend::Tracepoint] == [exit.clone()]
+                    || backends[&Backend::Tracepoint] == [format!("sys_enter_{hook}"), exit],
+                "{hook}: {:?}",
+                backends[&Backend::Tracepoint]
             );
             assert_eq!(
                 backends[&Backend::Kprobe],

@@ -15,6 +15,9 @@ use serde_json::Value;
 pub const AGENT: &str = env!("CARGO_BIN_EXE_nsipc-agent");
 pub const HOST_NS: u64 = 4026531839;
 pub const WAIT: Duration = Duration::from_secs(10);
+/// Attaching takes longer than any event: under qemu without KVM, each fentry attach patches
+/// kernel text and waits out an RCU tasks grace period (a second or more there).
+pub const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// These tests load eBPF programs: without root they cannot test anything, so they fail
 /// loudly instead of passing vacuously.
@@ -114,7 +117,7 @@ impl Agent {
             .spawn()
             .expect("spawning nsipc-agent");
         let mut agent = Agent::from_child(child);
-        let ready = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
+        let ready = agent.wait_within("agent.ready", READY_WAIT, |e| e["event"] == "agent.ready");
         // Every hook on the backend under test: the kernels tested have all the hooked
         // functions, so none may fall back.
         let backend = expected_backend(backend);
@@ -154,10 +157,20 @@ impl Agent {
 
     /// Waits up to [`WAIT`] for an event matching `pred` (seen before or arriving now).
     pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_within(what, WAIT, pred)
+    }
+
+    /// Waits up to `wait` for an event matching `pred` (seen before or arriving now).
+    pub fn wait_within(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         if let Some(found) = self.events.iter().find(|e| pred(e)) {
             return found.clone();
         }
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + wait;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.next(left) {
                 Some(event) if pred(&event) => return event,
@@ -167,7 +180,7 @@ impl Agent {
         }
         let stderr = self.kill_and_stderr();
         panic!(
-            "no {what} within {WAIT:?}; stderr: {stderr}; events: {:#?}",
+            "no {what} within {wait:?}; stderr: {stderr}; events: {:#?}",
             self.events
         );
     }
