@@ -197,8 +197,9 @@ impl Agent {
     pub fn stop(mut self, signal: libc::c_int) -> Stopped {
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        while self.next(WAIT).is_some() {}
-        let deadline = Instant::now() + WAIT;
+        // Detaching takes as long as attaching (see READY_WAIT).
+        while self.next(READY_WAIT).is_some() {}
+        let deadline = Instant::now() + READY_WAIT;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("waiting for the agent") {
                 break status;
@@ -206,7 +207,8 @@ impl Agent {
             if Instant::now() > deadline {
                 let stderr = self.kill_and_stderr();
                 panic!(
-                    "the agent did not exit within {WAIT:?} of signal {signal}; stderr: {stderr}"
+                    "the agent did not exit within {READY_WAIT:?} of signal {signal}; stderr: \
+                     {stderr}"
                 );
             }
             thread::sleep(Duration::from_millis(20));
