@@ -6,6 +6,7 @@ mod btf;
 mod cli;
 mod decode;
 mod inventory;
+mod json;
 mod kernel;
 mod lifecycle;
 mod names;

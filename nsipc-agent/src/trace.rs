@@ -130,11 +130,11 @@ impl<W: Write> Stream<W> {
     /// Writes the lifecycle events the engine just derived.
     fn write_derived(&mut self) -> Result<SinkState> {
         for lifecycle in &self.derived {
-            if self.sink.write(&LifecycleJson {
+            let json = LifecycleJson {
                 event: lifecycle,
                 clock: &self.clock,
-            })? == SinkState::ReaderGone
-            {
+            };
+            if self.sink.write_with(|buf| json.write_line(buf))? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
             }
         }
