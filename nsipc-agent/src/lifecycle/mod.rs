@@ -10,7 +10,11 @@
 
 mod events;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map::Entry};
+
+/// The engine's maps are looked up several times per event: foldhash (seeded at random per
+/// process, so key collisions cannot be planned) costs a fraction of std's SipHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
 
@@ -81,26 +85,77 @@ pub struct ResyncCounts {
 pub struct Engine {
     /// Events of the agent's own threads (the inventory enters namespaces) are not users'.
     agent_pid: u32,
-    namespaces: HashMap<u32, NamespaceState>,
+    namespaces: Map<u32, NamespaceState>,
     /// Generation to give the next life of an inum (kernels without `ns_id`).
-    next_generation: HashMap<u32, u32>,
-    objects: HashMap<ObjectKey, ObjectState>,
+    next_generation: Map<u32, u32>,
+    objects: Map<ObjectKey, ObjectState>,
     /// Live attachments: (pid, address) → segment.
-    attachments: HashMap<(u32, u64), ObjectKey>,
+    attachments: Map<(u32, u64), ObjectKey>,
     /// (type, key) → namespaces where a live object of that type has that key, for
     /// `key_lives_in` without scanning every object. IPC_PRIVATE is not indexed.
-    keys: HashMap<(IpcObject, i32), Vec<u32>>,
+    keys: Map<(IpcObject, i32), KeyHolders>,
+    /// Reused by [`Self::namespace_freed`], so a teardown does not allocate.
+    dead: Vec<ObjectKey>,
+}
+
+/// The namespaces where a key is live: nearly always one, kept inline (an object created with
+/// a key then costs no allocation of its own).
+#[derive(Debug)]
+enum KeyHolders {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl KeyHolders {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            KeyHolders::One(ns) => std::slice::from_ref(ns),
+            KeyHolders::Many(namespaces) => namespaces,
+        }
+    }
+
+    fn push(&mut self, ns: u32) {
+        match self {
+            KeyHolders::One(first) => *self = KeyHolders::Many(vec![*first, ns]),
+            KeyHolders::Many(namespaces) => namespaces.push(ns),
+        }
+    }
+
+    /// Keeps the namespaces `keep` says; false when none is left.
+    fn retain(&mut self, keep: impl Fn(u32) -> bool) -> bool {
+        match self {
+            KeyHolders::One(ns) => keep(*ns),
+            KeyHolders::Many(namespaces) => {
+                namespaces.retain(|&ns| keep(ns));
+                !namespaces.is_empty()
+            }
+        }
+    }
+
+    /// Forgets one occurrence of `ns`; false when none is left.
+    fn remove(&mut self, ns: u32) -> bool {
+        match self {
+            KeyHolders::One(only) => *only != ns,
+            KeyHolders::Many(namespaces) => {
+                if let Some(at) = namespaces.iter().position(|&n| n == ns) {
+                    namespaces.swap_remove(at);
+                }
+                !namespaces.is_empty()
+            }
+        }
+    }
 }
 
 impl Engine {
     pub fn new(agent_pid: u32) -> Self {
         Self {
             agent_pid,
-            namespaces: HashMap::new(),
-            next_generation: HashMap::new(),
-            objects: HashMap::new(),
-            attachments: HashMap::new(),
-            keys: HashMap::new(),
+            namespaces: Map::default(),
+            next_generation: Map::default(),
+            objects: Map::default(),
+            attachments: Map::default(),
+            keys: Map::default(),
+            dead: Vec::new(),
         }
     }
 
@@ -151,26 +206,26 @@ impl Engine {
     fn forget_objects_of(&mut self, inum: u32) {
         self.objects.retain(|key, _| key.ns != inum);
         self.attachments.retain(|_, key| key.ns != inum);
-        self.keys.retain(|_, namespaces| {
-            namespaces.retain(|&ns| ns != inum);
-            !namespaces.is_empty()
-        });
+        self.keys
+            .retain(|_, namespaces| namespaces.retain(|ns| ns != inum));
     }
 
     fn index_key(&mut self, object: IpcObject, key: i32, ns: u32) {
         if key != IPC_PRIVATE {
-            self.keys.entry((object, key)).or_default().push(ns);
+            match self.keys.entry((object, key)) {
+                Entry::Occupied(mut holders) => holders.get_mut().push(ns),
+                Entry::Vacant(vacant) => {
+                    vacant.insert(KeyHolders::One(ns));
+                }
+            }
         }
     }
 
     fn unindex_key(&mut self, object: IpcObject, key: i32, ns: u32) {
-        if let Some(namespaces) = self.keys.get_mut(&(object, key)) {
-            if let Some(at) = namespaces.iter().position(|&n| n == ns) {
-                namespaces.swap_remove(at);
-            }
-            if namespaces.is_empty() {
-                self.keys.remove(&(object, key));
-            }
+        if let Entry::Occupied(mut holders) = self.keys.entry((object, key))
+            && !holders.get_mut().remove(ns)
+        {
+            holders.remove();
         }
     }
 
@@ -338,6 +393,7 @@ impl Engine {
             .get(&(object, key))
             .map(|namespaces| {
                 namespaces
+                    .as_slice()
                     .iter()
                     .copied()
                     .filter(|&ns| ns != except)
@@ -624,15 +680,11 @@ impl Engine {
             return; // a stale free of a life already replaced
         }
         let ident = state.ident;
-        let mut dead: Vec<ObjectKey> = self
-            .objects
-            .keys()
-            .filter(|key| key.ns == ns.inum)
-            .copied()
-            .collect();
+        let mut dead = std::mem::take(&mut self.dead);
+        dead.extend(self.objects.keys().filter(|key| key.ns == ns.inum).copied());
         dead.sort_by_key(|key| (key.object, key.id));
         let mut destroyed = state.torn_down;
-        for key in dead {
+        for key in dead.drain(..) {
             // A segment removed while attached cannot outlive its attachments, which hold the
             // namespace: it died at its last detach, whose free has not arrived yet.
             let removed = self.objects.get(&key).is_some_and(|state| state.removed);
@@ -643,6 +695,7 @@ impl Engine {
                 self.destroy_object(key, ident, DestroyReason::NamespaceTeardown, None, ts, out);
             }
         }
+        self.dead = dead;
         let state = self.namespaces.remove(&ns.inum).expect("present above");
         out.push(Lifecycle::NsDestroy {
             ts,
