@@ -165,6 +165,14 @@ fn push_string(buf: &mut Vec<u8>, value: &[u8]) {
 /// other control characters, everything else (UTF-8 included) as it is.
 fn push_escaped(buf: &mut Vec<u8>, value: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Almost always nothing to escape: one branch-free pass, then one copy.
+    let plain = value.iter().fold(true, |plain, &b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        buf.extend_from_slice(value);
+        return;
+    }
     let mut start = 0;
     for (i, &byte) in value.iter().enumerate() {
         let escape = match byte {

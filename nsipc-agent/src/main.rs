@@ -1,6 +1,7 @@
 //! nsipc-agent: kernel record → decoder → (lifecycle engine) → JSON Lines sink.
 
 mod agent_events;
+mod alloc_count;
 mod bench;
 mod btf;
 mod cli;
@@ -21,6 +22,9 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use crate::cli::{Backend, Cli, Command};
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::CountingAllocator = alloc_count::CountingAllocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
