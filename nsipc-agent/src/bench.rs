@@ -219,21 +219,29 @@ pub fn json_path(records: u64) -> Result<()> {
 
 /// This process's resident set (`VmRSS`), in bytes.
 fn rss_bytes() -> Result<u64> {
+    status_bytes("VmRSS:")
+}
+
+/// A size line of /proc/self/status (`VmRSS:`, `VmHWM:`…), in bytes.
+fn status_bytes(field: &str) -> Result<u64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kib = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().strip_suffix("kB"))
         .and_then(|kib| kib.trim().parse::<u64>().ok())
-        .context("no VmRSS in /proc/self/status")?;
+        .with_context(|| format!("no {field} in /proc/self/status"))?;
     Ok(kib * 1024)
 }
 
 /// Feeds the lifecycle engine the events that create `namespaces` namespaces holding `objects`
 /// objects in all, then the frees that destroy them, and prints the resident set at each
-/// stage: `{"namespaces", "objects", "rss_start", "rss_live", "rss_after", "bytes_per_object"}`.
-/// `bytes_per_object` charges the whole growth to the objects (namespaces included).
+/// stage: `{"namespaces", "objects", "rss_start", "rss_live", "rss_dead", "rss_after",
+/// "rss_peak", "bytes_per_object"}`. `rss_dead`: once all died, the engine still alive (what
+/// `trace` keeps); `rss_after`: the engine dropped; `rss_peak`: the process's high-water mark
+/// (`VmHWM`, table growth included). `bytes_per_object` charges the whole growth to the
+/// objects (namespaces included).
 pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
     let mut engine = Engine::new(std::process::id());
     let mut out = Vec::new();
@@ -309,6 +317,9 @@ pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
         );
         out.clear();
     }
+    // What the agent's allocator does after loading (`kernel::release_freed_memory`) is not
+    // done here: the engine gives its memory back by itself.
+    let rss_dead = rss_bytes()?;
     drop(engine);
     let rss_after = rss_bytes()?;
     print_line(&json!({
@@ -316,7 +327,9 @@ pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
         "objects": objects,
         "rss_start": rss_start,
         "rss_live": rss_live,
+        "rss_dead": rss_dead,
         "rss_after": rss_after,
+        "rss_peak": status_bytes("VmHWM:")?,
         "bytes_per_object": (rss_live.saturating_sub(rss_start)) / u64::from(objects.max(1)),
     }))
 }

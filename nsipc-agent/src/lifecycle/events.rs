@@ -22,13 +22,14 @@ pub struct NsIdent {
 /// Objects per type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ObjectCounts {
-    pub msg: u64,
-    pub shm: u64,
-    pub sem: u64,
+    // u32: the kernel allows at most 2^24 objects of a type per namespace (IPCMNI_EXTEND).
+    pub msg: u32,
+    pub shm: u32,
+    pub sem: u32,
 }
 
 impl ObjectCounts {
-    pub fn add(&mut self, object: IpcObject, delta: i64) {
+    pub fn add(&mut self, object: IpcObject, delta: i32) {
         let count = match object {
             IpcObject::Msg => &mut self.msg,
             IpcObject::Shm => &mut self.shm,
@@ -328,9 +329,9 @@ impl LifecycleJson<'_> {
                 f.counts(
                     "objects_destroyed",
                     &[
-                        ("msg", destroyed.msg),
-                        ("shm", destroyed.shm),
-                        ("sem", destroyed.sem),
+                        ("msg", destroyed.msg.into()),
+                        ("shm", destroyed.shm.into()),
+                        ("sem", destroyed.sem.into()),
                     ],
                 )?;
             }

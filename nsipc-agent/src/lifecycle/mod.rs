@@ -10,7 +10,10 @@
 
 mod events;
 
-use std::collections::{HashMap, hash_map::Entry};
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    hash::Hash,
+};
 
 /// The engine's maps are looked up several times per event: foldhash (seeded at random per
 /// process, so key collisions cannot be planned) costs a fraction of std's SipHash.
@@ -37,13 +40,52 @@ struct ObjectKey {
     id: i32,
 }
 
+/// What the engine keeps per live object, packed in 12 bytes aligned to 4 so that an entry
+/// of the object map, with its 12-byte key, takes 24 bytes rather than 40: there can be
+/// hundreds of thousands.
 #[derive(Debug)]
 struct ObjectState {
     key: i32,
+    /// The low 63 bits: monotonic ns of creation + 1, 0 when it was not seen. The top bit:
+    /// shm only, IPC_RMID happened while attached; the segment waits for its last detach.
+    /// In two halves, which keep the alignment at 4.
+    created_and_removed: [u32; 2],
+}
+
+const REMOVED: u64 = 1 << 63;
+
+impl ObjectState {
+    fn new(key: i32, created_ns: Option<u64>) -> Self {
+        // 2^63 ns is 292 years of uptime: nothing real is cut by the `min`.
+        let created = created_ns.map_or(0, |ns| ns.min(REMOVED - 2) + 1);
+        let mut state = Self {
+            key,
+            created_and_removed: [0; 2],
+        };
+        state.set(created);
+        state
+    }
+
+    fn get(&self) -> u64 {
+        u64::from(self.created_and_removed[0]) | u64::from(self.created_and_removed[1]) << 32
+    }
+
+    fn set(&mut self, value: u64) {
+        self.created_and_removed = [value as u32, (value >> 32) as u32];
+    }
+
     /// Monotonic ns of creation, when it was seen.
-    created_ns: Option<u64>,
-    /// shm only: IPC_RMID happened while attached; the segment waits for its last detach.
-    removed: bool,
+    fn created_ns(&self) -> Option<u64> {
+        (self.get() & !REMOVED).checked_sub(1)
+    }
+
+    fn removed(&self) -> bool {
+        self.get() & REMOVED != 0
+    }
+
+    fn set_removed(&mut self) {
+        self.set(self.get() | REMOVED);
+    }
 }
 
 #[derive(Debug)]
@@ -93,57 +135,12 @@ pub struct Engine {
     attachments: Map<(u32, u64), ObjectKey>,
     /// (type, key) → namespaces where a live object of that type has that key, for
     /// `key_lives_in` without scanning every object. IPC_PRIVATE is not indexed.
-    keys: Map<(IpcObject, i32), KeyHolders>,
+    keys: Map<(IpcObject, i32), u32>,
+    /// The other namespaces where the same (type, key) is live, for the rare key used in
+    /// several: kept apart so that `keys` holds one small entry per keyed object.
+    more_keys: Map<(IpcObject, i32), Vec<u32>>,
     /// Reused by [`Self::namespace_freed`], so a teardown does not allocate.
     dead: Vec<ObjectKey>,
-}
-
-/// The namespaces where a key is live: nearly always one, kept inline (an object created with
-/// a key then costs no allocation of its own).
-#[derive(Debug)]
-enum KeyHolders {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-impl KeyHolders {
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            KeyHolders::One(ns) => std::slice::from_ref(ns),
-            KeyHolders::Many(namespaces) => namespaces,
-        }
-    }
-
-    fn push(&mut self, ns: u32) {
-        match self {
-            KeyHolders::One(first) => *self = KeyHolders::Many(vec![*first, ns]),
-            KeyHolders::Many(namespaces) => namespaces.push(ns),
-        }
-    }
-
-    /// Keeps the namespaces `keep` says; false when none is left.
-    fn retain(&mut self, keep: impl Fn(u32) -> bool) -> bool {
-        match self {
-            KeyHolders::One(ns) => keep(*ns),
-            KeyHolders::Many(namespaces) => {
-                namespaces.retain(|&ns| keep(ns));
-                !namespaces.is_empty()
-            }
-        }
-    }
-
-    /// Forgets one occurrence of `ns`; false when none is left.
-    fn remove(&mut self, ns: u32) -> bool {
-        match self {
-            KeyHolders::One(only) => *only != ns,
-            KeyHolders::Many(namespaces) => {
-                if let Some(at) = namespaces.iter().position(|&n| n == ns) {
-                    namespaces.swap_remove(at);
-                }
-                !namespaces.is_empty()
-            }
-        }
-    }
 }
 
 impl Engine {
@@ -155,6 +152,7 @@ impl Engine {
             objects: Map::default(),
             attachments: Map::default(),
             keys: Map::default(),
+            more_keys: Map::default(),
             dead: Vec::new(),
         }
     }
@@ -206,26 +204,53 @@ impl Engine {
     fn forget_objects_of(&mut self, inum: u32) {
         self.objects.retain(|key, _| key.ns != inum);
         self.attachments.retain(|_, key| key.ns != inum);
-        self.keys
-            .retain(|_, namespaces| namespaces.retain(|ns| ns != inum));
+        let more_keys = &mut self.more_keys;
+        more_keys.retain(|_, more| {
+            more.retain(|&ns| ns != inum);
+            !more.is_empty()
+        });
+        // Where the namespace was the first holder, another takes its place.
+        self.keys.retain(|key, first| {
+            if *first != inum {
+                return true;
+            }
+            let Some(more) = more_keys.get_mut(key) else {
+                return false;
+            };
+            *first = more.pop().expect("never left empty");
+            if more.is_empty() {
+                more_keys.remove(key);
+            }
+            true
+        });
     }
 
     fn index_key(&mut self, object: IpcObject, key: i32, ns: u32) {
         if key != IPC_PRIVATE {
             match self.keys.entry((object, key)) {
-                Entry::Occupied(mut holders) => holders.get_mut().push(ns),
                 Entry::Vacant(vacant) => {
-                    vacant.insert(KeyHolders::One(ns));
+                    vacant.insert(ns);
                 }
+                Entry::Occupied(_) => self.more_keys.entry((object, key)).or_default().push(ns),
             }
         }
     }
 
     fn unindex_key(&mut self, object: IpcObject, key: i32, ns: u32) {
-        if let Entry::Occupied(mut holders) = self.keys.entry((object, key))
-            && !holders.get_mut().remove(ns)
-        {
-            holders.remove();
+        let index = (object, key);
+        let first = self.keys.get(&index).copied();
+        if let Some(more) = self.more_keys.get_mut(&index) {
+            if first == Some(ns) {
+                let next = more.pop().expect("never left empty");
+                self.keys.insert(index, next);
+            } else if let Some(at) = more.iter().position(|&n| n == ns) {
+                more.swap_remove(at);
+            }
+            if more.is_empty() {
+                self.more_keys.remove(&index);
+            }
+        } else if first == Some(ns) {
+            self.keys.remove(&index);
         }
     }
 
@@ -335,18 +360,13 @@ impl Engine {
                 _ => counts.objects_found += 1,
             }
         }
+        self.shrink_maps();
         counts
     }
 
     fn insert_object(&mut self, key: ObjectKey, ipc_key: i32, created_ns: Option<u64>) {
-        self.objects.insert(
-            key,
-            ObjectState {
-                key: ipc_key,
-                created_ns,
-                removed: false,
-            },
-        );
+        self.objects
+            .insert(key, ObjectState::new(ipc_key, created_ns));
         self.index_key(key.object, ipc_key, key.ns);
         if let Some(ns) = self.namespaces.get_mut(&key.ns) {
             ns.objects.add(key.object, 1);
@@ -365,7 +385,7 @@ impl Engine {
         let Some(state) = self.objects.remove(&key) else {
             return;
         };
-        if !state.removed {
+        if !state.removed() {
             self.unindex_key(key.object, state.key, key.ns);
         }
         if let Some(namespace) = self.namespaces.get_mut(&key.ns) {
@@ -382,24 +402,22 @@ impl Engine {
             id: key.id,
             key: state.key,
             reason,
-            lifetime_ns: state.created_ns.map(|created| ts.saturating_sub(created)),
+            lifetime_ns: state.created_ns().map(|created| ts.saturating_sub(created)),
         });
     }
 
     /// Namespaces other than `except` where a live object of this type has `key`.
     fn key_lives_in(&self, object: IpcObject, key: i32, except: u32) -> Vec<u32> {
+        let index = (object, key);
+        let more = self.more_keys.get(&index).map_or(&[][..], Vec::as_slice);
         let mut found: Vec<u32> = self
             .keys
-            .get(&(object, key))
-            .map(|namespaces| {
-                namespaces
-                    .as_slice()
-                    .iter()
-                    .copied()
-                    .filter(|&ns| ns != except)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .get(&index)
+            .into_iter()
+            .chain(more)
+            .copied()
+            .filter(|&ns| ns != except)
+            .collect();
         found.sort_unstable();
         found.dedup();
         found
@@ -407,6 +425,28 @@ impl Engine {
 
     /// Applies one kernel event, appending what it means to `out`.
     pub fn apply(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {
+        self.apply_event(event, out);
+        self.shrink_maps();
+    }
+
+    /// Gives memory back once most of a map is unused, after many deaths: hash tables never
+    /// shrink on their own, and the engine's memory should follow what is alive. Halving the
+    /// population again is needed to shrink again, so this costs nothing per event on
+    /// average, and nothing at all to small maps.
+    fn shrink_maps(&mut self) {
+        fn shrink<K: Eq + Hash, V>(map: &mut Map<K, V>) {
+            const SMALL: usize = 1024;
+            if map.capacity() > SMALL && map.len() < map.capacity() / 4 {
+                map.shrink_to(map.len() * 2);
+            }
+        }
+        shrink(&mut self.objects);
+        shrink(&mut self.keys);
+        shrink(&mut self.namespaces);
+        shrink(&mut self.attachments);
+    }
+
+    fn apply_event(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {
         let ts = event.ts_ns;
         let task = event.task;
         match event.body {
@@ -480,9 +520,9 @@ impl Engine {
                     // Attached: the kernel only marks it and makes its key private; it dies
                     // at its last detach.
                     if let Some(state) = self.objects.get_mut(&key)
-                        && !state.removed
+                        && !state.removed()
                     {
-                        state.removed = true;
+                        state.set_removed();
                         let ipc_key = state.key;
                         // ipc_set_key_private(): the key no longer finds the segment.
                         self.unindex_key(IpcObject::Shm, ipc_key, ns.inum);
@@ -620,7 +660,7 @@ impl Engine {
                 // reported them; one that comes first is counted in the namespace's destroy.
                 let reason = match self.objects.get(&key) {
                     None => return,
-                    Some(segment) if segment.removed => DestroyReason::LastDetach,
+                    Some(segment) if segment.removed() => DestroyReason::LastDetach,
                     Some(_) if rmid_forced => DestroyReason::RmidForced,
                     Some(_) => DestroyReason::NamespaceTeardown,
                 };
@@ -687,7 +727,7 @@ impl Engine {
         for key in dead.drain(..) {
             // A segment removed while attached cannot outlive its attachments, which hold the
             // namespace: it died at its last detach, whose free has not arrived yet.
-            let removed = self.objects.get(&key).is_some_and(|state| state.removed);
+            let removed = self.objects.get(&key).is_some_and(ObjectState::removed);
             if removed {
                 self.destroy_object(key, ident, DestroyReason::LastDetach, None, ts, out);
             } else {
