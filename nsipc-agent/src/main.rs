@@ -27,6 +27,7 @@ use crate::cli::{Backend, Cli, Command};
 static ALLOCATOR: alloc_count::CountingAllocator = alloc_count::CountingAllocator;
 
 fn main() -> ExitCode {
+    alloc_count::return_freed_memory_promptly();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -213,6 +213,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         btf_path: &options.btf_path,
         ring_buffer_bytes: options.ring_buffer_bytes,
     })?;
+    kernel::release_freed_memory();
     // SAFETY: the ring buffer owns its map fd, and AsyncFd owns the ring buffer, so the fd
     // stays open and the same until AsyncFd is dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
