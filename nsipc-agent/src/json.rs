@@ -8,6 +8,7 @@
 //! `serde_json::to_value`), and a test checks that both write the same bytes.
 
 use std::{
+    cell::Cell,
     convert::Infallible,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -16,26 +17,47 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::render::Rfc3339;
 
-/// Writes one object's fields. Keys are plain identifiers (letters, digits, `_`, `.`).
+/// A key of an object, with its JSON form (`,"name":`) made at compile time by [`key!`], so
+/// that writing it is one copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Key {
+    pub name: &'static str,
+    json: &'static str,
+}
+
+impl Key {
+    /// Use [`key!`], which makes `json` right.
+    pub const fn new(name: &'static str, json: &'static str) -> Self {
+        Self { name, json }
+    }
+}
+
+/// `key!("pid")`: the [`Key`] `pid`. Keys are plain identifiers (letters, digits, `_`, `.`):
+/// nothing in them needs escaping.
+macro_rules! key {
+    ($name:literal) => {
+        $crate::json::Key::new($name, concat!(",\"", $name, "\":"))
+    };
+}
+pub(crate) use key;
+
+/// Writes one object's fields.
 pub trait Fields {
     type Error;
-    /// A string, escaped as JSON needs.
-    fn str(&mut self, key: &'static str, value: &str) -> Result<(), Self::Error>;
+    /// One of the stream's fixed names (event names, reasons, errno names): nothing in them
+    /// needs escaping, so they are copied as they are.
+    fn name(&mut self, key: Key, value: &'static str) -> Result<(), Self::Error>;
     /// Bytes that should be UTF-8: invalid sequences become U+FFFD, as
     /// `String::from_utf8_lossy` does.
-    fn lossy(&mut self, key: &'static str, value: &[u8]) -> Result<(), Self::Error>;
-    fn uint(&mut self, key: &'static str, value: u64) -> Result<(), Self::Error>;
-    fn int(&mut self, key: &'static str, value: i64) -> Result<(), Self::Error>;
-    fn bool(&mut self, key: &'static str, value: bool) -> Result<(), Self::Error>;
+    fn lossy(&mut self, key: Key, value: &[u8]) -> Result<(), Self::Error>;
+    fn uint(&mut self, key: Key, value: u64) -> Result<(), Self::Error>;
+    fn int(&mut self, key: Key, value: i64) -> Result<(), Self::Error>;
+    fn bool(&mut self, key: Key, value: bool) -> Result<(), Self::Error>;
     /// An RFC 3339 UTC time with nanoseconds (what [`Rfc3339`] writes).
-    fn time(&mut self, key: &'static str, value: SystemTime) -> Result<(), Self::Error>;
+    fn time(&mut self, key: Key, value: SystemTime) -> Result<(), Self::Error>;
     /// A nested object of unsigned counts.
-    fn counts(
-        &mut self,
-        key: &'static str,
-        value: &[(&'static str, u64)],
-    ) -> Result<(), Self::Error>;
-    fn u32_list(&mut self, key: &'static str, value: &[u32]) -> Result<(), Self::Error>;
+    fn counts(&mut self, key: Key, value: &[(Key, u64)]) -> Result<(), Self::Error>;
+    fn u32_list(&mut self, key: Key, value: &[u32]) -> Result<(), Self::Error>;
 }
 
 /// One JSON object written into a byte buffer (the sink's), without the newline.
@@ -54,34 +76,47 @@ impl<'b> Line<'b> {
         self.buf.push(b'}');
     }
 
-    fn key(&mut self, key: &'static str) {
+    fn key(&mut self, key: Key) {
         debug_assert!(
-            key.bytes()
+            key.name
+                .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'),
             "{key:?} needs escaping"
         );
-        if !self.empty {
-            self.buf.push(b',');
-        }
+        let json = key.json.as_bytes();
+        // The first key has no comma before it.
+        self.buf
+            .extend_from_slice(if self.empty { &json[1..] } else { json });
         self.empty = false;
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(key.as_bytes());
-        self.buf.extend_from_slice(b"\":");
     }
 }
 
 impl Fields for Line<'_> {
     type Error = Infallible;
 
-    fn str(&mut self, key: &'static str, value: &str) -> Result<(), Infallible> {
+    fn name(&mut self, key: Key, value: &'static str) -> Result<(), Infallible> {
+        debug_assert!(
+            value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
+            "{value:?} needs escaping"
+        );
         self.key(key);
-        push_string(self.buf, value.as_bytes());
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.push(b'"');
         Ok(())
     }
 
-    fn lossy(&mut self, key: &'static str, value: &[u8]) -> Result<(), Infallible> {
+    fn lossy(&mut self, key: Key, value: &[u8]) -> Result<(), Infallible> {
         self.key(key);
         self.buf.push(b'"');
+        if value.is_ascii() {
+            // The usual comm: valid as it is.
+            push_escaped(self.buf, value);
+            self.buf.push(b'"');
+            return Ok(());
+        }
         for chunk in value.utf8_chunks() {
             push_escaped(self.buf, chunk.valid().as_bytes());
             if !chunk.invalid().is_empty() {
@@ -96,28 +131,28 @@ impl Fields for Line<'_> {
         Ok(())
     }
 
-    fn uint(&mut self, key: &'static str, value: u64) -> Result<(), Infallible> {
+    fn uint(&mut self, key: Key, value: u64) -> Result<(), Infallible> {
         self.key(key);
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         Ok(())
     }
 
-    fn int(&mut self, key: &'static str, value: i64) -> Result<(), Infallible> {
+    fn int(&mut self, key: Key, value: i64) -> Result<(), Infallible> {
         self.key(key);
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         Ok(())
     }
 
-    fn bool(&mut self, key: &'static str, value: bool) -> Result<(), Infallible> {
+    fn bool(&mut self, key: Key, value: bool) -> Result<(), Infallible> {
         self.key(key);
         self.buf
             .extend_from_slice(if value { b"true" } else { b"false" });
         Ok(())
     }
 
-    fn time(&mut self, key: &'static str, value: SystemTime) -> Result<(), Infallible> {
+    fn time(&mut self, key: Key, value: SystemTime) -> Result<(), Infallible> {
         self.key(key);
         self.buf.push(b'"');
         push_rfc3339(self.buf, value);
@@ -125,11 +160,7 @@ impl Fields for Line<'_> {
         Ok(())
     }
 
-    fn counts(
-        &mut self,
-        key: &'static str,
-        value: &[(&'static str, u64)],
-    ) -> Result<(), Infallible> {
+    fn counts(&mut self, key: Key, value: &[(Key, u64)]) -> Result<(), Infallible> {
         self.key(key);
         let mut inner = Line::start(self.buf);
         for &(key, count) in value {
@@ -139,7 +170,7 @@ impl Fields for Line<'_> {
         Ok(())
     }
 
-    fn u32_list(&mut self, key: &'static str, value: &[u32]) -> Result<(), Infallible> {
+    fn u32_list(&mut self, key: Key, value: &[u32]) -> Result<(), Infallible> {
         self.key(key);
         self.buf.push(b'[');
         for (i, item) in value.iter().enumerate() {
@@ -152,13 +183,6 @@ impl Fields for Line<'_> {
         self.buf.push(b']');
         Ok(())
     }
-}
-
-/// A quoted JSON string.
-fn push_string(buf: &mut Vec<u8>, value: &[u8]) {
-    buf.push(b'"');
-    push_escaped(buf, value);
-    buf.push(b'"');
 }
 
 /// The escapes serde_json writes: the two-letter ones where JSON has them, `\u00xx` for the
@@ -207,6 +231,11 @@ fn push_escaped(buf: &mut Vec<u8>, value: &[u8]) {
 /// The first second of year 10000, past what RFC 3339's four-digit years can write.
 const YEAR_10000: u64 = 253_402_300_800;
 
+thread_local! {
+    /// The last second written, as `YYYY-MM-DDTHH:MM:SS.`: events come many to a second.
+    static LAST_SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`, byte for byte what `humantime::format_rfc3339_nanos`
 /// writes. Past year 9999, where humantime fails, the last time it can write.
 fn push_rfc3339(buf: &mut Vec<u8>, time: SystemTime) {
@@ -216,10 +245,29 @@ fn push_rfc3339(buf: &mut Vec<u8>, time: SystemTime) {
         buf.extend_from_slice(b"9999-12-31T23:59:59.999999999Z");
         return;
     }
+    let prefix = LAST_SECOND.with(|last| match last.get() {
+        (second, prefix) if second == secs => prefix,
+        _ => {
+            let prefix = second_prefix(secs);
+            last.set((secs, prefix));
+            prefix
+        }
+    });
+    buf.extend_from_slice(&prefix);
+    let mut nanos = since_epoch.subsec_nanos();
+    let mut out = *b"000000000Z";
+    for digit in out[..9].iter_mut().rev() {
+        *digit = b'0' + (nanos % 10) as u8;
+        nanos /= 10;
+    }
+    buf.extend_from_slice(&out);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch (before year 10000).
+fn second_prefix(secs: u64) -> [u8; 20] {
     let (year, month, day) = civil_from_days(secs / 86_400);
     let in_day = secs % 86_400;
-    let nanos = since_epoch.subsec_nanos();
-    let mut out = *b"0000-00-00T00:00:00.000000000Z";
+    let mut out = *b"0000-00-00T00:00:00.";
     let mut digits = |at: usize, width: usize, mut value: u64| {
         for i in (at..at + width).rev() {
             out[i] = b'0' + (value % 10) as u8;
@@ -232,8 +280,7 @@ fn push_rfc3339(buf: &mut Vec<u8>, time: SystemTime) {
     digits(11, 2, in_day / 3600);
     digits(14, 2, in_day / 60 % 60);
     digits(17, 2, in_day % 60);
-    digits(20, 9, u64::from(nanos));
-    buf.extend_from_slice(&out);
+    out
 }
 
 /// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's `civil_from_days`,
@@ -254,13 +301,13 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// The same fields given to a serde map.
 pub struct SerdeFields<'m, M>(pub &'m mut M);
 
-struct Counts<'a>(&'a [(&'static str, u64)]);
+struct Counts<'a>(&'a [(Key, u64)]);
 
 impl Serialize for Counts<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (key, count) in self.0 {
-            map.serialize_entry(key, count)?;
+            map.serialize_entry(key.name, count)?;
         }
         map.end()
     }
@@ -269,36 +316,37 @@ impl Serialize for Counts<'_> {
 impl<M: SerializeMap> Fields for SerdeFields<'_, M> {
     type Error = M::Error;
 
-    fn str(&mut self, key: &'static str, value: &str) -> Result<(), M::Error> {
-        self.0.serialize_entry(key, value)
+    fn name(&mut self, key: Key, value: &'static str) -> Result<(), M::Error> {
+        self.0.serialize_entry(key.name, value)
     }
 
-    fn lossy(&mut self, key: &'static str, value: &[u8]) -> Result<(), M::Error> {
-        self.0.serialize_entry(key, &String::from_utf8_lossy(value))
+    fn lossy(&mut self, key: Key, value: &[u8]) -> Result<(), M::Error> {
+        self.0
+            .serialize_entry(key.name, &String::from_utf8_lossy(value))
     }
 
-    fn uint(&mut self, key: &'static str, value: u64) -> Result<(), M::Error> {
-        self.0.serialize_entry(key, &value)
+    fn uint(&mut self, key: Key, value: u64) -> Result<(), M::Error> {
+        self.0.serialize_entry(key.name, &value)
     }
 
-    fn int(&mut self, key: &'static str, value: i64) -> Result<(), M::Error> {
-        self.0.serialize_entry(key, &value)
+    fn int(&mut self, key: Key, value: i64) -> Result<(), M::Error> {
+        self.0.serialize_entry(key.name, &value)
     }
 
-    fn bool(&mut self, key: &'static str, value: bool) -> Result<(), M::Error> {
-        self.0.serialize_entry(key, &value)
+    fn bool(&mut self, key: Key, value: bool) -> Result<(), M::Error> {
+        self.0.serialize_entry(key.name, &value)
     }
 
-    fn time(&mut self, key: &'static str, value: SystemTime) -> Result<(), M::Error> {
-        self.0.serialize_entry(key, &Rfc3339(value))
+    fn time(&mut self, key: Key, value: SystemTime) -> Result<(), M::Error> {
+        self.0.serialize_entry(key.name, &Rfc3339(value))
     }
 
-    fn counts(&mut self, key: &'static str, value: &[(&'static str, u64)]) -> Result<(), M::Error> {
-        self.0.serialize_entry(key, &Counts(value))
+    fn counts(&mut self, key: Key, value: &[(Key, u64)]) -> Result<(), M::Error> {
+        self.0.serialize_entry(key.name, &Counts(value))
     }
 
-    fn u32_list(&mut self, key: &'static str, value: &[u32]) -> Result<(), M::Error> {
-        self.0.serialize_entry(key, value)
+    fn u32_list(&mut self, key: Key, value: &[u32]) -> Result<(), M::Error> {
+        self.0.serialize_entry(key.name, value)
     }
 }
 
@@ -318,19 +366,24 @@ mod tests {
 
     impl Sample<'_> {
         fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
-            f.str("event", self.text)?;
-            f.time("time", self.time)?;
-            f.lossy("comm", self.bytes)?;
-            f.uint("u", self.numbers.0)?;
-            f.int("i", self.numbers.1)?;
-            f.bool("yes", true)?;
-            f.bool("no", false)?;
+            f.lossy(key!("event"), self.text.as_bytes())?;
+            f.name(key!("name"), "msg.get_failed")?;
+            f.time(key!("time"), self.time)?;
+            f.lossy(key!("comm"), self.bytes)?;
+            f.uint(key!("u"), self.numbers.0)?;
+            f.int(key!("i"), self.numbers.1)?;
+            f.bool(key!("yes"), true)?;
+            f.bool(key!("no"), false)?;
             f.counts(
-                "objects_destroyed",
-                &[("msg", 1), ("shm", self.numbers.0), ("sem", 0)],
+                key!("objects_destroyed"),
+                &[
+                    (key!("msg"), 1),
+                    (key!("shm"), self.numbers.0),
+                    (key!("sem"), 0),
+                ],
             )?;
-            f.u32_list("empty", &[])?;
-            f.u32_list("list", &[4_026_531_839, 0, 7])
+            f.u32_list(key!("empty"), &[])?;
+            f.u32_list(key!("list"), &[4_026_531_839, 0, 7])
         }
     }
 
@@ -385,6 +438,26 @@ mod tests {
                     assert_eq!(fast(&sample), serde_json::to_string(&sample).unwrap());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn times_in_the_same_second_and_the_next() {
+        let base = 1_700_000_000;
+        for (secs, nanos) in [
+            (base, 1),
+            (base, 999_999_999),
+            (base + 1, 0),
+            (base, 5),
+            (base + 86_400, 7),
+        ] {
+            let time = UNIX_EPOCH + Duration::new(secs, nanos);
+            let mut buf = Vec::new();
+            push_rfc3339(&mut buf, time);
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                humantime::format_rfc3339_nanos(time).to_string()
+            );
         }
     }
 

@@ -4,7 +4,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
     decode::Task,
-    json::{Fields, Line, SerdeFields},
+    json::{Fields, Key, Line, SerdeFields, key},
     names::{IpcObject, errno_name},
     render::WallClock,
 };
@@ -244,11 +244,7 @@ impl Lifecycle {
 }
 
 /// Writes a namespace identity as `<inum_key>` plus `<prefix>_id` or `<prefix>_gen`.
-fn put_ns_ident<F: Fields>(
-    f: &mut F,
-    keys: (&'static str, &'static str, &'static str),
-    ns: &NsIdent,
-) -> Result<(), F::Error> {
+fn put_ns_ident<F: Fields>(f: &mut F, keys: (Key, Key, Key), ns: &NsIdent) -> Result<(), F::Error> {
     let (inum_key, id_key, gen_key) = keys;
     f.uint(inum_key, ns.inum.into())?;
     if ns.id != 0 {
@@ -260,10 +256,10 @@ fn put_ns_ident<F: Fields>(
 
 /// Writes the fields of the task an event is about (as `render::put_task` does).
 fn put_task<F: Fields>(f: &mut F, task: &Task) -> Result<(), F::Error> {
-    f.uint("pid", task.pid.into())?;
-    f.uint("tid", task.tid.into())?;
-    f.uint("uid", task.uid.into())?;
-    f.lossy("comm", task.comm_bytes())
+    f.uint(key!("pid"), task.pid.into())?;
+    f.uint(key!("tid"), task.tid.into())?;
+    f.uint(key!("uid"), task.uid.into())?;
+    f.lossy(key!("comm"), task.comm_bytes())
 }
 
 /// A lifecycle event ready to serialize as one JSON object.
@@ -282,14 +278,14 @@ impl LifecycleJson<'_> {
 
     fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let event = self.event;
-        f.str("event", event.name())?;
+        f.name(key!("event"), event.name())?;
         if let Some(ts) = event.ts() {
-            f.time("time", self.clock.wall_time(ts))?;
+            f.time(key!("time"), self.clock.wall_time(ts))?;
         }
         if let Some(task) = event.task() {
             put_task(f, task)?;
         }
-        put_ns_ident(f, ("ns", "ns_id", "ns_gen"), event.ns())?;
+        put_ns_ident(f, (key!("ns"), key!("ns_id"), key!("ns_gen")), event.ns())?;
         match event {
             Lifecycle::NsExists { .. } => {}
             Lifecycle::NsCreate {
@@ -298,23 +294,31 @@ impl LifecycleJson<'_> {
                 child_pid,
                 ..
             } => {
-                put_ns_ident(f, ("from_ns", "from_ns_id", "from_ns_gen"), from)?;
-                f.str(
-                    "via",
+                put_ns_ident(
+                    f,
+                    (key!("from_ns"), key!("from_ns_id"), key!("from_ns_gen")),
+                    from,
+                )?;
+                f.name(
+                    key!("via"),
                     match via {
                         Via::Unshare => "unshare",
                         Via::Clone => "clone",
                     },
                 )?;
                 if let Some(child_pid) = child_pid {
-                    f.uint("child_pid", (*child_pid).into())?;
+                    f.uint(key!("child_pid"), (*child_pid).into())?;
                 }
             }
             Lifecycle::NsJoin {
                 from, into_host, ..
             } => {
-                put_ns_ident(f, ("from_ns", "from_ns_id", "from_ns_gen"), from)?;
-                f.bool("into_host", *into_host)?;
+                put_ns_ident(
+                    f,
+                    (key!("from_ns"), key!("from_ns_id"), key!("from_ns_gen")),
+                    from,
+                )?;
+                f.bool(key!("into_host"), *into_host)?;
             }
             Lifecycle::NsDestroy {
                 lifetime_ns,
@@ -322,22 +326,22 @@ impl LifecycleJson<'_> {
                 reason,
                 ..
             } => {
-                f.str("reason", reason.as_str())?;
+                f.name(key!("reason"), reason.as_str())?;
                 if let Some(lifetime_ns) = lifetime_ns {
-                    f.uint("lifetime_ns", *lifetime_ns)?;
+                    f.uint(key!("lifetime_ns"), *lifetime_ns)?;
                 }
                 f.counts(
-                    "objects_destroyed",
+                    key!("objects_destroyed"),
                     &[
-                        ("msg", destroyed.msg.into()),
-                        ("shm", destroyed.shm.into()),
-                        ("sem", destroyed.sem.into()),
+                        (key!("msg"), destroyed.msg.into()),
+                        (key!("shm"), destroyed.shm.into()),
+                        (key!("sem"), destroyed.sem.into()),
                     ],
                 )?;
             }
             Lifecycle::ObjectExists { id, key, .. } => {
-                f.int("id", (*id).into())?;
-                f.int("key", (*key).into())?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
             }
             Lifecycle::ObjectCreate {
                 object,
@@ -348,14 +352,14 @@ impl LifecycleJson<'_> {
                 task,
                 ..
             } => {
-                f.int("id", (*id).into())?;
-                f.int("key", (*key).into())?;
-                f.uint("owner_uid", task.uid.into())?;
-                f.int("mode", (*mode).into())?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
+                f.uint(key!("owner_uid"), task.uid.into())?;
+                f.int(key!("mode"), (*mode).into())?;
                 match object {
                     IpcObject::Msg => {}
-                    IpcObject::Shm => f.uint("size", *size)?,
-                    IpcObject::Sem => f.uint("nsems", *size)?,
+                    IpcObject::Shm => f.uint(key!("size"), *size)?,
+                    IpcObject::Sem => f.uint(key!("nsems"), *size)?,
                 }
             }
             Lifecycle::ObjectDestroy {
@@ -365,32 +369,32 @@ impl LifecycleJson<'_> {
                 lifetime_ns,
                 ..
             } => {
-                f.int("id", (*id).into())?;
-                f.int("key", (*key).into())?;
-                f.str("reason", reason.as_str())?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
+                f.name(key!("reason"), reason.as_str())?;
                 if let Some(lifetime_ns) = lifetime_ns {
-                    f.uint("lifetime_ns", *lifetime_ns)?;
+                    f.uint(key!("lifetime_ns"), *lifetime_ns)?;
                 }
             }
             Lifecycle::ShmRemove { id, key, .. } => {
-                f.int("id", (*id).into())?;
-                f.int("key", (*key).into())?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
             }
             Lifecycle::ShmAttach { id, key, addr, .. } => {
-                f.int("id", (*id).into())?;
+                f.int(key!("id"), (*id).into())?;
                 if let Some(key) = key {
-                    f.int("key", (*key).into())?;
+                    f.int(key!("key"), (*key).into())?;
                 }
-                f.uint("addr", *addr)?;
+                f.uint(key!("addr"), *addr)?;
             }
             Lifecycle::ShmDetach { id, key, addr, .. } => {
                 if let Some(id) = id {
-                    f.int("id", (*id).into())?;
+                    f.int(key!("id"), (*id).into())?;
                 }
                 if let Some(key) = key {
-                    f.int("key", (*key).into())?;
+                    f.int(key!("key"), (*key).into())?;
                 }
-                f.uint("addr", *addr)?;
+                f.uint(key!("addr"), *addr)?;
             }
             Lifecycle::GetFailed {
                 key,
@@ -399,13 +403,13 @@ impl LifecycleJson<'_> {
                 key_lives_in,
                 ..
             } => {
-                f.int("key", (*key).into())?;
-                f.int("flags", (*flags).into())?;
+                f.int(key!("key"), (*key).into())?;
+                f.int(key!("flags"), (*flags).into())?;
                 match errno_name(*errno) {
-                    Some(name) => f.str("errno", name)?,
-                    None => f.int("errno", (*errno).into())?,
+                    Some(name) => f.name(key!("errno"), name)?,
+                    None => f.int(key!("errno"), (*errno).into())?,
                 }
-                f.u32_list("key_lives_in", key_lives_in)?;
+                f.u32_list(key!("key_lives_in"), key_lives_in)?;
             }
         }
         Ok(())
