@@ -22,6 +22,7 @@ use tokio::{
 };
 
 use crate::{
+    alloc_count,
     decode::{Body, KernelEvent, Task},
     kernel,
     lifecycle::Engine,
@@ -119,12 +120,47 @@ const IPC_RMID: u64 = 0;
 /// The host IPC namespace's `ns_id` on the 6.18 development machine.
 const HOST_NS_ID: u64 = 4098;
 
+/// The host namespace as the probes report it.
+const HOST_NS: NsRef = NsRef {
+    id: HOST_NS_ID,
+    inum: HOST_IPC_NS_INUM,
+    _pad: 0,
+};
+
+/// The bytes a probe writes for one record of the benchmark's workload process.
+fn record_bytes(
+    kind: EventKind,
+    ts_ns: u64,
+    (ns, other_ns): (NsRef, NsRef),
+    ret: i64,
+    args: [u64; 4],
+) -> [u8; Record::SIZE] {
+    let mut comm = [0u8; 16];
+    comm[..14].copy_from_slice(b"nsipc-bench-wl");
+    let record = Record {
+        kind: kind as u32,
+        pid: 48_213,
+        tid: 48_213,
+        uid: 0,
+        ts_ns,
+        ns,
+        other_ns,
+        ret,
+        args,
+        comm,
+    };
+    let mut bytes = [0u8; Record::SIZE];
+    // SAFETY: Record is plain integers with no padding, exactly SIZE bytes long.
+    bytes.copy_from_slice(unsafe {
+        std::slice::from_raw_parts((&raw const record).cast::<u8>(), Record::SIZE)
+    });
+    bytes
+}
+
 /// `count` records as the probes write them for the storm workload: msgget, msgctl(IPC_RMID),
 /// shmget, shmctl(IPC_RMID), semget, semctl(IPC_RMID) in turn, with ids, timestamps and
 /// return values that change from record to record as they do for real.
 fn storm_records(count: usize) -> Vec<[u8; Record::SIZE]> {
-    let mut comm = [0u8; 16];
-    comm[..14].copy_from_slice(b"nsipc-bench-wl");
     (0..count)
         .map(|i| {
             // The kernel's ids are (seq << 15) + index; every create takes the next seq.
@@ -137,28 +173,8 @@ fn storm_records(count: usize) -> Vec<[u8; Record::SIZE]> {
                 4 => (EventKind::SemGet, id as i64, [0, 1, CREATE_FLAGS, 0]),
                 _ => (EventKind::SemCtl, 0, [id, 0, IPC_RMID, 0]),
             };
-            let record = Record {
-                kind: kind as u32,
-                pid: 48_213,
-                tid: 48_213,
-                uid: 0,
-                ts_ns: 1_533_000_000_000 + i as u64 * 2_347,
-                ns: NsRef {
-                    id: HOST_NS_ID,
-                    inum: HOST_IPC_NS_INUM,
-                    _pad: 0,
-                },
-                other_ns: NsRef::default(),
-                ret,
-                args,
-                comm,
-            };
-            let mut bytes = [0u8; Record::SIZE];
-            // SAFETY: Record is plain integers with no padding, exactly SIZE bytes long.
-            bytes.copy_from_slice(unsafe {
-                std::slice::from_raw_parts((&raw const record).cast::<u8>(), Record::SIZE)
-            });
-            bytes
+            let ts_ns = 1_533_000_000_000 + i as u64 * 2_347;
+            record_bytes(kind, ts_ns, (HOST_NS, NsRef::default()), ret, args)
         })
         .collect()
 }
@@ -174,8 +190,9 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// Feeds `records` records through `trace`'s decode + lifecycle + JSON path on this thread and prints
-/// `{"records", "ns", "cpu_ns", "bytes"}`: wall time, and this thread's CPU time, which is what
-/// one core would need on a machine not shared with anything else.
+/// `{"records", "ns", "cpu_ns", "bytes", "allocations"}`: wall time, and this thread's CPU time,
+/// which is what one core would need on a machine not shared with anything else, and the heap
+/// allocations the path made (the hot path should make none).
 pub fn json_path(records: u64) -> Result<()> {
     // More distinct records than fit in the CPU's L1 cache, fewer than would test the memory.
     let samples = storm_records(6 * 1024);
@@ -183,10 +200,12 @@ pub fn json_path(records: u64) -> Result<()> {
     let mut stream = Stream::new(ByteCounter::default(), false);
     let start = Instant::now();
     let start_cpu = thread_cpu_ns();
+    let start_allocations = alloc_count::allocations();
     for i in 0..records {
         stream.record(&samples[i as usize % samples.len()])?;
     }
     stream.sink.flush()?;
+    let allocations = alloc_count::allocations() - start_allocations;
     let cpu_ns = thread_cpu_ns() - start_cpu;
     let ns = start.elapsed().as_nanos() as u64;
     print_line(&json!({
@@ -194,26 +213,35 @@ pub fn json_path(records: u64) -> Result<()> {
         "ns": ns,
         "cpu_ns": cpu_ns,
         "bytes": stream.sink.get_ref().bytes,
+        "allocations": allocations,
     }))
 }
 
 /// This process's resident set (`VmRSS`), in bytes.
 fn rss_bytes() -> Result<u64> {
+    status_bytes("VmRSS:")
+}
+
+/// A size line of /proc/self/status (`VmRSS:`, `VmHWM:`…), in bytes.
+fn status_bytes(field: &str) -> Result<u64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kib = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().strip_suffix("kB"))
         .and_then(|kib| kib.trim().parse::<u64>().ok())
-        .context("no VmRSS in /proc/self/status")?;
+        .with_context(|| format!("no {field} in /proc/self/status"))?;
     Ok(kib * 1024)
 }
 
 /// Feeds the lifecycle engine the events that create `namespaces` namespaces holding `objects`
 /// objects in all, then the frees that destroy them, and prints the resident set at each
-/// stage: `{"namespaces", "objects", "rss_start", "rss_live", "rss_after", "bytes_per_object"}`.
-/// `bytes_per_object` charges the whole growth to the objects (namespaces included).
+/// stage: `{"namespaces", "objects", "rss_start", "rss_live", "rss_dead", "rss_after",
+/// "rss_peak", "bytes_per_object"}`. `rss_dead`: once all died, the engine still alive (what
+/// `trace` keeps); `rss_after`: the engine dropped; `rss_peak`: the process's high-water mark
+/// (`VmHWM`, table growth included). `bytes_per_object` charges the whole growth to the
+/// objects (namespaces included).
 pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
     let mut engine = Engine::new(std::process::id());
     let mut out = Vec::new();
@@ -289,6 +317,9 @@ pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
         );
         out.clear();
     }
+    // What the agent's allocator does after loading (`kernel::release_freed_memory`) is not
+    // done here: the engine gives its memory back by itself.
+    let rss_dead = rss_bytes()?;
     drop(engine);
     let rss_after = rss_bytes()?;
     print_line(&json!({
@@ -296,7 +327,9 @@ pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
         "objects": objects,
         "rss_start": rss_start,
         "rss_live": rss_live,
+        "rss_dead": rss_dead,
         "rss_after": rss_after,
+        "rss_peak": status_bytes("VmHWM:")?,
         "bytes_per_object": (rss_live.saturating_sub(rss_start)) / u64::from(objects.max(1)),
     }))
 }
@@ -306,6 +339,133 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+
+    /// One round of a workload that goes through every kind of event and most of the engine:
+    /// objects created with and without keys and destroyed, a failed get, a segment attached,
+    /// removed while attached and detached, a namespace created by unshare and by clone,
+    /// joined, left, and freed with an object still in it. Every round ends as it began.
+    fn mixed_round(round: u64) -> Vec<[u8; Record::SIZE]> {
+        use EventKind::*;
+        let ts = 2_000_000_000_000 + round * 1_000_000;
+        let child = |inum: u32, id: u64| NsRef { id, inum, _pad: 0 };
+        // New namespaces reuse their inums, as the kernel does, with new ids.
+        let a = child(0xF000_0100, 10_000 + 2 * round);
+        let b = child(0xF000_0101, 10_001 + 2 * round);
+        let host = (HOST_NS, NsRef::default());
+        let id = |seq: u64| (((round % 1000) * 8 + seq) << 15) as i64;
+        let mut records = vec![
+            record_bytes(MsgGet, ts, host, id(0), [0x5eed, CREATE_FLAGS, 0, 0]),
+            record_bytes(ShmGet, ts + 1, host, id(1), [0, 8192, CREATE_FLAGS, 0]),
+            record_bytes(SemGet, ts + 2, host, id(2), [0x5eee, 3, CREATE_FLAGS, 0]),
+            // ENOENT for a key that lives nowhere else.
+            record_bytes(MsgGet, ts + 3, host, -2, [0x7777, 0, 0, 0]),
+            record_bytes(
+                ShmAttach,
+                ts + 4,
+                host,
+                0x7f00_0000_0000,
+                [id(1) as u64, 0, 0, 0],
+            ),
+            // IPC_RMID while attached, then the last detach and the segment's free.
+            record_bytes(ShmCtl, ts + 5, host, 0, [id(1) as u64, IPC_RMID, 0, 1]),
+            record_bytes(ShmDetach, ts + 6, host, 0, [0x7f00_0000_0000, 0, 0, 0]),
+            record_bytes(ShmFreed, ts + 7, host, 0, [id(1) as u64, 0, 0, 0]),
+            record_bytes(MsgCtl, ts + 8, host, 0, [id(0) as u64, IPC_RMID, 0, 0]),
+            record_bytes(SemCtl, ts + 9, host, 0, [id(2) as u64, 0, IPC_RMID, 0]),
+            // A command that changes nothing.
+            record_bytes(MsgCtl, ts + 10, host, 0, [id(0) as u64, 2, 0, 0]),
+            record_bytes(Unshare, ts + 11, (a, HOST_NS), 0, [0x0800_0000, 0, 0, 0]),
+            record_bytes(
+                SemGet,
+                ts + 12,
+                (a, NsRef::default()),
+                0,
+                [0x5eee, 1, CREATE_FLAGS, 0],
+            ),
+            record_bytes(Clone, ts + 13, (b, a), 4242, [0x0800_0011, 4242, 0, 0]),
+            record_bytes(Setns, ts + 14, (b, a), 0, [3, 0x0800_0000, 0, 0]),
+            record_bytes(Setns, ts + 15, (HOST_NS, b), 0, [3, 0x0800_0000, 0, 0]),
+            record_bytes(ProcessExit, ts + 16, (a, NsRef::default()), 0, [0; 4]),
+        ];
+        for ns in [a, b] {
+            records.push(record_bytes(
+                NsFreed,
+                ts + 17,
+                (ns, NsRef::default()),
+                0,
+                [0; 4],
+            ));
+        }
+        records
+    }
+
+    /// The issue's target: no allocation per event on the JSON path, once its buffers and maps
+    /// have grown to what the workload needs.
+    #[test]
+    fn the_json_path_does_not_allocate_in_its_steady_state() {
+        let mut stream = Stream::new(ByteCounter::default(), false);
+        let storm = storm_records(6 * 64);
+        for round in 0..50 {
+            for bytes in mixed_round(round).iter().chain(&storm) {
+                stream.record(bytes).unwrap();
+            }
+        }
+        let mut records = 0;
+        for round in 50..150 {
+            let mixed = mixed_round(round);
+            let start = alloc_count::allocations();
+            for bytes in mixed.iter().chain(&storm) {
+                stream.record(bytes).unwrap();
+                records += 1;
+            }
+            assert_eq!(alloc_count::allocations(), start, "round {round}");
+            // (mixed_round's own Vec is made before `start`.)
+        }
+        stream.sink.flush().unwrap();
+        let lines = stream.sink.get_ref().bytes;
+        assert!(records > 40_000 && lines > 0);
+        // The counter does count this thread's allocations.
+        let start = alloc_count::allocations();
+        drop(std::hint::black_box(Vec::<u8>::with_capacity(10)));
+        assert_eq!(alloc_count::allocations(), start + 1);
+    }
+
+    #[test]
+    fn mixed_rounds_go_through_every_lifecycle_event() {
+        let mut stream = Stream::new(Vec::new(), false);
+        for round in 0..2 {
+            for bytes in mixed_round(round) {
+                stream.record(&bytes).unwrap();
+            }
+        }
+        stream.sink.flush().unwrap();
+        let out = String::from_utf8(stream.sink.get_ref().clone()).unwrap();
+        let names: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].to_string())
+            .collect();
+        for expected in [
+            "msg.create",
+            "msg.destroy",
+            "shm.create",
+            "shm.attach",
+            "shm.remove",
+            "shm.detach",
+            "shm.destroy",
+            "sem.create",
+            "sem.destroy",
+            "msg.get_failed",
+            "ipc_ns.create",
+            "ipc_ns.join",
+            "ipc_ns.destroy",
+        ] {
+            let count = names
+                .iter()
+                .filter(|n| n.trim_matches('"') == expected)
+                .count();
+            assert!(count >= 2, "{expected}: {count} in {names:?}");
+        }
+    }
 
     #[test]
     fn storm_records_decode_to_the_storm_events() {

@@ -100,6 +100,14 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// Gives the memory freed since start-up back to the system. Loading parses the kernel's BTF
+/// (5 MB) several times into tens of MB of short-lived allocations; glibc keeps freed heap
+/// pages for reuse, and the agent would carry them for its whole life.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only reads and changes the allocator's own state.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// The field offsets the probes need, from the running kernel's BTF.
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
     let ns = btf.member_offset("ipc_namespace", "ns")?;

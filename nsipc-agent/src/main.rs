@@ -1,12 +1,14 @@
 //! nsipc-agent: kernel record → decoder → (lifecycle engine) → JSON Lines sink.
 
 mod agent_events;
+mod alloc_count;
 mod bench;
 mod btf;
 mod check;
 mod cli;
 mod decode;
 mod inventory;
+mod json;
 mod kernel;
 mod lifecycle;
 mod names;
@@ -22,7 +24,11 @@ use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: alloc_count::CountingAllocator = alloc_count::CountingAllocator;
+
 fn main() -> ExitCode {
+    alloc_count::return_freed_memory_promptly();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

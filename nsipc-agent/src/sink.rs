@@ -1,6 +1,6 @@
 //! The JSON Lines output: one object per line on stdout, buffered, flushed after each batch.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
@@ -12,8 +12,14 @@ pub enum SinkState {
     ReaderGone,
 }
 
+/// How much is buffered before it is written out (a flush writes the rest).
+const BUFFER_BYTES: usize = 64 * 1024;
+
+/// Lines are written into a buffer of our own rather than a `BufWriter`, so that the hot path
+/// can format straight into it ([`JsonLines::write_with`]) without a `Write` call per field.
 pub struct JsonLines<W: Write> {
-    out: BufWriter<W>,
+    buf: Vec<u8>,
+    out: W,
 }
 
 fn reader_gone(err: &io::Error) -> bool {
@@ -23,33 +29,60 @@ fn reader_gone(err: &io::Error) -> bool {
 impl<W: Write> JsonLines<W> {
     pub fn new(out: W) -> Self {
         Self {
-            out: BufWriter::with_capacity(64 * 1024, out),
+            buf: Vec::with_capacity(BUFFER_BYTES),
+            out,
         }
     }
 
     /// Appends one line. I/O errors other than a closed pipe are real errors.
     pub fn write<T: Serialize>(&mut self, value: &T) -> io::Result<SinkState> {
-        let result = serde_json::to_writer(&mut self.out, value)
-            .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
+        let start = self.buf.len();
+        if let Err(err) = serde_json::to_writer(&mut self.buf, value) {
+            // Nothing half-written goes out.
+            self.buf.truncate(start);
+            return Err(err.into());
+        }
+        self.end_line()
+    }
+
+    /// Appends one line that `write` puts into the buffer (an object, no newline).
+    pub fn write_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> io::Result<SinkState> {
+        write(&mut self.buf);
+        self.end_line()
+    }
+
+    fn end_line(&mut self) -> io::Result<SinkState> {
+        self.buf.push(b'\n');
+        if self.buf.len() >= BUFFER_BYTES {
+            return self.flush();
+        }
+        Ok(SinkState::Open)
+    }
+
+    /// The writer underneath the buffer (what is still buffered is not in it yet).
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    pub fn flush(&mut self) -> io::Result<SinkState> {
+        let result = self
+            .out
+            .write_all(&self.buf)
+            .and_then(|()| self.out.flush());
+        // What failed to go out is dropped: the stream stops on any error.
+        self.buf.clear();
         match result {
             Ok(()) => Ok(SinkState::Open),
             Err(err) if reader_gone(&err) => Ok(SinkState::ReaderGone),
             Err(err) => Err(err),
         }
     }
+}
 
-    /// The writer underneath the buffer (what is still buffered is not in it yet).
-    pub fn get_ref(&self) -> &W {
-        self.out.get_ref()
-    }
-
-    pub fn flush(&mut self) -> io::Result<SinkState> {
-        match self.out.flush() {
-            Ok(()) => Ok(SinkState::Open),
-            Err(err) if reader_gone(&err) => Ok(SinkState::ReaderGone),
-            Err(err) => Err(err),
-        }
+impl<W: Write> Drop for JsonLines<W> {
+    /// Writes what is left, as a `BufWriter` would; errors have nowhere to go.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -89,7 +122,7 @@ mod tests {
             .unwrap();
         sink.write(&json!({"event": "b"})).unwrap();
         sink.flush().unwrap();
-        let out = String::from_utf8(sink.out.into_inner().unwrap()).unwrap();
+        let out = String::from_utf8(sink.get_ref().clone()).unwrap();
         let lines: Vec<_> = out.lines().collect();
         assert_eq!(
             lines,

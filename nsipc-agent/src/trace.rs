@@ -133,11 +133,11 @@ impl<W: Write> Stream<W> {
     /// Writes the lifecycle events the engine just derived.
     fn write_derived(&mut self) -> Result<SinkState> {
         for lifecycle in &self.derived {
-            if self.sink.write(&LifecycleJson {
+            let json = LifecycleJson {
                 event: lifecycle,
                 clock: &self.clock,
-            })? == SinkState::ReaderGone
-            {
+            };
+            if self.sink.write_with(|buf| json.write_line(buf))? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
             }
         }
@@ -235,6 +235,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         ring_buffer_bytes: options.ring_buffer_bytes,
         backend: options.backend,
     })?;
+    kernel::release_freed_memory();
     // SAFETY: the ring buffer owns its map fd, and AsyncFd owns the ring buffer, so the fd
     // stays open and the same until AsyncFd is dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }

@@ -4,8 +4,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
     decode::Task,
+    json::{Fields, Key, Line, SerdeFields, key},
     names::{IpcObject, errno_name},
-    render::{Rfc3339, WallClock, put_task},
+    render::WallClock,
 };
 
 /// One life of an IPC namespace.
@@ -21,29 +22,20 @@ pub struct NsIdent {
 /// Objects per type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ObjectCounts {
-    pub msg: u64,
-    pub shm: u64,
-    pub sem: u64,
+    // u32: the kernel allows at most 2^24 objects of a type per namespace (IPCMNI_EXTEND).
+    pub msg: u32,
+    pub shm: u32,
+    pub sem: u32,
 }
 
 impl ObjectCounts {
-    pub fn add(&mut self, object: IpcObject, delta: i64) {
+    pub fn add(&mut self, object: IpcObject, delta: i32) {
         let count = match object {
             IpcObject::Msg => &mut self.msg,
             IpcObject::Shm => &mut self.shm,
             IpcObject::Sem => &mut self.sem,
         };
         *count = count.saturating_add_signed(delta);
-    }
-}
-
-impl Serialize for ObjectCounts {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(3))?;
-        map.serialize_entry("msg", &self.msg)?;
-        map.serialize_entry("shm", &self.shm)?;
-        map.serialize_entry("sem", &self.sem)?;
-        map.end()
     }
 }
 
@@ -252,18 +244,22 @@ impl Lifecycle {
 }
 
 /// Writes a namespace identity as `<inum_key>` plus `<prefix>_id` or `<prefix>_gen`.
-fn put_ns_ident<M: SerializeMap>(
-    map: &mut M,
-    keys: (&'static str, &'static str, &'static str),
-    ns: &NsIdent,
-) -> Result<(), M::Error> {
+fn put_ns_ident<F: Fields>(f: &mut F, keys: (Key, Key, Key), ns: &NsIdent) -> Result<(), F::Error> {
     let (inum_key, id_key, gen_key) = keys;
-    map.serialize_entry(inum_key, &ns.inum)?;
+    f.uint(inum_key, ns.inum.into())?;
     if ns.id != 0 {
-        map.serialize_entry(id_key, &ns.id)
+        f.uint(id_key, ns.id)
     } else {
-        map.serialize_entry(gen_key, &ns.generation)
+        f.uint(gen_key, ns.generation.into())
     }
+}
+
+/// Writes the fields of the task an event is about (as `render::put_task` does).
+fn put_task<F: Fields>(f: &mut F, task: &Task) -> Result<(), F::Error> {
+    f.uint(key!("pid"), task.pid.into())?;
+    f.uint(key!("tid"), task.tid.into())?;
+    f.uint(key!("uid"), task.uid.into())?;
+    f.lossy(key!("comm"), task.comm_bytes())
 }
 
 /// A lifecycle event ready to serialize as one JSON object.
@@ -272,18 +268,24 @@ pub struct LifecycleJson<'a> {
     pub clock: &'a WallClock,
 }
 
-impl Serialize for LifecycleJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl LifecycleJson<'_> {
+    /// Writes the object (without a newline) into `buf`: the hot path, no allocation.
+    pub fn write_line(&self, buf: &mut Vec<u8>) {
+        let mut line = Line::start(buf);
+        let Ok(()) = self.fields(&mut line);
+        line.end();
+    }
+
+    fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let event = self.event;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("event", event.name())?;
+        f.name(key!("event"), event.name())?;
         if let Some(ts) = event.ts() {
-            map.serialize_entry("time", &Rfc3339(self.clock.wall_time(ts)))?;
+            f.time(key!("time"), self.clock.wall_time(ts))?;
         }
         if let Some(task) = event.task() {
-            put_task(&mut map, task)?;
+            put_task(f, task)?;
         }
-        put_ns_ident(&mut map, ("ns", "ns_id", "ns_gen"), event.ns())?;
+        put_ns_ident(f, (key!("ns"), key!("ns_id"), key!("ns_gen")), event.ns())?;
         match event {
             Lifecycle::NsExists { .. } => {}
             Lifecycle::NsCreate {
@@ -292,23 +294,31 @@ impl Serialize for LifecycleJson<'_> {
                 child_pid,
                 ..
             } => {
-                put_ns_ident(&mut map, ("from_ns", "from_ns_id", "from_ns_gen"), from)?;
-                map.serialize_entry(
-                    "via",
+                put_ns_ident(
+                    f,
+                    (key!("from_ns"), key!("from_ns_id"), key!("from_ns_gen")),
+                    from,
+                )?;
+                f.name(
+                    key!("via"),
                     match via {
                         Via::Unshare => "unshare",
                         Via::Clone => "clone",
                     },
                 )?;
                 if let Some(child_pid) = child_pid {
-                    map.serialize_entry("child_pid", child_pid)?;
+                    f.uint(key!("child_pid"), (*child_pid).into())?;
                 }
             }
             Lifecycle::NsJoin {
                 from, into_host, ..
             } => {
-                put_ns_ident(&mut map, ("from_ns", "from_ns_id", "from_ns_gen"), from)?;
-                map.serialize_entry("into_host", into_host)?;
+                put_ns_ident(
+                    f,
+                    (key!("from_ns"), key!("from_ns_id"), key!("from_ns_gen")),
+                    from,
+                )?;
+                f.bool(key!("into_host"), *into_host)?;
             }
             Lifecycle::NsDestroy {
                 lifetime_ns,
@@ -316,15 +326,22 @@ impl Serialize for LifecycleJson<'_> {
                 reason,
                 ..
             } => {
-                map.serialize_entry("reason", reason.as_str())?;
+                f.name(key!("reason"), reason.as_str())?;
                 if let Some(lifetime_ns) = lifetime_ns {
-                    map.serialize_entry("lifetime_ns", lifetime_ns)?;
+                    f.uint(key!("lifetime_ns"), *lifetime_ns)?;
                 }
-                map.serialize_entry("objects_destroyed", destroyed)?;
+                f.counts(
+                    key!("objects_destroyed"),
+                    &[
+                        (key!("msg"), destroyed.msg.into()),
+                        (key!("shm"), destroyed.shm.into()),
+                        (key!("sem"), destroyed.sem.into()),
+                    ],
+                )?;
             }
             Lifecycle::ObjectExists { id, key, .. } => {
-                map.serialize_entry("id", id)?;
-                map.serialize_entry("key", key)?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
             }
             Lifecycle::ObjectCreate {
                 object,
@@ -335,14 +352,14 @@ impl Serialize for LifecycleJson<'_> {
                 task,
                 ..
             } => {
-                map.serialize_entry("id", id)?;
-                map.serialize_entry("key", key)?;
-                map.serialize_entry("owner_uid", &task.uid)?;
-                map.serialize_entry("mode", mode)?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
+                f.uint(key!("owner_uid"), task.uid.into())?;
+                f.int(key!("mode"), (*mode).into())?;
                 match object {
                     IpcObject::Msg => {}
-                    IpcObject::Shm => map.serialize_entry("size", size)?,
-                    IpcObject::Sem => map.serialize_entry("nsems", size)?,
+                    IpcObject::Shm => f.uint(key!("size"), *size)?,
+                    IpcObject::Sem => f.uint(key!("nsems"), *size)?,
                 }
             }
             Lifecycle::ObjectDestroy {
@@ -352,32 +369,32 @@ impl Serialize for LifecycleJson<'_> {
                 lifetime_ns,
                 ..
             } => {
-                map.serialize_entry("id", id)?;
-                map.serialize_entry("key", key)?;
-                map.serialize_entry("reason", reason.as_str())?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
+                f.name(key!("reason"), reason.as_str())?;
                 if let Some(lifetime_ns) = lifetime_ns {
-                    map.serialize_entry("lifetime_ns", lifetime_ns)?;
+                    f.uint(key!("lifetime_ns"), *lifetime_ns)?;
                 }
             }
             Lifecycle::ShmRemove { id, key, .. } => {
-                map.serialize_entry("id", id)?;
-                map.serialize_entry("key", key)?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
             }
             Lifecycle::ShmAttach { id, key, addr, .. } => {
-                map.serialize_entry("id", id)?;
+                f.int(key!("id"), (*id).into())?;
                 if let Some(key) = key {
-                    map.serialize_entry("key", key)?;
+                    f.int(key!("key"), (*key).into())?;
                 }
-                map.serialize_entry("addr", addr)?;
+                f.uint(key!("addr"), *addr)?;
             }
             Lifecycle::ShmDetach { id, key, addr, .. } => {
                 if let Some(id) = id {
-                    map.serialize_entry("id", id)?;
+                    f.int(key!("id"), (*id).into())?;
                 }
                 if let Some(key) = key {
-                    map.serialize_entry("key", key)?;
+                    f.int(key!("key"), (*key).into())?;
                 }
-                map.serialize_entry("addr", addr)?;
+                f.uint(key!("addr"), *addr)?;
             }
             Lifecycle::GetFailed {
                 key,
@@ -386,15 +403,23 @@ impl Serialize for LifecycleJson<'_> {
                 key_lives_in,
                 ..
             } => {
-                map.serialize_entry("key", key)?;
-                map.serialize_entry("flags", flags)?;
+                f.int(key!("key"), (*key).into())?;
+                f.int(key!("flags"), (*flags).into())?;
                 match errno_name(*errno) {
-                    Some(name) => map.serialize_entry("errno", name)?,
-                    None => map.serialize_entry("errno", errno)?,
+                    Some(name) => f.name(key!("errno"), name)?,
+                    None => f.int(key!("errno"), (*errno).into())?,
                 }
-                map.serialize_entry("key_lives_in", key_lives_in)?;
+                f.u32_list(key!("key_lives_in"), key_lives_in)?;
             }
         }
+        Ok(())
+    }
+}
+
+impl Serialize for LifecycleJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.fields(&mut SerdeFields(&mut map))?;
         map.end()
     }
 }

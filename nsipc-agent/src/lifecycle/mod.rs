@@ -10,7 +10,14 @@
 
 mod events;
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    hash::Hash,
+};
+
+/// The engine's maps are looked up several times per event: foldhash (seeded at random per
+/// process, so key collisions cannot be planned) costs a fraction of std's SipHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
 
@@ -33,13 +40,52 @@ struct ObjectKey {
     id: i32,
 }
 
+/// What the engine keeps per live object, packed in 12 bytes aligned to 4 so that an entry
+/// of the object map, with its 12-byte key, takes 24 bytes rather than 40: there can be
+/// hundreds of thousands.
 #[derive(Debug)]
 struct ObjectState {
     key: i32,
+    /// The low 63 bits: monotonic ns of creation + 1, 0 when it was not seen. The top bit:
+    /// shm only, IPC_RMID happened while attached; the segment waits for its last detach.
+    /// In two halves, which keep the alignment at 4.
+    created_and_removed: [u32; 2],
+}
+
+const REMOVED: u64 = 1 << 63;
+
+impl ObjectState {
+    fn new(key: i32, created_ns: Option<u64>) -> Self {
+        // 2^63 ns is 292 years of uptime: nothing real is cut by the `min`.
+        let created = created_ns.map_or(0, |ns| ns.min(REMOVED - 2) + 1);
+        let mut state = Self {
+            key,
+            created_and_removed: [0; 2],
+        };
+        state.set(created);
+        state
+    }
+
+    fn get(&self) -> u64 {
+        u64::from(self.created_and_removed[0]) | u64::from(self.created_and_removed[1]) << 32
+    }
+
+    fn set(&mut self, value: u64) {
+        self.created_and_removed = [value as u32, (value >> 32) as u32];
+    }
+
     /// Monotonic ns of creation, when it was seen.
-    created_ns: Option<u64>,
-    /// shm only: IPC_RMID happened while attached; the segment waits for its last detach.
-    removed: bool,
+    fn created_ns(&self) -> Option<u64> {
+        (self.get() & !REMOVED).checked_sub(1)
+    }
+
+    fn removed(&self) -> bool {
+        self.get() & REMOVED != 0
+    }
+
+    fn set_removed(&mut self) {
+        self.set(self.get() | REMOVED);
+    }
 }
 
 #[derive(Debug)]
@@ -81,26 +127,33 @@ pub struct ResyncCounts {
 pub struct Engine {
     /// Events of the agent's own threads (the inventory enters namespaces) are not users'.
     agent_pid: u32,
-    namespaces: HashMap<u32, NamespaceState>,
+    namespaces: Map<u32, NamespaceState>,
     /// Generation to give the next life of an inum (kernels without `ns_id`).
-    next_generation: HashMap<u32, u32>,
-    objects: HashMap<ObjectKey, ObjectState>,
+    next_generation: Map<u32, u32>,
+    objects: Map<ObjectKey, ObjectState>,
     /// Live attachments: (pid, address) → segment.
-    attachments: HashMap<(u32, u64), ObjectKey>,
+    attachments: Map<(u32, u64), ObjectKey>,
     /// (type, key) → namespaces where a live object of that type has that key, for
     /// `key_lives_in` without scanning every object. IPC_PRIVATE is not indexed.
-    keys: HashMap<(IpcObject, i32), Vec<u32>>,
+    keys: Map<(IpcObject, i32), u32>,
+    /// The other namespaces where the same (type, key) is live, for the rare key used in
+    /// several: kept apart so that `keys` holds one small entry per keyed object.
+    more_keys: Map<(IpcObject, i32), Vec<u32>>,
+    /// Reused by [`Self::namespace_freed`], so a teardown does not allocate.
+    dead: Vec<ObjectKey>,
 }
 
 impl Engine {
     pub fn new(agent_pid: u32) -> Self {
         Self {
             agent_pid,
-            namespaces: HashMap::new(),
-            next_generation: HashMap::new(),
-            objects: HashMap::new(),
-            attachments: HashMap::new(),
-            keys: HashMap::new(),
+            namespaces: Map::default(),
+            next_generation: Map::default(),
+            objects: Map::default(),
+            attachments: Map::default(),
+            keys: Map::default(),
+            more_keys: Map::default(),
+            dead: Vec::new(),
         }
     }
 
@@ -151,26 +204,53 @@ impl Engine {
     fn forget_objects_of(&mut self, inum: u32) {
         self.objects.retain(|key, _| key.ns != inum);
         self.attachments.retain(|_, key| key.ns != inum);
-        self.keys.retain(|_, namespaces| {
-            namespaces.retain(|&ns| ns != inum);
-            !namespaces.is_empty()
+        let more_keys = &mut self.more_keys;
+        more_keys.retain(|_, more| {
+            more.retain(|&ns| ns != inum);
+            !more.is_empty()
+        });
+        // Where the namespace was the first holder, another takes its place.
+        self.keys.retain(|key, first| {
+            if *first != inum {
+                return true;
+            }
+            let Some(more) = more_keys.get_mut(key) else {
+                return false;
+            };
+            *first = more.pop().expect("never left empty");
+            if more.is_empty() {
+                more_keys.remove(key);
+            }
+            true
         });
     }
 
     fn index_key(&mut self, object: IpcObject, key: i32, ns: u32) {
         if key != IPC_PRIVATE {
-            self.keys.entry((object, key)).or_default().push(ns);
+            match self.keys.entry((object, key)) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(ns);
+                }
+                Entry::Occupied(_) => self.more_keys.entry((object, key)).or_default().push(ns),
+            }
         }
     }
 
     fn unindex_key(&mut self, object: IpcObject, key: i32, ns: u32) {
-        if let Some(namespaces) = self.keys.get_mut(&(object, key)) {
-            if let Some(at) = namespaces.iter().position(|&n| n == ns) {
-                namespaces.swap_remove(at);
+        let index = (object, key);
+        let first = self.keys.get(&index).copied();
+        if let Some(more) = self.more_keys.get_mut(&index) {
+            if first == Some(ns) {
+                let next = more.pop().expect("never left empty");
+                self.keys.insert(index, next);
+            } else if let Some(at) = more.iter().position(|&n| n == ns) {
+                more.swap_remove(at);
             }
-            if namespaces.is_empty() {
-                self.keys.remove(&(object, key));
+            if more.is_empty() {
+                self.more_keys.remove(&index);
             }
+        } else if first == Some(ns) {
+            self.keys.remove(&index);
         }
     }
 
@@ -280,18 +360,13 @@ impl Engine {
                 _ => counts.objects_found += 1,
             }
         }
+        self.shrink_maps();
         counts
     }
 
     fn insert_object(&mut self, key: ObjectKey, ipc_key: i32, created_ns: Option<u64>) {
-        self.objects.insert(
-            key,
-            ObjectState {
-                key: ipc_key,
-                created_ns,
-                removed: false,
-            },
-        );
+        self.objects
+            .insert(key, ObjectState::new(ipc_key, created_ns));
         self.index_key(key.object, ipc_key, key.ns);
         if let Some(ns) = self.namespaces.get_mut(&key.ns) {
             ns.objects.add(key.object, 1);
@@ -310,7 +385,7 @@ impl Engine {
         let Some(state) = self.objects.remove(&key) else {
             return;
         };
-        if !state.removed {
+        if !state.removed() {
             self.unindex_key(key.object, state.key, key.ns);
         }
         if let Some(namespace) = self.namespaces.get_mut(&key.ns) {
@@ -327,23 +402,22 @@ impl Engine {
             id: key.id,
             key: state.key,
             reason,
-            lifetime_ns: state.created_ns.map(|created| ts.saturating_sub(created)),
+            lifetime_ns: state.created_ns().map(|created| ts.saturating_sub(created)),
         });
     }
 
     /// Namespaces other than `except` where a live object of this type has `key`.
     fn key_lives_in(&self, object: IpcObject, key: i32, except: u32) -> Vec<u32> {
+        let index = (object, key);
+        let more = self.more_keys.get(&index).map_or(&[][..], Vec::as_slice);
         let mut found: Vec<u32> = self
             .keys
-            .get(&(object, key))
-            .map(|namespaces| {
-                namespaces
-                    .iter()
-                    .copied()
-                    .filter(|&ns| ns != except)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .get(&index)
+            .into_iter()
+            .chain(more)
+            .copied()
+            .filter(|&ns| ns != except)
+            .collect();
         found.sort_unstable();
         found.dedup();
         found
@@ -351,6 +425,28 @@ impl Engine {
 
     /// Applies one kernel event, appending what it means to `out`.
     pub fn apply(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {
+        self.apply_event(event, out);
+        self.shrink_maps();
+    }
+
+    /// Gives memory back once most of a map is unused, after many deaths: hash tables never
+    /// shrink on their own, and the engine's memory should follow what is alive. Halving the
+    /// population again is needed to shrink again, so this costs nothing per event on
+    /// average, and nothing at all to small maps.
+    fn shrink_maps(&mut self) {
+        fn shrink<K: Eq + Hash, V>(map: &mut Map<K, V>) {
+            const SMALL: usize = 1024;
+            if map.capacity() > SMALL && map.len() < map.capacity() / 4 {
+                map.shrink_to(map.len() * 2);
+            }
+        }
+        shrink(&mut self.objects);
+        shrink(&mut self.keys);
+        shrink(&mut self.namespaces);
+        shrink(&mut self.attachments);
+    }
+
+    fn apply_event(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {
         let ts = event.ts_ns;
         let task = event.task;
         match event.body {
@@ -424,9 +520,9 @@ impl Engine {
                     // Attached: the kernel only marks it and makes its key private; it dies
                     // at its last detach.
                     if let Some(state) = self.objects.get_mut(&key)
-                        && !state.removed
+                        && !state.removed()
                     {
-                        state.removed = true;
+                        state.set_removed();
                         let ipc_key = state.key;
                         // ipc_set_key_private(): the key no longer finds the segment.
                         self.unindex_key(IpcObject::Shm, ipc_key, ns.inum);
@@ -564,7 +660,7 @@ impl Engine {
                 // reported them; one that comes first is counted in the namespace's destroy.
                 let reason = match self.objects.get(&key) {
                     None => return,
-                    Some(segment) if segment.removed => DestroyReason::LastDetach,
+                    Some(segment) if segment.removed() => DestroyReason::LastDetach,
                     Some(_) if rmid_forced => DestroyReason::RmidForced,
                     Some(_) => DestroyReason::NamespaceTeardown,
                 };
@@ -624,18 +720,14 @@ impl Engine {
             return; // a stale free of a life already replaced
         }
         let ident = state.ident;
-        let mut dead: Vec<ObjectKey> = self
-            .objects
-            .keys()
-            .filter(|key| key.ns == ns.inum)
-            .copied()
-            .collect();
+        let mut dead = std::mem::take(&mut self.dead);
+        dead.extend(self.objects.keys().filter(|key| key.ns == ns.inum).copied());
         dead.sort_by_key(|key| (key.object, key.id));
         let mut destroyed = state.torn_down;
-        for key in dead {
+        for key in dead.drain(..) {
             // A segment removed while attached cannot outlive its attachments, which hold the
             // namespace: it died at its last detach, whose free has not arrived yet.
-            let removed = self.objects.get(&key).is_some_and(|state| state.removed);
+            let removed = self.objects.get(&key).is_some_and(ObjectState::removed);
             if removed {
                 self.destroy_object(key, ident, DestroyReason::LastDetach, None, ts, out);
             } else {
@@ -643,6 +735,7 @@ impl Engine {
                 self.destroy_object(key, ident, DestroyReason::NamespaceTeardown, None, ts, out);
             }
         }
+        self.dead = dead;
         let state = self.namespaces.remove(&ns.inum).expect("present above");
         out.push(Lifecycle::NsDestroy {
             ts,

@@ -659,6 +659,54 @@ fn failed_get_says_where_the_key_lives() {
     assert!(key_lives_in.is_empty(), "IPC_PRIVATE names nothing");
 }
 
+/// The key index keeps its first holder apart from the others: whichever goes first, by
+/// IPC_RMID or with its namespace, the rest stay findable and nothing stale is left.
+#[test]
+fn key_index_survives_its_holders_leaving_in_any_order() {
+    let key_lives_in = |h: &mut Harness, at: NsRef| {
+        let out = h.feed(
+            8,
+            at,
+            Body::Get {
+                object: IpcObject::Msg,
+                key: 0x1234,
+                flags: 0,
+                size: 0,
+                result: Err(2),
+            },
+        );
+        let Lifecycle::GetFailed { key_lives_in, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        key_lives_in.clone()
+    };
+    let (a, b, c) = (ns(NS_A, 42), ns(NS_B, 43), ns(NS_A + 7, 44));
+    let mut h = Harness::new();
+    for (at, pid) in [(a, 5), (b, 6), (c, 7)] {
+        h.unshare(pid, at);
+    }
+    h.get(a, IpcObject::Msg, 0x1234, 0);
+    h.get(b, IpcObject::Msg, 0x1234, 0);
+    h.get(c, IpcObject::Msg, 0x1234, 0);
+    assert_eq!(key_lives_in(&mut h, host()), vec![NS_A, NS_B, NS_A + 7]);
+    // The first holder goes by IPC_RMID, the second with its namespace.
+    h.rmid(a, IpcObject::Msg, 0, false);
+    assert_eq!(key_lives_in(&mut h, host()), vec![NS_B, NS_A + 7]);
+    h.freed(b);
+    assert_eq!(key_lives_in(&mut h, host()), vec![NS_A + 7]);
+    h.get(a, IpcObject::Msg, 0x1234, 32768);
+    assert_eq!(key_lives_in(&mut h, host()), vec![NS_A, NS_A + 7]);
+    h.rmid(c, IpcObject::Msg, 0, false);
+    h.rmid(a, IpcObject::Msg, 32768, false);
+    assert!(key_lives_in(&mut h, host()).is_empty());
+    assert!(h.engine.keys.is_empty() && h.engine.more_keys.is_empty());
+    // A namespace whose previous life ended unseen takes its keys with it.
+    h.get(a, IpcObject::Msg, 0x1234, 0);
+    h.get(b, IpcObject::Msg, 0x1234, 0);
+    h.unshare(9, ns(NS_A, 99));
+    assert_eq!(key_lives_in(&mut h, host()), vec![NS_B]);
+}
+
 #[test]
 fn inventory_then_replayed_events_give_no_duplicates_or_ghosts() {
     let mut h = Harness::new();
@@ -918,5 +966,59 @@ fn an_early_teardown_free_is_counted_in_the_namespace_destroy() {
             shm: 0,
             sem: 1
         }
+    );
+}
+
+/// The engine's memory is mostly its object map: keep an entry at 24 bytes (and the key
+/// index's at 12), what bench-memory's figure was measured with.
+#[test]
+fn map_entries_stay_small() {
+    use super::{NamespaceState, ObjectKey, ObjectState};
+    assert_eq!(size_of::<(ObjectKey, ObjectState)>(), 24);
+    assert_eq!(size_of::<((IpcObject, i32), u32)>(), 12);
+    assert!(size_of::<(u32, NamespaceState)>() <= 64);
+    let mut state = ObjectState::new(7, Some(0));
+    assert_eq!((state.created_ns(), state.removed()), (Some(0), false));
+    state.set_removed();
+    assert_eq!(
+        (state.created_ns(), state.removed(), state.key),
+        (Some(0), true, 7)
+    );
+    let state = ObjectState::new(7, Some(u64::MAX));
+    assert_eq!(state.created_ns(), Some((1 << 63) - 2));
+    assert!(!state.removed());
+    assert_eq!(ObjectState::new(7, None).created_ns(), None);
+}
+
+/// Once most objects and namespaces died, their maps give the memory back.
+#[test]
+fn maps_shrink_after_mass_deaths() {
+    let mut h = Harness::new();
+    let namespaces: Vec<NsRef> = (0..100)
+        .map(|i| ns(NS_A + 100 + i, 1000 + u64::from(i)))
+        .collect();
+    for (i, &at) in namespaces.iter().enumerate() {
+        h.unshare(100 + i as u32, at);
+        for id in 0..100 {
+            let key = 0x1000 + 100 * i as i32 + id;
+            h.get(at, IpcObject::Sem, key, i64::from(id) << 15);
+        }
+    }
+    let full = (h.engine.objects.capacity(), h.engine.keys.capacity());
+    assert!(full.0 >= 10_000 && full.1 >= 10_000, "{full:?}");
+    for &at in &namespaces[..95] {
+        h.freed(at);
+    }
+    // The five left, and the host they were created from.
+    assert_eq!(h.engine.live_counts(), (6, 500));
+    assert!(
+        h.engine.objects.capacity() <= 2048,
+        "{}",
+        h.engine.objects.capacity()
+    );
+    assert!(
+        h.engine.keys.capacity() <= 2048,
+        "{}",
+        h.engine.keys.capacity()
     );
 }
