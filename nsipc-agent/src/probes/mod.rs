@@ -173,6 +173,9 @@ impl Probes {
                 .map_or("no hook could use it", String::as_str);
             bail!("the {wanted} backend cannot run here: {why}");
         }
+        // aya's parse of the kernel BTF (about 16 MB) goes before the ring buffer is mapped, so
+        // the two never count together in the peak RSS.
+        drop(btf);
         let attached = ebpf.programs().filter(|(_, p)| p.fd().is_ok()).count();
         let (mut probes, ring) = Self::take_maps(ebpf, attached)?;
         probes.hooks = hooks;
@@ -442,7 +445,7 @@ mod tests {
     #[test]
     fn the_floor_covers_every_hook_of_the_probes() {
         let hooks = probe_hooks().unwrap();
-        assert!(hooks.contains(&Hook::Syscall("sys_enter_msgget".into())));
+        assert!(hooks.contains(&Hook::Syscall("sys_enter_setns".into())));
         assert!(hooks.contains(&Hook::Syscall("sys_exit_msgget".into())));
         assert!(hooks.contains(&Hook::Btf("task_newtask".into())));
         let floor = aya_obj::Object::parse(FLOOR_OBJECT).unwrap();
