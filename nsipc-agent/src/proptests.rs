@@ -275,7 +275,7 @@ fn ring_items() -> impl Strategy<Value = Vec<u8>> + Clone {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     /// Any bytes: an error exactly when the length or the kind is wrong, and no panic.
     #[test]
@@ -318,7 +318,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// Any sequence of decoded events: the engine never panics and what it derives renders
     /// as JSON objects naming their event.
