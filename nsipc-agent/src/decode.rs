@@ -17,7 +17,14 @@ pub enum DecodeError {
 pub type SysResult<T> = Result<T, i32>;
 
 fn sys_result(ret: i64) -> SysResult<i64> {
-    if ret < 0 { Err(-ret as i32) } else { Ok(ret) }
+    // Kernel errors are -1..=-4095; anything more negative comes from a corrupted record, and
+    // must neither overflow the negation (-i64::MIN panics with overflow checks) nor truncate to
+    // a zero or negative errno (-2^31 did, rendered as a failure with a positive `ret`).
+    if ret < 0 {
+        Err(i32::try_from(ret.unsigned_abs()).unwrap_or(i32::MAX))
+    } else {
+        Ok(ret)
+    }
 }
 
 /// The task an event is about.
@@ -249,8 +256,13 @@ pub(crate) mod tests {
             args,
             comm,
         };
+        bytes_of(&record)
+    }
+
+    /// A record's bytes as the ring buffer holds them.
+    pub(crate) fn bytes_of(record: &Record) -> Vec<u8> {
         // SAFETY: Record is plain old data of exactly SIZE bytes.
-        unsafe { std::slice::from_raw_parts((&raw const record).cast::<u8>(), Record::SIZE) }
+        unsafe { std::slice::from_raw_parts((&raw const *record).cast::<u8>(), Record::SIZE) }
             .to_vec()
     }
 

@@ -13,6 +13,8 @@ mod kernel;
 mod lifecycle;
 mod names;
 mod probes;
+#[cfg(test)]
+mod proptests;
 mod render;
 mod sink;
 mod snapshot;

@@ -16,6 +16,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "perl",
     "jq",
     "stress-ng",
+    // The cleanup tests list the kernel's BPF programs, links and maps with it.
+    "bpftool",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -199,19 +199,12 @@ impl Agent {
         unsafe { libc::kill(self.child.id() as i32, signal) };
         // Detaching takes as long as attaching (see READY_WAIT).
         while self.next(READY_WAIT).is_some() {}
-        let deadline = Instant::now() + READY_WAIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the agent") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let stderr = self.kill_and_stderr();
-                panic!(
-                    "the agent did not exit within {READY_WAIT:?} of signal {signal}; stderr: \
-                     {stderr}"
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
+        let Some(status) = wait_timeout(&mut self.child, READY_WAIT) else {
+            let stderr = self.kill_and_stderr();
+            panic!(
+                "the agent did not exit within {READY_WAIT:?} of signal {signal}; stderr: \
+                 {stderr}"
+            );
         };
         let stderr = self.kill_and_stderr();
         Stopped {
@@ -262,6 +255,38 @@ pub struct Stopped {
     pub status: ExitStatus,
     pub stderr: String,
     pub events: Vec<Value>,
+}
+
+/// Waits up to `timeout` for `child` to exit; None if it is still running.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A storm of SysV syscalls in an IPC namespace of its own (so its objects disturb nobody):
+/// `msgget(IPC_PRIVATE)` + `msgctl(IPC_RMID)` as fast as perl goes, for `seconds` (at most, so
+/// that a test that dies early leaves nothing running for long), then it prints how many calls
+/// it made. `unshare` execs perl: the child's pid is the one in the events.
+pub fn msg_storm(seconds: u64) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--ipc", "perl", "-e"]).arg(format!(
+        "my ($end, $calls) = (time + {seconds}, 0);
+         while (time < $end) {{
+             my $id = msgget(0, 01600) // die \"msgget: $!\";
+             msgctl($id, 0, 0) or die \"msgctl: $!\";
+             $calls += 2;
+         }}
+         print \"$calls\\n\";"
+    ));
+    cmd
 }
 
 /// Runs `sh -c script`, which must succeed; returns its stdout.

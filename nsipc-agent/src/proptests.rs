@@ -1,0 +1,374 @@
+//! Property tests of the path ring-buffer bytes take: the decoder, the JSON rendering, the
+//! lifecycle engine and the stream that ties them, fed malformed and arbitrary records.
+//!
+//! The probes are trusted to write well-formed records, but a probe bug, probes and agent of
+//! different versions, or a record cut short must cost one counted `agent.decode_error` line,
+//! never a panic that takes the whole stream down.
+
+use nsipc_common::{COMM_LEN, EventKind, HOST_IPC_NS_INUM, NsRef, Record};
+use proptest::{collection::vec, prelude::*};
+use serde_json::Value;
+
+use crate::{
+    decode::{Body, DecodeError, KernelEvent, SysResult, decode, tests::bytes_of},
+    lifecycle::{Engine, LifecycleJson},
+    names::IpcObject,
+    render::{KernelEventJson, WallClock, event_name},
+    trace::Stream,
+};
+
+/// Ids the ABI defines, found by asking it (a little past the highest, so new kinds count too).
+fn known_kind() -> impl Strategy<Value = u32> + Clone {
+    (0u32..=32).prop_filter("a kind the ABI defines", |&k| {
+        EventKind::from_u32(k).is_some()
+    })
+}
+
+/// Known kinds and, as often, any other number (a corrupted or future kind).
+fn any_kind() -> impl Strategy<Value = u32> + Clone {
+    prop_oneof![known_kind(), any::<u32>()]
+}
+
+/// Return values: any, plus the edges where negation and errno conversion can go wrong.
+fn any_ret() -> impl Strategy<Value = i64> + Clone {
+    prop_oneof![
+        any::<i64>(),
+        -4095i64..=4096,
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(-i64::from(i32::MAX) - 1),
+    ]
+}
+
+fn any_ns() -> impl Strategy<Value = NsRef> + Clone {
+    (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(id, inum, _pad)| NsRef { id, inum, _pad })
+}
+
+/// Records whose fields come from these strategies (comm and uid are always arbitrary).
+fn records(
+    kind: impl Strategy<Value = u32> + Clone,
+    task: impl Strategy<Value = u32> + Clone,
+    ns: impl Strategy<Value = NsRef> + Clone,
+    ret: impl Strategy<Value = i64> + Clone,
+    arg: impl Strategy<Value = u64> + Clone,
+) -> impl Strategy<Value = Record> + Clone {
+    (
+        kind,
+        (task.clone(), task, any::<u32>()),
+        any::<u64>(),
+        (ns.clone(), ns),
+        ret,
+        [arg.clone(), arg.clone(), arg.clone(), arg],
+        any::<[u8; COMM_LEN]>(),
+    )
+        .prop_map(
+            |(kind, (pid, tid, uid), ts_ns, (ns, other_ns), ret, args, comm)| Record {
+                kind,
+                pid,
+                tid,
+                uid,
+                ts_ns,
+                ns,
+                other_ns,
+                ret,
+                args,
+                comm,
+            },
+        )
+}
+
+/// Records of any content, with a kind that may or may not be known.
+fn arbitrary_records() -> impl Strategy<Value = Record> + Clone {
+    records(any_kind(), any::<u32>(), any_ns(), any_ret(), any::<u64>())
+}
+
+/// Decodable records drawn from a small world (3 processes, 3 namespaces with 2 lives each,
+/// a few ids, keys, commands and addresses), so that successive events meet the same
+/// namespaces and objects and drive the engine through its states.
+fn small_world_records() -> impl Strategy<Value = Record> + Clone {
+    let ns = (
+        prop::sample::select(vec![HOST_IPC_NS_INUM, 4026532177, 4026532178, 0]),
+        0u64..=2,
+    )
+        .prop_map(|(inum, id)| NsRef { id, inum, _pad: 0 });
+    let ret = prop_oneof![0i64..=3, -22i64..=-1, any::<i64>()];
+    // IPC_RMID, IPC_RMID | IPC_64, IPC_STAT, CLONE_NEWIPC, small ids, keys and addresses.
+    let arg = prop_oneof![
+        prop::sample::select(vec![0u64, 1, 2, 3, 0x100, 0x0800_0000, u64::MAX]),
+        any::<u64>(),
+    ];
+    records(known_kind(), 1u32..=3, ns, ret, arg)
+}
+
+/// What a probe would write for `event`: the decoder's inverse, written from the ABI's
+/// description in nsipc-common, so that decoding it again must give `event` back.
+fn encode(event: &KernelEvent) -> Record {
+    let ret_of = |result: SysResult<i64>| match result {
+        Ok(value) => value,
+        Err(errno) => -i64::from(errno),
+    };
+    // `int` syscall arguments are the low 32 bits of their 8-byte slot.
+    let int = |value: i32| u64::from(value as u32);
+    let none = NsRef::default();
+    let (kind, args, other_ns, ret) = match event.body {
+        Body::Get {
+            object,
+            key,
+            flags,
+            size,
+            result,
+        } => match object {
+            IpcObject::Msg => (
+                EventKind::MsgGet,
+                [int(key), int(flags), 0, 0],
+                none,
+                result,
+            ),
+            IpcObject::Shm => (
+                EventKind::ShmGet,
+                [int(key), size, int(flags), 0],
+                none,
+                result,
+            ),
+            IpcObject::Sem => (
+                EventKind::SemGet,
+                [int(key), size, int(flags), 0],
+                none,
+                result,
+            ),
+        },
+        Body::Ctl {
+            object,
+            id,
+            cmd,
+            semnum,
+            still_listed,
+            result,
+        } => match object {
+            IpcObject::Msg => (EventKind::MsgCtl, [int(id), int(cmd), 0, 0], none, result),
+            IpcObject::Shm => (
+                EventKind::ShmCtl,
+                [int(id), int(cmd), 0, u64::from(still_listed)],
+                none,
+                result,
+            ),
+            IpcObject::Sem => (
+                EventKind::SemCtl,
+                [int(id), int(semnum), int(cmd), 0],
+                none,
+                result,
+            ),
+        },
+        Body::ShmAttach {
+            id,
+            requested_addr,
+            flags,
+            result,
+        } => (
+            EventKind::ShmAttach,
+            [int(id), requested_addr, int(flags), 0],
+            none,
+            result,
+        ),
+        Body::ShmDetach { addr, result } => (EventKind::ShmDetach, [addr, 0, 0, 0], none, result),
+        Body::Unshare {
+            flags,
+            from,
+            result,
+        } => (EventKind::Unshare, [flags, 0, 0, 0], from, result),
+        Body::Setns {
+            fd,
+            nstype,
+            from,
+            result,
+        } => (EventKind::Setns, [int(fd), int(nstype), 0, 0], from, result),
+        Body::Clone {
+            flags,
+            child_pid,
+            from,
+            result,
+        } => (
+            EventKind::Clone,
+            [flags, u64::from(child_pid), 0, 0],
+            from,
+            result,
+        ),
+        Body::ProcessExit => (EventKind::ProcessExit, [0; 4], none, Ok(0)),
+        Body::NsFreed => (EventKind::NsFreed, [0; 4], none, Ok(0)),
+        Body::ShmFreed {
+            id,
+            key,
+            ns_dying,
+            rmid_forced,
+        } => (
+            EventKind::ShmFreed,
+            [
+                int(id),
+                int(key),
+                u64::from(ns_dying),
+                u64::from(rmid_forced),
+            ],
+            none,
+            Ok(0),
+        ),
+    };
+    Record {
+        kind: kind as u32,
+        pid: event.task.pid,
+        tid: event.task.tid,
+        uid: event.task.uid,
+        ts_ns: event.ts_ns,
+        ns: event.ns,
+        other_ns,
+        ret: ret_of(ret),
+        args,
+        comm: event.task.comm,
+    }
+}
+
+/// The fields every kind carries verbatim.
+fn header(record: &Record) -> (u32, u32, u32, u32, u64, NsRef, [u8; COMM_LEN]) {
+    (
+        record.kind,
+        record.pid,
+        record.tid,
+        record.uid,
+        record.ts_ns,
+        record.ns,
+        record.comm,
+    )
+}
+
+/// Serializes `value` as the sink would and parses the line back: it must be one JSON object.
+fn json_line(value: &impl serde::Serialize) -> Result<Value, TestCaseError> {
+    let line = serde_json::to_string(value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert!(!line.contains('\n'), "not one line: {line}");
+    let parsed: Value =
+        serde_json::from_str(&line).map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+    prop_assert!(parsed.is_object(), "not an object: {line}");
+    Ok(parsed)
+}
+
+/// What the decoder must say about `bytes`, from the ABI alone.
+fn expected_decode(bytes: &[u8]) -> Result<(), DecodeError> {
+    if bytes.len() != Record::SIZE {
+        return Err(DecodeError::BadLength(bytes.len()));
+    }
+    let kind = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
+    EventKind::from_u32(kind)
+        .map(drop)
+        .ok_or(DecodeError::UnknownKind(kind))
+}
+
+/// One ring-buffer item: a record's bytes, cut short, grown, or replaced by noise.
+fn ring_items() -> impl Strategy<Value = Vec<u8>> + Clone {
+    let record = arbitrary_records().prop_map(|record| bytes_of(&record));
+    prop_oneof![
+        4 => record.clone(),
+        1 => (record.clone(), 0..Record::SIZE).prop_map(|(bytes, len)| bytes[..len].to_vec()),
+        1 => (record, vec(any::<u8>(), 1..=16)).prop_map(|(mut bytes, extra)| {
+            bytes.extend(extra);
+            bytes
+        }),
+        1 => vec(any::<u8>(), 0..=2 * Record::SIZE),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Any bytes: an error exactly when the length or the kind is wrong, and no panic.
+    #[test]
+    fn decode_fails_exactly_on_bad_length_or_kind(bytes in ring_items()) {
+        prop_assert_eq!(decode(&bytes).map(drop), expected_decode(&bytes));
+    }
+
+    /// A record of a known kind decodes whatever its other fields hold; the header comes
+    /// through verbatim, and the event encodes back to bytes that decode to the same event.
+    #[test]
+    fn valid_records_round_trip(record in records(
+        known_kind(), any::<u32>(), any_ns(), any_ret(), any::<u64>(),
+    )) {
+        let event = decode(&bytes_of(&record)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let encoded = encode(&event);
+        prop_assert_eq!(header(&encoded), header(&record));
+        // Errors are -1..=-4095; any return value that fits an errno comes back as it was
+        // (kinds that are not syscalls have none).
+        let syscall = !matches!(
+            event.body,
+            Body::ProcessExit | Body::NsFreed | Body::ShmFreed { .. }
+        );
+        if syscall && record.ret >= -i64::from(i32::MAX) {
+            prop_assert_eq!(encoded.ret, record.ret);
+        }
+        prop_assert_eq!(decode(&bytes_of(&encoded)), Ok(event));
+    }
+
+    /// Every decodable record renders as one JSON object naming its event.
+    #[test]
+    fn raw_events_render_as_json(record in arbitrary_records()) {
+        let Ok(event) = decode(&bytes_of(&record)) else {
+            return Ok(());
+        };
+        let clock = WallClock::now();
+        let json = json_line(&KernelEventJson { event: &event, clock: &clock })?;
+        prop_assert_eq!(&json["event"], event_name(&event.body));
+        prop_assert_eq!(&json["ns"], &Value::from(record.ns.inum));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any sequence of decoded events: the engine never panics and what it derives renders
+    /// as JSON objects naming their event.
+    #[test]
+    fn the_engine_takes_any_event_sequence(records in vec(small_world_records(), 1..150)) {
+        let clock = WallClock::now();
+        let mut engine = Engine::new(2);
+        let mut derived = Vec::new();
+        for record in &records {
+            let event = decode(&bytes_of(record)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            derived.clear();
+            engine.apply(&event, &mut derived);
+            for lifecycle in &derived {
+                let json = json_line(&LifecycleJson { event: lifecycle, clock: &clock })?;
+                prop_assert_eq!(&json["event"], lifecycle.name());
+            }
+        }
+    }
+
+    /// The agent's record path: every item that does not decode becomes one
+    /// `agent.decode_error` line, counted in order, and every line stays JSON.
+    #[test]
+    fn the_stream_counts_every_decode_error(items in vec(
+        prop_oneof![small_world_records().prop_map(|record| bytes_of(&record)), ring_items()],
+        1..60,
+    )) {
+        let mut stream = Stream::new(Vec::new(), true);
+        for item in &items {
+            stream.record(item).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        stream.sink.flush().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let expected: Vec<String> = items
+            .iter()
+            .filter_map(|item| expected_decode(item).err())
+            .map(|err| err.to_string())
+            .collect();
+        let output = String::from_utf8(stream.sink.get_ref().clone())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut errors = Vec::new();
+        for line in output.lines() {
+            let json: Value = serde_json::from_str(line)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+            if json["event"] == "agent.decode_error" {
+                errors.push(json);
+            }
+        }
+        prop_assert_eq!(errors.len(), expected.len());
+        for (n, (json, error)) in errors.iter().zip(&expected).enumerate() {
+            prop_assert_eq!(&json["error"], error.as_str());
+            prop_assert_eq!(&json["total"], &Value::from(n + 1));
+        }
+    }
+}
