@@ -18,6 +18,7 @@ mod proptests;
 mod render;
 mod sink;
 mod snapshot;
+mod stop_watchdog;
 mod trace;
 
 use std::process::ExitCode;

@@ -25,6 +25,7 @@ use crate::{
     render::{KernelEventJson, Rfc3339, WallClock},
     sink::{JsonLines, SinkState, stdout_reader_gone},
     snapshot,
+    stop_watchdog::{self, WatchedStdout},
 };
 
 /// How often the ring buffer is drained when no forced wakeup came: probes write without
@@ -244,7 +245,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let mut stream = Stream::new(std::io::stdout().lock(), options.raw);
+    stop_watchdog::start()?;
+    let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw);
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();

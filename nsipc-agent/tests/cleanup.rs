@@ -301,3 +301,42 @@ fn a_killed_agent_leaves_nothing_behind() {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert_released(&ids);
 }
+
+/// The reader stops reading without closing the pipe (a stalled consumer) while a storm fills
+/// it: the agent, blocked writing, still ends on SIGTERM, says so on stderr, and the kernel
+/// releases everything.
+#[test]
+fn a_stalled_reader_does_not_keep_sigterm_from_stopping_the_agent() {
+    let mut agent = PipedAgent::start(&["--raw"]);
+    // Holds the read end and never reads.
+    let mut stalled = Command::new("sleep")
+        .arg("60")
+        .stdin(agent.consumer_stdin())
+        .spawn()
+        .expect("spawning sleep");
+    let mut storm = msg_storm(30)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawning the storm");
+    // A pipe holds 64 KiB and the agent buffers 64 KiB more: the storm fills both at once.
+    let pid = agent.child.id();
+    let blocked = (0..100).any(|_| {
+        thread::sleep(Duration::from_millis(50));
+        fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("pipe_write"))
+    });
+    let _ = storm.kill();
+    let _ = storm.wait();
+    assert!(
+        blocked,
+        "the agent never blocked writing to the stalled pipe"
+    );
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let (status, stderr, ids) = agent.wait();
+    let _ = stalled.kill();
+    let _ = stalled.wait();
+    assert_eq!(status.code(), Some(1), "{status}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("has not read"), "{stderr}");
+    assert_released(&ids);
+}
