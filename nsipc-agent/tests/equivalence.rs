@@ -13,7 +13,7 @@ use support::*;
 
 /// The workload: namespaces held by bind mounts (so that no inum is reused while it runs, and
 /// all die at the end), entered by nsenter; a namespace made by clone(CLONE_NEWIPC) that dies
-/// with its one process.
+/// with its one process. It prints the three namespaces' links, in order of creation.
 fn workload(dir: &str, keys: [i64; 3]) -> String {
     let [msg_key, shm_key, sem_key] = keys;
     format!(
@@ -21,6 +21,8 @@ fn workload(dir: &str, keys: [i64; 3]) -> String {
         touch {dir}/a {dir}/b
         unshare --ipc={dir}/a true
         unshare --ipc={dir}/b true
+        nsenter --ipc={dir}/a readlink /proc/self/ns/ipc
+        nsenter --ipc={dir}/b readlink /proc/self/ns/ipc
         nsenter --ipc={dir}/a perl -e '
             msgget({msg_key}, 01600) // die "msgget $!";
             shmget({shm_key}, 8192, 01640) // die "shmget $!";
@@ -37,11 +39,13 @@ fn workload(dir: &str, keys: [i64; 3]) -> String {
             # clone(CLONE_NEWIPC | SIGCHLD): SYS_clone = 56
             my $pid = syscall(56, 0x08000000 | 17, 0, 0, 0, 0);
             die "clone $!" if $pid < 0;
-            if ($pid == 0) {{ msgget(0, 01600) // die; semget(0, 1, 01600) // die; exit 0 }}
+            if ($pid == 0) {{
+                $| = 1; print readlink("/proc/self/ns/ipc"), "\n";
+                msgget(0, 01600) // die; semget(0, 1, 01600) // die; exit 0
+            }}
             waitpid($pid, 0) == $pid && $? == 0 or die "child";'
         umount {dir}/a {dir}/b
-        rm {dir}/a {dir}/b
-        echo done"#
+        rm {dir}/a {dir}/b"#
     )
 }
 
@@ -49,8 +53,7 @@ fn workload(dir: &str, keys: [i64; 3]) -> String {
 /// kernel chooses per run (inums, namespace ids, addresses, pids, times) replaced or dropped.
 /// Namespaces become their order of creation. Sorted: the destroys that come by kfree are an
 /// RCU grace period late, so they interleave with the next steps as timing has it.
-fn normalized(events: &[Value]) -> Vec<String> {
-    let created = workload_namespaces(events);
+fn normalized(events: &[Value], created: &[u64]) -> Vec<String> {
     let name = |inum: &Value| -> Value {
         match inum.as_u64() {
             Some(HOST_NS) => json!("host"),
@@ -102,42 +105,40 @@ fn normalized(events: &[Value]) -> Vec<String> {
     lines
 }
 
-/// Runs the workload under one backend; its normalized lifecycle stream.
-fn stream_under(backend: &str) -> Vec<String> {
+/// Runs the workload under one backend; the backend `agent.ready` names (what `auto` picked)
+/// and the normalized lifecycle stream.
+fn stream_under(backend: &str) -> (String, Vec<String>) {
     let dir = format!("/tmp/nsipc-equivalence-{}-{backend}", std::process::id());
     std::fs::create_dir_all(&dir).unwrap();
     let keys = [unique_key(1), unique_key(2), unique_key(3)];
     let mut agent = Agent::start_with(Some(backend), &[]);
-    assert_eq!(sh(&workload(&dir, keys)).trim(), "done");
+    let used = agent.events.last().expect("agent.ready")["backend"]
+        .as_str()
+        .expect("agent.ready names its backend")
+        .to_owned();
+    let created: Vec<u64> = sh(&workload(&dir, keys))
+        .lines()
+        .map(parse_ns_link)
+        .collect();
+    assert_eq!(created.len(), 3, "{created:?}");
     // The three namespaces die (a few ms after the unmounts): wait for their destroys.
     let all_destroyed = agent.read_until(DESTROY_WAIT, |events| {
-        let created = workload_namespaces(events);
-        created.len() == 3
-            && events
-                .iter()
-                .filter(|e| e["event"] == "ipc_ns.destroy")
-                .filter(|e| created.contains(&e["ns"].as_u64().unwrap_or(0)))
-                .count()
-                == 3
+        events
+            .iter()
+            .filter(|e| e["event"] == "ipc_ns.destroy")
+            .filter(|e| created.contains(&e["ns"].as_u64().unwrap_or(0)))
+            .count()
+            == 3
     });
     assert!(all_destroyed, "under {backend}: {:#?}", agent.events);
     let stopped = agent.stop(libc::SIGINT);
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let _ = std::fs::remove_dir(&dir);
-    normalized(&stopped.events)
+    (used, normalized(&stopped.events, &created))
 }
 
 /// Long enough for a slow machine (qemu without KVM) to free three namespaces.
 const DESTROY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The namespaces created from the host's: the workload's (nothing else runs meanwhile).
-fn workload_namespaces(events: &[Value]) -> Vec<u64> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "ipc_ns.create" && e["from_ns"] == HOST_NS)
-        .filter_map(|e| e["ns"].as_u64())
-        .collect()
-}
 
 #[test]
 fn every_backend_tells_the_same_story() {
@@ -148,11 +149,13 @@ fn every_backend_tells_the_same_story() {
         .filter(|b| report["backends"][*b]["usable"] == true)
         .collect();
     backends.push("auto");
-    let streams: BTreeMap<&str, Vec<String>> =
+    let runs: BTreeMap<&str, (String, Vec<String>)> =
         backends.iter().map(|b| (*b, stream_under(b))).collect();
+    let streams: BTreeMap<&str, &Vec<String>> =
+        runs.iter().map(|(b, (_, stream))| (*b, stream)).collect();
 
     // The story itself, under the first backend: every event the workload must cause.
-    let (first, story) = streams.iter().next().unwrap();
+    let (first, story) = streams.iter().next().map(|(b, s)| (*b, *s)).unwrap();
     let mut kinds: HashMap<String, usize> = HashMap::new();
     for line in story {
         let e: Value = serde_json::from_str(line).unwrap();
@@ -168,7 +171,7 @@ fn every_backend_tells_the_same_story() {
     let expected = [
         ("ipc_ns.create:unshare", 2),
         ("ipc_ns.create:clone", 1),
-        ("ipc_ns.join", 2),
+        ("ipc_ns.join", 4),
         ("ipc_ns.destroy:freed", 3),
         ("msg.create", 3),
         ("msg.destroy:rmid", 1),
@@ -204,7 +207,7 @@ fn every_backend_tells_the_same_story() {
 
     for (backend, stream) in &streams {
         assert_eq!(
-            stream,
+            *stream,
             story,
             "{backend} differs from {first}:\n--- {first}\n{}\n--- {backend}\n{}",
             story.join("\n"),
@@ -212,8 +215,9 @@ fn every_backend_tells_the_same_story() {
         );
     }
     eprintln!(
-        "equivalence: {} lifecycle events, identical under {}",
+        "equivalence: {} lifecycle events, identical under {} (auto picked {})",
         story.len(),
-        backends.join(", ")
+        backends.join(", "),
+        runs["auto"].0
     );
 }

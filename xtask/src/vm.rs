@@ -108,7 +108,7 @@ cd /tmp
 echo "NSIPC-MATRIX kernel=$(uname -r) backend=$NSIPC_BACKEND"
 for test in /nsipc-tests/*; do
     echo "NSIPC-MATRIX begin=${test##*/}"
-    "$test" --test-threads=1
+    "$test" --test-threads=1 --show-output
     echo "NSIPC-MATRIX end=${test##*/} exit=$?"
 done
 poweroff -f
@@ -611,7 +611,7 @@ fn run_on_host(built: &Built, backend: &str, out: &Path) -> Result<Cell> {
     for (name, exe) in &built.tests {
         writeln!(log, "{MARKER} begin={name}")?;
         let mut cmd = Command::new(exe);
-        cmd.arg("--test-threads=1")
+        cmd.args(["--test-threads=1", "--show-output"])
             .env("NSIPC_BACKEND", backend)
             .current_dir(workspace_root());
         let left = HOST_TIMEOUT.saturating_sub(started.elapsed());
