@@ -82,6 +82,10 @@ fn normalized(events: &[Value], created: &[u64]) -> Vec<String> {
                 "child_pid",
                 "ns_id",
                 "from_ns_id",
+                // The agent's own generation count of an inum (kernels without ns_id): it
+                // depends on what that agent run saw die before.
+                "ns_gen",
+                "from_ns_gen",
                 "lifetime_ns",
                 "addr",
             ] {

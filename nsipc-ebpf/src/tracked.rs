@@ -24,6 +24,9 @@ use aya_ebpf::{
 };
 use nsipc_common::{EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, NsRef};
 
+/// include/uapi/asm-generic/errno-base.h
+const ENOENT: i32 = 2;
+
 use crate::{
     record::{Subject, emit},
     task::{ns_ref, offsets, read_field},
@@ -157,15 +160,42 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32) -> bool {
 
 /// The `kfree` tracepoint fires for every kfree on the machine: this is one hash lookup unless the
 /// pointer is ours.
+///
+/// Two copies of the program are attached. The kernel skips a raw tracepoint's program when it
+/// is already running on that CPU (`recursion_misses`), which happens whenever an RCU callback
+/// frees memory in a softirq that interrupted the program: one copy lost such frees (seen: a
+/// segment destroyed at its creator's exit never reported). The copies run one after the
+/// other on each kfree, so an interrupt lands in at most one of them, and the other sees the
+/// nested kfree; whichever removes the entry first reports it (a hash map delete is atomic).
 #[raw_tracepoint(tracepoint = "kfree")]
 pub fn kfree(ctx: RawTracePointContext) -> i32 {
+    on_kfree(&ctx);
+    0
+}
+
+/// The second copy of [`kfree`].
+#[raw_tracepoint(tracepoint = "kfree")]
+pub fn kfree_again(ctx: RawTracePointContext) -> i32 {
+    on_kfree(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_kfree(ctx: &RawTracePointContext) {
     // TP_PROTO(unsigned long call_site, const void *ptr)
     let ptr: u64 = ctx.arg(1);
     // SAFETY: the value is copied out before the entry is removed.
     let Some(tracked) = (unsafe { TRACKED.get(ptr) }).copied() else {
-        return 0;
+        return;
     };
-    let _ = TRACKED.remove(ptr);
+    // -ENOENT: the other copy removed it first and reports it. Any other failure is -EBUSY:
+    // this run interrupted a map update on this CPU (a syscall program tracking a pointer) and
+    // the bucket is locked; the free is reported all the same, and the entry left behind is
+    // replaced when the address is tracked again (both copies may then report it: a destroy
+    // reported twice changes nothing in userspace).
+    if TRACKED.remove(ptr) == Err(-ENOENT) {
+        return;
+    }
     if tracked.kind == TrackedKind::Namespace as u32 {
         emit(
             EventKind::NsFreed,
@@ -202,7 +232,6 @@ pub fn kfree(ctx: RawTracePointContext) -> i32 {
             args,
         );
     }
-    0
 }
 
 /// Where a freed segment's namespace stands.

@@ -54,9 +54,19 @@ pub fn kernel_function(hook: &str) -> String {
     format!("__x64_sys_{hook}")
 }
 
-/// Programs every backend attaches: BTF tracepoints for task creation and exit, and the raw
-/// `kfree` tracepoint that sees namespaces and segments die without a syscall.
-pub const COMMON: &[&str] = &["task_newtask", "sched_process_exit", "kfree"];
+/// Programs every backend attaches, and the kernel tracepoint of each: BTF tracepoints for task
+/// creation and exit, and two copies of the raw `kfree` tracepoint program that sees
+/// namespaces and segments die without a syscall (nsipc-ebpf/src/tracked.rs says why two).
+pub const COMMON: &[(&str, &str)] = &[
+    ("task_newtask", "task_newtask"),
+    ("sched_process_exit", "sched_process_exit"),
+    ("kfree", "kfree"),
+    ("kfree_again", "kfree"),
+];
+
+/// The two copies of the kfree program: a run skipped by one is run by the other, so their
+/// `recursion_misses` lose nothing.
+pub const KFREE_COPIES: [&str; 2] = ["kfree", "kfree_again"];
 
 /// The hook and backend of a program, from its name; None for the [`COMMON`] ones.
 pub fn classify(program: &str) -> Option<(&str, Backend)> {
@@ -128,7 +138,8 @@ pub fn attach_hook(
     let function = (backend != Backend::Tracepoint).then(|| kernel_function(hook));
     for (done, name) in programs.iter().enumerate() {
         let program = ebpf.program_mut(name).expect("listed from the object");
-        if let Err(err) = attach_program(name, program, function.as_deref(), btf) {
+        let target = function.as_deref().unwrap_or(name);
+        if let Err(err) = attach_program(name, program, target, btf) {
             for name in &programs[..=done] {
                 if let Some(program) = ebpf.program_mut(name) {
                     unload(program);
@@ -201,29 +212,21 @@ fn kallsyms_lacks(function: &str) -> io::Result<bool> {
         .any(|line| line.split_whitespace().nth(2) == Some(function)))
 }
 
-/// Loads one program and attaches it: syscall tracepoints on the tracepoint of their name,
-/// kprobes and fentry on their hook's kernel function, BTF and raw tracepoints on the kernel
-/// tracepoint of their name.
-pub fn attach_program(
-    name: &str,
-    program: &mut Program,
-    function: Option<&str>,
-    btf: &Btf,
-) -> Result<()> {
+/// Loads one program and attaches it to `target`: the tracepoint of that name for syscall, BTF
+/// and raw tracepoints, the kernel function of that name for kprobes and fentry.
+pub fn attach_program(name: &str, program: &mut Program, target: &str, btf: &Btf) -> Result<()> {
     let refused = || format!("the kernel refused probe {name}");
-    let function =
-        || function.ok_or_else(|| anyhow!("probe {name} has no kernel function to attach to"));
     match program {
         Program::TracePoint(tracepoint) => {
             let tracepoint: &mut TracePoint = tracepoint;
             tracepoint.load().with_context(refused)?;
             tracepoint
-                .attach("syscalls", name)
-                .with_context(|| format!("cannot attach to tracepoint syscalls:{name}"))?;
+                .attach("syscalls", target)
+                .with_context(|| format!("cannot attach to tracepoint syscalls:{target}"))?;
         }
         Program::KProbe(kprobe) => {
             let kprobe: &mut KProbe = kprobe;
-            let function = function()?;
+            let function = target;
             kprobe.load().with_context(refused)?;
             kprobe
                 .attach(function, 0)
@@ -231,7 +234,7 @@ pub fn attach_program(
         }
         Program::FEntry(fentry) => {
             let fentry: &mut FEntry = fentry;
-            let function = function()?;
+            let function = target;
             fentry.load(function, btf).with_context(refused)?;
             fentry
                 .attach()
@@ -239,7 +242,7 @@ pub fn attach_program(
         }
         Program::FExit(fexit) => {
             let fexit: &mut FExit = fexit;
-            let function = function()?;
+            let function = target;
             fexit.load(function, btf).with_context(refused)?;
             fexit
                 .attach()
@@ -247,17 +250,17 @@ pub fn attach_program(
         }
         Program::BtfTracePoint(tracepoint) => {
             let tracepoint: &mut BtfTracePoint = tracepoint;
-            tracepoint.load(name, btf).with_context(refused)?;
+            tracepoint.load(target, btf).with_context(refused)?;
             tracepoint
                 .attach()
-                .with_context(|| format!("cannot attach to BTF tracepoint {name}"))?;
+                .with_context(|| format!("cannot attach to BTF tracepoint {target}"))?;
         }
         Program::RawTracePoint(tracepoint) => {
             let tracepoint: &mut RawTracePoint = tracepoint;
             tracepoint.load().with_context(refused)?;
             tracepoint
-                .attach(name)
-                .with_context(|| format!("cannot attach to raw tracepoint {name}"))?;
+                .attach(target)
+                .with_context(|| format!("cannot attach to raw tracepoint {target}"))?;
         }
         other => {
             return Err(anyhow!(

@@ -15,7 +15,9 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{Program, TracePoint},
 };
-use hooks::{Attempts, COMMON, attach_hooks, attach_program, candidates, hook_programs};
+use hooks::{
+    Attempts, COMMON, KFREE_COPIES, attach_hooks, attach_program, candidates, hook_programs,
+};
 pub use hooks::{Backend, HookChoice};
 use nsipc_common::{EVENTS_MAP, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL};
 use serde::Serialize;
@@ -81,11 +83,11 @@ pub fn capabilities(options: &LoadOptions<'_>) -> Result<Capabilities> {
     let mut ebpf = load_object(options)?;
     let btf = parse_btf(options.btf_path)?;
     let mut common = BTreeMap::new();
-    for name in COMMON {
+    for (name, tracepoint) in COMMON {
         let program = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("the object has no program {name}"))?;
-        let result = attach_program(name, program, None, &btf);
+        let result = attach_program(name, program, tracepoint, &btf);
         hooks::unload(program);
         common.insert(
             *name,
@@ -156,11 +158,11 @@ impl Probes {
     pub fn load_and_attach(options: &LoadOptions<'_>) -> Result<(Self, RingBuf<MapData>)> {
         let mut ebpf = load_object(options)?;
         let btf = parse_btf(options.btf_path)?;
-        for name in COMMON {
+        for (name, tracepoint) in COMMON {
             let program = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("the object has no program {name}"))?;
-            attach_program(name, program, None, &btf)?;
+            attach_program(name, program, tracepoint, &btf)?;
         }
         let hooks = attach_hooks(&mut ebpf, &btf, &candidates(options.backend))?;
         if let Some(wanted) = options.backend
@@ -210,7 +212,11 @@ impl Probes {
             return Ok(0);
         };
         let mut total = 0;
-        for (name, program) in ebpf.programs() {
+        // A kfree skipped by one copy ran in the other: nothing was missed there.
+        let counted = ebpf
+            .programs()
+            .filter(|(name, _)| !KFREE_COPIES.contains(name));
+        for (name, program) in counted {
             if let Ok(fd) = program.fd() {
                 total += recursion_misses(fd.as_fd().as_raw_fd())
                     .with_context(|| format!("reading the statistics of probe {name}"))?;
@@ -270,7 +276,7 @@ impl Probes {
                     let program = ebpf.program_mut(&name).ok_or_else(|| {
                         anyhow!("the floor has no BTF tracepoint {name}, which the probes use")
                     })?;
-                    attach_program(&name, program, None, &btf)?;
+                    attach_program(&name, program, &name, &btf)?;
                 }
             }
             attached += 1;
@@ -306,10 +312,12 @@ impl Probes {
     /// `sys_exit_shmctl` is gone, every segment removed by IPC_RMID meanwhile would be reported
     /// as dying of something else (`namespace_teardown`, in a namespace still alive).
     pub fn detach(&mut self) {
-        if let Some(ebpf) = &mut self.programs
-            && let Some(Program::RawTracePoint(kfree)) = ebpf.program_mut("kfree")
-        {
-            let _ = kfree.unload();
+        if let Some(ebpf) = &mut self.programs {
+            for name in KFREE_COPIES {
+                if let Some(Program::RawTracePoint(kfree)) = ebpf.program_mut(name) {
+                    let _ = kfree.unload();
+                }
+            }
         }
         self.programs = None;
     }
@@ -431,7 +439,7 @@ mod tests {
                 backends[&Backend::Fentry]
             );
         }
-        for name in COMMON {
+        for (name, _) in COMMON {
             assert!(object.programs.contains_key(*name), "{name}");
         }
         let classified = object
