@@ -145,40 +145,47 @@ impl<W: Write> Stream<W> {
         Ok(SinkState::Open)
     }
 
-    /// Reports records lost since the last report.
-    /// Reports records lost since the last report. The engine's state may be wrong after them:
-    /// [`Self::resync_if_due`] makes it right again.
+    /// Reports records lost since the last report (`agent.lost`). The engine's state may be
+    /// wrong after them: [`Self::resync_if_due`] makes it right again.
     fn report_lost(&mut self, probes: &Probes) -> Result<SinkState> {
         let total = probes.lost_total()?;
-        if total <= self.counters.lost_reported {
-            return Ok(SinkState::Open);
-        }
-        let count = total - self.counters.lost_reported;
-        self.counters.lost_reported = total;
-        self.resync_pending = true;
-        Ok(self.sink.write(&AgentEvent::Lost {
-            time: self.now(),
+        let reported = self.counters.lost_reported;
+        self.counters.lost_reported = total.max(reported);
+        self.report_increase(total, reported, |time, count, total| AgentEvent::Lost {
+            time,
             count,
             total,
-        })?)
+        })
     }
 
-    /// Reports runs of the probes the kernel skipped since the last report (see
+    /// Reports runs of the probes the kernel skipped since the last report (`agent.missed`, see
     /// [`Probes::missed_total`]): each may have been a record, so the state is resynchronised
     /// as after lost records.
     fn report_missed(&mut self, probes: &Probes) -> Result<SinkState> {
         let total = probes.missed_total()?;
-        if total <= self.counters.missed_reported {
-            return Ok(SinkState::Open);
-        }
-        let count = total - self.counters.missed_reported;
-        self.counters.missed_reported = total;
-        self.resync_pending = true;
-        Ok(self.sink.write(&AgentEvent::Missed {
-            time: self.now(),
+        let reported = self.counters.missed_reported;
+        self.counters.missed_reported = total.max(reported);
+        self.report_increase(total, reported, |time, count, total| AgentEvent::Missed {
+            time,
             count,
             total,
-        })?)
+        })
+    }
+
+    /// Writes `event(time, total - reported, total)` and asks for a resynchronisation when a
+    /// counter of possibly lost records went up.
+    fn report_increase(
+        &mut self,
+        total: u64,
+        reported: u64,
+        event: impl FnOnce(Rfc3339, u64, u64) -> AgentEvent<'static>,
+    ) -> Result<SinkState> {
+        if total <= reported {
+            return Ok(SinkState::Open);
+        }
+        self.resync_pending = true;
+        let event = event(self.now(), total - reported, total);
+        Ok(self.sink.write(&event)?)
     }
 
     /// Makes the engine's state equal to a fresh inventory after lost records, at most once per
