@@ -473,13 +473,6 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         }
     }
     let hooks = tools.hooks.context("the floor never reported its hooks")?;
-    let bpftrace_probes = setups::bpftrace_probes();
-    if bpftrace_probes != hooks {
-        bail!(
-            "the bpftrace script has {bpftrace_probes} probes but nsipc has {hooks} hooks: \
-             update xtask/src/bench/nsipc.bt"
-        );
-    }
 
     // Losses, forced on the storm: a ring buffer that holds 34 records; a reader that reads
     // nothing until the workload is over, with a storm that overflows the default 8 MiB ring
@@ -554,6 +547,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
     let report = Report {
         environment,
         hooks,
+        bpftrace_probes: setups::bpftrace_probes(),
         workloads: &workloads,
         results,
         forced,
@@ -592,9 +586,9 @@ mod tests {
     }
 
     #[test]
-    fn the_bpftrace_script_has_one_probe_per_nsipc_hook() {
+    fn the_bpftrace_script_has_an_entry_and_an_exit_probe_per_syscall() {
         // 8 SysV syscalls, unshare, setns, clone, clone3 (enter and exit), task_newtask,
-        // sched_process_exit; the bench itself checks this against the agent's real count.
+        // sched_process_exit.
         assert_eq!(setups::bpftrace_probes(), 26);
     }
 }

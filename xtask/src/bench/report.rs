@@ -61,6 +61,9 @@ pub struct Environment {
 pub struct Report<'a> {
     pub environment: Environment,
     pub hooks: usize,
+    /// Probes of the bpftrace script (it reads arguments at syscall entry, so it has an entry
+    /// probe for every syscall where nsipc mostly has the exit one alone).
+    pub bpftrace_probes: usize,
     pub workloads: &'a [Workload],
     pub results: Vec<WorkloadResults>,
     pub forced: Vec<ForcedLoss>,
@@ -331,8 +334,11 @@ impl Report<'_> {
              - **nsipc-agent | reader**: the same into a pipe read by another process \
              (`xtask bench-reader`, which counts lines, the workload's events by comm, and \
              `agent.lost`).\n\
-             - **bpftrace > /dev/null**: `xtask/src/bench/nsipc.bt`, the same {hooks} hooks and \
-             filters, one `printf` JSON line per event.\n\n\
+             - **bpftrace > /dev/null**: `xtask/src/bench/nsipc.bt`, the same syscalls and \
+             filters on {bpftrace_probes} probes (bpftrace reads a syscall's arguments at its \
+             entry tracepoint and keeps them in a map until its exit; nsipc reads them at the \
+             exit from the saved user registers, except for unshare and setns), one `printf` \
+             JSON line per event.\n\n\
              Times are per op of the workload: elapsed (CLOCK_MONOTONIC, what the brief's \
              targets are about) and the workload's own CPU time (getrusage, self + children: \
              the probes run in its context, but time spent waiting for a CPU that other work \
@@ -348,6 +354,7 @@ impl Report<'_> {
              event is only given for runs with at least {MIN_EVENTS_PER_RUN} events); peak RSS \
              is ru_maxrss (= VmHWM, start-up included).\n",
             hooks = self.hooks,
+            bpftrace_probes = self.bpftrace_probes,
         );
     }
 
@@ -447,8 +454,9 @@ impl Report<'_> {
                     "**missed**: events went missing uncounted"
                 } else {
                     "**not exact here**: never below generated (no loss went uncounted); the \
-                     excess is other processes' losses in the machine-wide total (see Forced \
-                     loss)"
+                     excess is lost records that are not the workload's syscalls: the probes' \
+                     `shm.freed` record of each segment (written at its kfree, in no workload \
+                     context) and other processes' events (see Forced loss)"
                 }
             );
         }
@@ -643,8 +651,12 @@ impl Report<'_> {
             out,
             "## Forced loss (storm, nsipc-agent | reader)\n\n\
              The workload knows how many events it caused; the reader counts the ones the agent \
-             emitted for it (by comm) and the `agent.lost` total. Other events are the rest of \
-             the machine's, seen meanwhile (their losses, if any, are in the same total).\n\n\
+             emitted for it (by comm) and the `agent.lost` total. The total also counts lost \
+             records that are not the workload's syscalls: the probes write a `shm.freed` \
+             record at each segment's kfree (one per storm iteration, from whatever context \
+             frees it; it changes nothing in the lifecycle stream after an IPC_RMID, so it is \
+             not seen there), and other processes' events (\"other events\" counts those \
+             seen).\n\n\
              | case | expected | emitted | lost | emitted + lost | other events | exact |\n\
              |---|---:|---:|---:|---:|---:|---|"
         );
