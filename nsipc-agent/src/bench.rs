@@ -137,7 +137,7 @@ fn record_bytes(
 ) -> [u8; Record::SIZE] {
     let mut comm = [0u8; 16];
     comm[..14].copy_from_slice(b"nsipc-bench-wl");
-    let record = Record {
+    Record {
         kind: kind as u32,
         pid: 48_213,
         tid: 48_213,
@@ -148,13 +148,8 @@ fn record_bytes(
         ret,
         args,
         comm,
-    };
-    let mut bytes = [0u8; Record::SIZE];
-    // SAFETY: Record is plain integers with no padding, exactly SIZE bytes long.
-    bytes.copy_from_slice(unsafe {
-        std::slice::from_raw_parts((&raw const record).cast::<u8>(), Record::SIZE)
-    });
-    bytes
+    }
+    .to_bytes()
 }
 
 /// `count` records as the probes write them for the storm workload: msgget, msgctl(IPC_RMID),

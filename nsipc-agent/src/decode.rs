@@ -259,11 +259,9 @@ pub(crate) mod tests {
         bytes_of(&record)
     }
 
-    /// A record's bytes as the ring buffer holds them.
+    /// A record's bytes as the ring buffer holds them, owned (for strategies and tables).
     pub(crate) fn bytes_of(record: &Record) -> Vec<u8> {
-        // SAFETY: Record is plain old data of exactly SIZE bytes.
-        unsafe { std::slice::from_raw_parts((&raw const *record).cast::<u8>(), Record::SIZE) }
-            .to_vec()
+        record.to_bytes().to_vec()
     }
 
     #[test]

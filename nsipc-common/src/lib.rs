@@ -202,6 +202,13 @@ pub struct Record {
 impl Record {
     /// Size of a record in the ring buffer.
     pub const SIZE: usize = core::mem::size_of::<Record>();
+
+    /// The bytes of this record as a probe writes them into the ring buffer.
+    pub fn to_bytes(&self) -> [u8; Record::SIZE] {
+        // SAFETY: Record is plain integers with no padding (checked below: 112 bytes, the sum
+        // of its fields), so every byte is initialised.
+        unsafe { core::mem::transmute_copy(self) }
+    }
 }
 
 #[cfg(feature = "user")]
