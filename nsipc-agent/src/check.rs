@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     kernel,
-    probes::{self, Backend, Capabilities, LoadOptions},
+    probes::{self, Backend, Capabilities, KfreeCallers, LoadOptions},
 };
 
 /// Where the kernel says how locked down it is (`[none] integrity confidentiality`).
@@ -23,6 +23,8 @@ struct Report<'a> {
     /// The lockdown mode, or None where the kernel does not say (no lockdown LSM, or
     /// securityfs not mounted).
     lockdown: Option<String>,
+    /// The functions whose kfree calls the probes look at (every kfree when empty).
+    kfree_callers: &'a [String],
     #[serde(flatten)]
     capabilities: &'a Capabilities,
     auto: Auto<'a>,
@@ -48,8 +50,10 @@ pub fn run(btf_path: &Path) -> Result<()> {
         kernel::kernel_offsets(&btf).context("the kernel's BTF lacks a field the probes read")?;
     drop(btf);
     kernel::ensure_tracefs()?;
+    let kfree_callers = KfreeCallers::from_kallsyms();
     let capabilities = probes::capabilities(&LoadOptions {
         offsets,
+        kfree_callers: &kfree_callers,
         btf_path,
         ring_buffer_bytes: CHECK_RING_BUFFER_BYTES,
         backend: None,
@@ -63,6 +67,7 @@ pub fn run(btf_path: &Path) -> Result<()> {
             present: true,
         },
         lockdown: lockdown_mode(),
+        kfree_callers: &kfree_callers.functions,
         capabilities: &capabilities,
         auto: Auto {
             backend: hooks.values().min().copied(),

@@ -118,6 +118,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
         task_pid: btf.member_offset("task_struct", "pid")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_comm: btf.member_offset("task_struct", "comm")?,
+        task_cred: btf.member_offset("task_struct", "cred")?,
+        // kuid_t is `typedef struct { uid_t val; } kuid_t;`: val is at its start.
+        cred_uid: btf.member_offset("cred", "uid")?,
         nsproxy_ipc_ns: btf.member_offset("nsproxy", "ipc_ns")?,
         ipc_ns_inum: ns + btf.member_offset("ns_common", "inum")?,
         ipc_ns_id: btf

@@ -21,7 +21,7 @@ use crate::{
     decode::{KernelEvent, decode},
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
-    probes::{Backend, LoadOptions, Probes},
+    probes::{Backend, KfreeCallers, LoadOptions, Probes},
     render::{KernelEventJson, Rfc3339, WallClock},
     sink::{JsonLines, SinkState, stdout_reader_gone},
     snapshot,
@@ -239,6 +239,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
 
     let (mut probes, ring) = Probes::load_and_attach(&LoadOptions {
         offsets,
+        kfree_callers: &KfreeCallers::from_kallsyms(),
         btf_path: &options.btf_path,
         ring_buffer_bytes: options.ring_buffer_bytes,
         backend: options.backend,

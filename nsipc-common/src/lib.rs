@@ -16,6 +16,46 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// probe forces a wakeup.
 pub const WAKEUP_THRESHOLD_GLOBAL: &str = "WAKEUP_THRESHOLD";
 
+/// Name of the read-only global ([`CodeRanges`]): where in the kernel's text a `kfree` of a
+/// tracked pointer can be called from.
+pub const KFREE_CALLERS_GLOBAL: &str = "KFREE_CALLERS";
+
+/// At most this many code ranges in a [`CodeRanges`].
+pub const MAX_CODE_RANGES: usize = 8;
+
+/// Kernel text address ranges, `[start, end)` each; empty ranges (start == end) match nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeRanges {
+    pub ranges: [[u64; 2]; MAX_CODE_RANGES],
+}
+
+impl CodeRanges {
+    /// Every address: no filtering.
+    pub const EVERYWHERE: Self = {
+        let mut ranges = [[0; 2]; MAX_CODE_RANGES];
+        ranges[0] = [0, u64::MAX];
+        Self { ranges }
+    };
+
+    /// Reads one range at a time, volatile, stopping at the first match: on the probes' side
+    /// `self` is a load-time global that the compiler must not assume it knows, and a copy of
+    /// the whole table would go through the stack, which costs a cache miss on a hot path.
+    #[inline(always)]
+    pub fn contains(&self, address: u64) -> bool {
+        let mut i = 0;
+        while i < MAX_CODE_RANGES {
+            // SAFETY: a reference to an element of self.
+            let [start, end] = unsafe { core::ptr::read_volatile(&self.ranges[i]) };
+            if address >= start && address < end {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
 /// Byte offsets of the kernel fields the probes read, from the running kernel's BTF, never from
 /// headers: `ipc_namespace` and `task_struct` are `__randomize_layout`, `ns_common` changed in
 /// 6.18. [`NO_OFFSET`] marks a field this kernel does not have.
@@ -28,6 +68,12 @@ pub struct KernelOffsets {
     pub task_pid: u32,
     /// `task_struct.tgid`
     pub task_tgid: u32,
+    /// `task_struct.comm`
+    pub task_comm: u32,
+    /// `task_struct.cred`: the subjective credentials
+    pub task_cred: u32,
+    /// `cred.uid.val`
+    pub cred_uid: u32,
     /// `nsproxy.ipc_ns`
     pub nsproxy_ipc_ns: u32,
     /// `ipc_namespace.ns.inum`
@@ -63,6 +109,9 @@ impl KernelOffsets {
         task_nsproxy: NO_OFFSET,
         task_pid: NO_OFFSET,
         task_tgid: NO_OFFSET,
+        task_comm: NO_OFFSET,
+        task_cred: NO_OFFSET,
+        cred_uid: NO_OFFSET,
         nsproxy_ipc_ns: NO_OFFSET,
         ipc_ns_inum: NO_OFFSET,
         ipc_ns_id: NO_OFFSET,
@@ -217,6 +266,8 @@ unsafe impl aya::Pod for Record {}
 unsafe impl aya::Pod for NsRef {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CodeRanges {}
 
 // The ABI must not change size or alignment by accident: userspace rejects records of any other
 // length, and the ring buffer aligns records to 8 bytes.

@@ -16,9 +16,9 @@
 use nsipc_common::EventKind;
 
 use crate::{
-    record::{Subject, emit},
+    record::emit,
     syscall::{Args, Call, enter_plain, syscall_hooks},
-    task::{current_ipc_ns, current_task, ipc_ns_of, ipc_ns_ptr_of},
+    task::{current_ipc_ns, current_task, ipc_ns_ptr_of, ns_ref},
     tracked::track_shm_segment,
 };
 
@@ -31,14 +31,7 @@ const IPC_64: u32 = 0x100;
 /// namespace at exit.
 #[inline(always)]
 fn exit_plain(kind: EventKind, call: Call, ret: i64) {
-    emit(
-        kind,
-        Subject::current(),
-        current_ipc_ns(),
-        call.ns_before,
-        ret,
-        call.args,
-    );
+    emit(kind, current_ipc_ns(), call.ns_before, ret, call.args);
 }
 
 syscall_hooks!(
@@ -114,45 +107,52 @@ syscall_hooks!(
     fexit = fexit_shmat,
 );
 
+/// A live segment a shm syscall named.
+struct NamedSegment {
+    id: i32,
+    /// Its key, when the call says it (shmget's own argument): no need to read it.
+    key: Option<i32>,
+}
+
 /// Exit of a shm syscall: learns the segment's kernel pointer when the call named a live
-/// segment (`segment_id`), so that its destruction is seen whenever it happens. For a
-/// successful IPC_RMID, args[3] says whether the segment is still listed (attached, so only
-/// marked) or already gone.
+/// segment, so that its destruction is seen whenever it happens. For a successful IPC_RMID,
+/// args[3] says whether the segment is still listed (attached, so only marked) or already gone.
 #[inline(always)]
-fn exit_shm(kind: EventKind, mut call: Call, ret: i64, segment_id: Option<i32>) {
-    let task = current_task();
-    if let Some(id) = segment_id {
-        let listed = track_shm_segment(ipc_ns_ptr_of(task), id);
+fn exit_shm(kind: EventKind, mut call: Call, ret: i64, segment: Option<NamedSegment>) {
+    let ipc_ns = ipc_ns_ptr_of(current_task());
+    if let Some(segment) = segment {
+        let listed = track_shm_segment(ipc_ns, segment.id, segment.key);
         call.args[3] = listed as u64;
     }
-    emit(
-        kind,
-        Subject::current(),
-        ipc_ns_of(task),
-        call.ns_before,
-        ret,
-        call.args,
-    );
+    emit(kind, ns_ref(ipc_ns), call.ns_before, ret, call.args);
 }
 
 #[inline(always)]
 fn exit_shmget(kind: EventKind, call: Call, ret: i64) {
-    exit_shm(kind, call, ret, (ret >= 0).then_some(ret as i32));
+    let segment = (ret >= 0).then(|| NamedSegment {
+        id: ret as i32,
+        key: Some(call.args[0] as i32),
+    });
+    exit_shm(kind, call, ret, segment);
 }
 
 #[inline(always)]
 fn exit_shmctl(kind: EventKind, call: Call, ret: i64) {
     let cmd = call.args[1] as u32 & !IPC_64;
     let named = ret == 0 && (cmd == IPC_RMID || cmd == IPC_STAT);
-    exit_shm(kind, call, ret, named.then_some(shmid(&call.args)));
+    exit_shm(kind, call, ret, named.then(|| shmid(&call.args)));
 }
 
 #[inline(always)]
 fn exit_shmat(kind: EventKind, call: Call, ret: i64) {
-    exit_shm(kind, call, ret, (ret >= 0).then_some(shmid(&call.args)));
+    exit_shm(kind, call, ret, (ret >= 0).then(|| shmid(&call.args)));
 }
 
+/// The segment named by shmctl's or shmat's `shmid`, key unknown.
 #[inline(always)]
-fn shmid(args: &Args) -> i32 {
-    args[0] as i32
+fn shmid(args: &Args) -> NamedSegment {
+    NamedSegment {
+        id: args[0] as i32,
+        key: None,
+    }
 }

@@ -16,7 +16,7 @@ use aya_ebpf::{
 use nsipc_common::{CLONE_NEWIPC, EventKind, NsRef};
 
 use crate::{
-    record::{Subject, emit},
+    record::emit,
     syscall::{Args, Call, syscall_hooks},
     task::{current_ipc_ns, current_task, ipc_ns_ptr_of, ns_ref, task_ids},
     tracked::track_namespace,
@@ -51,7 +51,7 @@ fn enter_unshare(kind: EventKind, args: Args) -> Option<Call> {
 #[inline(always)]
 fn exit_unshare(kind: EventKind, call: Call, ret: i64) {
     let ns = current_ipc_ns_tracked();
-    emit(kind, Subject::current(), ns, call.ns_before, ret, call.args);
+    emit(kind, ns, call.ns_before, ret, call.args);
 }
 
 /// Reported when the IPC namespace changed, or when the caller asked for an IPC namespace
@@ -61,7 +61,7 @@ fn exit_unshare(kind: EventKind, call: Call, ret: i64) {
 fn exit_setns(kind: EventKind, call: Call, ret: i64) {
     let ns = current_ipc_ns_tracked();
     if ns != call.ns_before || call.args[1] & CLONE_NEWIPC != 0 {
-        emit(kind, Subject::current(), ns, call.ns_before, ret, call.args);
+        emit(kind, ns, call.ns_before, ret, call.args);
     }
 }
 
@@ -130,14 +130,7 @@ fn clone_with_flags(flags: u64) -> Option<Call> {
 #[inline(always)]
 fn exit_clone(kind: EventKind, call: Call, ret: i64) {
     if ret < 0 {
-        emit(
-            kind,
-            Subject::current(),
-            call.ns_before,
-            call.ns_before,
-            ret,
-            call.args,
-        );
+        emit(kind, call.ns_before, call.ns_before, ret, call.args);
     }
 }
 
@@ -152,7 +145,6 @@ pub fn task_newtask(ctx: BtfTracePointContext) -> u32 {
         track_namespace(child_ipc_ns, child_ns);
         emit(
             EventKind::Clone,
-            Subject::current(),
             child_ns,
             current_ipc_ns(),
             child_tid as i64,

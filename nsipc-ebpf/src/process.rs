@@ -8,7 +8,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use nsipc_common::{EventKind, HOST_IPC_NS_INUM, NsRef};
 
 use crate::{
-    record::{Subject, emit},
+    record::emit,
     task::{ipc_ns_ptr_of, ns_ref},
     tracked::track_namespace,
 };
@@ -23,14 +23,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     if ns.inum != 0 && ns.inum != HOST_IPC_NS_INUM {
         // A namespace that existed before the agent may lose its last task here.
         track_namespace(ipc_ns, ns);
-        emit(
-            EventKind::ProcessExit,
-            Subject::current(),
-            ns,
-            NsRef::default(),
-            0,
-            [0; 4],
-        );
+        emit(EventKind::ProcessExit, ns, NsRef::default(), 0, [0; 4]);
     }
     0
 }

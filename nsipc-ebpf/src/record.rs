@@ -3,13 +3,13 @@
 use aya_ebpf::{
     Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-    },
+    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
 use nsipc_common::{EventKind, NsRef, RECORD_ARGS, Record};
+
+use crate::task::{current_task, load_field, offsets, task_ids};
 
 /// Default size; userspace sets the real one (`--ring-buffer-size`) before load.
 #[map(name = "EVENTS")]
@@ -25,49 +25,35 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 static WAKEUP_THRESHOLD: Global<u64> = Global::new(256 * 1024);
 
-/// Who an event is about, when it is not simply the current task.
-pub struct Subject {
-    pub pid: u32,
-    pub tid: u32,
-}
-
-impl Subject {
-    #[inline(always)]
-    pub fn current() -> Self {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        Self {
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-        }
-    }
-}
-
-/// Writes one record; on a full ring buffer counts it in `LOST` instead.
+/// Writes one record about the current task; on a full ring buffer counts it in `LOST`
+/// instead. Who the task is (ids, uid, comm) is read straight from its `task_struct`: each
+/// helper call (bpf_get_current_pid_tgid, _uid_gid, _comm) costs more than the loads.
 #[inline(always)]
-pub fn emit(
-    kind: EventKind,
-    subject: Subject,
-    ns: NsRef,
-    other_ns: NsRef,
-    ret: i64,
-    args: [u64; RECORD_ARGS],
-) {
+pub fn emit(kind: EventKind, ns: NsRef, other_ns: NsRef, ret: i64, args: [u64; RECORD_ARGS]) {
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
         count_lost();
         return;
     };
+    let task = current_task();
+    let offsets = offsets();
+    let (pid, tid) = task_ids(task);
+    let comm = load_field::<[u64; 2]>(task, offsets.task_comm).unwrap_or([0; 2]);
+    let uid = load_field::<*const u8>(task, offsets.task_cred)
+        .and_then(|cred| load_field::<u32>(cred, offsets.cred_uid))
+        .unwrap_or(0);
     entry.write(Record {
         kind: kind as u32,
-        pid: subject.pid,
-        tid: subject.tid,
-        uid: bpf_get_current_uid_gid() as u32,
+        pid,
+        tid,
+        uid,
         // SAFETY: no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         ns,
         other_ns,
         ret,
         args,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: plain bytes either way.
+        comm: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm) },
     });
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD.load() {
         BPF_RB_FORCE_WAKEUP

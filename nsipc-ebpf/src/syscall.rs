@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use nsipc_common::{EventKind, NsRef, RECORD_ARGS};
 
-use crate::task::read_field;
+use crate::task::{load_field, read_field};
 
 pub type Args = [u64; RECORD_ARGS];
 
@@ -122,12 +122,24 @@ pub fn tracepoint_ret(ctx: &TracePointContext) -> i64 {
 /// The `n`th argument of the hooked kernel function, whatever the program type.
 pub trait FunctionArgs: EbpfContext {
     fn function_arg(&self, n: usize) -> u64;
+
+    /// Reads a field of the `struct pt_regs *` the wrapper gets. fentry/fexit programs see it
+    /// typed (a BTF pointer: a plain load); a kprobe sees a bare register value.
+    #[inline(always)]
+    fn read_regs_field(regs: *const u8, offset: u32) -> Option<u64> {
+        load_field(regs, offset)
+    }
 }
 
 impl FunctionArgs for aya_ebpf::programs::ProbeContext {
     #[inline(always)]
     fn function_arg(&self, n: usize) -> u64 {
         self.arg(n).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn read_regs_field(regs: *const u8, offset: u32) -> Option<u64> {
+        read_field(regs, offset)
     }
 }
 
@@ -153,7 +165,7 @@ const SYSCALL_ARG_OFFSETS: [u32; RECORD_ARGS] = [112, 104, 96, 56];
 /// The first `N` syscall arguments, from the `regs` argument of `__x64_sys_<name>`.
 #[inline(always)]
 pub fn wrapper_args<const N: usize, C: FunctionArgs>(ctx: &C) -> Args {
-    regs_args::<N>(ctx.function_arg(0) as *const u8)
+    regs_args::<N>(ctx.function_arg(0) as *const u8, C::read_regs_field)
 }
 
 /// The first `N` arguments of the current thread's syscall, from the user registers the entry
@@ -168,16 +180,16 @@ pub fn current_syscall_args<const N: usize>() -> Args {
             aya_ebpf::helpers::generated::bpf_get_current_task_btf(),
         )
     };
-    regs_args::<N>(regs as *const u8)
+    regs_args::<N>(regs as *const u8, load_field)
 }
 
-/// The first `N` syscall arguments in a saved `struct pt_regs`.
+/// The first `N` syscall arguments in a saved `struct pt_regs`, each read with `read`.
 #[inline(always)]
-fn regs_args<const N: usize>(regs: *const u8) -> Args {
+fn regs_args<const N: usize>(regs: *const u8, read: fn(*const u8, u32) -> Option<u64>) -> Args {
     let mut args = [0u64; RECORD_ARGS];
     let mut i = 0;
     while i < N && i < RECORD_ARGS {
-        args[i] = read_field::<u64>(regs, SYSCALL_ARG_OFFSETS[i]).unwrap_or(0);
+        args[i] = read(regs, SYSCALL_ARG_OFFSETS[i]).unwrap_or(0);
         i += 1;
     }
     args

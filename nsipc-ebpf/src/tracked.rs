@@ -18,17 +18,18 @@
 //! kernel: lib/idr.c + lib/xarray.c: ids->ipcs_idr maps an object's index to its kern_ipc_perm.
 
 use aya_ebpf::{
+    Global,
     macros::{map, raw_tracepoint},
     maps::HashMap,
     programs::RawTracePointContext,
 };
-use nsipc_common::{EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, NsRef};
+use nsipc_common::{CodeRanges, EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, NsRef};
 
 /// include/uapi/asm-generic/errno-base.h
 const ENOENT: i32 = 2;
 
 use crate::{
-    record::{Subject, emit},
+    record::emit,
     task::{ns_ref, offsets, read_field},
 };
 
@@ -129,16 +130,16 @@ fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
 }
 
 /// Whether shm segment `id` is listed in the namespace at `ipc_ns`; if so, remembers its
-/// `shmid_kernel *` so that its `kfree` is recognised.
+/// `shmid_kernel *` so that its `kfree` is recognised. `key` is the segment's key when the
+/// caller knows it (shmget): the segment is then most likely new, and is written at once.
 #[inline(always)]
-pub fn track_shm_segment(ipc_ns: *const u8, id: i32) -> bool {
+pub fn track_shm_segment(ipc_ns: *const u8, id: i32, key: Option<i32>) -> bool {
     let Some(perm) = shm_perm_by_id(ipc_ns, id) else {
         return false;
     };
     let offsets = offsets();
-    let key = read_field::<i32>(perm, offsets.perm_key).unwrap_or(0);
     let segment = perm.wrapping_sub(offsets.shm_perm as usize);
-    let tracked = Tracked {
+    let tracked = |key| Tracked {
         kind: TrackedKind::ShmSegment as u32,
         id,
         key,
@@ -146,20 +147,39 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32) -> bool {
         ns: ns_ref(ipc_ns),
         ns_ptr: ipc_ns as u64,
     };
-    // As for namespaces: an entry for another segment (or anything else) at this address is
-    // stale, its free missed; this segment replaces it.
-    // SAFETY: the value is copied out at once.
-    let current = unsafe { TRACKED.get(segment as u64) }.copied();
-    if !current.is_some_and(|t| {
-        t.kind == TrackedKind::ShmSegment as u32 && t.id == id && t.ns == tracked.ns
-    }) {
-        let _ = TRACKED.insert(segment as u64, tracked, aya_ebpf::bindings::BPF_ANY as u64);
-    }
+    let tracked = match key {
+        Some(key) => tracked(key),
+        None => {
+            let tracked = tracked(read_field::<i32>(perm, offsets.perm_key).unwrap_or(0));
+            // As for namespaces: an entry for another segment (or anything else) at this
+            // address is stale, its free missed; this segment replaces it. The same segment
+            // is not written again.
+            // SAFETY: the value is copied out at once.
+            let current = unsafe { TRACKED.get(segment as u64) }.copied();
+            if current.is_some_and(|t| {
+                t.kind == TrackedKind::ShmSegment as u32 && t.id == id && t.ns == tracked.ns
+            }) {
+                return true;
+            }
+            tracked
+        }
+    };
+    let _ = TRACKED.insert(segment as u64, tracked, aya_ebpf::bindings::BPF_ANY as u64);
     true
 }
 
-/// The `kfree` tracepoint fires for every kfree on the machine: this is one hash lookup unless the
-/// pointer is ours.
+/// The functions a tracked pointer's `kfree` is called from (its `call_site`): userspace finds
+/// them in /proc/kallsyms. `shm_rcu_free` and `free_ipc_ns` end in a tail call to kfree, so the
+/// call site is usually their caller: `rcu_do_batch` (every RCU callback) and `free_ipc` (the
+/// namespace free work), and those are in the set too. Any other kfree returns at once, without
+/// touching [`TRACKED`]: a hash lookup of a random pointer misses the cache, and this program
+/// runs on every kfree on the machine. Userspace leaves it [`CodeRanges::EVERYWHERE`] when it
+/// cannot find them all.
+#[unsafe(no_mangle)]
+static KFREE_CALLERS: Global<CodeRanges> = Global::new(CodeRanges::EVERYWHERE);
+
+/// The `kfree` tracepoint fires for every kfree on the machine: this is a few comparisons unless
+/// the caller is one that frees ours, and then one hash lookup unless the pointer is ours.
 ///
 /// Two copies of the program are attached. The kernel skips a raw tracepoint's program when it
 /// is already running on that CPU (`recursion_misses`), which happens whenever an RCU callback
@@ -183,6 +203,12 @@ pub fn kfree_again(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn on_kfree(ctx: &RawTracePointContext) {
     // TP_PROTO(unsigned long call_site, const void *ptr)
+    let call_site: u64 = ctx.arg(0);
+    // SAFETY: Global is repr(transparent); `contains` reads it with volatile loads.
+    let callers = unsafe { &*(&KFREE_CALLERS as *const Global<CodeRanges>).cast::<CodeRanges>() };
+    if !callers.contains(call_site) {
+        return;
+    }
     let ptr: u64 = ctx.arg(1);
     // SAFETY: the value is copied out before the entry is removed.
     let Some(tracked) = (unsafe { TRACKED.get(ptr) }).copied() else {
@@ -197,14 +223,7 @@ fn on_kfree(ctx: &RawTracePointContext) {
         return;
     }
     if tracked.kind == TrackedKind::Namespace as u32 {
-        emit(
-            EventKind::NsFreed,
-            Subject::current(),
-            tracked.ns,
-            NsRef::default(),
-            0,
-            [0; 4],
-        );
+        emit(EventKind::NsFreed, tracked.ns, NsRef::default(), 0, [0; 4]);
     } else {
         let ns_state = namespace_state(&tracked);
         let dying = ns_state != NsState::Live;
@@ -223,14 +242,7 @@ fn on_kfree(ctx: &RawTracePointContext) {
             dying as u64,
             rmid_forced as u64,
         ];
-        emit(
-            EventKind::ShmFreed,
-            Subject::current(),
-            tracked.ns,
-            NsRef::default(),
-            0,
-            args,
-        );
+        emit(EventKind::ShmFreed, tracked.ns, NsRef::default(), 0, args);
     }
 }
 

@@ -2,6 +2,7 @@
 //! the backend asked for or the best one the kernel takes ([`hooks`]).
 
 mod hooks;
+mod kfree_callers;
 
 use std::{
     collections::BTreeMap,
@@ -13,13 +14,17 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{Program, TracePoint},
+    programs::{Program, RawTracePoint, TracePoint},
 };
 use hooks::{
     Attempts, COMMON, KFREE_COPIES, attach_hooks, attach_program, candidates, hook_programs,
 };
 pub use hooks::{Backend, HookChoice};
-use nsipc_common::{EVENTS_MAP, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL};
+pub use kfree_callers::KfreeCallers;
+use nsipc_common::{
+    EVENTS_MAP, KFREE_CALLERS_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL,
+    WAKEUP_THRESHOLD_GLOBAL,
+};
 use serde::Serialize;
 
 /// The probes, compiled for the bpf target by build.rs.
@@ -32,6 +37,7 @@ fn load_object(options: &LoadOptions<'_>) -> Result<Ebpf> {
     let wakeup_threshold = u64::from(options.ring_buffer_bytes / 8);
     EbpfLoader::new()
         .override_global(OFFSETS_GLOBAL, &options.offsets, true)
+        .override_global(KFREE_CALLERS_GLOBAL, &options.kfree_callers.ranges, true)
         .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .load(PROBES_OBJECT)
@@ -136,6 +142,7 @@ static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 
 pub struct LoadOptions<'a> {
     pub offsets: KernelOffsets,
+    pub kfree_callers: &'a KfreeCallers,
     pub btf_path: &'a Path,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_buffer_bytes: u32,
@@ -240,6 +247,12 @@ impl Probes {
             .load(FLOOR_OBJECT)
             .context("the kernel refused the floor's eBPF maps or object")?;
         let btf = parse_btf(btf_path)?;
+        let raw: &mut RawTracePoint = ebpf
+            .program_mut(FLOOR_RAW)
+            .ok_or_else(|| anyhow!("the floor object has no program {FLOOR_RAW}"))?
+            .try_into()?;
+        raw.load()
+            .with_context(|| format!("the kernel refused floor program {FLOOR_RAW}"))?;
         for name in [FLOOR_ENTER, FLOOR_EXIT] {
             let tracepoint: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -277,6 +290,14 @@ impl Probes {
                         anyhow!("the floor has no BTF tracepoint {name}, which the probes use")
                     })?;
                     attach_program(&name, program, &name, &btf)?;
+                }
+                Hook::Raw(tracepoint) => {
+                    let raw: &mut RawTracePoint = ebpf
+                        .program_mut(FLOOR_RAW)
+                        .expect("loaded above")
+                        .try_into()?;
+                    raw.attach(&tracepoint)
+                        .with_context(|| format!("cannot attach to raw tracepoint {tracepoint}"))?;
                 }
             }
             attached += 1;
@@ -334,6 +355,7 @@ impl Probes {
 
 /// The floor's programs for the syscall tracepoints (see `nsipc-ebpf/src/bin/floor.rs`).
 const FLOOR_ENTER: &str = "floor_enter";
+const FLOOR_RAW: &str = "floor_raw";
 const FLOOR_EXIT: &str = "floor_exit";
 
 fn parse_btf(path: &Path) -> Result<Btf> {
@@ -348,13 +370,13 @@ enum Hook {
     Syscall(String),
     /// The BTF tracepoint `<name>`.
     Btf(String),
+    /// The raw tracepoint `<name>`.
+    Raw(String),
 }
 
-/// Every hook of the tracepoint backend where the probes write records, read from the object
-/// file without loading it (the floor is measured against that backend). `kfree` (a raw
-/// tracepoint) is left out: there the probes only look a pointer up and almost never write, so
-/// a floor writing a record per kfree on the machine would be no floor; its cost stays in the
-/// agent's overhead.
+/// Every hook of the tracepoint backend, read from the object file without loading it (the
+/// floor is measured against that backend). A raw tracepoint (`kfree`) is listed once, however
+/// many copies of the program the probes attach there.
 fn probe_hooks() -> Result<Vec<Hook>> {
     let object = aya_obj::Object::parse(PROBES_OBJECT).context("parsing the probes object")?;
     let mut hooks: Vec<Hook> = object
@@ -363,10 +385,15 @@ fn probe_hooks() -> Result<Vec<Hook>> {
         .filter_map(|(name, program)| match program.section {
             aya_obj::ProgramSection::TracePoint => Some(Hook::Syscall(name)),
             aya_obj::ProgramSection::BtfTracePoint => Some(Hook::Btf(name)),
+            aya_obj::ProgramSection::RawTracePoint => COMMON
+                .iter()
+                .find(|(program, _)| *program == name)
+                .map(|(_, tracepoint)| Hook::Raw(tracepoint.to_string())),
             _ => None,
         })
         .collect();
     hooks.sort();
+    hooks.dedup();
     Ok(hooks)
 }
 
@@ -456,6 +483,11 @@ mod tests {
         assert!(hooks.contains(&Hook::Syscall("sys_enter_setns".into())));
         assert!(hooks.contains(&Hook::Syscall("sys_exit_msgget".into())));
         assert!(hooks.contains(&Hook::Btf("task_newtask".into())));
+        // Two copies of the kfree program, one hook.
+        assert_eq!(
+            hooks.iter().filter(|h| matches!(h, Hook::Raw(_))).collect::<Vec<_>>(),
+            [&Hook::Raw("kfree".into())]
+        );
         let floor = aya_obj::Object::parse(FLOOR_OBJECT).unwrap();
         for hook in &hooks {
             match hook {
@@ -470,6 +502,10 @@ mod tests {
                     ),
                     "the floor lacks BTF tracepoint {name}"
                 ),
+                Hook::Raw(_) => assert!(matches!(
+                    floor.programs.get(FLOOR_RAW).map(|p| &p.section),
+                    Some(aya_obj::ProgramSection::RawTracePoint)
+                )),
             }
         }
         for name in [FLOOR_ENTER, FLOOR_EXIT] {

@@ -3,7 +3,8 @@
 //!
 //! `nsipc-agent bench-floor` attaches [`floor_enter`] to every `syscalls:sys_enter_*` and
 //! [`floor_exit`] to every `syscalls:sys_exit_*` tracepoint the nsipc probes use (the list comes
-//! from the nsipc object itself), plus the same two BTF tracepoints. Every hit of an exit-side
+//! from the nsipc object itself), plus the same two BTF tracepoints, and [`floor_raw`] to the
+//! raw tracepoint (`kfree`). Every hit of an exit-side
 //! hook (syscall exit, BTF tracepoint) writes one record of nsipc's size, with nsipc's wakeup
 //! policy, and nothing else: no per-thread argument map, no namespace reads, no filtering (so
 //! where nsipc filters, e.g. forks and exits in the host namespace, the floor writes more).
@@ -15,9 +16,9 @@ use aya_ebpf::{
     Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_current_pid_tgid,
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use nsipc_common::Record;
 
@@ -71,6 +72,14 @@ fn write_record(ret: i64) {
 /// but the hook itself (an attached tracepoint) is part of the cost.
 #[tracepoint]
 pub fn floor_enter(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+/// Attached where nsipc watches every kfree on the machine for the few that free its objects:
+/// a floor writing a record per kfree would be no floor, so, as at syscall entry, the floor
+/// only pays for the hook being there; nsipc's looking at the frees is its own overhead.
+#[raw_tracepoint(tracepoint = "kfree")]
+pub fn floor_raw(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
