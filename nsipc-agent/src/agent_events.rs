@@ -46,6 +46,8 @@ pub enum AgentEvent<'a> {
         time: Rfc3339,
         count: u64,
         total: u64,
+        /// `count` by the kind of event each record would have been (`msg.get`, `shm.freed`…).
+        kinds: BTreeMap<&'static str, u64>,
     },
     /// Runs of the probes the kernel skipped (a BPF program was already running on that CPU):
     /// each may have been a record. A resynchronisation follows, as after lost records.

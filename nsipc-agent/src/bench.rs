@@ -92,7 +92,7 @@ pub async fn floor(options: FloorOptions) -> Result<()> {
     print_line(&json!({
         "event": "floor.stop",
         "records": records,
-        "lost": probes.lost_total()?,
+        "lost": probes.lost_per_slot()?.iter().sum::<u64>(),
     }))
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use nsipc_common::EventKind;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
@@ -52,6 +53,30 @@ pub struct Rfc3339(pub SystemTime);
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&humantime::format_rfc3339_nanos(self.0))
+    }
+}
+
+/// The `"event"` name of the kernel events of a record kind, by its ABI id (`agent.lost` names
+/// the kinds of the records it counts); "unknown" for an id that is no kind.
+pub fn kind_name(id: u32) -> &'static str {
+    let Some(kind) = EventKind::from_u32(id) else {
+        return "unknown";
+    };
+    match kind {
+        EventKind::MsgGet => "msg.get",
+        EventKind::ShmGet => "shm.get",
+        EventKind::SemGet => "sem.get",
+        EventKind::MsgCtl => "msg.ctl",
+        EventKind::ShmCtl => "shm.ctl",
+        EventKind::SemCtl => "sem.ctl",
+        EventKind::ShmAttach => "shm.attach",
+        EventKind::ShmDetach => "shm.detach",
+        EventKind::Unshare => "ipc_ns.unshare",
+        EventKind::Setns => "ipc_ns.setns",
+        EventKind::Clone => "ipc_ns.clone",
+        EventKind::ProcessExit => "process.exit",
+        EventKind::NsFreed => "ipc_ns.freed",
+        EventKind::ShmFreed => "shm.freed",
     }
 }
 
@@ -260,11 +285,22 @@ impl Serialize for KernelEventJson<'_> {
 
 #[cfg(test)]
 mod tests {
-    use nsipc_common::EventKind;
+    use nsipc_common::LOST_SLOTS;
     use serde_json::{Value, json};
 
     use super::*;
     use crate::decode::{decode, tests::record_bytes};
+
+    #[test]
+    fn kind_names_are_the_event_names_of_their_records() {
+        assert_eq!(kind_name(0), "unknown");
+        for id in 1..LOST_SLOTS {
+            let kind = EventKind::from_u32(id).unwrap();
+            let event = decode(&record_bytes(kind, 0, [0; 4])).unwrap();
+            assert_eq!(kind_name(id), event_name(&event.body), "kind {id}");
+        }
+        assert_eq!(kind_name(LOST_SLOTS), "unknown");
+    }
 
     fn render(kind: EventKind, ret: i64, args: [u64; 4]) -> Value {
         let event = decode(&record_bytes(kind, ret, args)).unwrap();

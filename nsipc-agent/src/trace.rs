@@ -1,7 +1,7 @@
 //! `nsipc-agent trace`: load, attach, and stream events until a signal or the reader leaves.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::Write,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
@@ -22,7 +22,7 @@ use crate::{
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
-    render::{KernelEventJson, Rfc3339, WallClock},
+    render::{KernelEventJson, Rfc3339, WallClock, kind_name},
     sink::{JsonLines, SinkState, stdout_reader_gone},
     snapshot,
     stop_watchdog::{self, WatchedStdout},
@@ -49,6 +49,8 @@ pub struct TraceOptions {
 struct Counters {
     events: u64,
     lost_reported: u64,
+    /// `lost_reported` per slot of the probes' `LOST` map (per record kind).
+    lost_reported_per_slot: Vec<u64>,
     missed_reported: u64,
     decode_errors: u64,
 }
@@ -148,13 +150,25 @@ impl<W: Write> Stream<W> {
     /// Reports records lost since the last report (`agent.lost`). The engine's state may be
     /// wrong after them: [`Self::resync_if_due`] makes it right again.
     fn report_lost(&mut self, probes: &Probes) -> Result<SinkState> {
-        let total = probes.lost_total()?;
+        let per_slot = probes.lost_per_slot()?;
+        let total: u64 = per_slot.iter().sum();
         let reported = self.counters.lost_reported;
+        let previous = &mut self.counters.lost_reported_per_slot;
+        previous.resize(per_slot.len(), 0);
+        let kinds: BTreeMap<&'static str, u64> = per_slot
+            .iter()
+            .zip(previous.iter())
+            .enumerate()
+            .filter(|(_, (now, before))| now > before)
+            .map(|(slot, (now, before))| (kind_name(slot as u32), now - before))
+            .collect();
+        previous.copy_from_slice(&per_slot);
         self.counters.lost_reported = total.max(reported);
         self.report_increase(total, reported, |time, count, total| AgentEvent::Lost {
             time,
             count,
             total,
+            kinds,
         })
     }
 

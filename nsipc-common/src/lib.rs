@@ -7,8 +7,11 @@
 
 /// Name of the ring buffer map that carries [`Record`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// Name of the per-CPU array (one `u64` slot) counting records the ring buffer had no room for.
+/// Name of the per-CPU array counting records the ring buffer had no room for, one `u64` slot
+/// per [`EventKind`] id (slot 0 unused; the benchmark floor has only that one).
 pub const LOST_MAP: &str = "LOST";
+/// Slots of the probes' `LOST` map: every [`EventKind`] id indexes one.
+pub const LOST_SLOTS: u32 = EventKind::ShmFreed as u32 + 1;
 
 /// Name of the read-only global ([`KernelOffsets`]) userspace fills in before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";

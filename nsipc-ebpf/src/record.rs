@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use nsipc_common::{EventKind, NsRef, RECORD_ARGS, Record};
+use nsipc_common::{EventKind, LOST_SLOTS, NsRef, RECORD_ARGS, Record};
 
 use crate::task::{current_task, load_field, offsets, task_ids};
 
@@ -15,10 +15,11 @@ use crate::task::{current_task, load_field, offsets, task_ids};
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Records the ring buffer had no room for, per CPU (slot 0). Userspace reports them as
-/// `agent.lost`: nothing is dropped silently.
+/// Records the ring buffer had no room for, per CPU and per kind (the slot is the kind's id).
+/// Userspace reports them as `agent.lost`: nothing is dropped silently, and the kinds say
+/// which events a lost record would have made.
 #[map(name = "LOST")]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 
 /// Waking the reader on every record costs more than the probe itself; records are written
 /// without a wakeup until this many bytes wait, and userspace also polls on a short timer.
@@ -31,7 +32,7 @@ static WAKEUP_THRESHOLD: Global<u64> = Global::new(256 * 1024);
 #[inline(always)]
 pub fn emit(kind: EventKind, ns: NsRef, other_ns: NsRef, ret: i64, args: [u64; RECORD_ARGS]) {
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
-        count_lost();
+        count_lost(kind);
         return;
     };
     let task = current_task();
@@ -64,8 +65,8 @@ pub fn emit(kind: EventKind, ns: NsRef, other_ns: NsRef, ret: i64, args: [u64; R
 }
 
 #[inline(always)]
-fn count_lost() {
-    if let Some(slot) = LOST.get_ptr_mut(0) {
+fn count_lost(kind: EventKind) {
+    if let Some(slot) = LOST.get_ptr_mut(kind as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs (no preemption).
         unsafe { *slot += 1 };
     }

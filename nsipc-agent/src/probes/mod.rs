@@ -343,13 +343,18 @@ impl Probes {
         self.programs = None;
     }
 
-    /// Records the probes could not write because the ring buffer was full, since load.
-    pub fn lost_total(&self) -> Result<u64> {
-        let per_cpu = self
-            .lost
-            .get(&0, 0)
-            .context("reading the lost-record counters")?;
-        Ok(per_cpu.iter().sum())
+    /// Records the probes could not write because the ring buffer was full, since load, per
+    /// slot of the `LOST` map: the probes count each under its kind's id.
+    pub fn lost_per_slot(&self) -> Result<Vec<u64>> {
+        (0..self.lost.len())
+            .map(|slot| {
+                let per_cpu = self
+                    .lost
+                    .get(&slot, 0)
+                    .context("reading the lost-record counters")?;
+                Ok(per_cpu.iter().sum())
+            })
+            .collect()
     }
 }
 
