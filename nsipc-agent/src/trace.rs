@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     agent_events::AgentEvent,
-    decode::{KernelEvent, decode},
+    decode::{DecodeError, KernelEvent, decode},
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
@@ -34,6 +34,22 @@ pub(crate) const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// The shortest time between two resynchronisations after lost records.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long after an inventory's end records still count as racing with it (see
+/// [`Stream::resync_if_due`]): longer than a call is normally kept, by preemption, between its
+/// effect and its return, where its record is made.
+const RACING_SLACK: Duration = Duration::from_millis(10);
+
+/// CLOCK_MONOTONIC in ns, the clock of the records' `ts_ns` (`bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
 
 pub struct TraceOptions {
     pub btf_path: PathBuf,
@@ -90,22 +106,28 @@ impl<W: Write> Stream<W> {
 
     /// Decodes one ring-buffer record and writes its line.
     pub(crate) fn record(&mut self, bytes: &[u8]) -> Result<SinkState> {
-        Ok(match decode(bytes) {
-            Ok(event) => {
-                self.counters.events += 1;
-                self.write_kernel_event(&event)?
-            }
-            Err(err) => {
-                self.counters.decode_errors += 1;
-                let total = self.counters.decode_errors;
-                let event = AgentEvent::DecodeError {
-                    time: self.now(),
-                    error: err.to_string(),
-                    total,
-                };
-                self.sink.write(&event)?
-            }
-        })
+        match decode(bytes) {
+            Ok(event) => self.apply_record(&event),
+            Err(err) => self.decode_error(&err),
+        }
+    }
+
+    /// Counts one decoded record and writes what it means.
+    fn apply_record(&mut self, event: &KernelEvent) -> Result<SinkState> {
+        self.counters.events += 1;
+        self.write_kernel_event(event)
+    }
+
+    /// Counts and reports a record that could not be decoded.
+    fn decode_error(&mut self, error: &DecodeError) -> Result<SinkState> {
+        self.counters.decode_errors += 1;
+        let total = self.counters.decode_errors;
+        let event = AgentEvent::DecodeError {
+            time: self.now(),
+            error: error.to_string(),
+            total,
+        };
+        Ok(self.sink.write(&event)?)
     }
 
     /// Decodes and writes everything waiting in the ring buffer.
@@ -205,7 +227,19 @@ impl<W: Write> Stream<W> {
     /// Makes the engine's state equal to a fresh inventory after lost records, at most once per
     /// [`RESYNC_INTERVAL`]: an inventory reads all of /proc and enters every namespace, which
     /// a storm that keeps the ring buffer full must not turn into a loop.
-    fn resync_if_due(&mut self) -> Result<SinkState> {
+    ///
+    /// The kernel goes on while the inventory reads, and records wait in the ring buffer, so
+    /// the engine and the inventory must be compared at the same moment. The ring buffer is
+    /// drained just before the inventory's start, `t0`; after it, what came meanwhile is
+    /// drained too and split by the records' `ts_ns` (CLOCK_MONOTONIC, as `t0`): a record from
+    /// before `t0` (committed late, or after the first drain) describes what the inventory
+    /// already reflects, so it is applied first, like the rest of the past; the others race
+    /// with the inventory, which may or may not reflect each of them, so
+    /// [`Engine::resync`] lets them overrule it and they are applied after it. Applying them
+    /// all after the reconciliation instead would replay, as news, a destroy the
+    /// reconciliation had already reported as `unknown`; reconciling with an engine that lags
+    /// the inventory would report as vanished what those records destroy or create.
+    fn resync_if_due(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
         if !self.resync_pending
             || self
                 .last_resync
@@ -215,21 +249,79 @@ impl<W: Write> Stream<W> {
         }
         self.resync_pending = false;
         self.last_resync = Some(Instant::now());
-        let inventory =
-            inventory::take_inventory().context("taking an inventory to resynchronise")?;
-        let (namespaces, objects) = inventory.existing();
-        self.derived.clear();
-        let counts = self.engine.resync(&namespaces, &objects, &mut self.derived);
-        if self.write_derived()? == SinkState::ReaderGone {
+        if self.drain(ring)? == SinkState::ReaderGone {
             return Ok(SinkState::ReaderGone);
         }
-        Ok(self.sink.write(&AgentEvent::Resync {
-            time: self.now(),
-            namespaces_gone: counts.namespaces_gone,
-            namespaces_found: counts.namespaces_found,
-            objects_gone: counts.objects_gone,
-            objects_found: counts.objects_found,
-        })?)
+        let t0 = monotonic_ns();
+        let inventory =
+            inventory::take_inventory().context("taking an inventory to resynchronise")?;
+        let t1 = monotonic_ns();
+        // A call's record is made at its return, after its effect: one that took effect
+        // before the inventory read its namespace but returns a little later (preempted in
+        // between) is still caught as racing, rather than left to contradict the
+        // reconciliation afterwards.
+        let settled = t1 + RACING_SLACK.as_nanos() as u64;
+        std::thread::sleep(Duration::from_nanos(settled.saturating_sub(monotonic_ns())));
+        let Some(late) = self.collect(ring, monotonic_ns())? else {
+            return Ok(SinkState::ReaderGone);
+        };
+        let (before, racing): (Vec<KernelEvent>, Vec<KernelEvent>) =
+            late.into_iter().partition(|event| event.ts_ns < t0);
+        for event in &before {
+            if self.apply_record(event)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
+            }
+        }
+        let (namespaces, objects) = inventory.existing();
+        self.derived.clear();
+        let counts = self
+            .engine
+            .resync(&namespaces, &objects, &racing, &mut self.derived);
+        if self.write_derived()? == SinkState::ReaderGone
+            || self.sink.write(&AgentEvent::Resync {
+                time: self.now(),
+                namespaces_gone: counts.namespaces_gone,
+                namespaces_found: counts.namespaces_found,
+                objects_gone: counts.objects_gone,
+                objects_found: counts.objects_found,
+            })? == SinkState::ReaderGone
+        {
+            return Ok(SinkState::ReaderGone);
+        }
+        for event in &racing {
+            if self.apply_record(event)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
+            }
+        }
+        Ok(SinkState::Open)
+    }
+
+    /// Decodes what waits in the ring buffer without applying it, up to the first record made
+    /// after `until` (CLOCK_MONOTONIC ns): a storm refills the ring buffer as fast as it is
+    /// read, and what comes after `until` is the normal loop's. Undecodable records are
+    /// reported at once. None when the reader went away.
+    fn collect(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        until: u64,
+    ) -> Result<Option<Vec<KernelEvent>>> {
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(event) => {
+                    events.push(event);
+                    if event.ts_ns > until {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    if self.decode_error(&err)? == SinkState::ReaderGone {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(Some(events))
     }
 
     fn write_agent(&mut self, event: &AgentEvent<'_>) -> Result<SinkState> {
@@ -338,7 +430,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                 if stream.drain(ring.get_mut())? == SinkState::ReaderGone
                     || stream.report_lost(&probes)? == SinkState::ReaderGone
                     || stream.report_missed(&probes)? == SinkState::ReaderGone
-                    || stream.resync_if_due()? == SinkState::ReaderGone
+                    || stream.resync_if_due(ring.get_mut())? == SinkState::ReaderGone
                     || stdout_reader_gone()
                 {
                     break Ending::ReaderGone;

@@ -917,6 +917,24 @@ impl Workload {
         self.namespaces.len() - 1
     }
 
+    /// Notes an object a get returned, unless already noted (the get opened it).
+    fn note_object(&mut self, ns: usize, kind: Kind, id: i64, key: i64) {
+        if !self
+            .objects
+            .iter()
+            .any(|o| o.ns == ns && o.kind == kind && o.id == id)
+        {
+            self.objects.push(Object {
+                ns,
+                kind,
+                id,
+                key,
+                created_key: key,
+                removed: false,
+            });
+        }
+    }
+
     fn removed_by_rmid(&mut self, ns: usize, kind: Kind, id: i64) {
         let attached =
             kind == Kind::Shm && self.all_attachments().any(|a| a.ns == ns && a.id == id);
@@ -1155,21 +1173,9 @@ impl Workload {
                 let label = self.worker_label(wi);
                 let result = self.workers[wi]
                     .call_number(&format!("get {} {key} {flags} {size}", kind.name()));
-                let ns = self.workers[wi].ns;
-                if let Ok(id) = result
-                    && !self
-                        .objects
-                        .iter()
-                        .any(|o| o.ns == ns && o.kind == kind && o.id == id)
-                {
-                    self.objects.push(Object {
-                        ns,
-                        kind,
-                        id,
-                        key,
-                        created_key: key,
-                        removed: false,
-                    });
+                if let Ok(id) = result {
+                    // Without IPC_EXCL, the get may have opened an object already noted.
+                    self.note_object(self.workers[wi].ns, kind, id, key);
                 }
                 Some(format!(
                     "{label} {}get(key {key:#x}, flags {flags:#o}, {size}) -> {result:?}",
@@ -1364,14 +1370,7 @@ impl Workload {
             ));
         }
         if let (None, true, Ok(id)) = (existing, excl, result) {
-            self.objects.push(Object {
-                ns,
-                kind,
-                id,
-                key,
-                created_key: key,
-                removed: false,
-            });
+            self.note_object(ns, kind, id, key);
         }
         let Err(errno) = result else {
             return Some(text);

@@ -184,6 +184,8 @@ fn wait_for_comm(pid: u32, comm: &str) {
 struct Holder {
     child: Child,
     stdout: BufReader<std::process::ChildStdout>,
+    /// Runs once the holder is killed (fields drop after `Drop::drop`).
+    _after: Option<Cleanup>,
 }
 
 impl Holder {
@@ -194,7 +196,41 @@ impl Holder {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {program}: {e}"));
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        Holder { child, stdout }
+        Holder {
+            child,
+            stdout,
+            _after: None,
+        }
+    }
+
+    /// A holder in a mount namespace of its own (private, so nothing it mounts shows here),
+    /// with a tmpfs on a fresh directory `dir` where a new IPC namespace is bind-mounted at
+    /// `{dir}/ipc`; then it runs `script(dir)` (sh, `set -e`). Returns it and `dir`, which
+    /// is removed once the holder is gone.
+    fn in_own_mount_namespace(name: &str, script: impl FnOnce(&str) -> String) -> (Holder, String) {
+        let dir = format!("/tmp/nsipc-snapshot-{}-{name}", std::process::id());
+        std::fs::create_dir_all(&dir).unwrap();
+        let rmdir = Cleanup(format!("rmdir {dir}"));
+        let mut holder = Holder::spawn(
+            "unshare",
+            &[
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &format!(
+                    "set -e
+                     mount -t tmpfs nsipc-test {dir}
+                     touch {dir}/ipc
+                     unshare --ipc={dir}/ipc true
+                     {}",
+                    script(&dir)
+                ),
+            ],
+        );
+        holder._after = Some(rmdir);
+        (holder, dir)
     }
 
     fn pid(&self) -> u32 {
@@ -360,29 +396,14 @@ fn namespace_held_only_by_a_bind_mount() {
 #[test]
 fn namespace_held_by_a_bind_mount_in_another_mount_namespace() {
     require_root();
-    let dir = format!("/tmp/nsipc-snapshot-{}-mntns", std::process::id());
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(format!("rmdir {dir}"));
     let key = unique_key(31);
-    let mut holder = Holder::spawn(
-        "unshare",
-        &[
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &format!(
-                "set -e
-                 mount -t tmpfs nsipc-test {dir}
-                 touch {dir}/ipc
-                 unshare --ipc={dir}/ipc true
-                 nsenter --ipc={dir}/ipc perl -e 'msgget({key}, 01600) // die qq(msgget $!)'
-                 nsenter --ipc={dir}/ipc readlink /proc/self/ns/ipc
-                 exec sleep 60"
-            ),
-        ],
-    );
+    let (mut holder, dir) = Holder::in_own_mount_namespace("mntns", |dir| {
+        format!(
+            "nsenter --ipc={dir}/ipc perl -e 'msgget({key}, 01600) // die qq(msgget $!)'
+             nsenter --ipc={dir}/ipc readlink /proc/self/ns/ipc
+             exec sleep 60"
+        )
+    });
     let ns = parse_ns_link(&holder.line());
     // readlink may still be alive (in the namespace) until the shell execs sleep.
     holder.wait_for_comm("sleep");
@@ -414,33 +435,18 @@ fn namespace_held_by_a_bind_mount_in_another_mount_namespace() {
 #[test]
 fn a_chrooted_view_does_not_hide_a_bind_mount() {
     require_root();
-    let dir = format!("/tmp/nsipc-snapshot-{}-chroot", std::process::id());
-    std::fs::create_dir_all(&dir).unwrap();
-    let _rmdir = Cleanup(format!("rmdir {dir}"));
     // The shell chroots itself last (exec), so the lowest pid in the mount namespace is
     // chrooted (to /usr, which has a sleep), the next one too, the last one not.
-    let mut holder = Holder::spawn(
-        "unshare",
-        &[
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &format!(
-                "set -e
-                 mount -t tmpfs nsipc-test {dir}
-                 touch {dir}/ipc
-                 unshare --ipc={dir}/ipc true
-                 nsenter --ipc={dir}/ipc readlink /proc/self/ns/ipc
-                 chroot /usr sleep 60 &
-                 echo $!
-                 sleep 60 &
-                 echo $!
-                 exec chroot /usr sleep 60"
-            ),
-        ],
-    );
+    let (mut holder, dir) = Holder::in_own_mount_namespace("chroot", |dir| {
+        format!(
+            "nsenter --ipc={dir}/ipc readlink /proc/self/ns/ipc
+             chroot /usr sleep 60 &
+             echo $!
+             sleep 60 &
+             echo $!
+             exec chroot /usr sleep 60"
+        )
+    });
     let ns = parse_ns_link(&holder.line());
     let chrooted: u32 = holder.line().parse().unwrap();
     let unchrooted: u32 = holder.line().parse().unwrap();

@@ -19,7 +19,7 @@
 mod support;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fs,
     io::{BufRead as _, BufReader},
     process::{ChildStdout, Stdio},
@@ -229,4 +229,361 @@ fn a_stalling_consumer_loses_nothing_unaccounted() {
         peak_rss <= 2 * rss_at_ready + RSS_SLACK_KIB,
         "the agent grew from {rss_at_ready} KiB to {peak_rss} KiB"
     );
+}
+
+/// How long the resynchronisation workload runs.
+const RESYNC_SECS: u64 = 8;
+
+/// Keyed objects made and removed, 2 ms apart, in slots 0..9 of an IPC namespace of its own
+/// (slot % 3: a queue, a segment, a semaphore set; key `$base + slot`), for `$ARGV[0]` seconds;
+/// then it says `done` and holds the namespace, with what is left in it, until killed.
+const HOLDER_PL: &str = r#"
+$| = 1;
+my ($end, $base) = (time + $ARGV[0], $ARGV[1]);
+my @ids;
+while (time < $end) {
+    my $slot = int(rand(9));
+    my $kind = $slot % 3;
+    if (defined $ids[$slot]) {
+        my $ok = $kind == 0 ? msgctl($ids[$slot], 0, 0)
+               : $kind == 1 ? shmctl($ids[$slot], 0, 0)
+               :              semctl($ids[$slot], 0, 0, 0);
+        $ok or die "IPC_RMID: $!";
+        undef $ids[$slot];
+    } else {
+        my $key = $base + $slot;
+        $ids[$slot] = ($kind == 0 ? msgget($key, 01600)
+                     : $kind == 1 ? shmget($key, 4096, 01600)
+                     :              semget($key, 1, 01600)) // die "get: $!";
+    }
+    select(undef, undef, undef, 0.002);
+}
+print "done\n";
+sleep 600;
+"#;
+
+/// For `$ARGV[0]` seconds, 3 ms apart: unshare(CLONE_NEWIPC) (SYS_unshare = 272), print the new
+/// namespace's inum, make a queue (removed at once), a segment and a semaphore set there (left
+/// to die with the namespace when the next unshare lets it go).
+const CHURN_PL: &str = r#"
+$| = 1;
+my $end = time + $ARGV[0];
+while (time < $end) {
+    syscall(272, 0x08000000) == -1 and die "unshare: $!";
+    readlink('/proc/self/ns/ipc') =~ /\[(\d+)\]/ and print "$1\n";
+    my $queue = msgget(0, 01600) // die "msgget: $!";
+    shmget(0, 4096, 01600) // die "shmget: $!";
+    semget(0, 1, 01600) // die "semget: $!";
+    msgctl($queue, 0, 0) or die "msgctl: $!";
+    select(undef, undef, undef, 0.003);
+}
+"#;
+
+/// A child killed when the test ends, also on failure.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A namespace's identity in the lifecycle stream: its `ns_id` where the kernel has one,
+/// else inum and the agent's generation.
+fn life(event: &Value) -> (u64, u64) {
+    let ns = event["ns"].as_u64().unwrap_or_default();
+    match event["ns_id"].as_u64() {
+        Some(id) => (ns, id),
+        None => (ns, 1 << 63 | event["ns_gen"].as_u64().unwrap_or_default()),
+    }
+}
+
+/// The lifecycle stream replayed: what it says lives, and what it says that cannot be true.
+#[derive(Default)]
+struct Replay {
+    namespaces: HashSet<(u64, u64)>,
+    /// (namespace, kind, id) → key.
+    objects: BTreeMap<((u64, u64), String, i64), i64>,
+    /// Contradictions within the lifecycle stream: a life announced twice, ended twice, or
+    /// going on after its end.
+    problems: Vec<String>,
+    /// Objects a destroy called `unknown` (the agent did not see why), whose own successful
+    /// IPC_RMID record then came: the resynchronisation said "vanished unseen" of a removal
+    /// the agent had not applied yet. By (inum, kind, id): raw records have no `ns_gen`.
+    unknown_then_removed: Vec<String>,
+    /// `ipc_ns.create` lines per namespace life, and successful `ipc_ns.unshare` records of
+    /// the workload's pids, which must each have one.
+    creates: HashMap<(u64, u64), usize>,
+    births: Vec<Value>,
+}
+
+impl Replay {
+    fn of(events: &[Value], workload_pids: &[i64]) -> Replay {
+        let mut replay = Replay::default();
+        let mut unknown_dead: HashSet<(u64, String, i64)> = HashSet::new();
+        let mut destroyed: HashSet<(u64, u64)> = HashSet::new();
+        for event in events {
+            let name = event["event"].as_str().unwrap_or_default();
+            let (object, action) = name.split_once('.').unwrap_or_default();
+            let place = |e: &Value| {
+                let inum = e["ns"].as_u64().unwrap_or_default();
+                (inum, object.to_owned(), e["id"].as_i64().unwrap_or(-1))
+            };
+            if is_raw(event) {
+                let ok = event["ret"].as_i64().is_some_and(|ret| ret >= 0);
+                match action {
+                    "get" if ok => {
+                        unknown_dead.remove(&place(event));
+                    }
+                    "ctl"
+                        if ok
+                            && event["cmd"] == "IPC_RMID"
+                            && unknown_dead.remove(&place(event)) =>
+                    {
+                        replay.unknown_then_removed.push(event.to_string());
+                    }
+                    "unshare" | "clone"
+                        if ok && workload_pids.contains(&event["pid"].as_i64().unwrap_or(0)) =>
+                    {
+                        replay.births.push(event.clone());
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            // A namespace first named by a record other than its creation (that one was lost)
+            // is not announced: only what the stream announced and then ended is held to it.
+            let ns = life(event);
+            match (object, action) {
+                ("ipc_ns", "create" | "exists") => {
+                    if !replay.namespaces.insert(ns) {
+                        replay
+                            .problems
+                            .push(format!("namespace already alive: {event}"));
+                    }
+                    if destroyed.contains(&ns) {
+                        replay
+                            .problems
+                            .push(format!("namespace alive again: {event}"));
+                    }
+                    if action == "create" {
+                        *replay.creates.entry(ns).or_default() += 1;
+                    }
+                }
+                ("ipc_ns", "destroy") => {
+                    replay.namespaces.remove(&ns);
+                    if !destroyed.insert(ns) {
+                        replay
+                            .problems
+                            .push(format!("namespace destroyed twice: {event}"));
+                    }
+                    let outliving = replay.objects.keys().filter(|(o, _, _)| *o == ns).count();
+                    if outliving > 0 {
+                        replay
+                            .problems
+                            .push(format!("{outliving} objects outlive {event}"));
+                        replay.objects.retain(|(o, _, _), _| *o != ns);
+                    }
+                }
+                ("msg" | "shm" | "sem", "create" | "exists" | "destroy") => {
+                    let key = (ns, object.to_owned(), event["id"].as_i64().unwrap_or(-1));
+                    if action == "destroy" {
+                        if replay.objects.remove(&key).is_none() {
+                            replay.problems.push(format!("object not alive: {event}"));
+                        }
+                        if event["reason"] == "unknown" {
+                            unknown_dead.insert(place(event));
+                        }
+                    } else {
+                        if destroyed.contains(&ns) {
+                            replay
+                                .problems
+                                .push(format!("object of a destroyed namespace: {event}"));
+                        }
+                        let ipc_key = event["key"].as_i64().unwrap_or(-1);
+                        if replay.objects.insert(key, ipc_key).is_some() {
+                            replay
+                                .problems
+                                .push(format!("object already alive: {event}"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        replay
+    }
+
+    /// Workload namespaces (by inum) the stream still has alive but the kernel does not, and
+    /// differences between the stream's objects of the held namespace and the kernel's.
+    fn differences(&self, workload: &HashSet<u64>, held: u64, kernel: &KernelState) -> Vec<String> {
+        let mut out = Vec::new();
+        for &(inum, id) in &self.namespaces {
+            if workload.contains(&inum) && !kernel.namespaces.contains(&inum) {
+                out.push(format!("namespace {inum} ({id}) alive in the stream only"));
+            }
+        }
+        let Some(&held_life) = self.namespaces.iter().find(|(inum, _)| *inum == held) else {
+            out.push(format!(
+                "the held namespace {held} is not alive in the stream"
+            ));
+            return out;
+        };
+        let seen: BTreeSet<(String, i64, i64)> = self
+            .objects
+            .iter()
+            .filter(|((ns, _, _), _)| *ns == held_life)
+            .map(|((_, kind, id), key)| (kind.clone(), *id, *key))
+            .collect();
+        if seen != kernel.held_objects {
+            out.push(format!(
+                "objects of the held namespace: stream {seen:?}, kernel {:?}",
+                kernel.held_objects
+            ));
+        }
+        out
+    }
+}
+
+/// What the kernel has: live IPC namespaces (`lsns`) and the held namespace's objects.
+struct KernelState {
+    namespaces: HashSet<u64>,
+    held_objects: BTreeSet<(String, i64, i64)>,
+}
+
+impl KernelState {
+    /// `holder`: a pid in the held namespace.
+    fn now(holder: u32) -> KernelState {
+        let namespaces = sh("lsns -t ipc -n -o NS")
+            .split_whitespace()
+            .map(|ns| ns.parse().expect("lsns prints inums"))
+            .collect();
+        let mut held_objects = BTreeSet::new();
+        for kind in ["msg", "shm", "sem"] {
+            // key and id are the first two columns, after a header line.
+            let listing = sh(&format!(
+                "nsenter --ipc=/proc/{holder}/ns/ipc cat /proc/sysvipc/{kind}"
+            ));
+            for line in listing.lines().skip(1) {
+                let cols: Vec<i64> = line
+                    .split_whitespace()
+                    .take(2)
+                    .map(|c| c.parse().expect("a number"))
+                    .collect();
+                held_objects.insert((kind.to_owned(), cols[1], cols[0]));
+            }
+        }
+        KernelState {
+            namespaces,
+            held_objects,
+        }
+    }
+}
+
+/// Losses forced (a 4K ring buffer under a storm) while namespaces and objects come and go:
+/// every resynchronisation must agree with the records the agent applies around it, and once
+/// the workload stops, the stream with the kernel. Checked on the whole stream:
+/// - no destroy is called `unknown` and then followed by its own IPC_RMID record (the agent
+///   reconciled with an inventory while that removal still waited in the ring buffer);
+/// - every namespace the workload's printed `unshare` made gets its `ipc_ns.create`, not an
+///   `exists` (a resynchronisation found it while its creation waited);
+/// - no life is announced twice, ended twice, or goes on after its end;
+/// - at the end, the workload's namespaces the stream has alive are alive (`lsns`), and the
+///   held namespace's objects are the kernel's (`/proc/sysvipc`), key for key.
+#[test]
+fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
+    let mut agent = Agent::start(&["--raw", "--ring-buffer-size", RING_BUFFER]);
+    let secs = RESYNC_SECS.to_string();
+    let storm = Killed(
+        msg_storm(RESYNC_SECS)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawning the storm"),
+    );
+    let mut holder = Killed(
+        std::process::Command::new("unshare")
+            .args(["--ipc", "perl", "-e", HOLDER_PL, &secs, "0x5e000000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning the holder"),
+    );
+    let churner = std::process::Command::new("perl")
+        .args(["-e", CHURN_PL, &secs])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning the churner");
+    let (storm_pid, holder_pid, churner_pid) = (storm.0.id(), holder.0.id(), churner.id());
+    let churned = churner.wait_with_output().expect("waiting for the churner");
+    assert!(churned.status.success(), "the churner: {}", churned.status);
+    let mut done = String::new();
+    BufReader::new(holder.0.stdout.take().expect("piped"))
+        .read_line(&mut done)
+        .expect("reading the holder");
+    assert_eq!(done, "done\n", "the holder failed");
+    let held = parse_ns_link(
+        &fs::read_link(format!("/proc/{holder_pid}/ns/ipc"))
+            .unwrap()
+            .to_string_lossy(),
+    );
+    let mut workload: HashSet<u64> = String::from_utf8_lossy(&churned.stdout)
+        .lines()
+        .map(|inum| inum.parse().expect("the churner prints inums"))
+        .collect();
+    let namespaces_churned = workload.len();
+    workload.insert(held);
+    let workload_pids = [storm_pid, holder_pid, churner_pid].map(i64::from);
+
+    // Settled: the last loss was followed by a resynchronisation, and frees have come.
+    let resynced = agent.read_until(4 * WAIT, |events| {
+        let last_loss = events
+            .iter()
+            .rposition(|e| matches!(e["event"].as_str(), Some("agent.lost" | "agent.missed")));
+        last_loss.is_some_and(|at| events[at..].iter().any(|e| e["event"] == "agent.resync"))
+    });
+    assert!(
+        resynced,
+        "no loss, or no resynchronisation after the last one"
+    );
+    let mut differences = Vec::new();
+    agent.read_until(WAIT, |events| {
+        let kernel = KernelState::now(holder_pid);
+        differences = Replay::of(events, &workload_pids).differences(&workload, held, &kernel);
+        differences.is_empty()
+    });
+    drop(holder);
+    drop(storm);
+    let stopped = agent.stop(libc::SIGINT);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let replay = Replay::of(&stopped.events, &workload_pids);
+    let count = |name: &str| stopped.events.iter().filter(|e| e["event"] == name).count();
+    let unknown = stopped
+        .events
+        .iter()
+        .filter(|e| e["reason"] == "unknown")
+        .count();
+    let uncreated: Vec<&Value> = replay
+        .births
+        .iter()
+        .filter(|birth| !replay.creates.contains_key(&life(birth)))
+        .collect();
+    eprintln!(
+        "resync: {namespaces_churned} namespaces churned; {} agent.lost, {} agent.resync, {} \
+         destroys with reason unknown, {} of them then removed by a printed record; {} \
+         printed unshares of the workload, {} without ipc_ns.create; {} contradictions; {} \
+         final differences",
+        count("agent.lost"),
+        count("agent.resync"),
+        unknown,
+        replay.unknown_then_removed.len(),
+        replay.births.len(),
+        uncreated.len(),
+        replay.problems.len(),
+        differences.len()
+    );
+    assert!(count("agent.resync") > 0, "nothing was tested");
+    assert_eq!(replay.unknown_then_removed, Vec::<String>::new());
+    assert!(uncreated.is_empty(), "{uncreated:#?}");
+    assert_eq!(replay.problems, Vec::<String>::new());
+    assert_eq!(differences, Vec::<String>::new());
 }

@@ -11,7 +11,7 @@
 mod events;
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::{HashMap, HashSet, hash_map::Entry},
     hash::Hash,
 };
 
@@ -124,6 +124,91 @@ pub struct ResyncCounts {
     pub objects_found: u64,
 }
 
+/// What the records made from an inventory's start on say, so that the reconciliation with
+/// it does not contradict them (see [`Engine::resync`]).
+#[derive(Default)]
+struct Racing {
+    /// Namespaces some record shows alive when it was made: a task's own, one it left or
+    /// joined, one where a segment was freed (a teardown's frees come before the namespace's).
+    named: HashSet<u32>,
+    /// Inums given to a new namespace (`unshare`, `clone`).
+    born: HashSet<u32>,
+    /// Namespaces whose free came.
+    freed: Vec<NsRef>,
+    /// Objects a successful call named (get, ctl, attach), or whose free came.
+    objects: HashSet<ObjectKey>,
+    /// Objects a successful get returned: created then, unless they were opened.
+    created: HashSet<ObjectKey>,
+}
+
+impl Racing {
+    fn of(events: &[KernelEvent]) -> Self {
+        let mut racing = Self::default();
+        for event in events {
+            let ns = event.ns.inum;
+            // An exiting task may have no namespaces any more (inum 0); a free is no sign of
+            // life, and another life of the inum may be the one freed.
+            if ns != 0 && event.body != Body::NsFreed {
+                racing.named.insert(ns);
+            }
+            let object = |object, id| ObjectKey { ns, object, id };
+            match event.body {
+                Body::Get {
+                    object: kind,
+                    result: Ok(id),
+                    ..
+                } => {
+                    racing.objects.insert(object(kind, id as i32));
+                    racing.created.insert(object(kind, id as i32));
+                }
+                Body::Ctl {
+                    object: kind,
+                    id,
+                    result: Ok(_),
+                    ..
+                } => {
+                    racing.objects.insert(object(kind, id));
+                }
+                Body::ShmAttach {
+                    id, result: Ok(_), ..
+                }
+                | Body::ShmFreed { id, .. } => {
+                    racing.objects.insert(object(IpcObject::Shm, id));
+                }
+                Body::Unshare {
+                    from,
+                    result: Ok(_),
+                    ..
+                }
+                | Body::Clone {
+                    from,
+                    result: Ok(_),
+                    ..
+                } => {
+                    racing.born.insert(ns);
+                    racing.named.insert(from.inum);
+                }
+                Body::Unshare { from, .. }
+                | Body::Clone { from, .. }
+                | Body::Setns { from, .. } => {
+                    racing.named.insert(from.inum);
+                }
+                Body::NsFreed => racing.freed.push(event.ns),
+                _ => {}
+            }
+        }
+        racing.named.remove(&0);
+        racing
+    }
+
+    /// Whether a racing free ends this life (any free of the inum where an id is unknown).
+    fn frees(&self, ident: NsIdent) -> bool {
+        self.freed.iter().any(|freed| {
+            freed.inum == ident.inum && (freed.id == 0 || ident.id == 0 || freed.id == ident.id)
+        })
+    }
+}
+
 pub struct Engine {
     /// Events of the agent's own threads (the inventory enters namespaces) are not users'.
     agent_pid: u32,
@@ -163,15 +248,16 @@ impl Engine {
         (self.namespaces.len(), self.objects.len())
     }
 
-    /// The identity the engine gives namespace `ns`, starting a new life when needed.
-    fn namespace(&mut self, ns: NsRef) -> &mut NamespaceState {
+    /// The identity the engine gives namespace `ns`, starting a new life when needed (and
+    /// reporting the end of the one it replaces).
+    fn namespace(&mut self, ns: NsRef, out: &mut Vec<Lifecycle>) -> &mut NamespaceState {
         let known_life = self.namespaces.get(&ns.inum).is_some_and(|state| {
             // Same life unless both ids are known and differ (a destroy was missed).
             state.ident.id == 0 || ns.id == 0 || state.ident.id == ns.id
         });
         if !known_life {
-            if let Some(stale) = self.namespaces.remove(&ns.inum) {
-                self.forget_objects_of(stale.ident.inum);
+            if self.namespaces.contains_key(&ns.inum) {
+                self.ended_unseen(ns.inum, out);
             }
             let generation = self.next_generation.entry(ns.inum).or_insert(1);
             let ident = NsIdent {
@@ -197,32 +283,34 @@ impl Engine {
         state
     }
 
-    fn ident(&mut self, ns: NsRef) -> NsIdent {
-        self.namespace(ns).ident
+    fn ident(&mut self, ns: NsRef, out: &mut Vec<Lifecycle>) -> NsIdent {
+        self.namespace(ns, out).ident
     }
 
-    fn forget_objects_of(&mut self, inum: u32) {
-        self.objects.retain(|key, _| key.ns != inum);
-        self.attachments.retain(|_, key| key.ns != inum);
-        let more_keys = &mut self.more_keys;
-        more_keys.retain(|_, more| {
-            more.retain(|&ns| ns != inum);
-            !more.is_empty()
+    /// The life of `inum` the engine knows ended without its free being seen (lost or missed
+    /// records): reports it and what was still in it destroyed, with reason `unknown`, so the
+    /// stream never leaves a life it announced open. Returns how many objects that was.
+    fn ended_unseen(&mut self, inum: u32, out: &mut Vec<Lifecycle>) -> u64 {
+        let mut dead = std::mem::take(&mut self.dead);
+        dead.extend(self.objects.keys().filter(|key| key.ns == inum).copied());
+        dead.sort_by_key(|key| (key.object, key.id));
+        let ident = self.namespaces[&inum].ident;
+        let objects = dead.len() as u64;
+        for key in dead.drain(..) {
+            self.destroy_object(key, ident, DestroyReason::Unknown, None, 0, out);
+        }
+        self.dead = dead;
+        let state = self.namespaces.remove(&inum).expect("present above");
+        out.push(Lifecycle::NsDestroy {
+            ts: 0,
+            ns: state.ident,
+            lifetime_ns: None,
+            // Only what its teardown was already seen destroying: the agent does not know
+            // that anything else died with it.
+            destroyed: state.torn_down,
+            reason: DestroyReason::Unknown,
         });
-        // Where the namespace was the first holder, another takes its place.
-        self.keys.retain(|key, first| {
-            if *first != inum {
-                return true;
-            }
-            let Some(more) = more_keys.get_mut(key) else {
-                return false;
-            };
-            *first = more.pop().expect("never left empty");
-            if more.is_empty() {
-                more_keys.remove(key);
-            }
-            true
-        });
+        objects
     }
 
     fn index_key(&mut self, object: IpcObject, key: i32, ns: u32) {
@@ -264,11 +352,14 @@ impl Engine {
     ) {
         for existing in namespaces {
             if !self.namespaces.contains_key(&existing.inum) {
-                let ident = self.ident(NsRef {
-                    inum: existing.inum,
-                    id: existing.id,
-                    ..NsRef::default()
-                });
+                let ident = self.ident(
+                    NsRef {
+                        inum: existing.inum,
+                        id: existing.id,
+                        ..NsRef::default()
+                    },
+                    out,
+                );
                 out.push(Lifecycle::NsExists { ns: ident });
             }
         }
@@ -281,10 +372,13 @@ impl Engine {
             if self.objects.contains_key(&key) {
                 continue;
             }
-            let ns = self.ident(NsRef {
-                inum: existing.ns,
-                ..NsRef::default()
-            });
+            let ns = self.ident(
+                NsRef {
+                    inum: existing.ns,
+                    ..NsRef::default()
+                },
+                out,
+            );
             self.insert_object(key, existing.key, None);
             out.push(Lifecycle::ObjectExists {
                 ns,
@@ -295,65 +389,139 @@ impl Engine {
         }
     }
 
-    /// After lost events: make the state equal to a fresh inventory, reporting what vanished
+    /// After lost events: makes the state equal to a fresh inventory, reporting what vanished
     /// (`destroy` with reason `unknown`) and what appeared (`exists`) unseen.
+    ///
+    /// The engine must already have applied every record produced before the inventory began
+    /// (the caller drains the ring buffer around it and applies those first): the inventory
+    /// reflects them, so an engine lagging behind it would see a difference where there is
+    /// none. `racing` holds the records produced from the inventory's start on, which the
+    /// caller applies right after this: the inventory may or may not reflect each of them
+    /// (it reads /proc one namespace at a time while the kernel goes on), so wherever one of
+    /// them speaks, it decides, not the inventory:
+    /// - nothing a racing record shows alive, or whose death it reports, is declared gone:
+    ///   the record's own destroy comes with its real reason;
+    /// - nothing a racing record creates is declared found: its `create` follows;
+    /// - a namespace whose inum a racing record gives to a new namespace, without the free of
+    ///   the life the engine knows, ended unseen (an inum names one live namespace at a time).
+    ///
+    /// A record lost after the inventory began cannot mislead this reconciliation unnoticed:
+    /// its loss is counted after the counters were read for it, so another one follows.
     pub fn resync(
         &mut self,
         namespaces: &[ExistingNamespace],
         objects: &[ExistingObject],
+        racing: &[KernelEvent],
         out: &mut Vec<Lifecycle>,
     ) -> ResyncCounts {
         let mut counts = ResyncCounts::default();
-        let live_objects: std::collections::HashSet<ObjectKey> = objects
+        let racing = Racing::of(racing);
+        let listed_ns: Map<u32, u64> = namespaces.iter().map(|n| (n.inum, n.id)).collect();
+        let listed: Map<ObjectKey, i32> = objects
             .iter()
-            .map(|o| ObjectKey {
-                ns: o.ns,
-                object: o.object,
-                id: o.id,
+            .map(|o| {
+                let key = ObjectKey {
+                    ns: o.ns,
+                    object: o.object,
+                    id: o.id,
+                };
+                (key, o.key)
             })
             .collect();
-        let mut gone: Vec<ObjectKey> = self
-            .objects
-            .keys()
-            .filter(|k| !live_objects.contains(k))
-            .copied()
-            .collect();
-        gone.sort_by_key(|k| (k.ns, k.object, k.id));
-        for key in gone {
-            let ns = self
-                .namespaces
-                .get(&key.ns)
-                .map(|n| n.ident)
-                .unwrap_or(NsIdent {
-                    inum: key.ns,
-                    id: 0,
-                    generation: 0,
-                });
-            self.destroy_object(key, ns, DestroyReason::Unknown, None, 0, out);
-            counts.objects_gone += 1;
-        }
-        let live_namespaces: std::collections::HashSet<u32> =
-            namespaces.iter().map(|n| n.inum).collect();
+
+        // Namespaces first: one that ended takes all its objects with it, whatever racing
+        // records say of them (those would be of the inum's next life).
         let mut gone_ns: Vec<u32> = self
             .namespaces
-            .keys()
-            .filter(|inum| !live_namespaces.contains(inum))
-            .copied()
+            .values()
+            .filter(|state| {
+                let ident = state.ident;
+                if racing.frees(ident) {
+                    return false; // its free follows, with what it tore down
+                }
+                if racing.born.contains(&ident.inum) {
+                    return true; // its inum went to a namespace born since
+                }
+                if racing.named.contains(&ident.inum) {
+                    return false; // alive when the record was made
+                }
+                match listed_ns.get(&ident.inum) {
+                    // Another life of the inum, where both ids tell.
+                    Some(&id) => ident.id != 0 && id != 0 && id != ident.id,
+                    None => true,
+                }
+            })
+            .map(|state| state.ident.inum)
             .collect();
         gone_ns.sort_unstable();
         for inum in gone_ns {
-            let state = self.namespaces.remove(&inum).expect("listed above");
-            out.push(Lifecycle::NsDestroy {
-                ts: 0,
-                ns: state.ident,
-                lifetime_ns: None,
-                destroyed: state.objects,
-                reason: DestroyReason::Unknown,
-            });
+            counts.objects_gone += self.ended_unseen(inum, out);
             counts.namespaces_gone += 1;
         }
+
+        let mut gone: Vec<ObjectKey> = Vec::new();
+        let mut removed_unseen: Vec<ObjectKey> = Vec::new();
+        for (key, state) in &self.objects {
+            let frees = self
+                .namespaces
+                .get(&key.ns)
+                .is_some_and(|ns| racing.frees(ns.ident));
+            if frees || racing.objects.contains(key) {
+                continue;
+            }
+            match listed.get(key) {
+                // A segment removed while attached is listed with the private key.
+                Some(&listed_key) if state.removed() && listed_key == IPC_PRIVATE => {}
+                Some(&listed_key) if !state.removed() && listed_key == state.key => {}
+                // Removed while attached, unseen: it now waits for its last detach.
+                Some(&IPC_PRIVATE) if key.object == IpcObject::Shm => removed_unseen.push(*key),
+                // Not listed, or listed with another key: another object took its id.
+                _ => gone.push(*key),
+            }
+        }
+        for key in removed_unseen {
+            let state = self.objects.get_mut(&key).expect("listed above");
+            state.set_removed();
+            let ipc_key = state.key;
+            self.unindex_key(IpcObject::Shm, ipc_key, key.ns);
+        }
+        gone.sort_by_key(|k| (k.ns, k.object, k.id));
+        for key in gone {
+            let ns = self.namespaces.get(&key.ns).map_or(
+                NsIdent {
+                    inum: key.ns,
+                    id: 0,
+                    generation: 0,
+                },
+                |n| n.ident,
+            );
+            self.destroy_object(key, ns, DestroyReason::Unknown, None, 0, out);
+            counts.objects_gone += 1;
+        }
+
+        // What the inventory found that the engine does not know, except what racing records
+        // create: their `create` says more (who, when), and an `exists` before it would make
+        // the creation look like an open. Objects of a namespace born meanwhile are all its
+        // own records' to create.
+        let found_ns: Vec<ExistingNamespace> = namespaces
+            .iter()
+            .filter(|n| !racing.born.contains(&n.inum))
+            .copied()
+            .collect();
+        let found_objects: Vec<ExistingObject> = objects
+            .iter()
+            .filter(|o| {
+                let key = ObjectKey {
+                    ns: o.ns,
+                    object: o.object,
+                    id: o.id,
+                };
+                !racing.born.contains(&o.ns) && !racing.created.contains(&key)
+            })
+            .copied()
+            .collect();
         let before = out.len();
-        self.observe_existing(namespaces, objects, out);
+        self.observe_existing(&found_ns, &found_objects, out);
         for event in &out[before..] {
             match event {
                 Lifecycle::NsExists { .. } => counts.namespaces_found += 1,
@@ -457,7 +625,7 @@ impl Engine {
                 size,
                 result: Ok(id),
             } => {
-                let ns = self.ident(event.ns);
+                let ns = self.ident(event.ns, out);
                 let obj_key = ObjectKey {
                     ns: ns.inum,
                     object,
@@ -485,7 +653,7 @@ impl Engine {
                 result: Err(errno),
                 ..
             } => {
-                let ns = self.ident(event.ns);
+                let ns = self.ident(event.ns, out);
                 let key_lives_in = if key == IPC_PRIVATE {
                     Vec::new()
                 } else {
@@ -510,7 +678,7 @@ impl Engine {
                 result: Ok(_),
                 ..
             } if cmd & !IPC_64 == IPC_RMID => {
-                let ns = self.ident(event.ns);
+                let ns = self.ident(event.ns, out);
                 let key = ObjectKey {
                     ns: ns.inum,
                     object,
@@ -543,7 +711,7 @@ impl Engine {
                 result: Ok(addr),
                 ..
             } => {
-                let ns = self.ident(event.ns);
+                let ns = self.ident(event.ns, out);
                 let key = ObjectKey {
                     ns: ns.inum,
                     object: IpcObject::Shm,
@@ -564,7 +732,7 @@ impl Engine {
                 addr,
                 result: Ok(_),
             } => {
-                let ns = self.ident(event.ns);
+                let ns = self.ident(event.ns, out);
                 let segment = self.attachments.remove(&(task.pid, addr));
                 let id = segment.map(|key| key.id);
                 let key = segment
@@ -584,7 +752,7 @@ impl Engine {
                 result: Ok(_),
                 ..
             } => {
-                let from = self.ident(from);
+                let from = self.ident(from, out);
                 self.born(event.ns, ts, out, |ns| Lifecycle::NsCreate {
                     ts,
                     task,
@@ -600,7 +768,7 @@ impl Engine {
                 result: Ok(_),
                 ..
             } => {
-                let from = self.ident(from);
+                let from = self.ident(from, out);
                 self.born(event.ns, ts, out, |ns| Lifecycle::NsCreate {
                     ts,
                     task,
@@ -615,8 +783,8 @@ impl Engine {
                 result: Ok(_),
                 ..
             } if from.inum != event.ns.inum => {
-                let ns = self.ident(event.ns);
-                let from = self.ident(from);
+                let ns = self.ident(event.ns, out);
+                let from = self.ident(from, out);
                 if task.pid != self.agent_pid {
                     let into_host = ns.inum == HOST_IPC_NS_INUM;
                     out.push(Lifecycle::NsJoin {
@@ -701,11 +869,10 @@ impl Engine {
             if same_life {
                 return;
             }
-            // Its previous life ended unseen (lost events; a resync reports the objects).
-            self.namespaces.remove(&ns.inum);
-            self.forget_objects_of(ns.inum);
+            // Its previous life ended unseen (lost events).
+            self.ended_unseen(ns.inum, out);
         }
-        let state = self.namespace(ns);
+        let state = self.namespace(ns, out);
         state.created_ns = Some(ts);
         let ident = state.ident;
         out.push(event(ident));

@@ -47,18 +47,39 @@ impl Harness {
         }
     }
 
-    /// Applies one event by `pid` in namespace `at`; returns what it produced.
-    fn feed(&mut self, pid: u32, at: NsRef, body: Body) -> Vec<Lifecycle> {
+    /// The next event by `pid` in namespace `at`, not applied.
+    fn event(&mut self, pid: u32, at: NsRef, body: Body) -> KernelEvent {
         self.ts += 1_000;
-        let event = KernelEvent {
+        KernelEvent {
             ts_ns: self.ts,
             task: task(pid),
             ns: at,
             body,
-        };
+        }
+    }
+
+    /// Applies one event by `pid` in namespace `at`; returns what it produced.
+    fn feed(&mut self, pid: u32, at: NsRef, body: Body) -> Vec<Lifecycle> {
+        let event = self.event(pid, at, body);
         let before = self.out.len();
         self.engine.apply(&event, &mut self.out);
         self.out[before..].to_vec()
+    }
+
+    /// Reconciles with an inventory while `racing` events were made, then applies them, as
+    /// `trace` does; returns the counts and everything produced, in order.
+    fn resync(
+        &mut self,
+        namespaces: &[ExistingNamespace],
+        objects: &[ExistingObject],
+        racing: &[KernelEvent],
+    ) -> (ResyncCounts, Vec<Lifecycle>) {
+        let mut out = Vec::new();
+        let counts = self.engine.resync(namespaces, objects, racing, &mut out);
+        for event in racing {
+            self.engine.apply(event, &mut out);
+        }
+        (counts, out)
     }
 
     fn names(events: &[Lifecycle]) -> Vec<&'static str> {
@@ -479,11 +500,18 @@ fn inum_reuse_starts_a_new_life_with_ns_id() {
     h.unshare(5, ns(NS_A, 42));
     h.get(ns(NS_A, 42), IpcObject::Msg, 1, 0);
     // A free of the first life arrives only after the same inum was handed out again: the new
-    // life's objects must not be touched by the old life's free.
+    // life's objects must not be touched by the old life's free. The old life is ended at the
+    // new one's birth (an inum names one namespace at a time), so it never stays open in the
+    // stream; why it ended is not known then.
     let out = h.unshare(6, ns(NS_A, 50));
+    assert_eq!(
+        Harness::names(&out),
+        ["msg.destroy", "ipc_ns.destroy", "ipc_ns.create"]
+    );
+    assert_eq!(destroy_reason(&out[1]), DestroyReason::Unknown);
     let Lifecycle::NsCreate {
         ns: second_life, ..
-    } = &out[0]
+    } = &out[2]
     else {
         panic!("{out:?}")
     };
@@ -753,6 +781,31 @@ fn inventory_then_replayed_events_give_no_duplicates_or_ghosts() {
     );
 }
 
+fn listed_ns(inum: u32, id: u64) -> ExistingNamespace {
+    ExistingNamespace { inum, id }
+}
+
+fn listed(ns: u32, object: IpcObject, id: i32, key: i32) -> ExistingObject {
+    ExistingObject {
+        ns,
+        object,
+        id,
+        key,
+    }
+}
+
+fn ns_ident(event: &Lifecycle) -> NsIdent {
+    match event {
+        Lifecycle::NsExists { ns }
+        | Lifecycle::NsCreate { ns, .. }
+        | Lifecycle::NsDestroy { ns, .. }
+        | Lifecycle::ObjectExists { ns, .. }
+        | Lifecycle::ObjectCreate { ns, .. }
+        | Lifecycle::ObjectDestroy { ns, .. } => *ns,
+        other => panic!("not a life event: {other:?}"),
+    }
+}
+
 #[test]
 fn resync_reports_what_vanished_and_appeared_unseen() {
     let mut h = Harness::new();
@@ -760,31 +813,17 @@ fn resync_reports_what_vanished_and_appeared_unseen() {
     h.unshare(5, a);
     h.get(a, IpcObject::Msg, 1, 0);
     h.get(a, IpcObject::Sem, 2, 0);
-    let mut out = Vec::new();
-    let counts = h.engine.resync(
+    let (counts, out) = h.resync(
         &[
-            ExistingNamespace {
-                inum: HOST_IPC_NS_INUM,
-                id: 0,
-            },
-            ExistingNamespace { inum: NS_A, id: 0 },
-            ExistingNamespace { inum: NS_B, id: 0 },
+            listed_ns(HOST_IPC_NS_INUM, 0),
+            listed_ns(NS_A, 0),
+            listed_ns(NS_B, 0),
         ],
         &[
-            ExistingObject {
-                ns: NS_A,
-                object: IpcObject::Msg,
-                id: 0,
-                key: 1,
-            },
-            ExistingObject {
-                ns: NS_B,
-                object: IpcObject::Shm,
-                id: 5,
-                key: 3,
-            },
+            listed(NS_A, IpcObject::Msg, 0, 1),
+            listed(NS_B, IpcObject::Shm, 5, 3),
         ],
-        &mut out,
+        &[],
     );
     assert_eq!(
         Harness::names(&out),
@@ -800,18 +839,278 @@ fn resync_reports_what_vanished_and_appeared_unseen() {
             objects_found: 1
         }
     );
-    out.clear();
-    let counts = h.engine.resync(
-        &[ExistingNamespace {
-            inum: HOST_IPC_NS_INUM,
-            id: 0,
-        }],
-        &[],
-        &mut out,
-    );
+    let (counts, out) = h.resync(&[listed_ns(HOST_IPC_NS_INUM, 0)], &[], &[]);
     assert_eq!(counts.namespaces_gone, 2);
     assert_eq!(counts.objects_gone, 2);
+    assert_eq!(
+        Harness::names(&out),
+        [
+            "msg.destroy",
+            "ipc_ns.destroy",
+            "shm.destroy",
+            "ipc_ns.destroy"
+        ],
+        "each namespace's objects just before it"
+    );
+    assert!(
+        out.iter()
+            .all(|e| destroy_reason(e) == DestroyReason::Unknown)
+    );
     assert_eq!(h.engine.live_counts(), (1, 0));
+}
+
+/// Removals made while the inventory read: the inventory no longer lists the objects, but
+/// their records, applied after the reconciliation, say how they died.
+#[test]
+fn resync_leaves_a_racing_destroy_to_its_record() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 0);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Msg, 1, 0);
+    h.get(a, IpcObject::Sem, 2, 0);
+    let rmid = |h: &mut Harness, object| {
+        h.event(
+            11,
+            a,
+            Body::Ctl {
+                object,
+                id: 0,
+                cmd: 0,
+                semnum: 0,
+                still_listed: false,
+                result: Ok(0),
+            },
+        )
+    };
+    let racing = [rmid(&mut h, IpcObject::Msg), rmid(&mut h, IpcObject::Sem)];
+    let (counts, out) = h.resync(
+        &[listed_ns(HOST_IPC_NS_INUM, 0), listed_ns(NS_A, 0)],
+        &[],
+        &racing,
+    );
+    assert_eq!(counts, ResyncCounts::default());
+    assert_eq!(Harness::names(&out), ["msg.destroy", "sem.destroy"]);
+    assert!(out.iter().all(|e| destroy_reason(e) == DestroyReason::Rmid));
+    assert_eq!(h.engine.live_counts(), (2, 0));
+}
+
+/// Creations made while the inventory read, the namespace's own included: listed by the
+/// inventory, they are still reported as created, by whom, once.
+#[test]
+fn resync_leaves_a_racing_creation_to_its_record() {
+    for id in [0, 77] {
+        let mut h = Harness::new();
+        let a = ns(NS_A, 0);
+        h.unshare(5, a);
+        let b = ns(NS_B, id);
+        let racing = [
+            h.event(
+                5,
+                a,
+                Body::Get {
+                    object: IpcObject::Msg,
+                    key: 1,
+                    flags: 0o1600,
+                    size: 0,
+                    result: Ok(3),
+                },
+            ),
+            h.event(
+                6,
+                b,
+                Body::Unshare {
+                    flags: 0x0800_0000,
+                    from: host(),
+                    result: Ok(0),
+                },
+            ),
+            h.event(
+                6,
+                b,
+                Body::Get {
+                    object: IpcObject::Shm,
+                    key: 2,
+                    flags: 0o1600,
+                    size: 4096,
+                    result: Ok(0),
+                },
+            ),
+        ];
+        let (counts, out) = h.resync(
+            &[
+                listed_ns(HOST_IPC_NS_INUM, 0),
+                listed_ns(NS_A, 0),
+                listed_ns(NS_B, id),
+            ],
+            &[
+                listed(NS_A, IpcObject::Msg, 3, 1),
+                listed(NS_B, IpcObject::Shm, 0, 2),
+            ],
+            &racing,
+        );
+        assert_eq!(counts, ResyncCounts::default(), "ns_id {id}");
+        assert_eq!(
+            Harness::names(&out),
+            ["msg.create", "ipc_ns.create", "shm.create"],
+            "ns_id {id}"
+        );
+        assert_eq!(h.engine.live_counts(), (3, 2));
+    }
+}
+
+/// A namespace freed while the inventory read: not listed, but its free, applied after the
+/// reconciliation, reports it and what it tore down.
+#[test]
+fn resync_leaves_a_racing_namespace_free_to_its_record() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Sem, 2, 0);
+    let racing = [h.event(0, a, Body::NsFreed)];
+    let (counts, out) = h.resync(&[listed_ns(HOST_IPC_NS_INUM, 1)], &[], &racing);
+    assert_eq!(counts, ResyncCounts::default());
+    assert_eq!(Harness::names(&out), ["sem.destroy", "ipc_ns.destroy"]);
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::NamespaceTeardown);
+    assert_eq!(destroy_reason(&out[1]), DestroyReason::Freed);
+}
+
+/// A namespace the inventory did not find, but where a task made a call since it began:
+/// alive then, so not declared gone (whatever ends it later says how).
+#[test]
+fn resync_keeps_what_a_racing_record_shows_alive() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 0);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 2, 4);
+    let racing = [h.event(
+        7,
+        a,
+        Body::ShmAttach {
+            id: 4,
+            requested_addr: 0,
+            flags: 0,
+            result: Ok(0x7000),
+        },
+    )];
+    let (counts, out) = h.resync(&[listed_ns(HOST_IPC_NS_INUM, 0)], &[], &racing);
+    assert_eq!(counts, ResyncCounts::default());
+    assert_eq!(Harness::names(&out), ["shm.attach"]);
+    assert_eq!(h.engine.live_counts(), (2, 1));
+}
+
+/// Without ns_id, an inum given to a namespace born while the inventory read, with no free of
+/// the life the engine knew: that life ended unseen, and the new one is a creation, not the
+/// old one continued (nor an inventoried namespace whose creation is replayed).
+#[test]
+fn resync_ends_the_old_life_of_an_inum_a_racing_birth_reuses() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 0);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Msg, 1, 0);
+    let racing = [
+        h.event(
+            6,
+            a,
+            Body::Unshare {
+                flags: 0x0800_0000,
+                from: host(),
+                result: Ok(0),
+            },
+        ),
+        h.event(
+            6,
+            a,
+            Body::Get {
+                object: IpcObject::Msg,
+                key: 9,
+                flags: 0o1600,
+                size: 0,
+                result: Ok(0),
+            },
+        ),
+    ];
+    let (counts, out) = h.resync(
+        &[listed_ns(HOST_IPC_NS_INUM, 0), listed_ns(NS_A, 0)],
+        &[listed(NS_A, IpcObject::Msg, 0, 9)],
+        &racing,
+    );
+    assert_eq!(
+        Harness::names(&out),
+        [
+            "msg.destroy",
+            "ipc_ns.destroy",
+            "ipc_ns.create",
+            "msg.create"
+        ]
+    );
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::Unknown);
+    assert_eq!(destroy_reason(&out[1]), DestroyReason::Unknown);
+    let lives: Vec<u32> = out.iter().map(|e| ns_ident(e).generation).collect();
+    assert_eq!(lives, [1, 1, 2, 2]);
+    assert_eq!(
+        (counts.namespaces_gone, counts.objects_gone),
+        (1, 1),
+        "{counts:?}"
+    );
+}
+
+/// With ns_id, an inventory listing another life of an inum (both ends unseen) replaces it;
+/// an object listed under its id with another key is another object.
+#[test]
+fn resync_tells_lives_apart_by_ns_id_and_objects_by_key() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    let b = ns(NS_B, 43);
+    h.unshare(5, a);
+    h.unshare(6, b);
+    h.get(b, IpcObject::Sem, 1, 0);
+    let (counts, out) = h.resync(
+        &[
+            listed_ns(HOST_IPC_NS_INUM, 1),
+            listed_ns(NS_A, 50),
+            listed_ns(NS_B, 43),
+        ],
+        &[listed(NS_B, IpcObject::Sem, 0, 2)],
+        &[],
+    );
+    assert_eq!(
+        Harness::names(&out),
+        [
+            "ipc_ns.destroy",
+            "sem.destroy",
+            "ipc_ns.exists",
+            "sem.exists"
+        ]
+    );
+    assert_eq!(ns_ident(&out[0]).id, 42);
+    assert_eq!(ns_ident(&out[2]).id, 50);
+    assert_eq!(
+        counts,
+        ResyncCounts {
+            namespaces_gone: 1,
+            namespaces_found: 1,
+            objects_gone: 1,
+            objects_found: 1
+        }
+    );
+}
+
+/// A segment listed with the private key was removed while attached, unseen: it stays, and
+/// its free later is its last detach.
+#[test]
+fn resync_marks_a_segment_listed_with_the_private_key_removed() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 0);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 7, 3);
+    let (counts, out) = h.resync(
+        &[listed_ns(HOST_IPC_NS_INUM, 0), listed_ns(NS_A, 0)],
+        &[listed(NS_A, IpcObject::Shm, 3, 0)],
+        &[],
+    );
+    assert_eq!((counts, out.len()), (ResyncCounts::default(), 0));
+    let out = h.shm_freed(a, 3, false);
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::LastDetach);
 }
 
 #[test]
