@@ -364,4 +364,18 @@ fn check_reports_what_the_kernel_allows() {
     for outcome in report["common"].as_object().unwrap().values() {
         assert_eq!(outcome["ok"], true, "{report}");
     }
+    // The kfree program's callers are text symbols of this kernel (or none: no filter).
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    let callers = report["kfree_callers"].as_array().unwrap();
+    for caller in callers {
+        let caller = caller.as_str().unwrap();
+        assert!(
+            kallsyms.lines().any(|line| {
+                let mut fields = line.split_whitespace().skip(1);
+                matches!(fields.next(), Some("t" | "T")) && fields.next() == Some(caller)
+            }),
+            "{caller} is not a function in /proc/kallsyms"
+        );
+    }
+    eprintln!("check: kfree callers {callers:?}");
 }

@@ -18,7 +18,7 @@ use nsipc_common::EventKind;
 use crate::{
     record::emit,
     syscall::{Args, Call, enter_plain, syscall_hooks},
-    task::{current_ipc_ns, current_task, ipc_ns_ptr_of, ns_ref},
+    task::{ipc_ns_of, ipc_ns_ptr_of, ns_ref},
     tracked::track_shm_segment,
 };
 
@@ -30,8 +30,8 @@ const IPC_64: u32 = 0x100;
 /// The record of a call that is simply its arguments and return value, in the caller's
 /// namespace at exit.
 #[inline(always)]
-fn exit_plain(kind: EventKind, call: Call, ret: i64) {
-    emit(kind, current_ipc_ns(), call.ns_before, ret, call.args);
+fn exit_plain(task: *const u8, kind: EventKind, call: Call, ret: i64) {
+    emit(task, kind, ipc_ns_of(task), call.ns_before, ret, call.args);
 }
 
 syscall_hooks!(
@@ -118,34 +118,40 @@ struct NamedSegment {
 /// segment, so that its destruction is seen whenever it happens. For a successful IPC_RMID,
 /// args[3] says whether the segment is still listed (attached, so only marked) or already gone.
 #[inline(always)]
-fn exit_shm(kind: EventKind, mut call: Call, ret: i64, segment: Option<NamedSegment>) {
-    let ipc_ns = ipc_ns_ptr_of(current_task());
+fn exit_shm(
+    task: *const u8,
+    kind: EventKind,
+    mut call: Call,
+    ret: i64,
+    segment: Option<NamedSegment>,
+) {
+    let ipc_ns = ipc_ns_ptr_of(task);
     if let Some(segment) = segment {
         let listed = track_shm_segment(ipc_ns, segment.id, segment.key);
         call.args[3] = listed as u64;
     }
-    emit(kind, ns_ref(ipc_ns), call.ns_before, ret, call.args);
+    emit(task, kind, ns_ref(ipc_ns), call.ns_before, ret, call.args);
 }
 
 #[inline(always)]
-fn exit_shmget(kind: EventKind, call: Call, ret: i64) {
+fn exit_shmget(task: *const u8, kind: EventKind, call: Call, ret: i64) {
     let segment = (ret >= 0).then(|| NamedSegment {
         id: ret as i32,
         key: Some(call.args[0] as i32),
     });
-    exit_shm(kind, call, ret, segment);
+    exit_shm(task, kind, call, ret, segment);
 }
 
 #[inline(always)]
-fn exit_shmctl(kind: EventKind, call: Call, ret: i64) {
+fn exit_shmctl(task: *const u8, kind: EventKind, call: Call, ret: i64) {
     let cmd = call.args[1] as u32 & !IPC_64;
     let named = ret == 0 && (cmd == IPC_RMID || cmd == IPC_STAT);
-    exit_shm(kind, call, ret, named.then(|| shmid(&call.args)));
+    exit_shm(task, kind, call, ret, named.then(|| shmid(&call.args)));
 }
 
 #[inline(always)]
-fn exit_shmat(kind: EventKind, call: Call, ret: i64) {
-    exit_shm(kind, call, ret, (ret >= 0).then(|| shmid(&call.args)));
+fn exit_shmat(task: *const u8, kind: EventKind, call: Call, ret: i64) {
+    exit_shm(task, kind, call, ret, (ret >= 0).then(|| shmid(&call.args)));
 }
 
 /// The segment named by shmctl's or shmat's `shmid`, key unknown.

@@ -18,14 +18,14 @@ use nsipc_common::{CLONE_NEWIPC, EventKind, NsRef};
 use crate::{
     record::emit,
     syscall::{Args, Call, syscall_hooks},
-    task::{current_ipc_ns, current_task, ipc_ns_ptr_of, ns_ref, task_ids},
+    task::{current_task, ipc_ns_of, ipc_ns_ptr_of, ns_ref, task_ids},
     tracked::track_namespace,
 };
 
 /// The current task's namespace, tracked so that its destruction is seen.
 #[inline(always)]
-fn current_ipc_ns_tracked() -> NsRef {
-    let ipc_ns = ipc_ns_ptr_of(current_task());
+fn ipc_ns_tracked(task: *const u8) -> NsRef {
+    let ipc_ns = ipc_ns_ptr_of(task);
     let ns = ns_ref(ipc_ns);
     track_namespace(ipc_ns, ns);
     ns
@@ -33,35 +33,35 @@ fn current_ipc_ns_tracked() -> NsRef {
 
 /// Entry of a call that may switch the thread's namespace: the namespace it leaves.
 #[inline(always)]
-fn enter_switch(_kind: EventKind, args: Args) -> Option<Call> {
+fn enter_switch(task: *const u8, _kind: EventKind, args: Args) -> Option<Call> {
     Some(Call {
         args,
-        ns_before: current_ipc_ns(),
+        ns_before: ipc_ns_of(task),
     })
 }
 
 #[inline(always)]
-fn enter_unshare(kind: EventKind, args: Args) -> Option<Call> {
+fn enter_unshare(task: *const u8, kind: EventKind, args: Args) -> Option<Call> {
     if args[0] & CLONE_NEWIPC == 0 {
         return None;
     }
-    enter_switch(kind, args)
+    enter_switch(task, kind, args)
 }
 
 #[inline(always)]
-fn exit_unshare(kind: EventKind, call: Call, ret: i64) {
-    let ns = current_ipc_ns_tracked();
-    emit(kind, ns, call.ns_before, ret, call.args);
+fn exit_unshare(task: *const u8, kind: EventKind, call: Call, ret: i64) {
+    let ns = ipc_ns_tracked(task);
+    emit(task, kind, ns, call.ns_before, ret, call.args);
 }
 
 /// Reported when the IPC namespace changed, or when the caller asked for an IPC namespace
 /// (nstype has CLONE_NEWIPC), so failed and no-op joins are seen too; setns into other
 /// namespace types stays quiet.
 #[inline(always)]
-fn exit_setns(kind: EventKind, call: Call, ret: i64) {
-    let ns = current_ipc_ns_tracked();
+fn exit_setns(task: *const u8, kind: EventKind, call: Call, ret: i64) {
+    let ns = ipc_ns_tracked(task);
     if ns != call.ns_before || call.args[1] & CLONE_NEWIPC != 0 {
-        emit(kind, ns, call.ns_before, ret, call.args);
+        emit(task, kind, ns, call.ns_before, ret, call.args);
     }
 }
 
@@ -105,32 +105,32 @@ syscall_hooks!(
 );
 
 #[inline(always)]
-fn enter_clone(_kind: EventKind, args: Args) -> Option<Call> {
-    clone_with_flags(args[0])
+fn enter_clone(task: *const u8, _kind: EventKind, args: Args) -> Option<Call> {
+    clone_with_flags(task, args[0])
 }
 
 #[inline(always)]
-fn enter_clone3(_kind: EventKind, args: Args) -> Option<Call> {
+fn enter_clone3(task: *const u8, _kind: EventKind, args: Args) -> Option<Call> {
     // `flags` is the first member of struct clone_args.
     // SAFETY: bpf_probe_read_user tolerates any user address.
     let flags = unsafe { bpf_probe_read_user(args[0] as *const u64) }.ok()?;
-    clone_with_flags(flags)
+    clone_with_flags(task, flags)
 }
 
 #[inline(always)]
-fn clone_with_flags(flags: u64) -> Option<Call> {
+fn clone_with_flags(task: *const u8, flags: u64) -> Option<Call> {
     (flags & CLONE_NEWIPC != 0).then(|| Call {
         args: [flags, 0, 0, 0],
-        ns_before: current_ipc_ns(),
+        ns_before: ipc_ns_of(task),
     })
 }
 
 /// Only failures are reported here: a successful clone was reported by `task_newtask` with the
 /// child's new namespace.
 #[inline(always)]
-fn exit_clone(kind: EventKind, call: Call, ret: i64) {
+fn exit_clone(task: *const u8, kind: EventKind, call: Call, ret: i64) {
     if ret < 0 {
-        emit(kind, call.ns_before, call.ns_before, ret, call.args);
+        emit(task, kind, call.ns_before, call.ns_before, ret, call.args);
     }
 }
 
@@ -143,10 +143,12 @@ pub fn task_newtask(ctx: BtfTracePointContext) -> u32 {
         let child_ipc_ns = ipc_ns_ptr_of(child);
         let child_ns = ns_ref(child_ipc_ns);
         track_namespace(child_ipc_ns, child_ns);
+        let parent = current_task();
         emit(
+            parent,
             EventKind::Clone,
             child_ns,
-            current_ipc_ns(),
+            ipc_ns_of(parent),
             child_tid as i64,
             [flags, child_tgid as u64, 0, 0],
         );

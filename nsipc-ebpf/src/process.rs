@@ -23,7 +23,15 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     if ns.inum != 0 && ns.inum != HOST_IPC_NS_INUM {
         // A namespace that existed before the agent may lose its last task here.
         track_namespace(ipc_ns, ns);
-        emit(EventKind::ProcessExit, ns, NsRef::default(), 0, [0; 4]);
+        // The exiting task is the current one.
+        emit(
+            task,
+            EventKind::ProcessExit,
+            ns,
+            NsRef::default(),
+            0,
+            [0; 4],
+        );
     }
     0
 }

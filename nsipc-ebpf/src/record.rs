@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use nsipc_common::{EventKind, LOST_SLOTS, NsRef, RECORD_ARGS, Record};
 
-use crate::task::{current_task, load_field, offsets, task_ids};
+use crate::task::{load_field, offset, task_ids};
 
 /// Default size; userspace sets the real one (`--ring-buffer-size`) before load.
 #[map(name = "EVENTS")]
@@ -26,23 +26,29 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 #[unsafe(no_mangle)]
 static WAKEUP_THRESHOLD: Global<u64> = Global::new(256 * 1024);
 
-/// Writes one record about the current task; on a full ring buffer counts it in `LOST`
-/// instead. Who the task is (ids, uid, comm) is read straight from its `task_struct`: each
-/// helper call (bpf_get_current_pid_tgid, _uid_gid, _comm) costs more than the loads.
+/// Writes one record about `task`, the current task (a BTF pointer); on a full ring buffer
+/// counts it in `LOST` instead. Who the task is (ids, uid, comm) is read straight from its
+/// `task_struct`: each helper call (bpf_get_current_pid_tgid, _uid_gid, _comm) costs more than
+/// the loads.
 #[inline(always)]
-pub fn emit(kind: EventKind, ns: NsRef, other_ns: NsRef, ret: i64, args: [u64; RECORD_ARGS]) {
+pub fn emit(
+    task: *const u8,
+    kind: EventKind,
+    ns: NsRef,
+    other_ns: NsRef,
+    ret: i64,
+    args: [u64; RECORD_ARGS],
+) {
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
         count_lost(kind);
         return;
     };
-    let task = current_task();
-    let offsets = offsets();
     let (pid, tid) = task_ids(task);
-    let comm = load_field::<[u64; 2]>(task, offsets.task_comm).unwrap_or([0; 2]);
-    let uid = load_field::<*const u8>(task, offsets.task_cred)
-        .and_then(|cred| load_field::<u32>(cred, offsets.cred_uid))
+    let comm = load_field::<[u64; 2]>(task, offset!(task_comm)).unwrap_or([0; 2]);
+    let uid = load_field::<*const u8>(task, offset!(task_cred))
+        .and_then(|cred| load_field::<u32>(cred, offset!(cred_uid)))
         .unwrap_or(0);
-    entry.write(Record {
+    let record = Record {
         kind: kind as u32,
         pid,
         tid,
@@ -55,7 +61,9 @@ pub fn emit(kind: EventKind, ns: NsRef, other_ns: NsRef, ret: i64, args: [u64; R
         args,
         // SAFETY: plain bytes either way.
         comm: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm) },
-    });
+    };
+    // SAFETY: the reservation is one aligned Record.
+    unsafe { record.store(entry.as_mut_ptr()) };
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD.load() {
         BPF_RB_FORCE_WAKEUP
     } else {

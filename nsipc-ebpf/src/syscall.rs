@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use nsipc_common::{EventKind, NsRef, RECORD_ARGS};
 
-use crate::task::{load_field, read_field};
+use crate::task::{current_task, load_field, read_field};
 
 pub type Args = [u64; RECORD_ARGS];
 
@@ -33,15 +33,16 @@ pub struct Call {
     pub ns_before: NsRef,
 }
 
-/// At entry: what to carry to the exit, or None when the call is of no interest (an unshare
+/// At entry, given the current task (a BTF pointer, fetched once per program: every helper call
+/// costs): what to carry to the exit, or None when the call is of no interest (an unshare
 /// without CLONE_NEWIPC, say).
-pub type Enter = fn(EventKind, Args) -> Option<Call>;
-/// At exit, with the return value: writes the call's record.
-pub type Exit = fn(EventKind, Call, i64);
+pub type Enter = fn(*const u8, EventKind, Args) -> Option<Call>;
+/// At exit, given the current task and the return value: writes the call's record.
+pub type Exit = fn(*const u8, EventKind, Call, i64);
 
 /// The plain entry: the arguments, nothing else.
 #[inline(always)]
-pub fn enter_plain(_kind: EventKind, args: Args) -> Option<Call> {
+pub fn enter_plain(_task: *const u8, _kind: EventKind, args: Args) -> Option<Call> {
     Some(Call {
         args,
         ns_before: NsRef::default(),
@@ -63,7 +64,7 @@ static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(1638
 /// An entry program: remembers the call for the exit program.
 #[inline(always)]
 pub fn on_enter(kind: EventKind, enter: Enter, args: Args) {
-    if let Some(call) = enter(kind, args) {
+    if let Some(call) = enter(current_task(), kind, args) {
         let pending = PendingCall {
             kind: kind as u32,
             _pad: 0,
@@ -84,15 +85,15 @@ pub fn on_exit(kind: EventKind, exit: Exit, ret: i64) {
     };
     let _ = PENDING.remove(key);
     if pending.kind == kind as u32 {
-        exit(kind, pending.call, ret);
+        exit(current_task(), kind, pending.call, ret);
     }
 }
 
 /// An fexit program that sees arguments and return value at once: no map in between.
 #[inline(always)]
-pub fn on_return(kind: EventKind, enter: Enter, exit: Exit, args: Args, ret: i64) {
-    if let Some(call) = enter(kind, args) {
-        exit(kind, call, ret);
+pub fn on_return(task: *const u8, kind: EventKind, enter: Enter, exit: Exit, args: Args, ret: i64) {
+    if let Some(call) = enter(task, kind, args) {
+        exit(task, kind, call, ret);
     }
 }
 
@@ -112,11 +113,16 @@ pub fn tracepoint_args<const N: usize>(ctx: &TracePointContext) -> Args {
     args
 }
 
-/// The return value of a `sys_exit_*` tracepoint.
+/// The return value of a `sys_exit_*` tracepoint: a plain load from the context (which the
+/// verifier allows within the tracepoint's record), not a helper call as `read_at` makes.
 #[inline(always)]
 pub fn tracepoint_ret(ctx: &TracePointContext) -> i64 {
     // SAFETY: `ret` is at a fixed offset in every sys_exit record.
-    unsafe { ctx.read_at::<i64>(TRACEPOINT_RET_OFFSET) }.unwrap_or(0)
+    unsafe {
+        *(ctx.as_ptr() as *const u8)
+            .add(TRACEPOINT_RET_OFFSET)
+            .cast::<i64>()
+    }
 }
 
 /// The `n`th argument of the hooked kernel function, whatever the program type.
@@ -170,16 +176,13 @@ pub fn wrapper_args<const N: usize, C: FunctionArgs>(ctx: &C) -> Args {
 
 /// The first `N` arguments of the current thread's syscall, from the user registers the entry
 /// code saved on its kernel stack (`task_pt_regs`). The syscall does not change them, so they
-/// are still there at its exit tracepoint: no entry program and no map in between.
+/// are still there at its exit tracepoint: no entry program and no map in between. `task` is
+/// the current task.
 #[inline(always)]
-pub fn current_syscall_args<const N: usize>() -> Args {
-    // SAFETY: bpf_get_current_task_btf has no preconditions and returns a trusted pointer,
-    // which is what bpf_task_pt_regs takes.
-    let regs = unsafe {
-        aya_ebpf::helpers::generated::bpf_task_pt_regs(
-            aya_ebpf::helpers::generated::bpf_get_current_task_btf(),
-        )
-    };
+pub fn current_syscall_args<const N: usize>(task: *const u8) -> Args {
+    // SAFETY: `task` is the trusted pointer bpf_get_current_task_btf returned, which is what
+    // bpf_task_pt_regs takes.
+    let regs = unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task as *mut _) };
     regs_args::<N>(regs as *const u8, load_field)
 }
 
@@ -259,11 +262,13 @@ macro_rules! syscall_hooks {
 
         #[aya_ebpf::macros::tracepoint]
         pub fn $tp_exit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            let task = $crate::task::current_task();
             $crate::syscall::on_return(
+                task,
                 $kind,
                 $enter,
                 $exit,
-                $crate::syscall::current_syscall_args::<$n>(),
+                $crate::syscall::current_syscall_args::<$n>(task),
                 $crate::syscall::tracepoint_ret(&ctx),
             );
             0
@@ -273,6 +278,7 @@ macro_rules! syscall_hooks {
         pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> u32 {
             let ret: i64 = ctx.arg($crate::syscall::WRAPPER_RET_ARG);
             $crate::syscall::on_return(
+                $crate::task::current_task(),
                 $kind,
                 $enter,
                 $exit,

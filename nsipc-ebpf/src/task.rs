@@ -9,12 +9,21 @@ use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
 use nsipc_common::{KernelOffsets, NO_OFFSET, NsRef};
 
 #[unsafe(no_mangle)]
-static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNKNOWN);
+pub(crate) static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNKNOWN);
 
-#[inline(always)]
-pub fn offsets() -> KernelOffsets {
-    OFFSETS.load()
+/// One field of [`OFFSETS`], read on its own: `OFFSETS.load()` would copy all of them on every
+/// use. Volatile, because the compiler must not assume the value the object file holds.
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: Global is repr(transparent) over the value, which is initialised.
+        unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!(
+                (*(&raw const $crate::task::OFFSETS).cast::<nsipc_common::KernelOffsets>()).$field
+            ))
+        }
+    };
 }
+pub(crate) use offset;
 
 /// Reads a field at `base + offset`; None for a NULL base, an unknown offset or a failed read.
 #[inline(always)]
@@ -45,19 +54,17 @@ pub fn load_field<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
 /// (`exit_task_namespaces` sets `nsproxy` to NULL). `task` is a BTF pointer.
 #[inline(always)]
 pub fn ipc_ns_ptr_of(task: *const u8) -> *const u8 {
-    let offsets = offsets();
-    load_field::<*const u8>(task, offsets.task_nsproxy)
-        .and_then(|nsproxy| load_field::<*const u8>(nsproxy, offsets.nsproxy_ipc_ns))
+    load_field::<*const u8>(task, offset!(task_nsproxy))
+        .and_then(|nsproxy| load_field::<*const u8>(nsproxy, offset!(nsproxy_ipc_ns)))
         .unwrap_or(core::ptr::null())
 }
 
 /// The identity of the `struct ipc_namespace` at `ipc_ns`, a BTF pointer (zero for NULL).
 #[inline(always)]
 pub fn ns_ref(ipc_ns: *const u8) -> NsRef {
-    let offsets = offsets();
     NsRef {
-        id: load_field::<u64>(ipc_ns, offsets.ipc_ns_id).unwrap_or(0),
-        inum: load_field::<u32>(ipc_ns, offsets.ipc_ns_inum).unwrap_or(0),
+        id: load_field::<u64>(ipc_ns, offset!(ipc_ns_id)).unwrap_or(0),
+        inum: load_field::<u32>(ipc_ns, offset!(ipc_ns_inum)).unwrap_or(0),
         _pad: 0,
     }
 }
@@ -75,17 +82,10 @@ pub fn current_task() -> *const u8 {
     unsafe { aya_ebpf::helpers::generated::bpf_get_current_task_btf() as *const u8 }
 }
 
-/// The IPC namespace of the current task.
-#[inline(always)]
-pub fn current_ipc_ns() -> NsRef {
-    ipc_ns_of(current_task())
-}
-
 /// `(task->tgid, task->pid)` of `task`, a BTF pointer.
 #[inline(always)]
 pub fn task_ids(task: *const u8) -> (u32, u32) {
-    let offsets = offsets();
-    let tgid = load_field::<u32>(task, offsets.task_tgid).unwrap_or(0);
-    let pid = load_field::<u32>(task, offsets.task_pid).unwrap_or(0);
+    let tgid = load_field::<u32>(task, offset!(task_tgid)).unwrap_or(0);
+    let pid = load_field::<u32>(task, offset!(task_pid)).unwrap_or(0);
     (tgid, pid)
 }

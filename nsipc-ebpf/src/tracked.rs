@@ -30,7 +30,7 @@ const ENOENT: i32 = 2;
 
 use crate::{
     record::emit,
-    task::{ns_ref, offsets, read_field},
+    task::{current_task, ns_ref, offset, read_field},
 };
 
 /// What a tracked pointer is.
@@ -102,23 +102,22 @@ fn is_node(entry: u64) -> bool {
 /// index part of the id, then check the full id (index and sequence number).
 #[inline(always)]
 fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
-    let offsets = offsets();
     let ids =
-        ipc_ns.wrapping_add((offsets.ipc_ns_ids + IPC_SHM_IDS * offsets.ipc_ids_size) as usize);
+        ipc_ns.wrapping_add((offset!(ipc_ns_ids) + IPC_SHM_IDS * offset!(ipc_ids_size)) as usize);
     let index = (id as u32 & ((1 << IPCMNI_SHIFT) - 1)) as u64;
-    let mut entry: u64 = read_field(ids, offsets.ipc_ids_xa_head)?;
+    let mut entry: u64 = read_field(ids, offset!(ipc_ids_xa_head))?;
     let mut walked = false;
     for _ in 0..XA_MAX_DEPTH {
         if !is_node(entry) {
             break;
         }
         let node = (entry - 2) as *const u8;
-        let shift: u8 = read_field(node, offsets.xa_node_shift)?;
+        let shift: u8 = read_field(node, offset!(xa_node_shift))?;
         if !walked && index >> shift >= 1 << XA_CHUNK_SHIFT {
             return None; // beyond what the tree holds
         }
         let slot = (index >> shift) & ((1 << XA_CHUNK_SHIFT) - 1);
-        entry = read_field(node, offsets.xa_node_slots + (slot as u32) * 8)?;
+        entry = read_field(node, offset!(xa_node_slots) + (slot as u32) * 8)?;
         walked = true;
     }
     // A head that is not a node holds index 0 only; leftover internal entries are not objects.
@@ -126,7 +125,7 @@ fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
         return None;
     }
     let perm = entry as *const u8;
-    (read_field::<i32>(perm, offsets.perm_id)? == id).then_some(perm)
+    (read_field::<i32>(perm, offset!(perm_id))? == id).then_some(perm)
 }
 
 /// Whether shm segment `id` is listed in the namespace at `ipc_ns`; if so, remembers its
@@ -137,8 +136,7 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32, key: Option<i32>) -> bool {
     let Some(perm) = shm_perm_by_id(ipc_ns, id) else {
         return false;
     };
-    let offsets = offsets();
-    let segment = perm.wrapping_sub(offsets.shm_perm as usize);
+    let segment = perm.wrapping_sub(offset!(shm_perm) as usize);
     let tracked = |key| Tracked {
         kind: TrackedKind::ShmSegment as u32,
         id,
@@ -150,7 +148,7 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32, key: Option<i32>) -> bool {
     let tracked = match key {
         Some(key) => tracked(key),
         None => {
-            let tracked = tracked(read_field::<i32>(perm, offsets.perm_key).unwrap_or(0));
+            let tracked = tracked(read_field::<i32>(perm, offset!(perm_key)).unwrap_or(0));
             // As for namespaces: an entry for another segment (or anything else) at this
             // address is stale, its free missed; this segment replaces it. The same segment
             // is not written again.
@@ -223,7 +221,14 @@ fn on_kfree(ctx: &RawTracePointContext) {
         return;
     }
     if tracked.kind == TrackedKind::Namespace as u32 {
-        emit(EventKind::NsFreed, tracked.ns, NsRef::default(), 0, [0; 4]);
+        emit(
+            current_task(),
+            EventKind::NsFreed,
+            tracked.ns,
+            NsRef::default(),
+            0,
+            [0; 4],
+        );
     } else {
         let ns_state = namespace_state(&tracked);
         let dying = ns_state != NsState::Live;
@@ -231,18 +236,22 @@ fn on_kfree(ctx: &RawTracePointContext) {
         // shm_rmid_forced at its creator's exit, the namespace's last reference, is freed
         // after that reference is gone but before the namespace is.
         let rmid_forced = ns_state != NsState::Freed
-            && read_field::<i32>(
-                tracked.ns_ptr as *const u8,
-                offsets().ipc_ns_shm_rmid_forced,
-            )
-            .is_some_and(|forced| forced != 0);
+            && read_field::<i32>(tracked.ns_ptr as *const u8, offset!(ipc_ns_shm_rmid_forced))
+                .is_some_and(|forced| forced != 0);
         let args = [
             tracked.id as u32 as u64,
             tracked.key as u32 as u64,
             dying as u64,
             rmid_forced as u64,
         ];
-        emit(EventKind::ShmFreed, tracked.ns, NsRef::default(), 0, args);
+        emit(
+            current_task(),
+            EventKind::ShmFreed,
+            tracked.ns,
+            NsRef::default(),
+            0,
+            args,
+        );
     }
 }
 
@@ -270,7 +279,7 @@ fn namespace_state(segment: &Tracked) -> NsState {
     if unsafe { TRACKED.get(ns_ptr) }.is_none() {
         return NsState::Freed;
     }
-    if read_field::<u32>(ns_ptr as *const u8, offsets().ipc_ns_refcount) == Some(0) {
+    if read_field::<u32>(ns_ptr as *const u8, offset!(ipc_ns_refcount)) == Some(0) {
         NsState::Dying
     } else {
         NsState::Live

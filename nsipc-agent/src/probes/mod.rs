@@ -490,7 +490,10 @@ mod tests {
         assert!(hooks.contains(&Hook::Btf("task_newtask".into())));
         // Two copies of the kfree program, one hook.
         assert_eq!(
-            hooks.iter().filter(|h| matches!(h, Hook::Raw(_))).collect::<Vec<_>>(),
+            hooks
+                .iter()
+                .filter(|h| matches!(h, Hook::Raw(_)))
+                .collect::<Vec<_>>(),
             [&Hook::Raw("kfree".into())]
         );
         let floor = aya_obj::Object::parse(FLOOR_OBJECT).unwrap();

@@ -13,7 +13,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    Global,
+    EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
@@ -48,7 +48,7 @@ fn write_record(ret: i64) {
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
-    entry.write(Record {
+    let record = Record {
         kind: 0,
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
@@ -59,7 +59,10 @@ fn write_record(ret: i64) {
         ret,
         args: [0; 4],
         comm: [0; 16],
-    });
+    };
+    // As nsipc writes its records (a struct store would call a byte-at-a-time memset).
+    // SAFETY: the reservation is one aligned Record.
+    unsafe { record.store(entry.as_mut_ptr()) };
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -85,8 +88,13 @@ pub fn floor_raw(_ctx: RawTracePointContext) -> i32 {
 
 #[tracepoint]
 pub fn floor_exit(ctx: TracePointContext) -> u32 {
-    // SAFETY: `ret` is at a fixed offset in every sys_exit record.
-    write_record(unsafe { ctx.read_at::<i64>(EXIT_RET_OFFSET) }.unwrap_or(0));
+    // SAFETY: `ret` is at a fixed offset in every sys_exit record; a plain context load, as
+    // nsipc reads it.
+    write_record(unsafe {
+        *(ctx.as_ptr() as *const u8)
+            .add(EXIT_RET_OFFSET)
+            .cast::<i64>()
+    });
     0
 }
 
