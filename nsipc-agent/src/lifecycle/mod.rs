@@ -180,6 +180,8 @@ pub struct Engine {
     torn_down: Map<u32, u32>,
     /// Reused by [`Self::namespace_freed`], so a teardown does not allocate.
     dead: Vec<(ObjectId, ObjectState)>,
+    /// Live objects, all namespaces together.
+    objects_live: usize,
     /// Emptied object maps of dead namespaces, for new ones: namespaces come and go without
     /// allocating (up to [`SPARE_MAPS`] small ones are kept).
     spare_maps: Vec<ObjectMap>,
@@ -221,15 +223,20 @@ impl Engine {
             more_keys: Map::default(),
             torn_down: Map::default(),
             dead: Vec::new(),
+            objects_live: 0,
             spare_maps: Vec::with_capacity(SPARE_MAPS),
         }
+    }
+
+    /// How many namespaces and objects the engine holds, together: what its memory follows.
+    pub fn population(&self) -> usize {
+        self.namespaces.len() + self.objects_live
     }
 
     /// Live namespaces and objects.
     #[cfg(test)]
     pub fn live_counts(&self) -> (usize, usize) {
-        let objects = self.namespaces.values().map(|ns| ns.objects.len()).sum();
-        (self.namespaces.len(), objects)
+        (self.namespaces.len(), self.objects_live)
     }
 
     fn object(&self, key: ObjectKey) -> Option<&ObjectState> {
@@ -285,6 +292,7 @@ impl Engine {
         let inum = stale.ident.inum;
         self.torn_down.remove(&inum);
         self.attachments.retain(|_, key| key.ns != inum);
+        self.objects_live -= stale.objects.len();
         for ((object, _), state) in stale.objects.drain() {
             if !state.removed() {
                 self.unindex_key(object, state.key, inum);
@@ -454,6 +462,7 @@ impl Engine {
             Entry::Occupied(_) => return false,
             Entry::Vacant(vacant) => vacant.insert(ObjectState::new(ipc_key, created_ns)),
         };
+        self.objects_live += 1;
         self.index_key(key.object, ipc_key, key.ns);
         true
     }
@@ -489,6 +498,7 @@ impl Engine {
         ts: u64,
         out: &mut Vec<Lifecycle>,
     ) {
+        self.objects_live -= 1;
         if !state.removed() {
             self.unindex_key(key.object, state.key, key.ns);
         }
@@ -908,6 +918,13 @@ impl Engine {
         }
         if indexed != expected {
             return Err(format!("key index {indexed:?}, objects say {expected:?}"));
+        }
+        let objects: usize = self.namespaces.values().map(|ns| ns.objects.len()).sum();
+        if objects != self.objects_live {
+            return Err(format!(
+                "{} live objects counted, {objects} held",
+                self.objects_live
+            ));
         }
         if let Some(inum) = self
             .torn_down
