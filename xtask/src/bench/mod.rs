@@ -133,7 +133,8 @@ fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             name: "churn",
             description: format!(
                 "fork; the child unshare(CLONE_NEWIPC)s and exits; wait. {} iterations per run, \
-                 2 nsipc events each (ipc_ns.unshare, process.exit)",
+                 2 lifecycle events each: ipc_ns.create, with the workload's comm, and \
+                 ipc_ns.destroy, without (the kernel frees the namespace from a worker)",
                 sizes.churn_iterations
             ),
             unit: "iteration",
@@ -178,8 +179,10 @@ pub struct Measured {
     /// CPU ns per op (the workload's own user + system time), one per row.
     pub cpu_ns_per_op: Vec<f64>,
     pub seconds: f64,
-    /// Events nsipc should report for it, where the workload knows.
+    /// Lifecycle events nsipc should write for it, where the workload knows.
     pub expected_events: Option<u64>,
+    /// Those of them that carry the workload's comm: what the pipe reader can count as its.
+    pub expected_comm_events: Option<u64>,
 }
 
 fn run_generator(tools: &Tools, kind: workload::Kind, iterations: u64) -> Result<Measured> {
@@ -203,6 +206,7 @@ fn run_generator(tools: &Tools, kind: workload::Kind, iterations: u64) -> Result
         cpu_ns_per_op: vec![cpu_ns / ops],
         seconds: ns / 1e9,
         expected_events: result["events"].as_u64(),
+        expected_comm_events: result["comm_events"].as_u64(),
     })
 }
 
@@ -256,6 +260,7 @@ fn run_stress_ng(seconds: u64) -> Result<Measured> {
         cpu_ns_per_op,
         seconds: wall,
         expected_events: None,
+        expected_comm_events: None,
     })
 }
 

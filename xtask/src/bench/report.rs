@@ -578,7 +578,7 @@ impl Report<'_> {
 
         let _ = writeln!(
             out,
-            "| setup | attach s | events/s | workload's events: emitted + lost = expected | \
+            "| setup | attach s | events/s | workload's events (with its comm): emitted + lost = expected | \
              lost (max) | tracer CPU ms | CPU ns/event | peak RSS MiB | RSS at end MiB |\n\
              |---|---:|---:|---|---:|---:|---:|---:|---:|"
         );
@@ -771,7 +771,7 @@ fn forced_counts(run: &Run) -> Option<LossCounts> {
     let traced = run.traced.as_ref()?;
     let seen = traced.workload_events?;
     Some(LossCounts {
-        expected: run.measured.expected_events?,
+        expected: run.measured.expected_comm_events?,
         seen,
         lost: traced.lost?,
         other: traced.events?.saturating_sub(seen),
