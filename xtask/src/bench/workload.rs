@@ -29,7 +29,7 @@ pub struct WorkloadArgs {
     pub iterations: u64,
 }
 
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -41,7 +41,7 @@ fn monotonic_ns() -> u64 {
 
 /// CPU time (user + system) of this process and its waited-for children: unlike the elapsed
 /// time, it does not count the time other work on the machine held the CPU.
-fn cpu_ns() -> u64 {
+pub(super) fn cpu_ns() -> u64 {
     let mut total = 0;
     for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
         // SAFETY: rusage is plain integers; getrusage fills it.
@@ -55,7 +55,7 @@ fn cpu_ns() -> u64 {
     total
 }
 
-fn check(ret: libc::c_int, call: &str) -> Result<libc::c_int> {
+pub(super) fn check(ret: libc::c_int, call: &str) -> Result<libc::c_int> {
     if ret < 0 {
         return Err(io::Error::last_os_error()).with_context(|| format!("{call} failed"));
     }
@@ -68,12 +68,7 @@ fn check(ret: libc::c_int, call: &str) -> Result<libc::c_int> {
 /// of those carry the workload's comm (what a reader can tell apart from other processes'
 /// events), `ns` the elapsed time and `cpu_ns` the CPU time it took.
 pub fn run(args: &WorkloadArgs) -> Result<()> {
-    let comm = std::ffi::CString::new(COMM).expect("no NUL");
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) },
-        "prctl(PR_SET_NAME)",
-    )?;
+    set_comm()?;
     let n = args.iterations;
     let start_cpu = cpu_ns();
     let start = monotonic_ns();
@@ -100,6 +95,17 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
             "pid": std::process::id(),
         })
     );
+    Ok(())
+}
+
+/// Names this process (and the children it will have) [`COMM`].
+pub(super) fn set_comm() -> Result<()> {
+    let comm = std::ffi::CString::new(COMM).expect("no NUL");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) },
+        "prctl(PR_SET_NAME)",
+    )?;
     Ok(())
 }
 
