@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     decode::{Body, DecodeError, KernelEvent, SysResult, decode, tests::bytes_of},
-    lifecycle::{Engine, LifecycleJson},
+    lifecycle::{DestroyReason, Engine, Lifecycle, LifecycleJson},
     names::IpcObject,
     render::{KernelEventJson, WallClock, event_name},
     trace::Stream,
@@ -335,6 +335,56 @@ proptest! {
                 let json = json_line(&LifecycleJson { event: lifecycle, clock: &clock })?;
                 prop_assert_eq!(&json["event"], lifecycle.name());
             }
+        }
+    }
+
+    /// Any sequence of events keeps the engine's indexes equal to their recomputation and its
+    /// objects to what its own stream says lives: it destroys only objects it reported, and a
+    /// namespace's end (its free, or another life of its inum) destroys exactly the objects it
+    /// held, before the namespace itself.
+    #[test]
+    fn the_engine_state_follows_its_stream(records in vec(small_world_records(), 1..150)) {
+        let mut engine = Engine::new(2);
+        let mut derived = Vec::new();
+        let mut reported = std::collections::BTreeSet::new();
+        for record in &records {
+            let event = decode(&bytes_of(record)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let live_before = engine.live_objects();
+            derived.clear();
+            engine.apply(&event, &mut derived);
+            let mut destroyed = Vec::new();
+            for lifecycle in &derived {
+                match *lifecycle {
+                    Lifecycle::ObjectCreate { ns, object, id, .. }
+                    | Lifecycle::ObjectExists { ns, object, id, .. } => {
+                        reported.insert((ns.inum, object, id));
+                    }
+                    Lifecycle::ObjectDestroy { ns, object, id, .. } => {
+                        prop_assert!(reported.remove(&(ns.inum, object, id)), "{:?}", lifecycle);
+                        destroyed.push((ns.inum, object, id));
+                    }
+                    Lifecycle::NsDestroy { ns, reason, .. } => {
+                        // Freed by its free; or ended unseen, when an event shows another
+                        // life of its inum.
+                        prop_assert!(
+                            event.body == Body::NsFreed || reason == DestroyReason::Unknown,
+                            "{:?} after {:?}", lifecycle, event.body
+                        );
+                        // One event can end two lives (a setns between two inums that both
+                        // start new ones): compare this namespace's objects only.
+                        let mut ended: Vec<_> =
+                            destroyed.iter().copied().filter(|o| o.0 == ns.inum).collect();
+                        ended.sort_unstable();
+                        let held: Vec<_> =
+                            live_before.iter().copied().filter(|o| o.0 == ns.inum).collect();
+                        prop_assert_eq!(&ended, &held);
+                    }
+                    _ => {}
+                }
+            }
+            engine.check_indexes().map_err(TestCaseError::fail)?;
+            let live = engine.live_objects();
+            prop_assert!(live.iter().all(|o| reported.contains(o)), "{:?} ⊄ {:?}", live, reported);
         }
     }
 

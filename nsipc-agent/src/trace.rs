@@ -83,6 +83,19 @@ pub(crate) struct Stream<W: Write> {
     /// Records were lost since the last resynchronisation.
     resync_pending: bool,
     last_resync: Option<Instant>,
+    /// The engine's largest population since the allocator last gave memory back, and its
+    /// population at the previous tick.
+    peak_population: usize,
+    last_population: usize,
+}
+
+/// Deaths, net of births, after which the allocator's free memory is given back to the system
+/// (a namespace or an object each: with tens of bytes apiece, about a megabyte).
+const RELEASE_AFTER_DEATHS: usize = 10_000;
+
+/// Whether a population fell far enough from its peak for memory to be given back.
+fn fell_enough(peak: usize, population: usize) -> bool {
+    peak - population >= RELEASE_AFTER_DEATHS && population < peak / 2
 }
 
 impl<W: Write> Stream<W> {
@@ -97,6 +110,25 @@ impl<W: Write> Stream<W> {
             derived: Vec::new(),
             resync_pending: false,
             last_resync: None,
+            peak_population: 0,
+            last_population: 0,
+        }
+    }
+
+    /// Gives the allocator's free memory back to the system once the engine's population has
+    /// fallen by [`RELEASE_AFTER_DEATHS`] and by half, and stopped falling (for one tick: once,
+    /// after the last of a mass death, not halfway): each dead namespace frees its own small
+    /// object map, and glibc keeps such freed heap memory for reuse, so the agent's RSS would
+    /// stay at its high-water mark. A population that holds steady, however many come and go
+    /// (a storm), never triggers it.
+    fn release_memory_after_deaths(&mut self) {
+        let population = self.engine.population();
+        let settled = population == self.last_population;
+        self.last_population = population;
+        self.peak_population = self.peak_population.max(population);
+        if settled && fell_enough(self.peak_population, population) {
+            kernel::release_freed_memory();
+            self.peak_population = population;
         }
     }
 
@@ -435,6 +467,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                 {
                     break Ending::ReaderGone;
                 }
+                stream.release_memory_after_deaths();
             }
         }
     };
@@ -469,5 +502,22 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             stream.sink.flush()?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_given_back_after_mass_deaths_only() {
+        // A storm: a few alive at a time, however many come and go.
+        assert!(!fell_enough(3, 0));
+        // Half of a small population, or a tenth of a large one: not worth it.
+        assert!(!fell_enough(15_000, 6_000));
+        assert!(!fell_enough(110_000, 90_000));
+        // 10 000 namespaces and their 100 000 objects dying, seen at two ticks.
+        assert!(fell_enough(110_001, 50_000));
+        assert!(fell_enough(50_000, 1));
     }
 }

@@ -61,6 +61,9 @@ enum Task {
     /// Counts an agent stream on stdin (run by `bench` from a release build).
     #[command(hide = true)]
     BenchReader(bench::reader::ReaderArgs),
+    /// The memory scenario's namespaces and objects (run by `bench` from a release build).
+    #[command(hide = true)]
+    BenchMemoryWorkload(bench::memory::MemoryWorkloadArgs),
 }
 
 /// What `bench` needs besides the build toolchain.
@@ -117,6 +120,7 @@ fn main() -> Result<()> {
         }
         Task::BenchWorkload(args) => bench::workload::run(&args),
         Task::BenchReader(args) => bench::reader::run(&args),
+        Task::BenchMemoryWorkload(args) => bench::memory::generate(&args),
     }
 }
 

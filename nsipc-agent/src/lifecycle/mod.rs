@@ -6,18 +6,38 @@
 //! Identity: the kernel reuses a namespace inum as soon as it is freed, so a namespace is an
 //! inum plus the kernel's never-reused `ns_id` (6.18+) or, on older kernels, a generation the
 //! engine counts per inum. Objects are keyed by (namespace, type, id): ids repeat across
-//! namespaces.
+//! namespaces. Each namespace holds the map of its own objects, so that its death costs what
+//! it held, not what the whole machine holds.
 
 mod events;
 
 use std::{
     collections::{HashMap, HashSet, hash_map::Entry},
-    hash::Hash,
+    hash::{BuildHasher, Hash},
+    num::NonZeroU64,
+    sync::LazyLock,
 };
 
 /// The engine's maps are looked up several times per event: foldhash (seeded at random per
 /// process, so key collisions cannot be planned) costs a fraction of std's SipHash.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A namespace's objects. There is one such map per live namespace, so its hasher keeps its
+/// seed outside: [`ProcessSeed`] takes no room where a `RandomState` would take 8 bytes.
+type ObjectMap = HashMap<ObjectId, ObjectState, ProcessSeed>;
+
+/// foldhash with one random seed for the whole process.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcessSeed;
+
+impl BuildHasher for ProcessSeed {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        static STATE: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
+        STATE.build_hasher()
+    }
+}
 
 use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
 
@@ -40,9 +60,18 @@ struct ObjectKey {
     id: i32,
 }
 
+/// An object within its namespace: the key of a namespace's object map.
+type ObjectId = (IpcObject, i32);
+
+impl ObjectKey {
+    fn in_ns(self) -> ObjectId {
+        (self.object, self.id)
+    }
+}
+
 /// What the engine keeps per live object, packed in 12 bytes aligned to 4 so that an entry
-/// of the object map, with its 12-byte key, takes 24 bytes rather than 40: there can be
-/// hundreds of thousands.
+/// of a namespace's object map, with its 8-byte id, takes 20 bytes rather than 32: there can
+/// be hundreds of thousands.
 #[derive(Debug)]
 struct ObjectState {
     key: i32,
@@ -88,14 +117,21 @@ impl ObjectState {
     }
 }
 
+/// What the engine keeps per live namespace, in 56 bytes: there can be tens of thousands.
 #[derive(Debug)]
 struct NamespaceState {
     ident: NsIdent,
-    created_ns: Option<u64>,
-    objects: ObjectCounts,
-    /// Objects of its teardown already reported destroyed, their frees having come before the
-    /// namespace's own: counted in its `objects_destroyed`.
-    torn_down: ObjectCounts,
+    /// Monotonic ns of its creation + 1, when it was seen (+ 1: the niche keeps it at 8 bytes).
+    created: Option<NonZeroU64>,
+    /// Its live objects. Per namespace rather than one map for all: a namespace's teardown
+    /// takes its own map instead of scanning every object.
+    objects: ObjectMap,
+}
+
+impl NamespaceState {
+    fn created_ns(&self) -> Option<u64> {
+        self.created.map(|created| created.get() - 1)
+    }
 }
 
 /// A namespace as an inventory found it.
@@ -215,7 +251,6 @@ pub struct Engine {
     namespaces: Map<u32, NamespaceState>,
     /// Generation to give the next life of an inum (kernels without `ns_id`).
     next_generation: Map<u32, u32>,
-    objects: Map<ObjectKey, ObjectState>,
     /// Live attachments: (pid, address) → segment.
     attachments: Map<(u32, u64), ObjectKey>,
     /// (type, key) → namespaces where a live object of that type has that key, for
@@ -224,8 +259,33 @@ pub struct Engine {
     /// The other namespaces where the same (type, key) is live, for the rare key used in
     /// several: kept apart so that `keys` holds one small entry per keyed object.
     more_keys: Map<(IpcObject, i32), Vec<u32>>,
+    /// Inum → shm segments of its teardown already reported destroyed, their frees having
+    /// come before the namespace's own: counted in its `objects_destroyed`. Rare and brief, so
+    /// kept apart rather than in every namespace's state.
+    torn_down: Map<u32, u32>,
     /// Reused by [`Self::namespace_freed`], so a teardown does not allocate.
-    dead: Vec<ObjectKey>,
+    dead: Vec<(ObjectId, ObjectState)>,
+    /// Live objects, all namespaces together.
+    objects_live: usize,
+    /// Emptied object maps of dead namespaces, for new ones: namespaces come and go without
+    /// allocating (up to [`SPARE_MAPS`] small ones are kept).
+    spare_maps: Vec<ObjectMap>,
+}
+
+/// How many emptied object maps the engine keeps, at most, and the largest it keeps: enough
+/// for a steady churn of containers, and a few kilobytes in all.
+const SPARE_MAPS: usize = 64;
+const SPARE_MAP_CAPACITY: usize = 64;
+
+/// Gives a map's memory back once most of it is unused, after many deaths: hash tables never
+/// shrink on their own, and the engine's memory should follow what is alive. Halving the
+/// population again is needed to shrink again, so this costs nothing per event on average,
+/// and nothing at all to small maps.
+fn shrink<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
+    const SMALL: usize = 1024;
+    if map.capacity() > SMALL && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
 }
 
 impl Engine {
@@ -234,18 +294,36 @@ impl Engine {
             agent_pid,
             namespaces: Map::default(),
             next_generation: Map::default(),
-            objects: Map::default(),
             attachments: Map::default(),
             keys: Map::default(),
             more_keys: Map::default(),
+            torn_down: Map::default(),
             dead: Vec::new(),
+            objects_live: 0,
+            spare_maps: Vec::with_capacity(SPARE_MAPS),
         }
+    }
+
+    /// How many namespaces and objects the engine holds, together: what its memory follows.
+    pub fn population(&self) -> usize {
+        self.namespaces.len() + self.objects_live
     }
 
     /// Live namespaces and objects.
     #[cfg(test)]
     pub fn live_counts(&self) -> (usize, usize) {
-        (self.namespaces.len(), self.objects.len())
+        (self.namespaces.len(), self.objects_live)
+    }
+
+    fn object(&self, key: ObjectKey) -> Option<&ObjectState> {
+        self.namespaces.get(&key.ns)?.objects.get(&key.in_ns())
+    }
+
+    fn object_mut(&mut self, key: ObjectKey) -> Option<&mut ObjectState> {
+        self.namespaces
+            .get_mut(&key.ns)?
+            .objects
+            .get_mut(&key.in_ns())
     }
 
     /// The identity the engine gives namespace `ns`, starting a new life when needed (and
@@ -270,9 +348,8 @@ impl Engine {
                 ns.inum,
                 NamespaceState {
                     ident,
-                    created_ns: None,
-                    objects: ObjectCounts::default(),
-                    torn_down: ObjectCounts::default(),
+                    created: None,
+                    objects: self.spare_maps.pop().unwrap_or_default(),
                 },
             );
         }
@@ -291,26 +368,74 @@ impl Engine {
     /// records): reports it and what was still in it destroyed, with reason `unknown`, so the
     /// stream never leaves a life it announced open. Returns how many objects that was.
     fn ended_unseen(&mut self, inum: u32, out: &mut Vec<Lifecycle>) -> u64 {
+        let Some(state) = self.namespaces.remove(&inum) else {
+            return 0;
+        };
+        self.end_life(state, None, out)
+    }
+
+    /// Reports the end of a namespace taken out of the map and of every object still in it:
+    /// freed at `freed_at`, or ended unseen (None, reason `unknown`). Returns how many objects.
+    fn end_life(
+        &mut self,
+        mut state: NamespaceState,
+        freed_at: Option<u64>,
+        out: &mut Vec<Lifecycle>,
+    ) -> u64 {
+        let ident = state.ident;
+        let ts = freed_at.unwrap_or(0);
         let mut dead = std::mem::take(&mut self.dead);
-        dead.extend(self.objects.keys().filter(|key| key.ns == inum).copied());
-        dead.sort_by_key(|key| (key.object, key.id));
-        let ident = self.namespaces[&inum].ident;
+        dead.extend(state.objects.drain());
         let objects = dead.len() as u64;
-        for key in dead.drain(..) {
-            self.destroy_object(key, ident, DestroyReason::Unknown, None, 0, out);
+        self.recycle(std::mem::take(&mut state.objects));
+        dead.sort_unstable_by_key(|&(id, _)| id);
+        // Unseen, only what its teardown was already seen destroying counts: the agent does
+        // not know that anything else died with it.
+        let mut destroyed = ObjectCounts {
+            shm: self.torn_down.remove(&ident.inum).unwrap_or(0),
+            ..ObjectCounts::default()
+        };
+        for ((object, id), object_state) in dead.drain(..) {
+            let reason = if freed_at.is_none() {
+                DestroyReason::Unknown
+            } else if object_state.removed() {
+                // A segment removed while attached cannot outlive its attachments, which
+                // hold the namespace: it died at its last detach, whose free has not arrived.
+                DestroyReason::LastDetach
+            } else {
+                destroyed.add(object, 1);
+                DestroyReason::NamespaceTeardown
+            };
+            let key = ObjectKey {
+                ns: ident.inum,
+                object,
+                id,
+            };
+            self.destroyed(key, object_state, ident, reason, None, ts, out);
         }
         self.dead = dead;
-        let state = self.namespaces.remove(&inum).expect("present above");
         out.push(Lifecycle::NsDestroy {
-            ts: 0,
-            ns: state.ident,
-            lifetime_ns: None,
-            // Only what its teardown was already seen destroying: the agent does not know
-            // that anything else died with it.
-            destroyed: state.torn_down,
-            reason: DestroyReason::Unknown,
+            ts,
+            ns: ident,
+            lifetime_ns: freed_at
+                .and_then(|ts| state.created_ns().map(|created| ts.saturating_sub(created))),
+            destroyed,
+            reason: if freed_at.is_some() {
+                DestroyReason::Freed
+            } else {
+                DestroyReason::Unknown
+            },
         });
         objects
+    }
+
+    /// Keeps the object map of a dead namespace for a new one, if it is small and there is room.
+    fn recycle(&mut self, mut map: ObjectMap) {
+        map.clear();
+        let capacity = map.capacity();
+        if self.spare_maps.len() < SPARE_MAPS && capacity > 0 && capacity <= SPARE_MAP_CAPACITY {
+            self.spare_maps.push(map);
+        }
     }
 
     fn index_key(&mut self, object: IpcObject, key: i32, ns: u32) {
@@ -369,7 +494,7 @@ impl Engine {
                 object: existing.object,
                 id: existing.id,
             };
-            if self.objects.contains_key(&key) {
+            if self.object(key).is_some() {
                 continue;
             }
             let ns = self.ident(
@@ -459,42 +584,40 @@ impl Engine {
             counts.namespaces_gone += 1;
         }
 
-        let mut gone: Vec<ObjectKey> = Vec::new();
+        let mut gone: Vec<(ObjectKey, NsIdent)> = Vec::new();
         let mut removed_unseen: Vec<ObjectKey> = Vec::new();
-        for (key, state) in &self.objects {
-            let frees = self
-                .namespaces
-                .get(&key.ns)
-                .is_some_and(|ns| racing.frees(ns.ident));
-            if frees || racing.objects.contains(key) {
+        for namespace in self.namespaces.values() {
+            if racing.frees(namespace.ident) {
                 continue;
             }
-            match listed.get(key) {
-                // A segment removed while attached is listed with the private key.
-                Some(&listed_key) if state.removed() && listed_key == IPC_PRIVATE => {}
-                Some(&listed_key) if !state.removed() && listed_key == state.key => {}
-                // Removed while attached, unseen: it now waits for its last detach.
-                Some(&IPC_PRIVATE) if key.object == IpcObject::Shm => removed_unseen.push(*key),
-                // Not listed, or listed with another key: another object took its id.
-                _ => gone.push(*key),
+            for (&(object, id), state) in &namespace.objects {
+                let key = ObjectKey {
+                    ns: namespace.ident.inum,
+                    object,
+                    id,
+                };
+                if racing.objects.contains(&key) {
+                    continue;
+                }
+                match listed.get(&key) {
+                    // A segment removed while attached is listed with the private key.
+                    Some(&listed_key) if state.removed() && listed_key == IPC_PRIVATE => {}
+                    Some(&listed_key) if !state.removed() && listed_key == state.key => {}
+                    // Removed while attached, unseen: it now waits for its last detach.
+                    Some(&IPC_PRIVATE) if object == IpcObject::Shm => removed_unseen.push(key),
+                    // Not listed, or listed with another key: another object took its id.
+                    _ => gone.push((key, namespace.ident)),
+                }
             }
         }
         for key in removed_unseen {
-            let state = self.objects.get_mut(&key).expect("listed above");
+            let state = self.object_mut(key).expect("listed above");
             state.set_removed();
             let ipc_key = state.key;
             self.unindex_key(IpcObject::Shm, ipc_key, key.ns);
         }
-        gone.sort_by_key(|k| (k.ns, k.object, k.id));
-        for key in gone {
-            let ns = self.namespaces.get(&key.ns).map_or(
-                NsIdent {
-                    inum: key.ns,
-                    id: 0,
-                    generation: 0,
-                },
-                |n| n.ident,
-            );
+        gone.sort_by_key(|(k, _)| (k.ns, k.object, k.id));
+        for (key, ns) in gone {
             self.destroy_object(key, ns, DestroyReason::Unknown, None, 0, out);
             counts.objects_gone += 1;
         }
@@ -532,13 +655,19 @@ impl Engine {
         counts
     }
 
-    fn insert_object(&mut self, key: ObjectKey, ipc_key: i32, created_ns: Option<u64>) {
-        self.objects
-            .insert(key, ObjectState::new(ipc_key, created_ns));
+    /// Records a new object of a namespace the engine knows; returns false if it was known.
+    fn insert_object(&mut self, key: ObjectKey, ipc_key: i32, created_ns: Option<u64>) -> bool {
+        let Some(ns) = self.namespaces.get_mut(&key.ns) else {
+            debug_assert!(false, "objects are inserted into known namespaces");
+            return false;
+        };
+        match ns.objects.entry(key.in_ns()) {
+            Entry::Occupied(_) => return false,
+            Entry::Vacant(vacant) => vacant.insert(ObjectState::new(ipc_key, created_ns)),
+        };
+        self.objects_live += 1;
         self.index_key(key.object, ipc_key, key.ns);
-        if let Some(ns) = self.namespaces.get_mut(&key.ns) {
-            ns.objects.add(key.object, 1);
-        }
+        true
     }
 
     fn destroy_object(
@@ -550,14 +679,31 @@ impl Engine {
         ts: u64,
         out: &mut Vec<Lifecycle>,
     ) {
-        let Some(state) = self.objects.remove(&key) else {
+        let Some(namespace) = self.namespaces.get_mut(&key.ns) else {
             return;
         };
+        let Some(state) = namespace.objects.remove(&key.in_ns()) else {
+            return;
+        };
+        shrink(&mut namespace.objects);
+        self.destroyed(key, state, ns, reason, task, ts, out);
+    }
+
+    /// Reports an object taken out of its namespace's map, and forgets its key and attachments.
+    #[allow(clippy::too_many_arguments)]
+    fn destroyed(
+        &mut self,
+        key: ObjectKey,
+        state: ObjectState,
+        ns: NsIdent,
+        reason: DestroyReason,
+        task: Option<Task>,
+        ts: u64,
+        out: &mut Vec<Lifecycle>,
+    ) {
+        self.objects_live -= 1;
         if !state.removed() {
             self.unindex_key(key.object, state.key, key.ns);
-        }
-        if let Some(namespace) = self.namespaces.get_mut(&key.ns) {
-            namespace.objects.add(key.object, -1);
         }
         if key.object == IpcObject::Shm {
             self.attachments.retain(|_, attached| *attached != key);
@@ -597,18 +743,9 @@ impl Engine {
         self.shrink_maps();
     }
 
-    /// Gives memory back once most of a map is unused, after many deaths: hash tables never
-    /// shrink on their own, and the engine's memory should follow what is alive. Halving the
-    /// population again is needed to shrink again, so this costs nothing per event on
-    /// average, and nothing at all to small maps.
+    /// See [`shrink`]. A namespace's object map shrinks as its objects die
+    /// ([`Self::destroy_object`]), and goes with the namespace.
     fn shrink_maps(&mut self) {
-        fn shrink<K: Eq + Hash, V>(map: &mut Map<K, V>) {
-            const SMALL: usize = 1024;
-            if map.capacity() > SMALL && map.len() < map.capacity() / 4 {
-                map.shrink_to(map.len() * 2);
-            }
-        }
-        shrink(&mut self.objects);
         shrink(&mut self.keys);
         shrink(&mut self.namespaces);
         shrink(&mut self.attachments);
@@ -632,8 +769,7 @@ impl Engine {
                     id: id as i32,
                 };
                 // A get of an object already known opens it; only a new one was created.
-                if !self.objects.contains_key(&obj_key) {
-                    self.insert_object(obj_key, key, Some(ts));
+                if self.insert_object(obj_key, key, Some(ts)) {
                     out.push(Lifecycle::ObjectCreate {
                         ts,
                         task,
@@ -687,7 +823,7 @@ impl Engine {
                 if object == IpcObject::Shm && still_listed {
                     // Attached: the kernel only marks it and makes its key private; it dies
                     // at its last detach.
-                    if let Some(state) = self.objects.get_mut(&key)
+                    if let Some(state) = self.object_mut(key)
                         && !state.removed()
                     {
                         state.set_removed();
@@ -717,7 +853,7 @@ impl Engine {
                     object: IpcObject::Shm,
                     id,
                 };
-                let ipc_key = self.objects.get(&key).map(|state| state.key);
+                let ipc_key = self.object(key).map(|state| state.key);
                 self.attachments.insert((task.pid, addr as u64), key);
                 out.push(Lifecycle::ShmAttach {
                     ts,
@@ -736,7 +872,7 @@ impl Engine {
                 let segment = self.attachments.remove(&(task.pid, addr));
                 let id = segment.map(|key| key.id);
                 let key = segment
-                    .and_then(|key| self.objects.get(&key))
+                    .and_then(|key| self.object(key))
                     .map(|state| state.key);
                 out.push(Lifecycle::ShmDetach {
                     ts,
@@ -826,16 +962,14 @@ impl Engine {
                 // reference is gone: the creator's exit can destroy it and drop that reference).
                 // A teardown's own frees normally come after the namespace's kfree, which has
                 // reported them; one that comes first is counted in the namespace's destroy.
-                let reason = match self.objects.get(&key) {
+                let reason = match self.object(key) {
                     None => return,
                     Some(segment) if segment.removed() => DestroyReason::LastDetach,
                     Some(_) if rmid_forced => DestroyReason::RmidForced,
                     Some(_) => DestroyReason::NamespaceTeardown,
                 };
-                if reason == DestroyReason::NamespaceTeardown
-                    && let Some(state) = self.namespaces.get_mut(&ns.inum)
-                {
-                    state.torn_down.add(IpcObject::Shm, 1);
+                if reason == DestroyReason::NamespaceTeardown {
+                    *self.torn_down.entry(ns.inum).or_default() += 1;
                 }
                 self.destroy_object(key, ns, reason, None, ts, out);
             }
@@ -864,7 +998,7 @@ impl Engine {
             } else {
                 // Without ids: a namespace whose creation was already seen cannot be created
                 // again; one only inventoried can be this one.
-                state.created_ns.is_none()
+                state.created.is_none()
             };
             if same_life {
                 return;
@@ -873,7 +1007,7 @@ impl Engine {
             self.ended_unseen(ns.inum, out);
         }
         let state = self.namespace(ns, out);
-        state.created_ns = Some(ts);
+        state.created = NonZeroU64::new(ts.saturating_add(1));
         let ident = state.ident;
         out.push(event(ident));
     }
@@ -886,31 +1020,88 @@ impl Engine {
         if state.ident.id != 0 && ns.id != 0 && state.ident.id != ns.id {
             return; // a stale free of a life already replaced
         }
-        let ident = state.ident;
-        let mut dead = std::mem::take(&mut self.dead);
-        dead.extend(self.objects.keys().filter(|key| key.ns == ns.inum).copied());
-        dead.sort_by_key(|key| (key.object, key.id));
-        let mut destroyed = state.torn_down;
-        for key in dead.drain(..) {
-            // A segment removed while attached cannot outlive its attachments, which hold the
-            // namespace: it died at its last detach, whose free has not arrived yet.
-            let removed = self.objects.get(&key).is_some_and(ObjectState::removed);
-            if removed {
-                self.destroy_object(key, ident, DestroyReason::LastDetach, None, ts, out);
-            } else {
-                destroyed.add(key.object, 1);
-                self.destroy_object(key, ident, DestroyReason::NamespaceTeardown, None, ts, out);
+        let state = self.namespaces.remove(&ns.inum).expect("present above");
+        self.end_life(state, Some(ts), out);
+    }
+}
+
+/// Views of the engine's state for tests, and its invariants, recomputed.
+#[cfg(test)]
+impl Engine {
+    /// Every live object, as (namespace inum, type, id).
+    pub fn live_objects(&self) -> Vec<(u32, IpcObject, i32)> {
+        let mut live: Vec<_> = self
+            .namespaces
+            .iter()
+            .flat_map(|(&inum, ns)| ns.objects.keys().map(move |&(o, id)| (inum, o, id)))
+            .collect();
+        live.sort_unstable();
+        live
+    }
+
+    /// Room in the object maps, all namespaces together.
+    fn object_capacity(&self) -> usize {
+        self.namespaces
+            .values()
+            .map(|ns| ns.objects.capacity())
+            .sum()
+    }
+
+    /// Checks what the engine derives from its objects against a recomputation: a namespace
+    /// is filed under its own inum; the key index names, for every (type, key), each
+    /// namespace once per live object with that key (removed segments' keys are private),
+    /// the first apart and no other list left empty; early teardown counts are of live
+    /// namespaces.
+    pub fn check_indexes(&self) -> Result<(), String> {
+        let mut expected: HashMap<(IpcObject, i32), Vec<u32>> = HashMap::new();
+        for (&inum, ns) in &self.namespaces {
+            if ns.ident.inum != inum {
+                return Err(format!("namespace {:?} filed under {inum}", ns.ident));
+            }
+            for (&(object, _), state) in &ns.objects {
+                if !state.removed() && state.key != IPC_PRIVATE {
+                    expected.entry((object, state.key)).or_default().push(inum);
+                }
             }
         }
-        self.dead = dead;
-        let state = self.namespaces.remove(&ns.inum).expect("present above");
-        out.push(Lifecycle::NsDestroy {
-            ts,
-            ns: ident,
-            lifetime_ns: state.created_ns.map(|created| ts.saturating_sub(created)),
-            destroyed,
-            reason: DestroyReason::Freed,
-        });
+        let mut indexed: HashMap<(IpcObject, i32), Vec<u32>> = HashMap::new();
+        for (&key, &first) in &self.keys {
+            let more = self.more_keys.get(&key).map_or(&[][..], Vec::as_slice);
+            indexed.insert(
+                key,
+                std::iter::once(first).chain(more.iter().copied()).collect(),
+            );
+        }
+        if let Some((key, _)) = self
+            .more_keys
+            .iter()
+            .find(|(key, more)| more.is_empty() || !self.keys.contains_key(key))
+        {
+            return Err(format!(
+                "more_keys[{key:?}] empty or without a first holder"
+            ));
+        }
+        for holders in expected.values_mut().chain(indexed.values_mut()) {
+            holders.sort_unstable();
+        }
+        if indexed != expected {
+            return Err(format!("key index {indexed:?}, objects say {expected:?}"));
+        }
+        let objects: usize = self.namespaces.values().map(|ns| ns.objects.len()).sum();
+        if objects != self.objects_live {
+            return Err(format!(
+                "{} live objects counted, {objects} held",
+                self.objects_live
+            ));
+        }
+        if let Some(inum) = self
+            .torn_down
+            .keys()
+            .find(|inum| !self.namespaces.contains_key(inum))
+        {
+            return Err(format!("early teardown count of the dead namespace {inum}"));
+        }
+        Ok(())
     }
 }
 

@@ -1268,14 +1268,14 @@ fn an_early_teardown_free_is_counted_in_the_namespace_destroy() {
     );
 }
 
-/// The engine's memory is mostly its object map: keep an entry at 24 bytes (and the key
-/// index's at 12), what bench-memory's figure was measured with.
+/// The engine's memory is mostly its object maps: keep an entry at 20 bytes (the key index's
+/// at 12, a namespace's at 64), what bench-memory's figure was measured with.
 #[test]
 fn map_entries_stay_small() {
-    use super::{NamespaceState, ObjectKey, ObjectState};
-    assert_eq!(size_of::<(ObjectKey, ObjectState)>(), 24);
+    use super::{NamespaceState, ObjectId, ObjectState};
+    assert_eq!(size_of::<(ObjectId, ObjectState)>(), 20);
     assert_eq!(size_of::<((IpcObject, i32), u32)>(), 12);
-    assert!(size_of::<(u32, NamespaceState)>() <= 64);
+    assert_eq!(size_of::<(u32, NamespaceState)>(), 64);
     let mut state = ObjectState::new(7, Some(0));
     assert_eq!((state.created_ns(), state.removed()), (Some(0), false));
     state.set_removed();
@@ -1303,21 +1303,92 @@ fn maps_shrink_after_mass_deaths() {
             h.get(at, IpcObject::Sem, key, i64::from(id) << 15);
         }
     }
-    let full = (h.engine.objects.capacity(), h.engine.keys.capacity());
+    let full = (h.engine.object_capacity(), h.engine.keys.capacity());
     assert!(full.0 >= 10_000 && full.1 >= 10_000, "{full:?}");
     for &at in &namespaces[..95] {
         h.freed(at);
     }
     // The five left, and the host they were created from.
     assert_eq!(h.engine.live_counts(), (6, 500));
+    let left = (h.engine.object_capacity(), h.engine.keys.capacity());
+    assert!(left.0 <= 2048 && left.1 <= 2048, "{left:?}");
+    // A namespace that lives on gives back the room of its dead objects.
+    let survivor = namespaces[99];
+    for id in 100..10_000 {
+        h.get(survivor, IpcObject::Msg, 0, i64::from(id) << 15);
+    }
+    assert!(h.engine.object_capacity() >= 10_000);
+    for id in 100..10_000 {
+        h.rmid(survivor, IpcObject::Msg, id << 15, false);
+    }
+    assert_eq!(h.engine.live_counts(), (6, 500));
     assert!(
-        h.engine.objects.capacity() <= 2048,
+        h.engine.object_capacity() <= 2048,
         "{}",
-        h.engine.objects.capacity()
+        h.engine.object_capacity()
     );
-    assert!(
-        h.engine.keys.capacity() <= 2048,
-        "{}",
-        h.engine.keys.capacity()
+    h.engine.check_indexes().unwrap();
+}
+
+/// A namespace's free destroys its own objects, whatever their ids and keys share with other
+/// namespaces' objects, and nothing else: the others stay alive, findable by key, and
+/// destroyable.
+#[test]
+fn a_namespace_free_destroys_exactly_its_own_objects() {
+    let mut h = Harness::new();
+    let (a, b) = (ns(NS_A, 42), ns(NS_B, 43));
+    h.unshare(5, a);
+    h.unshare(6, b);
+    // The same ids and keys in A, B and the host.
+    for at in [a, b, host()] {
+        for (i, object) in IpcObject::ALL.into_iter().enumerate() {
+            for seq in 0..3 {
+                h.get(at, object, 0x100 + i as i32, seq << 15);
+            }
+        }
+    }
+    h.engine.check_indexes().unwrap();
+    let before = h.engine.live_objects();
+    assert_eq!(before.len(), 27);
+    let out = h.freed(a);
+    let Some((Lifecycle::NsDestroy { ns, destroyed, .. }, objects)) = out.split_last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (ns.inum, destroyed.msg + destroyed.shm + destroyed.sem),
+        (NS_A, 9)
     );
+    let mut destroyed: Vec<(u32, IpcObject, i32)> = objects
+        .iter()
+        .map(|event| match event {
+            Lifecycle::ObjectDestroy { ns, object, id, .. } => (ns.inum, *object, *id),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    destroyed.sort_unstable();
+    let (of_a, others): (Vec<_>, Vec<_>) = before.into_iter().partition(|o| o.0 == NS_A);
+    assert_eq!(destroyed, of_a);
+    assert_eq!(h.engine.live_objects(), others);
+    h.engine.check_indexes().unwrap();
+    // B's objects are still there: found by key from elsewhere, destroyed by IPC_RMID.
+    let out = h.feed(
+        8,
+        host(),
+        Body::Get {
+            object: IpcObject::Sem,
+            key: 0x102,
+            flags: 0,
+            size: 0,
+            result: Err(2),
+        },
+    );
+    let Lifecycle::GetFailed { key_lives_in, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(key_lives_in, &[NS_B]);
+    assert_eq!(
+        Harness::names(&h.rmid(b, IpcObject::Sem, 1 << 15, false)),
+        ["sem.destroy"]
+    );
+    assert_eq!(h.engine.live_counts(), (2, 17));
 }

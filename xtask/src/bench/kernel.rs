@@ -99,13 +99,18 @@ pub fn cpu_ns(pid: libc::pid_t) -> Result<u64> {
 
 /// `VmRSS` of a live process.
 pub fn vm_rss_kib(pid: libc::pid_t) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A size line of a live process's /proc/PID/status (`VmRSS`, `VmHWM`…), in KiB.
+pub fn status_kib(pid: libc::pid_t, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS in {path}"))
+        .with_context(|| format!("no {field} in {path}"))
 }
 
 fn bpftool(args: &[&str]) -> Result<Value> {

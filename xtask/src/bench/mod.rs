@@ -7,6 +7,7 @@
 //! (which times itself), stops the tracer and checks with bpftool that its programs are gone.
 
 mod kernel;
+pub mod memory;
 mod process;
 pub mod reader;
 mod report;
@@ -37,9 +38,14 @@ pub struct BenchArgs {
     /// Rounds (runs of every setup on every workload); the median is reported.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
     rounds: Option<u32>,
-    /// Where to write the report, relative to the workspace root.
-    #[arg(long, default_value = "docs/bench.md")]
-    output: PathBuf,
+    /// Only these parts: workloads (storm, churn, stress-ng, getppid) and passes (forced-loss,
+    /// profile, json, memory). Default: everything.
+    #[arg(long, value_delimiter = ',', value_name = "PART[,..]")]
+    only: Vec<String>,
+    /// Where to write the report, relative to the workspace root. Default: docs/bench.md,
+    /// or target/bench-only.md with --only (a partial run does not replace the full report).
+    #[arg(long)]
+    output: Option<PathBuf>,
     /// Nice value of the bench and everything it starts (workloads and tracers alike): a
     /// negative one shields the measurements from other work on a shared machine.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true,
@@ -55,7 +61,17 @@ struct Sizes {
     getppid_iterations: u64,
     stress_seconds: u64,
     json_records: u64,
+    memory_namespaces: u32,
 }
+
+/// The memory scenario's objects per namespace: with the full size's namespaces, the issue's
+/// 100 000 objects.
+const MEMORY_OBJECTS_PER_NAMESPACE: u32 = 10;
+/// Its full size: the issue's 10 000 live namespaces.
+pub const MEMORY_NAMESPACES: u32 = 10_000;
+
+/// The parts `--only` can name besides the workloads.
+const PASSES: [&str; 4] = ["forced-loss", "profile", "json", "memory"];
 
 impl Sizes {
     fn new(args: &BenchArgs) -> Self {
@@ -68,6 +84,7 @@ impl Sizes {
             getppid_iterations: 1_000_000,
             stress_seconds: 2,
             json_records: 2_000_000,
+            memory_namespaces: MEMORY_NAMESPACES,
         };
         let mut sizes = if args.quick {
             Sizes {
@@ -77,6 +94,7 @@ impl Sizes {
                 getppid_iterations: sizes.getppid_iterations / 10,
                 stress_seconds: 1,
                 json_records: sizes.json_records / 10,
+                memory_namespaces: sizes.memory_namespaces / 10,
             }
         } else {
             sizes
@@ -133,7 +151,8 @@ fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             name: "churn",
             description: format!(
                 "fork; the child unshare(CLONE_NEWIPC)s and exits; wait. {} iterations per run, \
-                 2 nsipc events each (ipc_ns.unshare, process.exit)",
+                 2 lifecycle events each: ipc_ns.create, with the workload's comm, and \
+                 ipc_ns.destroy, without (the kernel frees the namespace from a worker)",
                 sizes.churn_iterations
             ),
             unit: "iteration",
@@ -178,8 +197,10 @@ pub struct Measured {
     /// CPU ns per op (the workload's own user + system time), one per row.
     pub cpu_ns_per_op: Vec<f64>,
     pub seconds: f64,
-    /// Events nsipc should report for it, where the workload knows.
+    /// Lifecycle events nsipc should write for it, where the workload knows.
     pub expected_events: Option<u64>,
+    /// Those of them that carry the workload's comm: what the pipe reader can count as its.
+    pub expected_comm_events: Option<u64>,
 }
 
 fn run_generator(tools: &Tools, kind: workload::Kind, iterations: u64) -> Result<Measured> {
@@ -203,6 +224,7 @@ fn run_generator(tools: &Tools, kind: workload::Kind, iterations: u64) -> Result
         cpu_ns_per_op: vec![cpu_ns / ops],
         seconds: ns / 1e9,
         expected_events: result["events"].as_u64(),
+        expected_comm_events: result["comm_events"].as_u64(),
     })
 }
 
@@ -256,6 +278,7 @@ fn run_stress_ng(seconds: u64) -> Result<Measured> {
         cpu_ns_per_op,
         seconds: wall,
         expected_events: None,
+        expected_comm_events: None,
     })
 }
 
@@ -372,12 +395,26 @@ fn load_average() -> String {
 
 pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
     let started = Instant::now();
+    let sizes = Sizes::new(args);
+    let storm = define_workloads(&sizes).swap_remove(0);
+    let known: Vec<&str> = define_workloads(&sizes)
+        .iter()
+        .map(|w| w.name)
+        .chain(PASSES)
+        .collect();
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|part| !known.contains(&part.as_str()))
+    {
+        bail!("--only {unknown}: the parts are {}", known.join(", "));
+    }
+    let selected = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
     // SAFETY: plain syscall on this process; children inherit the value.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.nice) } != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("setting the bench's nice value to {}", args.nice));
     }
-    let sizes = Sizes::new(args);
     let mut tools = Tools {
         agent: root.join("target/release/nsipc-agent"),
         xtask: root.join("target/release/xtask"),
@@ -396,9 +433,13 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         nice: args.nice,
         rounds: sizes.rounds,
         quick: args.quick,
+        only: args.only.clone(),
         minutes: 0.0,
     };
-    let workloads = define_workloads(&sizes);
+    let workloads: Vec<Workload> = define_workloads(&sizes)
+        .into_iter()
+        .filter(|w| selected(w.name))
+        .collect();
     let mut results: Vec<WorkloadResults> = workloads
         .iter()
         .map(|_| WorkloadResults::default())
@@ -413,7 +454,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         &mut tools,
         &mut quiet,
         Setup::Floor,
-        &workloads[0],
+        &storm,
         AgentOptions::default(),
         false,
     )?;
@@ -487,22 +528,27 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         ..define_workloads(&sizes).swap_remove(0)
     };
     let mut forced = Vec::new();
-    for (case, options) in [
-        (
-            "`--ring-buffer-size 4K`, reader keeping up",
-            AgentOptions {
-                ring_buffer_size: Some("4K"),
-                stall_reader: false,
-            },
-        ),
-        (
-            "default ring buffer (8M), reader stalled until the workload ends",
-            AgentOptions {
-                ring_buffer_size: None,
-                stall_reader: true,
-            },
-        ),
-    ] {
+    let forced_cases = if selected("forced-loss") {
+        &[
+            (
+                "`--ring-buffer-size 4K`, reader keeping up",
+                AgentOptions {
+                    ring_buffer_size: Some("4K"),
+                    ..AgentOptions::default()
+                },
+            ),
+            (
+                "default ring buffer (8M), reader stalled until the workload ends",
+                AgentOptions {
+                    stall_reader: true,
+                    ..AgentOptions::default()
+                },
+            ),
+        ][..]
+    } else {
+        &[]
+    };
+    for &(case, options) in forced_cases {
         for attempt in 1..=FORCED_LOSS_RUNS {
             eprintln!("bench: forced loss {attempt}/{FORCED_LOSS_RUNS}: {case}");
             let run = run_once(
@@ -516,30 +562,49 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
             forced.push(ForcedLoss { case, run });
         }
     }
-    let storm = &workloads[0];
 
     // Where the time goes inside the kernel: the probes' own run time, with the kernel's eBPF
     // statistics on (they add two clock reads per program run, so only for this pass).
-    eprintln!("bench: profiling the probes on the storm");
-    let stats = kernel::RunTimeStats::enable()?;
     let mut profiles = Vec::new();
-    for setup in [Setup::Floor, Setup::AgentNull] {
-        let run = run_once(
-            &mut tools,
-            &mut quiet,
-            setup,
-            storm,
-            AgentOptions::default(),
-            true,
-        )?;
-        profiles.push(Profile { setup, run });
+    if selected("profile") {
+        eprintln!("bench: profiling the probes on the storm");
+        let stats = kernel::RunTimeStats::enable()?;
+        for setup in [Setup::Floor, Setup::AgentNull] {
+            let run = run_once(
+                &mut tools,
+                &mut quiet,
+                setup,
+                &storm,
+                AgentOptions::default(),
+                true,
+            )?;
+            profiles.push(Profile { setup, run });
+        }
+        drop(stats);
     }
-    drop(stats);
 
-    eprintln!("bench: JSON path");
-    let json_path = (0..3)
-        .map(|_| run_json_path(&tools, sizes.json_records))
-        .collect::<Result<Vec<_>>>()?;
+    let mut json_path = Vec::new();
+    if selected("json") {
+        eprintln!("bench: JSON path");
+        json_path = (0..3)
+            .map(|_| run_json_path(&tools, sizes.json_records))
+            .collect::<Result<Vec<_>>>()?;
+    }
+
+    // Once, not per round: it holds thousands of namespaces for tens of seconds.
+    let memory = if selected("memory") {
+        eprintln!(
+            "bench: memory, {} namespaces × {MEMORY_OBJECTS_PER_NAMESPACE} objects",
+            sizes.memory_namespaces
+        );
+        Some(memory::run(
+            &mut tools,
+            sizes.memory_namespaces,
+            MEMORY_OBJECTS_PER_NAMESPACE,
+        )?)
+    } else {
+        None
+    };
 
     environment.load_after = load_average();
     environment.quiet_wait_seconds = quiet.waited.as_secs_f64();
@@ -553,9 +618,18 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         forced,
         profiles,
         json_path,
+        memory,
     }
     .render();
-    let output = root.join(&args.output);
+    let output = root.join(
+        args.output
+            .as_deref()
+            .unwrap_or(Path::new(if args.only.is_empty() {
+                "docs/bench.md"
+            } else {
+                "target/bench-only.md"
+            })),
+    );
     fs::write(&output, &report).with_context(|| format!("writing {}", output.display()))?;
     print!("{report}");
     eprintln!("bench: report written to {}", output.display());

@@ -85,6 +85,9 @@ pub struct AgentOptions {
     /// Start the pipe reader only once the workload is over: the agent blocks on a full pipe
     /// meanwhile and the kernel must drop what does not fit in the ring buffer.
     pub stall_reader: bool,
+    /// The pipe reader follows the workload's namespaces and reports its counts as they
+    /// change ([`Tracer::reader_progress`]).
+    pub follow_namespaces: bool,
 }
 
 /// A program's run statistics, while [`kernel::RunTimeStats`] were on.
@@ -136,11 +139,19 @@ pub struct Tracer {
     map_ids: Vec<u32>,
 }
 
-fn spawn_reader(tools: &Tools, stdin: ChildStdout, comm_prefix: &str) -> Result<Reader> {
+fn spawn_reader(
+    tools: &Tools,
+    stdin: ChildStdout,
+    comm_prefix: &str,
+    follow_namespaces: bool,
+) -> Result<Reader> {
+    let mut cmd = Command::new(&tools.xtask);
+    cmd.args(["bench-reader", "--comm-prefix", comm_prefix]);
+    if follow_namespaces {
+        cmd.arg("--namespaces");
+    }
     let mut process = Process::spawn(
-        Command::new(&tools.xtask)
-            .args(["bench-reader", "--comm-prefix", comm_prefix])
-            .stdin(stdin)
+        cmd.stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit()),
         "the pipe reader",
@@ -198,7 +209,7 @@ impl Tracer {
                 reader = Some(if options.stall_reader {
                     Reader::Stalled(out)
                 } else {
-                    spawn_reader(tools, out, comm_prefix)?
+                    spawn_reader(tools, out, comm_prefix, options.follow_namespaces)?
                 });
             } else {
                 stdout = Some(Lines::new(out));
@@ -276,6 +287,20 @@ impl Tracer {
         }
     }
 
+    pub fn pid(&self) -> libc::pid_t {
+        self.process.pid()
+    }
+
+    /// The pipe reader's latest counts, if it printed any since the last call (it does as the
+    /// stream goes with [`AgentOptions::follow_namespaces`]).
+    pub fn reader_progress(&self) -> Option<Value> {
+        let Some(Reader::Running { stdout, .. }) = &self.reader else {
+            return None;
+        };
+        let lines = stdout.so_far();
+        serde_json::from_str(lines.last()?).ok()
+    }
+
     /// Stops the tracer (SIGINT: it detaches, drains, exits), collects what it counted, and
     /// checks with bpftool that none of its programs is still loaded.
     pub fn stop(mut self, tools: &Tools, comm_prefix: &str, profile: bool) -> Result<Traced> {
@@ -303,7 +328,7 @@ impl Tracer {
         if let Some(Reader::Stalled(_)) = &self.reader
             && let Some(Reader::Stalled(out)) = self.reader.take()
         {
-            self.reader = Some(spawn_reader(tools, out, comm_prefix)?);
+            self.reader = Some(spawn_reader(tools, out, comm_prefix, false)?);
         }
         self.process.signal(libc::SIGINT)?;
         let exit = self.process.wait(STOP_TIMEOUT)?;

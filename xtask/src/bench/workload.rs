@@ -29,7 +29,7 @@ pub struct WorkloadArgs {
     pub iterations: u64,
 }
 
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -41,7 +41,7 @@ fn monotonic_ns() -> u64 {
 
 /// CPU time (user + system) of this process and its waited-for children: unlike the elapsed
 /// time, it does not count the time other work on the machine held the CPU.
-fn cpu_ns() -> u64 {
+pub(super) fn cpu_ns() -> u64 {
     let mut total = 0;
     for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
         // SAFETY: rusage is plain integers; getrusage fills it.
@@ -55,30 +55,30 @@ fn cpu_ns() -> u64 {
     total
 }
 
-fn check(ret: libc::c_int, call: &str) -> Result<libc::c_int> {
+pub(super) fn check(ret: libc::c_int, call: &str) -> Result<libc::c_int> {
     if ret < 0 {
         return Err(io::Error::last_os_error()).with_context(|| format!("{call} failed"));
     }
     Ok(ret)
 }
 
-/// Runs the workload and prints `{"kind", "iterations", "ops", "events", "ns", "cpu_ns", "pid"}`:
-/// `ops` is what the per-op time is counted in, `events` how many events nsipc-agent should
-/// report for it, `ns` the elapsed time and `cpu_ns` the CPU time it took.
+/// Runs the workload and prints `{"kind", "iterations", "ops", "events", "comm_events", "ns",
+/// "cpu_ns", "pid"}`: `ops` is what the per-op time is counted in, `events` how many lifecycle
+/// events `nsipc-agent trace` (its default stream) should write for it, `comm_events` how many
+/// of those carry the workload's comm (what a reader can tell apart from other processes'
+/// events), `ns` the elapsed time and `cpu_ns` the CPU time it took.
 pub fn run(args: &WorkloadArgs) -> Result<()> {
-    let comm = std::ffi::CString::new(COMM).expect("no NUL");
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) },
-        "prctl(PR_SET_NAME)",
-    )?;
+    set_comm()?;
     let n = args.iterations;
     let start_cpu = cpu_ns();
     let start = monotonic_ns();
-    let (ops, events) = match args.kind {
-        Kind::Storm => (storm(n)?, 6 * n),
-        Kind::Churn => (churn(n)?, 2 * n),
-        Kind::Getppid => (getppid(n), 0),
+    // Storm: a create and a destroy (rmid, by the caller) per object. Churn: the child's
+    // ipc_ns.create, and the ipc_ns.destroy of its namespace, which the kernel frees from a
+    // worker after the child's exit: no comm (process.exit is in --raw only).
+    let (ops, events, comm_events) = match args.kind {
+        Kind::Storm => (storm(n)?, 6 * n, 6 * n),
+        Kind::Churn => (churn(n)?, 2 * n, n),
+        Kind::Getppid => (getppid(n), 0, 0),
     };
     let ns = monotonic_ns() - start;
     let cpu_ns = cpu_ns() - start_cpu;
@@ -89,11 +89,23 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
             "iterations": n,
             "ops": ops,
             "events": events,
+            "comm_events": comm_events,
             "ns": ns,
             "cpu_ns": cpu_ns,
             "pid": std::process::id(),
         })
     );
+    Ok(())
+}
+
+/// Names this process (and the children it will have) [`COMM`].
+pub(super) fn set_comm() -> Result<()> {
+    let comm = std::ffi::CString::new(COMM).expect("no NUL");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) },
+        "prctl(PR_SET_NAME)",
+    )?;
     Ok(())
 }
 
@@ -114,8 +126,8 @@ fn storm(iterations: u64) -> Result<u64> {
     Ok(6 * iterations)
 }
 
-/// Returns the iterations: each is an unshare (ipc_ns.unshare) and an exit in the new
-/// namespace (process.exit).
+/// Returns the iterations: each is an unshare (ipc_ns.create) and an exit in the new namespace,
+/// the namespace's last reference (ipc_ns.destroy once the kernel frees it).
 fn churn(iterations: u64) -> Result<u64> {
     for _ in 0..iterations {
         // SAFETY: this process is single-threaded; the child only makes async-signal-safe
