@@ -310,7 +310,9 @@ struct Replay {
     problems: Vec<String>,
     /// Objects a destroy called `unknown` (the agent did not see why), whose own successful
     /// IPC_RMID record then came: the resynchronisation said "vanished unseen" of a removal
-    /// the agent had not applied yet. By (inum, kind, id): raw records have no `ns_gen`.
+    /// the agent had not applied yet. By (inum, ns_id, kind, id): raw records have no
+    /// `ns_gen`, and an inum's next life has its own object 0 (the churned namespaces each
+    /// create one).
     unknown_then_removed: Vec<String>,
     /// `ipc_ns.create` lines per namespace life, and successful `ipc_ns.unshare` records of
     /// the workload's pids, which must each have one.
@@ -321,14 +323,15 @@ struct Replay {
 impl Replay {
     fn of(events: &[Value], workload_pids: &[i64]) -> Replay {
         let mut replay = Replay::default();
-        let mut unknown_dead: HashSet<(u64, String, i64)> = HashSet::new();
+        let mut unknown_dead: HashSet<(u64, u64, String, i64)> = HashSet::new();
         let mut destroyed: HashSet<(u64, u64)> = HashSet::new();
         for event in events {
             let name = event["event"].as_str().unwrap_or_default();
             let (object, action) = name.split_once('.').unwrap_or_default();
             let place = |e: &Value| {
                 let inum = e["ns"].as_u64().unwrap_or_default();
-                (inum, object.to_owned(), e["id"].as_i64().unwrap_or(-1))
+                let ns_id = e["ns_id"].as_u64().unwrap_or_default();
+                (inum, ns_id, object.to_owned(), e["id"].as_i64().unwrap_or(-1))
             };
             if is_raw(event) {
                 let ok = event["ret"].as_i64().is_some_and(|ret| ret >= 0);
