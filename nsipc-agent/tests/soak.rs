@@ -331,7 +331,12 @@ impl Replay {
             let place = |e: &Value| {
                 let inum = e["ns"].as_u64().unwrap_or_default();
                 let ns_id = e["ns_id"].as_u64().unwrap_or_default();
-                (inum, ns_id, object.to_owned(), e["id"].as_i64().unwrap_or(-1))
+                (
+                    inum,
+                    ns_id,
+                    object.to_owned(),
+                    e["id"].as_i64().unwrap_or(-1),
+                )
             };
             if is_raw(event) {
                 let ok = event["ret"].as_i64().is_some_and(|ret| ret >= 0);

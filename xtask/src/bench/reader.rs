@@ -5,7 +5,7 @@
 //! it costs about what any reader that keeps up would.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     io::{self, BufRead as _, BufReader, Write as _},
 };
 
@@ -31,6 +31,8 @@ struct Counts {
     workload_events: u64,
     /// The last `agent.lost` total, or `agent.stop`'s `lost`, whichever is larger.
     lost: u64,
+    /// `agent.lost` counts summed per record kind (its `kinds`).
+    lost_kinds: BTreeMap<String, u64>,
     stop_events: Option<u64>,
     decode_errors: u64,
     /// With `--namespaces`.
@@ -80,6 +82,20 @@ impl Namespaces {
     }
 }
 
+/// The `"kinds":{"msg.get":3,…}` of an `agent.lost` line, as (kind, count) pairs.
+fn lost_kinds(line: &str) -> impl Iterator<Item = (&str, u64)> {
+    const KINDS: &str = r#""kinds":{"#;
+    let kinds = line
+        .find(KINDS)
+        .map(|at| &line[at + KINDS.len()..])
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or_default();
+    kinds.split(',').filter_map(|pair| {
+        let (kind, count) = pair.split_once(':')?;
+        Some((kind.trim_matches('"'), count.parse().ok()?))
+    })
+}
+
 /// The number right after `"key":` in `line`.
 fn number_after(line: &str, key: &str) -> Option<u64> {
     let at = line.find(key)? + key.len();
@@ -97,6 +113,9 @@ impl Counts {
                 self.lost = self
                     .lost
                     .max(number_after(line, r#""total":"#).unwrap_or(0));
+                for (kind, count) in lost_kinds(line) {
+                    *self.lost_kinds.entry(kind.to_owned()).or_default() += count;
+                }
             } else if agent.starts_with("stop") {
                 self.stop_events = number_after(line, r#""events":"#);
                 self.lost = self.lost.max(number_after(line, r#""lost":"#).unwrap_or(0));
@@ -128,6 +147,7 @@ impl Counts {
             "kernel_events": self.kernel_events,
             "workload_events": self.workload_events,
             "lost": self.lost,
+            "lost_kinds": self.lost_kinds,
             "stop_events": self.stop_events,
             "decode_errors": self.decode_errors,
         });
@@ -180,8 +200,8 @@ mod tests {
             r#"{"event":"agent.ready","time":"t","pid":1}"#,
             r#"{"event":"msg.get","time":"t","pid":7,"tid":7,"uid":0,"comm":"nsipc-bench-wl","ns":1}"#,
             r#"{"event":"msg.get","time":"t","pid":8,"tid":8,"uid":0,"comm":"ipcmk","ns":1}"#,
-            r#"{"event":"agent.lost","time":"t","count":5,"total":5}"#,
-            r#"{"event":"agent.lost","time":"t","count":2,"total":7}"#,
+            r#"{"event":"agent.lost","time":"t","count":5,"total":5,"kinds":{"msg.get":4,"shm.freed":1}}"#,
+            r#"{"event":"agent.lost","time":"t","count":2,"total":7,"kinds":{"msg.get":2}}"#,
             r#"{"event":"agent.stop","time":"t","reason":"SIGINT","events":2,"lost":7,"decode_errors":0}"#,
         ];
         let mut counts = Counts::default();
@@ -192,6 +212,10 @@ mod tests {
         assert_eq!(counts.kernel_events, 2);
         assert_eq!(counts.workload_events, 1);
         assert_eq!(counts.lost, 7);
+        assert_eq!(
+            counts.lost_kinds,
+            BTreeMap::from([("msg.get".to_owned(), 6), ("shm.freed".to_owned(), 1)])
+        );
         assert_eq!(counts.stop_events, Some(2));
         assert!(counts.to_json().get("objects_created").is_none());
     }

@@ -353,9 +353,11 @@ impl Report<'_> {
             "Setups:\n\
              - **no tracing**.\n\
              - **floor**: `nsipc-agent bench-floor`, a minimal eBPF program on the same {hooks} \
-             hooks as nsipc (empty at syscall entry; at syscall exit and on the two BTF \
-             tracepoints it writes one 112-byte record to a ring buffer, nsipc's wakeup policy, \
-             no filtering, nothing else), drained by a consumer that discards.\n\
+             hooks as nsipc (empty at syscall entry and on `kfree`, where nsipc looks for the \
+             frees of its objects among every kfree on the machine; at syscall exit and on the \
+             two BTF tracepoints it writes one 112-byte record to a ring buffer, stored as \
+             nsipc stores its records, nsipc's wakeup policy, no filtering, nothing else), \
+             drained by a consumer that discards.\n\
              - **nsipc-agent > /dev/null**: `nsipc-agent trace`, full JSON stream to /dev/null \
              (lost records read from its `LOST` map with bpftool; events = expected − lost).\n\
              - **nsipc-agent | reader**: the same into a pipe read by another process \
@@ -475,8 +477,9 @@ impl Report<'_> {
                 .collect();
             let _ = writeln!(
                 out,
-                "| forced loss ({case}): emitted + lost == generated | exact in {exact} of {} \
-                 runs (emitted + lost − generated: {}) | {} |",
+                "| forced loss ({case}): emitted + lost == generated (the probes' own \
+                 `shm.freed` records apart) | exact in {exact} of {} runs (emitted + lost − \
+                 generated: {}) | {} |",
                 counts.len(),
                 excess.join(", "),
                 if counts.is_empty() {
@@ -487,9 +490,8 @@ impl Report<'_> {
                     "**missed**: events went missing uncounted"
                 } else {
                     "**not exact here**: never below generated (no loss went uncounted); the \
-                     excess is lost records that are not the workload's syscalls: the probes' \
-                     `shm.freed` record of each segment (written at its kfree, in no workload \
-                     context) and other processes' events (see Forced loss)"
+                     excess is lost syscall records of other processes, which `agent.lost`'s \
+                     kinds cannot tell from the workload's (see Forced loss)"
                 }
             );
         }
@@ -687,29 +689,34 @@ impl Report<'_> {
             out,
             "## Forced loss (storm, nsipc-agent | reader)\n\n\
              The workload knows how many events it caused; the reader counts the ones the agent \
-             emitted for it (by comm) and the `agent.lost` total. The total also counts lost \
-             records that are not the workload's syscalls: the probes write a `shm.freed` \
-             record at each segment's kfree (one per storm iteration, from whatever context \
-             frees it; it changes nothing in the lifecycle stream after an IPC_RMID, so it is \
-             not seen there), and other processes' events (\"other events\" counts those \
-             seen).\n\n\
-             | case | expected | emitted | lost | emitted + lost | other events | exact |\n\
-             |---|---:|---:|---:|---:|---:|---|"
+             emitted for it (by comm) and sums `agent.lost` by the kinds it names. \"lost\" is \
+             the lost syscall records; the probes' own `shm.freed` records (one per segment, \
+             written at its kfree, from whatever context frees it; after an IPC_RMID it \
+             changes nothing in the lifecycle stream, so it is not seen there) are counted \
+             apart. Lost records of other processes' syscalls cannot be told from the \
+             workload's (\"other events\" counts those seen).\n\n\
+             | case | expected | emitted | lost | emitted + lost | lost shm.freed | other events | exact |\n\
+             |---|---:|---:|---:|---:|---:|---:|---|"
         );
         for forced in &self.forced {
             let Some(c) = forced_counts(&forced.run) else {
-                let _ = writeln!(out, "| {} | — | — | — | — | — | no counts |", forced.case);
+                let _ = writeln!(
+                    out,
+                    "| {} | — | — | — | — | — | — | no counts |",
+                    forced.case
+                );
                 continue;
             };
             let total = c.seen + c.lost;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 forced.case,
                 c.expected,
                 c.seen,
                 c.lost,
                 total,
+                c.lost_frees,
                 c.other,
                 if total == c.expected {
                     "yes".to_owned()
@@ -727,11 +734,17 @@ impl Report<'_> {
             "## Where the time goes (storm, one run each, kernel eBPF run-time statistics on)\n\n\
              `run_time_ns` / `run_cnt` of each program (bpf_stats; they add two clock reads per \
              run, so this pass is not in the tables above). The hits include the rest of the \
-             machine's syscalls on the same hooks. `floor_enter` is an empty program: the cost \
-             of running any program at syscall entry. nsipc's `sys_enter_*` minus that is its \
-             work at entry (reading the arguments, remembering them per thread in its LRU hash \
-             map); its `sys_exit_*` minus `floor_exit` is its extra work at exit (taking them \
-             back, reading the task's IPC namespace, comm, uid and time).\n"
+             machine's syscalls on the same hooks. `floor_enter` and `floor_raw` (on kfree) \
+             are empty programs: the cost of running any program there. nsipc's `sys_enter_*` \
+             minus `floor_enter` is its work at entry (unshare and setns only: reading the \
+             arguments, remembering them per thread in its LRU hash map); its `sys_exit_*` \
+             minus `floor_exit` is its extra work at exit (the arguments from the saved user \
+             registers, the task's IPC namespace, ids, uid and comm read from its task_struct, \
+             the time; for shm calls, finding the segment's kernel pointer in the namespace's \
+             id tree and remembering it in a hash map); `kfree` and `kfree_again` minus \
+             `floor_raw` are its looking for the frees of what it remembered (a hash lookup \
+             when the caller is one that frees such objects) and writing `shm.freed` \
+             records.\n"
         );
         for profile in &self.profiles {
             let Some(traced) = &profile.run.traced else {
@@ -943,17 +956,21 @@ fn cpu_rate(run: &JsonPath) -> f64 {
 struct LossCounts {
     expected: u64,
     seen: u64,
+    /// Lost syscall records (the probes' own free records left out).
     lost: u64,
+    lost_frees: u64,
     other: u64,
 }
 
 fn forced_counts(run: &Run) -> Option<LossCounts> {
     let traced = run.traced.as_ref()?;
     let seen = traced.workload_events?;
+    let lost_frees = traced.lost_frees.unwrap_or(0);
     Some(LossCounts {
         expected: run.measured.expected_comm_events?,
         seen,
-        lost: traced.lost?,
+        lost: traced.lost?.saturating_sub(lost_frees),
+        lost_frees,
         other: traced.events?.saturating_sub(seen),
     })
 }

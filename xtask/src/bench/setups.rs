@@ -109,6 +109,9 @@ pub struct Traced {
     pub end_rss_kib: u64,
     /// Records the kernel could not buffer (agent and floor).
     pub lost: Option<u64>,
+    /// Of `lost`, the probes' own records of frees (`shm.freed`, `ipc_ns.freed`, from the
+    /// reader's sum of `agent.lost` kinds): written at a kfree, not for any workload syscall.
+    pub lost_frees: Option<u64>,
     /// Events the tracer handled: floor records, or every kernel event the reader saw.
     pub events: Option<u64>,
     /// Events the reader attributed to the workload (by comm).
@@ -347,6 +350,7 @@ impl Tracer {
             lost = stop["lost"].as_u64();
         }
         let mut workload_events = None;
+        let mut lost_frees = None;
         let mut reader_cpu_ns = None;
         if let Some(Reader::Running {
             mut process,
@@ -368,6 +372,12 @@ impl Tracer {
             events = counts["kernel_events"].as_u64();
             workload_events = counts["workload_events"].as_u64();
             lost = counts["lost"].as_u64();
+            lost_frees = Some(
+                ["shm.freed", "ipc_ns.freed"]
+                    .iter()
+                    .filter_map(|kind| counts["lost_kinds"][kind].as_u64())
+                    .sum(),
+            );
             reader_cpu_ns = Some(reader_exit.cpu_ns);
         }
         // The kernel frees a detached program after an RCU grace period, not at once.
@@ -392,6 +402,7 @@ impl Tracer {
             max_rss_kib: exit.max_rss_kib,
             end_rss_kib,
             lost,
+            lost_frees,
             events,
             workload_events,
             reader_cpu_ns,
