@@ -652,7 +652,9 @@ fn run_in_vm(
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1G"])
         // No display, no network, the serial console on stdout; a panic (panic=-1 reboots at
-        // once) or a test that hangs the kernel ends qemu instead of rebooting.
+        // once) or a test that hangs the kernel ends qemu instead of rebooting. A CPU stuck in
+        // the kernel panics (softlockup_panic), with its backtrace in the log, rather than
+        // letting the cell run into its timeout.
         .args(["-nographic", "-nic", "none", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
@@ -660,7 +662,7 @@ fn run_in_vm(
         .arg(initramfs)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 quiet NSIPC_BACKEND={backend}"
+            "console=ttyS0 panic=-1 softlockup_panic=1 quiet NSIPC_BACKEND={backend}"
         ));
     let status = run_logged(&mut qemu, &log, VM_TIMEOUT)?;
     drop(log);

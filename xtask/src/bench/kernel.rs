@@ -185,10 +185,14 @@ pub fn per_cpu_counter(map_ids: &[u32], name: &str) -> Result<Option<u64>> {
             continue;
         }
         let dump = bpftool(&["map", "dump", "id", &id])?;
-        let mut total = 0;
-        for value in dump[0]["values"]
+        let entries = dump
             .as_array()
-            .with_context(|| format!("bpftool map dump of {name}: no values"))?
+            .with_context(|| format!("bpftool map dump of {name}: not a list"))?;
+        let mut total = 0;
+        // Every slot (the probes count lost records per kind), every CPU.
+        for value in entries
+            .iter()
+            .flat_map(|entry| entry["values"].as_array().into_iter().flatten())
         {
             let bytes = value["value"]
                 .as_array()

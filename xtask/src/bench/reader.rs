@@ -22,6 +22,10 @@ pub struct ReaderArgs {
     /// nothing more buffered, so that the bench sees how far the agent got.
     #[arg(long)]
     pub namespaces: bool,
+    /// Count only the workload's raw records (`--raw` lines, which carry `ret`) as its
+    /// events, not the lifecycle lines made from them.
+    #[arg(long)]
+    pub records: bool,
 }
 
 #[derive(Default)]
@@ -37,6 +41,8 @@ struct Counts {
     decode_errors: u64,
     /// With `--namespaces`.
     namespaces: Option<Namespaces>,
+    /// With `--records`: only raw records count as the workload's events.
+    records_only: bool,
 }
 
 /// The workload's namespaces and their objects, as the stream tells their births and deaths.
@@ -126,9 +132,15 @@ impl Counts {
         }
         self.kernel_events += 1;
         const COMM_KEY: &str = r#""comm":""#;
-        let workload = line
-            .find(COMM_KEY)
-            .is_some_and(|at| line[at + COMM_KEY.len()..].starts_with(comm_prefix));
+        // A raw `*.freed` record carries whatever task the kfree interrupted, never a
+        // workload's syscall.
+        let free = line.starts_with(r#"{"event":"shm.freed""#)
+            || line.starts_with(r#"{"event":"ipc_ns.freed""#);
+        let workload = !free
+            && (!self.records_only || line.contains(r#""ret":"#))
+            && line
+                .find(COMM_KEY)
+                .is_some_and(|at| line[at + COMM_KEY.len()..].starts_with(comm_prefix));
         if workload {
             self.workload_events += 1;
         }
@@ -172,6 +184,7 @@ pub fn run(args: &ReaderArgs) -> Result<()> {
     let mut line = String::with_capacity(1024);
     let mut counts = Counts {
         namespaces: args.namespaces.then(Namespaces::default),
+        records_only: args.records,
         ..Counts::default()
     };
     let mut printed = 0;
@@ -218,6 +231,26 @@ mod tests {
         );
         assert_eq!(counts.stop_events, Some(2));
         assert!(counts.to_json().get("objects_created").is_none());
+    }
+
+    #[test]
+    fn with_records_only_raw_records_are_the_workloads() {
+        let stream = [
+            r#"{"event":"msg.get","time":"t","pid":7,"tid":7,"uid":0,"comm":"nsipc-bench-wl","ns":1,"key":0,"ret":3}"#,
+            r#"{"event":"msg.create","time":"t","pid":7,"tid":7,"uid":0,"comm":"nsipc-bench-wl","ns":1,"id":3,"key":0}"#,
+            r#"{"event":"shm.freed","time":"t","pid":7,"tid":7,"uid":0,"comm":"nsipc-bench-wl","ns":1,"id":5,"ret":0}"#,
+        ];
+        let mut records = Counts {
+            records_only: true,
+            ..Counts::default()
+        };
+        let mut lines = Counts::default();
+        for line in stream {
+            records.add(line, "nsipc-bench");
+            lines.add(line, "nsipc-bench");
+        }
+        assert_eq!(records.workload_events, 1);
+        assert_eq!(lines.workload_events, 2, "a free is no workload syscall");
     }
 
     #[test]

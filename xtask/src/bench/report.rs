@@ -477,8 +477,8 @@ impl Report<'_> {
                 .collect();
             let _ = writeln!(
                 out,
-                "| forced loss ({case}): emitted + lost == generated (the probes' own \
-                 `shm.freed` records apart) | exact in {exact} of {} runs (emitted + lost − \
+                "| forced loss ({case}): emitted + lost == generated (lost records of the \
+                 storm's kinds) | exact in {exact} of {} runs (emitted + lost − \
                  generated: {}) | {} |",
                 counts.len(),
                 excess.join(", "),
@@ -490,7 +490,7 @@ impl Report<'_> {
                     "**missed**: events went missing uncounted"
                 } else {
                     "**not exact here**: never below generated (no loss went uncounted); the \
-                     excess is lost syscall records of other processes, which `agent.lost`'s \
+                     excess is lost get/ctl records of other processes, which `agent.lost`'s \
                      kinds cannot tell from the workload's (see Forced loss)"
                 }
             );
@@ -687,15 +687,19 @@ impl Report<'_> {
     fn forced_loss(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "## Forced loss (storm, nsipc-agent | reader)\n\n\
+            "## Forced loss (storm, nsipc-agent --raw | reader)\n\n\
              The workload knows how many events it caused; the reader counts the ones the agent \
-             emitted for it (by comm) and sums `agent.lost` by the kinds it names. \"lost\" is \
-             the lost syscall records; the probes' own `shm.freed` records (one per segment, \
-             written at its kfree, from whatever context frees it; after an IPC_RMID it \
-             changes nothing in the lifecycle stream, so it is not seen there) are counted \
-             apart. Lost records of other processes' syscalls cannot be told from the \
-             workload's (\"other events\" counts those seen).\n\n\
-             | case | expected | emitted | lost | emitted + lost | lost shm.freed | other events | exact |\n\
+             emitted for it (by comm) and sums `agent.lost` by the kinds it names. The agent \
+             prints raw records here (`--raw`), one line each: in the lifecycle stream, an \
+             IPC_RMID whose object's creation record was lost makes no line (the stream only \
+             destroys what it announced), so lines and lost records would not add up there. \"lost\" is \
+             the lost records of the kinds the storm makes (msg/shm/sem get and ctl); \
+             \"lost, other kinds\" the rest: the probes' own `shm.freed` records (one per \
+             segment, written at its kfree, from whatever context frees it), the agent's own \
+             setns into namespaces while it takes an inventory after losses, other processes' \
+             events. Lost records of other processes' get/ctl calls cannot be told from the \
+             workload's (\"other events\" counts the events of others seen).\n\n\
+             | case | expected | emitted | lost | emitted + lost | lost, other kinds | other events | exact |\n\
              |---|---:|---:|---:|---:|---:|---:|---|"
         );
         for forced in &self.forced {
@@ -716,7 +720,7 @@ impl Report<'_> {
                 c.seen,
                 c.lost,
                 total,
-                c.lost_frees,
+                c.lost_other_kinds,
                 c.other,
                 if total == c.expected {
                     "yes".to_owned()
@@ -956,21 +960,37 @@ fn cpu_rate(run: &JsonPath) -> f64 {
 struct LossCounts {
     expected: u64,
     seen: u64,
-    /// Lost syscall records (the probes' own free records left out).
+    /// Lost records of the kinds the storm's syscalls make.
     lost: u64,
-    lost_frees: u64,
+    /// Lost records of other kinds: the probes' own `shm.freed`, the agent's own setns
+    /// into namespaces while it takes an inventory, other processes' events.
+    lost_other_kinds: u64,
     other: u64,
 }
+
+/// The record kinds the storm's syscalls make.
+const STORM_KINDS: [&str; 6] = [
+    "msg.get", "shm.get", "sem.get", "msg.ctl", "shm.ctl", "sem.ctl",
+];
 
 fn forced_counts(run: &Run) -> Option<LossCounts> {
     let traced = run.traced.as_ref()?;
     let seen = traced.workload_events?;
-    let lost_frees = traced.lost_frees.unwrap_or(0);
+    let total = traced.lost?;
+    // Without kinds (no loss, or an agent that does not name them) all count.
+    let lost = if traced.lost_kinds.is_empty() {
+        total
+    } else {
+        STORM_KINDS
+            .iter()
+            .filter_map(|kind| traced.lost_kinds.get(*kind))
+            .sum()
+    };
     Some(LossCounts {
         expected: run.measured.expected_comm_events?,
         seen,
-        lost: traced.lost?.saturating_sub(lost_frees),
-        lost_frees,
+        lost,
+        lost_other_kinds: total.saturating_sub(lost),
         other: traced.events?.saturating_sub(seen),
     })
 }
@@ -983,13 +1003,29 @@ fn accounting(runs: &[Run]) -> Option<String> {
         .iter()
         .filter(|c| c.seen + c.lost == c.expected)
         .count();
+    let off: Vec<String> = counts
+        .iter()
+        .filter(|c| c.seen + c.lost != c.expected)
+        .map(|c| {
+            format!(
+                "{:+} with {} lost",
+                (c.seen + c.lost) as i64 - c.expected as i64,
+                c.lost
+            )
+        })
+        .collect();
     Some(format!(
-        "{} + {} = {} of {} (exact in {exact}/{} runs)",
+        "{} + {} = {} of {} (exact in {exact}/{} runs{})",
         first.seen,
         first.lost,
         first.seen + first.lost,
         first.expected,
-        counts.len()
+        counts.len(),
+        if off.is_empty() {
+            String::new()
+        } else {
+            format!("; the others off by {}", off.join(", "))
+        }
     ))
 }
 

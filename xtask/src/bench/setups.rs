@@ -2,6 +2,7 @@
 //! stopping it with what it cost and counted, checking that nothing stays loaded.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     process::{ChildStdout, Command, Stdio},
     thread,
@@ -82,6 +83,8 @@ pub struct Tools {
 pub struct AgentOptions {
     /// `--ring-buffer-size`, if not the default.
     pub ring_buffer_size: Option<&'static str>,
+    /// `--raw`: one line per kernel record, so that lines and lost records add up.
+    pub raw: bool,
     /// Start the pipe reader only once the workload is over: the agent blocks on a full pipe
     /// meanwhile and the kernel must drop what does not fit in the ring buffer.
     pub stall_reader: bool,
@@ -109,9 +112,8 @@ pub struct Traced {
     pub end_rss_kib: u64,
     /// Records the kernel could not buffer (agent and floor).
     pub lost: Option<u64>,
-    /// Of `lost`, the probes' own records of frees (`shm.freed`, `ipc_ns.freed`, from the
-    /// reader's sum of `agent.lost` kinds): written at a kfree, not for any workload syscall.
-    pub lost_frees: Option<u64>,
+    /// `lost` by record kind (the reader's sum of `agent.lost`'s `kinds`).
+    pub lost_kinds: BTreeMap<String, u64>,
     /// Events the tracer handled: floor records, or every kernel event the reader saw.
     pub events: Option<u64>,
     /// Events the reader attributed to the workload (by comm).
@@ -132,6 +134,7 @@ enum Reader {
 
 pub struct Tracer {
     setup: Setup,
+    options: AgentOptions,
     process: Process,
     stdout: Option<Lines>,
     stderr: Lines,
@@ -146,12 +149,15 @@ fn spawn_reader(
     tools: &Tools,
     stdin: ChildStdout,
     comm_prefix: &str,
-    follow_namespaces: bool,
+    options: AgentOptions,
 ) -> Result<Reader> {
     let mut cmd = Command::new(&tools.xtask);
     cmd.args(["bench-reader", "--comm-prefix", comm_prefix]);
-    if follow_namespaces {
+    if options.follow_namespaces {
         cmd.arg("--namespaces");
+    }
+    if options.raw {
+        cmd.arg("--records");
     }
     let mut process = Process::spawn(
         cmd.stdin(stdin)
@@ -190,6 +196,9 @@ impl Tracer {
                 if let Some(size) = options.ring_buffer_size {
                     cmd.args(["--ring-buffer-size", size]);
                 }
+                if options.raw {
+                    cmd.arg("--raw");
+                }
                 cmd.stdout(if setup == Setup::AgentNull {
                     Stdio::null()
                 } else {
@@ -212,7 +221,7 @@ impl Tracer {
                 reader = Some(if options.stall_reader {
                     Reader::Stalled(out)
                 } else {
-                    spawn_reader(tools, out, comm_prefix, options.follow_namespaces)?
+                    spawn_reader(tools, out, comm_prefix, options)?
                 });
             } else {
                 stdout = Some(Lines::new(out));
@@ -220,6 +229,7 @@ impl Tracer {
         }
         let mut tracer = Self {
             setup,
+            options,
             process,
             stdout,
             stderr,
@@ -331,7 +341,15 @@ impl Tracer {
         if let Some(Reader::Stalled(_)) = &self.reader
             && let Some(Reader::Stalled(out)) = self.reader.take()
         {
-            self.reader = Some(spawn_reader(tools, out, comm_prefix, false)?);
+            self.reader = Some(spawn_reader(
+                tools,
+                out,
+                comm_prefix,
+                AgentOptions {
+                    follow_namespaces: false,
+                    ..self.options
+                },
+            )?);
         }
         self.process.signal(libc::SIGINT)?;
         let exit = self.process.wait(STOP_TIMEOUT)?;
@@ -350,7 +368,7 @@ impl Tracer {
             lost = stop["lost"].as_u64();
         }
         let mut workload_events = None;
-        let mut lost_frees = None;
+        let mut lost_kinds = BTreeMap::new();
         let mut reader_cpu_ns = None;
         if let Some(Reader::Running {
             mut process,
@@ -372,12 +390,12 @@ impl Tracer {
             events = counts["kernel_events"].as_u64();
             workload_events = counts["workload_events"].as_u64();
             lost = counts["lost"].as_u64();
-            lost_frees = Some(
-                ["shm.freed", "ipc_ns.freed"]
+            if let Some(kinds) = counts["lost_kinds"].as_object() {
+                lost_kinds = kinds
                     .iter()
-                    .filter_map(|kind| counts["lost_kinds"][kind].as_u64())
-                    .sum(),
-            );
+                    .filter_map(|(kind, count)| Some((kind.clone(), count.as_u64()?)))
+                    .collect();
+            }
             reader_cpu_ns = Some(reader_exit.cpu_ns);
         }
         // The kernel frees a detached program after an RCU grace period, not at once.
@@ -402,7 +420,7 @@ impl Tracer {
             max_rss_kib: exit.max_rss_kib,
             end_rss_kib,
             lost,
-            lost_frees,
+            lost_kinds,
             events,
             workload_events,
             reader_cpu_ns,
