@@ -17,6 +17,9 @@ use super::{
     process::{Lines, Process},
 };
 
+/// How long the agent's link count must stay the same before it counts as attached.
+const LINKS_SETTLED: Duration = Duration::from_millis(300);
+
 /// How long a tracer may take to attach, and to stop (draining a stalled pipe included).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -273,14 +276,26 @@ impl Tracer {
         let hooks = tools
             .hooks
             .context("the warm-up floor run reports how many hooks the probes have")?;
+        // The agent attaches more programs than the floor has hooks (two kfree copies), one at
+        // a time, then takes its inventory of what exists: it is ready once its links have
+        // stopped growing for a while. A workload started at the floor's count could create
+        // its first object while the inventory ran, which then reported it as `msg.exists`
+        // (no comm) instead of `msg.create`: one event short in the pipe's count, now and
+        // then, with nothing lost.
+        let mut links_seen = (0, Instant::now());
         loop {
             if self.process.try_exit()?.is_some() {
                 return Err(self.failed("exited while starting"));
             }
             let fds = kernel::bpf_fds(self.process.pid())?;
+            if fds.links != links_seen.0 {
+                links_seen = (fds.links, Instant::now());
+            }
             let attached = match self.setup {
                 // Every program through a bpf_link.
-                Setup::AgentNull | Setup::AgentPipe => fds.links >= hooks,
+                Setup::AgentNull | Setup::AgentPipe => {
+                    fds.links >= hooks && links_seen.1.elapsed() >= LINKS_SETTLED
+                }
                 // A perf event per tracepoint plus one output buffer per CPU.
                 _ => fds.progs.len() >= hooks && fds.perf_events >= hooks + online_cpus(),
             };
