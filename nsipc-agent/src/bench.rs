@@ -175,13 +175,7 @@ fn storm_records(count: usize) -> Vec<[u8; Record::SIZE]> {
 }
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer; this clock always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::render::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
 }
 
 /// Feeds `records` records through `trace`'s decode + lifecycle + JSON path on this thread and prints

@@ -18,12 +18,14 @@ pub struct WallClock {
     offset_ns: i128,
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
+/// The time of `clock` in ns.
+pub fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: ts is a valid out-pointer; both clocks always exist on Linux.
+    // SAFETY: ts is a valid out-pointer; the clocks asked for (realtime, monotonic, this
+    // thread's CPU time) always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }

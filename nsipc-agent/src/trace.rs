@@ -22,7 +22,7 @@ use crate::{
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
-    render::{KernelEventJson, Rfc3339, WallClock, kind_name},
+    render::{KernelEventJson, Rfc3339, WallClock, clock_ns, kind_name},
     sink::{JsonLines, SinkState, stdout_reader_gone},
     snapshot,
     stop_watchdog::{self, WatchedStdout},
@@ -44,13 +44,7 @@ const RACING_SLACK: Duration = Duration::from_millis(100);
 
 /// CLOCK_MONOTONIC in ns, the clock of the records' `ts_ns` (`bpf_ktime_get_ns`).
 fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
 pub struct TraceOptions {
