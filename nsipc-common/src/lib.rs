@@ -18,6 +18,9 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the read-only global (`u64`): bytes of unread data in the ring buffer past which a
 /// probe forces a wakeup.
 pub const WAKEUP_THRESHOLD_GLOBAL: &str = "WAKEUP_THRESHOLD";
+/// Name of the read-only global (`u32`): the agent's own process id, whose `*ctl` calls (the
+/// `IPC_STAT` that completes its inventory) the probes do not record.
+pub const AGENT_TGID_GLOBAL: &str = "AGENT_TGID";
 
 /// Name of the read-only global ([`CodeRanges`]): where in the kernel's text a `kfree` of a
 /// tracked pointer can be called from.

@@ -26,6 +26,13 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 #[unsafe(no_mangle)]
 static WAKEUP_THRESHOLD: Global<u64> = Global::new(256 * 1024);
 
+/// The agent's process id (userspace sets it before load). Its inventory asks `IPC_STAT` of
+/// the objects it lists: those calls are not its users', and their records, lost in a full
+/// ring buffer, would count as lost events no workload made. What the probes learn from them
+/// (a segment's kernel pointer) they still learn.
+#[unsafe(no_mangle)]
+static AGENT_TGID: Global<u32> = Global::new(0);
+
 /// Writes one record about `task`, the current task (a BTF pointer); on a full ring buffer
 /// counts it in `LOST` instead. Who the task is (ids, uid, comm) is read straight from its
 /// `task_struct`: each helper call (bpf_get_current_pid_tgid, _uid_gid, _comm) costs more than
@@ -39,11 +46,18 @@ pub fn emit(
     ret: i64,
     args: [u64; RECORD_ARGS],
 ) {
+    let (pid, tid) = task_ids(task);
+    if matches!(
+        kind,
+        EventKind::MsgCtl | EventKind::ShmCtl | EventKind::SemCtl
+    ) && pid == AGENT_TGID.load()
+    {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
         count_lost(kind);
         return;
     };
-    let (pid, tid) = task_ids(task);
     let comm = load_field::<[u64; 2]>(task, offset!(task_comm)).unwrap_or([0; 2]);
     let uid = load_field::<*const u8>(task, offset!(task_cred))
         .and_then(|cred| load_field::<u32>(cred, offset!(cred_uid)))

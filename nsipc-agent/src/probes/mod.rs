@@ -22,7 +22,7 @@ use hooks::{
 pub use hooks::{Backend, HookChoice};
 pub use kfree_callers::KfreeCallers;
 use nsipc_common::{
-    EVENTS_MAP, KFREE_CALLERS_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL,
+    AGENT_TGID_GLOBAL, EVENTS_MAP, KFREE_CALLERS_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL,
     WAKEUP_THRESHOLD_GLOBAL,
 };
 use serde::Serialize;
@@ -38,6 +38,7 @@ fn load_object(options: &LoadOptions<'_>) -> Result<Ebpf> {
     EbpfLoader::new()
         .override_global(OFFSETS_GLOBAL, &options.offsets, true)
         .override_global(KFREE_CALLERS_GLOBAL, &options.kfree_callers.ranges, true)
+        .override_global(AGENT_TGID_GLOBAL, &std::process::id(), true)
         .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .load(PROBES_OBJECT)
