@@ -38,6 +38,26 @@ struct Harness {
     out: Vec<Lifecycle>,
 }
 
+/// A successful `unshare(CLONE_NEWIPC)` from the host's namespace.
+fn unshared() -> Body {
+    Body::Unshare {
+        flags: 0x0800_0000,
+        from: host(),
+        result: Ok(0),
+    }
+}
+
+/// A successful get of `object` `key` (IPC_CREAT | 0600) that returned `id`.
+fn got(object: IpcObject, key: i32, id: i64) -> Body {
+    Body::Get {
+        object,
+        key,
+        flags: 0o1600,
+        size: 4096,
+        result: Ok(id),
+    }
+}
+
 impl Harness {
     fn new() -> Self {
         Self {
@@ -87,29 +107,11 @@ impl Harness {
     }
 
     fn unshare(&mut self, pid: u32, new: NsRef) -> Vec<Lifecycle> {
-        self.feed(
-            pid,
-            new,
-            Body::Unshare {
-                flags: 0x0800_0000,
-                from: host(),
-                result: Ok(0),
-            },
-        )
+        self.feed(pid, new, unshared())
     }
 
     fn get(&mut self, at: NsRef, object: IpcObject, key: i32, id: i64) -> Vec<Lifecycle> {
-        self.feed(
-            10,
-            at,
-            Body::Get {
-                object,
-                key,
-                flags: 0o1600,
-                size: 4096,
-                result: Ok(id),
-            },
-        )
+        self.feed(10, at, got(object, key, id))
     }
 
     fn rmid(
@@ -904,37 +906,9 @@ fn resync_leaves_a_racing_creation_to_its_record() {
         h.unshare(5, a);
         let b = ns(NS_B, id);
         let racing = [
-            h.event(
-                5,
-                a,
-                Body::Get {
-                    object: IpcObject::Msg,
-                    key: 1,
-                    flags: 0o1600,
-                    size: 0,
-                    result: Ok(3),
-                },
-            ),
-            h.event(
-                6,
-                b,
-                Body::Unshare {
-                    flags: 0x0800_0000,
-                    from: host(),
-                    result: Ok(0),
-                },
-            ),
-            h.event(
-                6,
-                b,
-                Body::Get {
-                    object: IpcObject::Shm,
-                    key: 2,
-                    flags: 0o1600,
-                    size: 4096,
-                    result: Ok(0),
-                },
-            ),
+            h.event(5, a, got(IpcObject::Msg, 1, 3)),
+            h.event(6, b, unshared()),
+            h.event(6, b, got(IpcObject::Shm, 2, 0)),
         ];
         let (counts, out) = h.resync(
             &[
@@ -1008,26 +982,8 @@ fn resync_ends_the_old_life_of_an_inum_a_racing_birth_reuses() {
     h.unshare(5, a);
     h.get(a, IpcObject::Msg, 1, 0);
     let racing = [
-        h.event(
-            6,
-            a,
-            Body::Unshare {
-                flags: 0x0800_0000,
-                from: host(),
-                result: Ok(0),
-            },
-        ),
-        h.event(
-            6,
-            a,
-            Body::Get {
-                object: IpcObject::Msg,
-                key: 9,
-                flags: 0o1600,
-                size: 0,
-                result: Ok(0),
-            },
-        ),
+        h.event(6, a, unshared()),
+        h.event(6, a, got(IpcObject::Msg, 9, 0)),
     ];
     let (counts, out) = h.resync(
         &[listed_ns(HOST_IPC_NS_INUM, 0), listed_ns(NS_A, 0)],

@@ -58,30 +58,29 @@ impl KfreeCallers {
             let in_core = fields.next().is_none();
             (in_core && matches!(kind, "t" | "T")).then_some((address, name))
         });
-        let mut starts: Vec<(u64, &str)> = Vec::new();
+        // (address, name, name without its `.part.0`-style suffix) of each caller piece.
+        let mut starts: Vec<(u64, &str, &str)> = Vec::new();
         let mut all_addresses = Vec::new();
         for (address, name) in text_symbols {
             all_addresses.push(address);
             let base = name.split('.').next().unwrap_or(name);
             if CALLERS.iter().any(|group| group.contains(&base)) {
-                starts.push((address, name));
+                starts.push((address, name, base));
             }
         }
-        let every_group_found = CALLERS.iter().all(|group| {
-            starts
-                .iter()
-                .any(|(_, name)| group.contains(&name.split('.').next().unwrap_or(name)))
-        });
+        let every_group_found = CALLERS
+            .iter()
+            .all(|group| starts.iter().any(|(_, _, base)| group.contains(base)));
         if !every_group_found
             || starts.len() > MAX_CODE_RANGES
-            || starts.iter().any(|&(address, _)| address == 0)
+            || starts.iter().any(|&(address, _, _)| address == 0)
         {
             return Self::everywhere();
         }
         all_addresses.sort_unstable();
         all_addresses.dedup();
         let mut ranges = [[0u64; 2]; MAX_CODE_RANGES];
-        for (range, &(start, _)) in ranges.iter_mut().zip(&starts) {
+        for (range, &(start, _, _)) in ranges.iter_mut().zip(&starts) {
             let next = all_addresses.partition_point(|&address| address <= start);
             let Some(&end) = all_addresses.get(next) else {
                 return Self::everywhere();
@@ -90,7 +89,7 @@ impl KfreeCallers {
         }
         Self {
             ranges: CodeRanges { ranges },
-            functions: starts.iter().map(|(_, name)| name.to_string()).collect(),
+            functions: starts.iter().map(|(_, name, _)| name.to_string()).collect(),
         }
     }
 }
