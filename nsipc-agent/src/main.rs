@@ -2,10 +2,12 @@
 
 mod agent_events;
 mod alloc_count;
+mod attribution;
 mod bench;
 mod btf;
 mod check;
 mod cli;
+mod containers;
 mod decode;
 mod inventory;
 mod json;

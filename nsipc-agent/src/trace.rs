@@ -18,7 +18,9 @@ use tokio::{
 
 use crate::{
     agent_events::AgentEvent,
-    decode::{DecodeError, KernelEvent, decode},
+    attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
+    containers::MetadataRoots,
+    decode::{Body, DecodeError, KernelEvent, decode},
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
@@ -73,6 +75,8 @@ pub(crate) struct Stream<W: Write> {
     clock: WallClock,
     counters: Counters,
     engine: Engine,
+    /// Which container each task is in.
+    attribution: Attribution,
     raw: bool,
     /// Reused for every event: the hot path does not allocate.
     derived: Vec<Lifecycle>,
@@ -102,6 +106,7 @@ impl<W: Write> Stream<W> {
             clock: WallClock::now(),
             counters: Counters::default(),
             engine: Engine::new(std::process::id()),
+            attribution: Attribution::none(),
             raw,
             derived: Vec::new(),
             resync_pending: false,
@@ -109,6 +114,12 @@ impl<W: Write> Stream<W> {
             peak_population: 0,
             last_population: 0,
         }
+    }
+
+    /// Attributes tasks to containers with `attribution` (without it, none is in one).
+    pub(crate) fn attributing(mut self, attribution: Attribution) -> Self {
+        self.attribution = attribution;
+        self
     }
 
     /// Gives the allocator's free memory back to the system once the engine's population has
@@ -143,7 +154,11 @@ impl<W: Write> Stream<W> {
     /// Counts one decoded record and writes what it means.
     fn apply_record(&mut self, event: &KernelEvent) -> Result<SinkState> {
         self.counters.events += 1;
-        self.write_kernel_event(event)
+        let mut event = *event;
+        if !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. }) {
+            event.task.container = self.attribution.resolve(event.task.cgroup, event.task.tid);
+        }
+        self.write_kernel_event(&event)
     }
 
     /// Counts and reports a record that could not be decoded.
@@ -174,6 +189,7 @@ impl<W: Write> Stream<W> {
             && self.sink.write(&KernelEventJson {
                 event,
                 clock: &self.clock,
+                attribution: &self.attribution,
             })? == SinkState::ReaderGone
         {
             return Ok(SinkState::ReaderGone);
@@ -189,6 +205,7 @@ impl<W: Write> Stream<W> {
             let json = LifecycleJson {
                 event: lifecycle,
                 clock: &self.clock,
+                attribution: &self.attribution,
             };
             if self.sink.write_with(|buf| json.write_line(buf))? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
@@ -366,8 +383,10 @@ enum Ending {
 pub async fn run(options: TraceOptions) -> Result<()> {
     kernel::check_privileges()?;
     let btf = kernel::load_btf(&options.btf_path)?;
-    let offsets =
-        kernel::kernel_offsets(&btf).context("the kernel's BTF lacks a field the probes read")?;
+    let hierarchy = CgroupHierarchy::of_this_host();
+    let offsets = kernel::kernel_offsets(&btf, hierarchy.as_ref())
+        .context("the kernel's BTF lacks a field the probes read")?;
+    let cgroup_hierarchy = attributed_hierarchy(hierarchy.as_ref(), &offsets);
     drop(btf);
     kernel::ensure_tracefs()?;
 
@@ -388,7 +407,12 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
     stop_watchdog::start()?;
-    let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw);
+    let attribution = Attribution::new(
+        hierarchy.filter(|_| cgroup_hierarchy.is_some()),
+        MetadataRoots::default(),
+    );
+    let mut stream =
+        Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw).attributing(attribution);
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();
@@ -434,6 +458,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         inventory_namespaces: namespaces.len(),
         inventory_objects: objects.len(),
         inventory_ms,
+        cgroup_hierarchy: cgroup_hierarchy.as_deref(),
     };
     stream.write_agent(&ready)?;
 

@@ -80,6 +80,21 @@ pub struct KernelOffsets {
     pub task_cred: u32,
     /// `cred.uid.val`
     pub cred_uid: u32,
+    /// `cred.euid.val`: the uid the kernel makes an object's owner (`ipc_addid`)
+    pub cred_euid: u32,
+    /// `task_struct.cgroups`: the task's `struct css_set *`
+    pub task_cgroups: u32,
+    /// Where in `struct css_set` the cgroup the agent attributes tasks by is reached: the
+    /// `struct cgroup_subsys_state *` of one cgroup v1 controller (`subsys[i]`), or on a
+    /// cgroup v2 host `dfl_cgrp` (a `struct cgroup *`, whose first member is its own
+    /// `cgroup_subsys_state`, so both are read the same way). [`NO_OFFSET`]: not attributed.
+    pub css_set_css: u32,
+    /// `cgroup_subsys_state.cgroup`
+    pub css_cgroup: u32,
+    /// `cgroup.kn`
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`: on 64-bit kernels the inode number of the cgroup's directory
+    pub kernfs_node_id: u32,
     /// `nsproxy.ipc_ns`
     pub nsproxy_ipc_ns: u32,
     /// `ipc_namespace.ns.inum`
@@ -118,6 +133,12 @@ impl KernelOffsets {
         task_comm: NO_OFFSET,
         task_cred: NO_OFFSET,
         cred_uid: NO_OFFSET,
+        cred_euid: NO_OFFSET,
+        task_cgroups: NO_OFFSET,
+        css_set_css: NO_OFFSET,
+        css_cgroup: NO_OFFSET,
+        cgroup_kn: NO_OFFSET,
+        kernfs_node_id: NO_OFFSET,
         nsproxy_ipc_ns: NO_OFFSET,
         ipc_ns_inum: NO_OFFSET,
         ipc_ns_id: NO_OFFSET,
@@ -252,6 +273,13 @@ pub struct Record {
     pub args: [u64; RECORD_ARGS],
     /// `task_struct.comm`, NUL-padded, any bytes.
     pub comm: [u8; COMM_LEN],
+    /// The task's cgroup in the hierarchy the agent attributes tasks by (see
+    /// [`KernelOffsets::css_set_css`]): its `kernfs_node.id`, the inode number of the cgroup's
+    /// directory; 0 when not read.
+    pub cgroup: u64,
+    /// Effective uid of the task.
+    pub euid: u32,
+    pub _reserved: u32,
 }
 
 impl Record {
@@ -266,7 +294,7 @@ impl Record {
     /// `out` must be valid for writing `Record::SIZE` bytes and 8-byte aligned.
     #[inline(always)]
     pub unsafe fn store(self, out: *mut Record) {
-        // SAFETY: Record is plain integers with no padding (14 words, checked below).
+        // SAFETY: Record is plain integers with no padding (16 words, checked below).
         let words = unsafe { core::mem::transmute::<Record, [u64; Record::SIZE / 8]>(self) };
         let out = out.cast::<u64>();
         let mut i = 0;
@@ -279,7 +307,7 @@ impl Record {
 
     /// The bytes of this record as a probe writes them into the ring buffer.
     pub fn to_bytes(&self) -> [u8; Record::SIZE] {
-        // SAFETY: Record is plain integers with no padding (checked below: 112 bytes, the sum
+        // SAFETY: Record is plain integers with no padding (checked below: 128 bytes, the sum
         // of its fields), so every byte is initialised.
         unsafe { core::mem::transmute_copy(self) }
     }
@@ -296,5 +324,5 @@ unsafe impl aya::Pod for CodeRanges {}
 
 // The ABI must not change size or alignment by accident: userspace rejects records of any other
 // length, and the ring buffer aligns records to 8 bytes.
-const _: () = assert!(Record::SIZE == 112);
+const _: () = assert!(Record::SIZE == 128);
 const _: () = assert!(core::mem::align_of::<Record>() == 8);
