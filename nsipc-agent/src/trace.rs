@@ -21,6 +21,7 @@ use crate::{
     attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
     containers::MetadataRoots,
     decode::{Body, DecodeError, KernelEvent, decode},
+    filter::{Filter, FilterSpec},
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
@@ -56,6 +57,8 @@ pub struct TraceOptions {
     pub raw: bool,
     /// The backend asked for; None for the best per hook.
     pub backend: Option<Backend>,
+    /// Which lines to write.
+    pub filter: FilterSpec,
 }
 
 /// Counts reported in `agent.stop`.
@@ -77,6 +80,8 @@ pub(crate) struct Stream<W: Write> {
     engine: Engine,
     /// Which container each task is in.
     attribution: Attribution,
+    /// Which event lines are written (None: all).
+    filter: Option<Filter>,
     raw: bool,
     /// Reused for every event: the hot path does not allocate.
     derived: Vec<Lifecycle>,
@@ -107,6 +112,7 @@ impl<W: Write> Stream<W> {
             counters: Counters::default(),
             engine: Engine::new(std::process::id()),
             attribution: Attribution::none(),
+            filter: None,
             raw,
             derived: Vec::new(),
             resync_pending: false,
@@ -119,6 +125,12 @@ impl<W: Write> Stream<W> {
     /// Attributes tasks to containers with `attribution` (without it, none is in one).
     pub(crate) fn attributing(mut self, attribution: Attribution) -> Self {
         self.attribution = attribution;
+        self
+    }
+
+    /// Writes only the lines `spec` selects.
+    pub(crate) fn filtering(mut self, spec: FilterSpec) -> Self {
+        self.filter = (!spec.is_empty()).then(|| Filter::new(spec));
         self
     }
 
@@ -186,6 +198,10 @@ impl<W: Write> Stream<W> {
     /// Writes what one kernel event means (and the event itself with `--raw`).
     fn write_kernel_event(&mut self, event: &KernelEvent) -> Result<SinkState> {
         if self.raw
+            && self
+                .filter
+                .as_mut()
+                .is_none_or(|filter| filter.raw(event, &self.attribution))
             && self.sink.write(&KernelEventJson {
                 event,
                 clock: &self.clock,
@@ -202,6 +218,11 @@ impl<W: Write> Stream<W> {
     /// Writes the lifecycle events the engine just derived.
     fn write_derived(&mut self) -> Result<SinkState> {
         for lifecycle in &self.derived {
+            if let Some(filter) = &mut self.filter
+                && !filter.lifecycle(lifecycle, &self.attribution)
+            {
+                continue;
+            }
             let json = LifecycleJson {
                 event: lifecycle,
                 clock: &self.clock,
@@ -411,8 +432,9 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         hierarchy.filter(|_| cgroup_hierarchy.is_some()),
         MetadataRoots::default(),
     );
-    let mut stream =
-        Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw).attributing(attribution);
+    let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw)
+        .attributing(attribution)
+        .filtering(options.filter);
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();

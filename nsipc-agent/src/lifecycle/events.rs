@@ -255,7 +255,7 @@ impl Lifecycle {
         }
     }
 
-    fn task(&self) -> Option<&Task> {
+    pub fn task(&self) -> Option<&Task> {
         match self {
             Lifecycle::NsCreate { task, .. }
             | Lifecycle::NsJoin { task, .. }
@@ -272,7 +272,7 @@ impl Lifecycle {
         }
     }
 
-    fn ns(&self) -> &NsIdent {
+    pub fn ns(&self) -> &NsIdent {
         match self {
             Lifecycle::NsExists { ns }
             | Lifecycle::NsCreate { ns, .. }
