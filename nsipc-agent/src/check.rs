@@ -61,6 +61,7 @@ pub fn run(btf_path: &Path) -> Result<()> {
         btf_path,
         ring_buffer_bytes: CHECK_RING_BUFFER_BYTES,
         backend: None,
+        cgroup_hierarchy: -1,
     })?;
     let hooks = capabilities.auto();
     let report = Report {

@@ -132,6 +132,10 @@ pub enum Body {
         ns_dying: bool,
         rmid_forced: bool,
     },
+    /// A cgroup was made in the attributed hierarchy (by the task, a container runtime).
+    CgroupMkdir {
+        cgroup: u64,
+    },
 }
 
 /// One decoded kernel event.
@@ -239,6 +243,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             ns_dying: args[2] != 0,
             rmid_forced: args[3] != 0,
         },
+        EventKind::CgroupMkdir => Body::CgroupMkdir { cgroup: args[0] },
     };
     Ok(KernelEvent {
         ts_ns: record.ts_ns,

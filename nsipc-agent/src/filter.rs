@@ -52,6 +52,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "process.exit",
     "ipc_ns.freed",
     "shm.freed",
+    "cgroup.mkdir",
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

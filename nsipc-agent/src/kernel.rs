@@ -114,7 +114,7 @@ pub fn release_freed_memory() {
 /// Where the probes find a task's cgroup in `hierarchy`: (`task_struct.cgroups`, the css
 /// pointer in `css_set`, `cgroup_subsys_state.cgroup`, `cgroup.kn`, `kernfs_node.id`). None
 /// when the kernel's BTF lacks one of them (tasks are then attributed to no container).
-fn cgroup_offsets(btf: &Btf, hierarchy: &CgroupHierarchy) -> Option<[u32; 5]> {
+fn cgroup_offsets(btf: &Btf, hierarchy: &CgroupHierarchy) -> Option<[u32; 7]> {
     let css_set_css = match hierarchy.kind {
         HierarchyKind::V1 { subsys_id, .. } => {
             btf.member_offset("css_set", "subsys").ok()? + 8 * subsys_id
@@ -131,6 +131,8 @@ fn cgroup_offsets(btf: &Btf, hierarchy: &CgroupHierarchy) -> Option<[u32; 5]> {
         btf.member_offset("cgroup_subsys_state", "cgroup").ok()?,
         btf.member_offset("cgroup", "kn").ok()?,
         btf.member_offset("kernfs_node", "id").ok()?,
+        btf.member_offset("cgroup", "root").ok()?,
+        btf.member_offset("cgroup_root", "hierarchy_id").ok()?,
     ])
 }
 
@@ -143,9 +145,11 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         css_cgroup,
         cgroup_kn,
         kernfs_node_id,
+        cgroup_root,
+        cgroup_root_hierarchy_id,
     ] = hierarchy
         .and_then(|hierarchy| cgroup_offsets(btf, hierarchy))
-        .unwrap_or([NO_OFFSET; 5]);
+        .unwrap_or([NO_OFFSET; 7]);
     let ns = btf.member_offset("ipc_namespace", "ns")?;
     let xa_head = btf.member_offset("ipc_ids", "ipcs_idr")?
         + btf.member_offset("idr", "idr_rt")?
@@ -164,6 +168,8 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         css_cgroup,
         cgroup_kn,
         kernfs_node_id,
+        cgroup_root,
+        cgroup_root_hierarchy_id,
         nsproxy_ipc_ns: btf.member_offset("nsproxy", "ipc_ns")?,
         ipc_ns_inum: ns + btf.member_offset("ns_common", "inum")?,
         ipc_ns_id: btf

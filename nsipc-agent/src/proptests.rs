@@ -237,6 +237,7 @@ fn encode(event: &KernelEvent) -> Record {
             none,
             Ok(0),
         ),
+        Body::CgroupMkdir { cgroup } => (EventKind::CgroupMkdir, [cgroup, 0, 0, 0], none, Ok(0)),
     };
     Record {
         kind: kind as u32,
@@ -328,7 +329,7 @@ proptest! {
         // (kinds that are not syscalls have none).
         let syscall = !matches!(
             event.body,
-            Body::ProcessExit | Body::NsFreed | Body::ShmFreed { .. }
+            Body::ProcessExit | Body::NsFreed | Body::ShmFreed { .. } | Body::CgroupMkdir { .. }
         );
         if syscall && record.ret >= -i64::from(i32::MAX) {
             prop_assert_eq!(encoded.ret, record.ret);

@@ -80,6 +80,7 @@ pub fn kind_name(id: u32) -> &'static str {
         EventKind::ProcessExit => "process.exit",
         EventKind::NsFreed => "ipc_ns.freed",
         EventKind::ShmFreed => "shm.freed",
+        EventKind::CgroupMkdir => "cgroup.mkdir",
     }
 }
 
@@ -118,6 +119,7 @@ pub fn event_name(body: &Body) -> &'static str {
         Body::ProcessExit => "process.exit",
         Body::NsFreed => "ipc_ns.freed",
         Body::ShmFreed { .. } => "shm.freed",
+        Body::CgroupMkdir { .. } => "cgroup.mkdir",
     }
 }
 
@@ -289,6 +291,7 @@ impl Serialize for KernelEventJson<'_> {
                 map.serialize_entry("ns_dying", ns_dying)?;
                 map.serialize_entry("rmid_forced", rmid_forced)?;
             }
+            Body::CgroupMkdir { cgroup } => map.serialize_entry("cgroup", cgroup)?,
         }
         map.end()
     }

@@ -167,8 +167,21 @@ impl<W: Write> Stream<W> {
     fn apply_record(&mut self, event: &KernelEvent) -> Result<SinkState> {
         self.counters.events += 1;
         let mut event = *event;
-        if !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. }) {
-            event.task.container = self.attribution.resolve(event.task.cgroup, event.task.tid);
+        match event.body {
+            Body::NsFreed | Body::ShmFreed { .. } => {}
+            // Learnt now, while the container is there to read its name from.
+            Body::CgroupMkdir { cgroup } => {
+                self.attribution.resolve(cgroup, 0);
+            }
+            _ => {
+                let task = &mut event.task;
+                task.container = self.attribution.resolve(task.cgroup, task.tid);
+                if !task.container.is_some()
+                    && matches!(event.body, Body::Setns { result: Ok(_), .. })
+                {
+                    task.container = self.attribution.current(task.tid);
+                }
+            }
         }
         self.write_kernel_event(&event)
     }
@@ -417,6 +430,10 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         btf_path: &options.btf_path,
         ring_buffer_bytes: options.ring_buffer_bytes,
         backend: options.backend,
+        cgroup_hierarchy: hierarchy
+            .as_ref()
+            .filter(|_| cgroup_hierarchy.is_some())
+            .map_or(-1, |hierarchy| hierarchy.hierarchy_id),
     })?;
     kernel::release_freed_memory();
     // SAFETY: the ring buffer owns its map fd, and AsyncFd owns the ring buffer, so the fd
@@ -431,7 +448,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let attribution = Attribution::new(
         hierarchy.filter(|_| cgroup_hierarchy.is_some()),
         MetadataRoots::default(),
-    );
+    )
+    .with_made_paths(probes.cgroup_paths.take());
     let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw)
         .attributing(attribution)
         .filtering(options.filter);

@@ -11,7 +11,7 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// per [`EventKind`] id (slot 0 unused; the benchmark floor has only that one).
 pub const LOST_MAP: &str = "LOST";
 /// Slots of the probes' `LOST` map: every [`EventKind`] id indexes one.
-pub const LOST_SLOTS: u32 = EventKind::ShmFreed as u32 + 1;
+pub const LOST_SLOTS: u32 = EventKind::CgroupMkdir as u32 + 1;
 
 /// Name of the read-only global ([`KernelOffsets`]) userspace fills in before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -21,6 +21,16 @@ pub const WAKEUP_THRESHOLD_GLOBAL: &str = "WAKEUP_THRESHOLD";
 /// Name of the read-only global (`u32`): the agent's own process id, whose `*ctl` calls (the
 /// `IPC_STAT` that completes its inventory) the probes do not record.
 pub const AGENT_TGID_GLOBAL: &str = "AGENT_TGID";
+
+/// Name of the read-only global (`i32`): the hierarchy (`cgroup_root.hierarchy_id`, 0 for
+/// cgroup v2's) whose new cgroups the probes report; -1 for none.
+pub const CGROUP_HIERARCHY_GLOBAL: &str = "CGROUP_HIERARCHY";
+/// Name of the LRU hash map: cgroup id → its path (NUL-padded), written as each cgroup of the
+/// attributed hierarchy is created, so that a container that comes and goes between two reads
+/// of the ring buffer is still known by its path.
+pub const CGROUP_PATHS_MAP: &str = "CGROUP_PATHS";
+/// Bytes of a path in [`CGROUP_PATHS_MAP`] (longer ones are cut).
+pub const CGROUP_PATH_LEN: usize = 256;
 
 /// Name of the read-only global ([`CodeRanges`]): where in the kernel's text a `kfree` of a
 /// tracked pointer can be called from.
@@ -95,6 +105,10 @@ pub struct KernelOffsets {
     pub cgroup_kn: u32,
     /// `kernfs_node.id`: on 64-bit kernels the inode number of the cgroup's directory
     pub kernfs_node_id: u32,
+    /// `cgroup.root`
+    pub cgroup_root: u32,
+    /// `cgroup_root.hierarchy_id`
+    pub cgroup_root_hierarchy_id: u32,
     /// `nsproxy.ipc_ns`
     pub nsproxy_ipc_ns: u32,
     /// `ipc_namespace.ns.inum`
@@ -139,6 +153,8 @@ impl KernelOffsets {
         css_cgroup: NO_OFFSET,
         cgroup_kn: NO_OFFSET,
         kernfs_node_id: NO_OFFSET,
+        cgroup_root: NO_OFFSET,
+        cgroup_root_hierarchy_id: NO_OFFSET,
         nsproxy_ipc_ns: NO_OFFSET,
         ipc_ns_inum: NO_OFFSET,
         ipc_ns_id: NO_OFFSET,
@@ -207,6 +223,9 @@ pub enum EventKind {
     /// `ns`: its namespace. args: id, key, 1 if its namespace was being torn down when the free
     /// came, 1 if the namespace has kernel.shm_rmid_forced set.
     ShmFreed = 14,
+    /// A cgroup was made in the hierarchy tasks are attributed by. args: its id. Its path is
+    /// in [`CGROUP_PATHS_MAP`].
+    CgroupMkdir = 15,
 }
 
 impl EventKind {
@@ -227,6 +246,7 @@ impl EventKind {
             12 => Self::ProcessExit,
             13 => Self::NsFreed,
             14 => Self::ShmFreed,
+            15 => Self::CgroupMkdir,
             _ => return None,
         })
     }

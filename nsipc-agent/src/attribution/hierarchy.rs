@@ -29,6 +29,9 @@ pub enum HierarchyKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupHierarchy {
     pub kind: HierarchyKind,
+    /// The kernel's number of the hierarchy (`cgroup_root.hierarchy_id`: /proc/cgroups'
+    /// second column for a v1 controller, 0 for the unified hierarchy).
+    pub hierarchy_id: i32,
     /// Where it is mounted, and the cgroup the mount shows at its root (`/` unless the
     /// mount is of a sub-tree).
     pub mount: PathBuf,
@@ -47,22 +50,22 @@ impl CgroupHierarchy {
     /// the kernel's `enum cgroup_subsys_id`) and /proc/self/mountinfo: the first mounted v1
     /// controller of [`V1_CONTROLLERS`], else the cgroup2 mount.
     pub fn choose(proc_cgroups: &str, mountinfo: &str) -> Option<Self> {
-        let subsys: Vec<(&str, bool)> = proc_cgroups
+        let subsys: Vec<(&str, i32, bool)> = proc_cgroups
             .lines()
             .filter(|line| !line.starts_with('#'))
             .filter_map(|line| {
                 let mut fields = line.split_whitespace();
                 let name = fields.next()?;
-                let enabled = fields.nth(2) == Some("1");
-                Some((name, enabled))
+                let hierarchy = fields.next()?.parse().ok()?;
+                let enabled = fields.nth(1) == Some("1");
+                Some((name, hierarchy, enabled))
             })
             .collect();
         let mounts: Vec<Mount> = mountinfo.lines().filter_map(Mount::parse).collect();
         for controller in V1_CONTROLLERS {
-            let Some(subsys_id) = subsys
-                .iter()
-                .position(|&(name, enabled)| name == controller && enabled)
-            else {
+            let Some(subsys_id) = subsys.iter().position(|&(name, hierarchy, enabled)| {
+                name == controller && hierarchy > 0 && enabled
+            }) else {
                 continue;
             };
             if let Some(mount) = mounts
@@ -74,6 +77,7 @@ impl CgroupHierarchy {
                         controller: controller.to_owned(),
                         subsys_id: subsys_id as u32,
                     },
+                    hierarchy_id: subsys[subsys_id].1,
                     mount: PathBuf::from(mount.point),
                     mount_root: mount.root.to_owned(),
                 });
@@ -82,6 +86,7 @@ impl CgroupHierarchy {
         let unified = mounts.iter().find(|m| m.fstype == "cgroup2")?;
         Some(Self {
             kind: HierarchyKind::V2,
+            hierarchy_id: 0,
             mount: PathBuf::from(unified.point),
             mount_root: unified.root.to_owned(),
         })
@@ -114,7 +119,12 @@ impl CgroupHierarchy {
     /// Whether the cgroup at `path` has id `cgroup` (its directory's inode number): a pid
     /// read from an event may have moved or been reused since.
     pub fn has_id(&self, path: &str, cgroup: u64) -> bool {
-        fs::metadata(self.directory(path)).is_ok_and(|m| m.ino() == cgroup)
+        self.id_of(path) == Some(cgroup)
+    }
+
+    /// The id of the cgroup at `path`, while it exists.
+    pub fn id_of(&self, path: &str) -> Option<u64> {
+        fs::metadata(self.directory(path)).ok().map(|m| m.ino())
     }
 
     /// Every cgroup of the hierarchy: (id, path as /proc/PID/cgroup writes it).
@@ -205,6 +215,7 @@ mod tests {
             }
         );
         assert_eq!(hierarchy.mount, Path::new("/sys/fs/cgroup/memory"));
+        assert_eq!(hierarchy.hierarchy_id, 4);
         let proc_cgroup = "9:name=systemd:/docker/abc\n8:pids:/docker/abc\n\
                            4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n";
         assert_eq!(
@@ -240,6 +251,7 @@ mod tests {
         let mounts = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
         let hierarchy = CgroupHierarchy::choose(cgroups, mounts).unwrap();
         assert_eq!(hierarchy.kind, HierarchyKind::V2);
+        assert_eq!(hierarchy.hierarchy_id, 0);
         assert_eq!(hierarchy.mount, Path::new("/sys/fs/cgroup"));
         let proc_cgroup = "0::/system.slice/docker-abc.scope\n";
         assert_eq!(

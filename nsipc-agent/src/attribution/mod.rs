@@ -19,6 +19,7 @@ pub use self::hierarchy::{CgroupHierarchy, HierarchyKind};
 use crate::{
     containers::{Container, MetadataRoots, container_of_cgroup},
     decode::ContainerRef,
+    probes::CgroupPaths,
 };
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -62,6 +63,8 @@ pub struct Attribution {
     /// `containers[r - 1]` is the container of ref `r`.
     containers: Vec<KnownContainer>,
     last_walk: Option<Instant>,
+    /// The probes' paths of the cgroups made since they were loaded.
+    made: Option<CgroupPaths>,
 }
 
 impl Attribution {
@@ -74,7 +77,14 @@ impl Attribution {
             by_id: HashMap::new(),
             containers: Vec::new(),
             last_walk: None,
+            made: None,
         }
+    }
+
+    /// Also looks new cgroups up in the paths the probes record as cgroups are made.
+    pub fn with_made_paths(mut self, made: Option<CgroupPaths>) -> Self {
+        self.made = made;
+        self
     }
 
     /// Attribution of nothing: every task is outside containers.
@@ -95,6 +105,17 @@ impl Attribution {
         let Some(hierarchy) = &self.hierarchy else {
             return ContainerRef::NONE;
         };
+        let recorded = self
+            .made
+            .as_ref()
+            .and_then(|made| made.get(&cgroup, 0).ok())
+            .map(|path| {
+                let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+                String::from_utf8_lossy(&path[..end]).into_owned()
+            });
+        if let Some(path) = recorded {
+            return self.learn(cgroup, &path);
+        }
         let from_proc = fs::read_to_string(format!("/proc/{tid}/cgroup"))
             .ok()
             .and_then(|text| hierarchy.path_in(&text))
@@ -119,6 +140,23 @@ impl Attribution {
         // Gone before it could be read: outside any container, as far as the agent can know.
         self.remember(cgroup, ContainerRef::NONE);
         ContainerRef::NONE
+    }
+
+    /// The container thread `tid` is in now (not when a record of it was made): a runtime
+    /// moves a task it starts in a running container (`docker exec`) into the container's
+    /// cgroup only after the task joined the container's namespaces.
+    pub fn current(&mut self, tid: u32) -> ContainerRef {
+        let Some(hierarchy) = &self.hierarchy else {
+            return ContainerRef::NONE;
+        };
+        let Some(cgroup) = fs::read_to_string(format!("/proc/{tid}/cgroup"))
+            .ok()
+            .and_then(|text| hierarchy.path_in(&text))
+            .and_then(|path| hierarchy.id_of(&path))
+        else {
+            return ContainerRef::NONE;
+        };
+        self.resolve(cgroup, tid)
     }
 
     /// Attributes cgroup `cgroup`, at `path`.

@@ -39,12 +39,20 @@ impl Default for MetadataRoots {
     }
 }
 
-pub fn container_of_cgroup(path: &str, _roots: &MetadataRoots) -> Option<Container> {
+pub fn container_of_cgroup(path: &str, roots: &MetadataRoots) -> Option<Container> {
     let id = crate::inventory::container::container_id(&format!("0::{path}\n"))?;
+    let name = std::fs::read(
+        roots
+            .root
+            .join(format!("var/lib/docker/containers/{id}/config.v2.json")),
+    )
+    .ok()
+    .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+    .and_then(|config| Some(config["Name"].as_str()?.trim_start_matches('/').to_owned()));
     Some(Container {
         id,
         runtime: Runtime::Docker,
-        name: None,
+        name,
         pod: None,
     })
 }

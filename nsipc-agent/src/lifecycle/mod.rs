@@ -807,7 +807,7 @@ impl Engine {
         // container lives anywhere by them.
         let by_task = !matches!(
             event.body,
-            Body::NsFreed | Body::ShmFreed { .. } | Body::ProcessExit
+            Body::NsFreed | Body::ShmFreed { .. } | Body::ProcessExit | Body::CgroupMkdir { .. }
         );
         if by_task {
             self.announce_host_ipc(event, out);
@@ -1059,13 +1059,15 @@ impl Engine {
                 }
                 self.destroy_object(key, ns, reason, None, ts, out);
             }
-            // Failed calls and other commands change nothing that lives.
+            // Failed calls and other commands change nothing that lives; a new cgroup is for
+            // the agent's attribution of tasks to containers.
             Body::Ctl { .. }
             | Body::ShmAttach { .. }
             | Body::ShmDetach { .. }
             | Body::Unshare { .. }
             | Body::Clone { .. }
-            | Body::Setns { .. } => {}
+            | Body::Setns { .. }
+            | Body::CgroupMkdir { .. } => {}
         }
     }
 

@@ -113,6 +113,13 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// nsipc reports new cgroups of one hierarchy: rare (a container start), so the floor writes
+/// none.
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn cgroup_mkdir(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
