@@ -39,6 +39,9 @@ pub enum AgentEvent<'a> {
         inventory_namespaces: usize,
         inventory_objects: usize,
         inventory_ms: u64,
+        /// The cgroup hierarchy tasks are attributed to containers by (`memory`, `unified`…);
+        /// null when none is (no `container` fields then).
+        cgroup_hierarchy: Option<&'a str>,
     },
     /// Records the probes could not write because the ring buffer was full.
     #[serde(rename = "agent.lost")]

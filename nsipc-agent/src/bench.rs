@@ -23,7 +23,7 @@ use tokio::{
 
 use crate::{
     alloc_count,
-    decode::{Body, KernelEvent, Task},
+    decode::{Body, ContainerRef, KernelEvent, Task},
     kernel,
     lifecycle::Engine,
     names::IpcObject,
@@ -148,6 +148,9 @@ fn record_bytes(
         ret,
         args,
         comm,
+        cgroup: 0,
+        euid: 0,
+        _reserved: 0,
     }
     .to_bytes()
 }
@@ -241,7 +244,10 @@ pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
         pid: 1,
         tid: 1,
         uid: 0,
+        euid: 0,
         comm,
+        cgroup: 0,
+        container: ContainerRef::NONE,
     };
     let host = NsRef {
         id: HOST_NS_ID,

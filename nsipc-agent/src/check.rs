@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
 use crate::{
+    attribution::{CgroupHierarchy, attributed_hierarchy},
     kernel,
     probes::{self, Backend, Capabilities, KfreeCallers, LoadOptions},
 };
@@ -25,6 +26,8 @@ struct Report<'a> {
     lockdown: Option<String>,
     /// The functions whose kfree calls the probes look at (every kfree when empty).
     kfree_callers: &'a [String],
+    /// The cgroup hierarchy tasks are attributed to containers by (None: none is).
+    cgroup_hierarchy: Option<String>,
     #[serde(flatten)]
     capabilities: &'a Capabilities,
     auto: Auto<'a>,
@@ -46,8 +49,9 @@ struct Auto<'a> {
 pub fn run(btf_path: &Path) -> Result<()> {
     kernel::check_privileges()?;
     let btf = kernel::load_btf(btf_path)?;
-    let offsets =
-        kernel::kernel_offsets(&btf).context("the kernel's BTF lacks a field the probes read")?;
+    let hierarchy = CgroupHierarchy::of_this_host();
+    let offsets = kernel::kernel_offsets(&btf, hierarchy.as_ref())
+        .context("the kernel's BTF lacks a field the probes read")?;
     drop(btf);
     kernel::ensure_tracefs()?;
     let kfree_callers = KfreeCallers::from_kallsyms();
@@ -57,6 +61,7 @@ pub fn run(btf_path: &Path) -> Result<()> {
         btf_path,
         ring_buffer_bytes: CHECK_RING_BUFFER_BYTES,
         backend: None,
+        cgroup_hierarchy: -1,
     })?;
     let hooks = capabilities.auto();
     let report = Report {
@@ -68,6 +73,7 @@ pub fn run(btf_path: &Path) -> Result<()> {
         },
         lockdown: lockdown_mode(),
         kfree_callers: &kfree_callers.functions,
+        cgroup_hierarchy: attributed_hierarchy(hierarchy.as_ref(), &offsets),
         capabilities: &capabilities,
         auto: Auto {
             backend: hooks.values().min().copied(),

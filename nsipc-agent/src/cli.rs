@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{kernel::DEFAULT_BTF_PATH, probes};
+use crate::{
+    filter::{EVENT_NAMES, FilterSpec, glob_match},
+    kernel::DEFAULT_BTF_PATH,
+    probes,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,10 +32,14 @@ pub struct Cli {
 pub enum Command {
     /// Stream IPC namespace and SysV IPC events as JSON Lines on stdout (needs root).
     ///
-    /// The first line is `agent.ready` (everything is attached); SIGINT or SIGTERM detaches,
-    /// drains what is buffered and ends with `agent.stop`.
+    /// The stream starts with what already exists (`ipc_ns.exists`, `msg.exists`, …), then
+    /// `agent.ready` once every probe is attached; events follow as they happen, each naming
+    /// its container where the task is in one. SIGINT or SIGTERM detaches, drains what is
+    /// buffered and ends with `agent.stop`.
     #[command(after_help = "Examples:\n  \
-        sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get\")'\n  \
+        sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get_failed\")'\n  \
+        sudo nsipc-agent trace --container producer --events 'msg.*,ipc_ns.*'\n  \
+        sudo nsipc-agent trace | jq -c 'select(.host_ipc) | {event, container: .container.name}'\n  \
         sudo nsipc-agent trace | jq -c 'select(.event | startswith(\"ipc_ns.\"))'\n  \
         sudo nsipc-agent trace --ring-buffer-size 64M > events.jsonl\n  \
         sudo nsipc-agent trace --backend kprobe | jq -c 'select(.event == \"agent.ready\") | .hooks'")]
@@ -118,6 +126,73 @@ pub struct TraceArgs {
     /// BTF of the running kernel, where the probes' struct offsets come from.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
     pub btf: PathBuf,
+
+    /// Only events of these containers: ids, id prefixes (as `docker ps` shows them) or
+    /// names. Lines without a task (teardowns) are kept for namespaces the container lived in.
+    #[arg(
+        long,
+        value_name = "ID|NAME",
+        value_delimiter = ',',
+        help_heading = "Filters"
+    )]
+    pub container: Vec<String>,
+
+    /// Only events in (or switching from) these IPC namespaces, by inode number.
+    #[arg(
+        long = "ns",
+        value_name = "INUM",
+        value_delimiter = ',',
+        help_heading = "Filters"
+    )]
+    pub namespaces: Vec<u32>,
+
+    /// Only events of these processes (thread group ids).
+    #[arg(
+        long,
+        value_name = "PID",
+        value_delimiter = ',',
+        help_heading = "Filters"
+    )]
+    pub pid: Vec<u32>,
+
+    /// Only events of tasks with this command name (exact, as `comm` shows it).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_delimiter = ',',
+        help_heading = "Filters"
+    )]
+    pub comm: Vec<String>,
+
+    /// Only these event kinds; `*` matches anything (`msg.*`, `*.destroy`). `agent.*` lines
+    /// and the startup inventory are always written. Filters choose lines after the lifecycle
+    /// engine, which sees every record, so lifecycles stay exact.
+    #[arg(long, value_name = "KINDS", value_delimiter = ',', value_parser = parse_event_glob, help_heading = "Filters")]
+    pub events: Vec<String>,
+}
+
+impl TraceArgs {
+    pub fn filter(&self) -> FilterSpec {
+        FilterSpec {
+            containers: self.container.clone(),
+            namespaces: self.namespaces.clone(),
+            pids: self.pid.clone(),
+            comms: self.comm.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+/// An `--events` glob, which must match some event kind (a typo would match nothing, silently).
+fn parse_event_glob(glob: &str) -> Result<String, String> {
+    if EVENT_NAMES.iter().any(|name| glob_match(glob, name)) {
+        Ok(glob.to_owned())
+    } else {
+        Err(format!(
+            "no event kind matches {glob:?}; kinds are: {}",
+            EVENT_NAMES.join(", ")
+        ))
+    }
 }
 
 #[derive(Debug, clap::Args)]

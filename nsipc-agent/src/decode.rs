@@ -32,9 +32,30 @@ fn sys_result(ret: i64) -> SysResult<i64> {
 pub struct Task {
     pub pid: u32,
     pub tid: u32,
+    /// Real uid.
     pub uid: u32,
+    /// Effective uid: what the kernel makes the owner of an object the task creates.
+    pub euid: u32,
     /// Raw `task_struct.comm`: any bytes, NUL-padded.
     pub comm: [u8; nsipc_common::COMM_LEN],
+    /// The task's cgroup id (0: not read); see `Record::cgroup`.
+    pub cgroup: u64,
+    /// The container the cgroup belongs to: filled in by the agent after decoding, from
+    /// `cgroup` (decoding leaves it [`ContainerRef::NONE`]).
+    pub container: ContainerRef,
+}
+
+/// A container, as an index into the agent's table of the containers it has seen (see
+/// `crate::attribution`); [`ContainerRef::NONE`] for a task outside any container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerRef(pub u32);
+
+impl ContainerRef {
+    pub const NONE: Self = Self(0);
+
+    pub fn is_some(self) -> bool {
+        self != Self::NONE
+    }
 }
 
 impl Task {
@@ -110,6 +131,10 @@ pub enum Body {
         key: i32,
         ns_dying: bool,
         rmid_forced: bool,
+    },
+    /// A cgroup was made in the attributed hierarchy (by the task, a container runtime).
+    CgroupMkdir {
+        cgroup: u64,
     },
 }
 
@@ -218,6 +243,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             ns_dying: args[2] != 0,
             rmid_forced: args[3] != 0,
         },
+        EventKind::CgroupMkdir => Body::CgroupMkdir { cgroup: args[0] },
     };
     Ok(KernelEvent {
         ts_ns: record.ts_ns,
@@ -225,7 +251,10 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             pid: record.pid,
             tid: record.tid,
             uid: record.uid,
+            euid: record.euid,
             comm: record.comm,
+            cgroup: record.cgroup,
+            container: ContainerRef::NONE,
         },
         ns: record.ns,
         body,
@@ -255,6 +284,9 @@ pub(crate) mod tests {
             ret,
             args,
             comm,
+            cgroup: 77,
+            euid: 1001,
+            _reserved: 0,
         };
         bytes_of(&record)
     }

@@ -58,6 +58,15 @@ pub trait Fields {
     /// A nested object of unsigned counts.
     fn counts(&mut self, key: Key, value: &[(Key, u64)]) -> Result<(), Self::Error>;
     fn u32_list(&mut self, key: Key, value: &[u32]) -> Result<(), Self::Error>;
+    /// A value already in JSON (an object made once and written many times, such as a
+    /// container's).
+    fn raw(&mut self, key: Key, json: &str) -> Result<(), Self::Error>;
+    /// A list of values already in JSON.
+    fn raw_list<'j>(
+        &mut self,
+        key: Key,
+        items: impl Iterator<Item = &'j str>,
+    ) -> Result<(), Self::Error>;
 }
 
 /// One JSON object written into a byte buffer (the sink's), without the newline.
@@ -179,6 +188,29 @@ impl Fields for Line<'_> {
             }
             self.buf
                 .extend_from_slice(itoa::Buffer::new().format(*item).as_bytes());
+        }
+        self.buf.push(b']');
+        Ok(())
+    }
+
+    fn raw(&mut self, key: Key, json: &str) -> Result<(), Infallible> {
+        self.key(key);
+        self.buf.extend_from_slice(json.as_bytes());
+        Ok(())
+    }
+
+    fn raw_list<'j>(
+        &mut self,
+        key: Key,
+        items: impl Iterator<Item = &'j str>,
+    ) -> Result<(), Infallible> {
+        self.key(key);
+        self.buf.push(b'[');
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            self.buf.extend_from_slice(item.as_bytes());
         }
         self.buf.push(b']');
         Ok(())
@@ -348,6 +380,24 @@ impl<M: SerializeMap> Fields for SerdeFields<'_, M> {
     fn u32_list(&mut self, key: Key, value: &[u32]) -> Result<(), M::Error> {
         self.0.serialize_entry(key.name, value)
     }
+
+    fn raw(&mut self, key: Key, json: &str) -> Result<(), M::Error> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(serde::ser::Error::custom)?;
+        self.0.serialize_entry(key.name, &value)
+    }
+
+    fn raw_list<'j>(
+        &mut self,
+        key: Key,
+        items: impl Iterator<Item = &'j str>,
+    ) -> Result<(), M::Error> {
+        let values = items
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<serde_json::Value>, _>>()
+            .map_err(serde::ser::Error::custom)?;
+        self.0.serialize_entry(key.name, &values)
+    }
 }
 
 #[cfg(test)]
@@ -383,7 +433,14 @@ mod tests {
                 ],
             )?;
             f.u32_list(key!("empty"), &[])?;
-            f.u32_list(key!("list"), &[4_026_531_839, 0, 7])
+            f.u32_list(key!("list"), &[4_026_531_839, 0, 7])?;
+            // (keys in the order serde_json's maps write them)
+            f.raw(
+                key!("container"),
+                r#"{"id":"ab","name":"pé","runtime":"docker"}"#,
+            )?;
+            f.raw_list(key!("nothing"), [].into_iter())?;
+            f.raw_list(key!("containers"), [r#"{"id":"a"}"#, "[1,2]"].into_iter())
         }
     }
 

@@ -7,7 +7,10 @@ use anyhow::{Context as _, Result, bail};
 
 use nsipc_common::{KernelOffsets, NO_OFFSET};
 
-use crate::btf::Btf;
+use crate::{
+    attribution::{CgroupHierarchy, HierarchyKind},
+    btf::Btf,
+};
 
 pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -108,8 +111,45 @@ pub fn release_freed_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
-/// The field offsets the probes need, from the running kernel's BTF.
-pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
+/// Where the probes find a task's cgroup in `hierarchy`: (`task_struct.cgroups`, the css
+/// pointer in `css_set`, `cgroup_subsys_state.cgroup`, `cgroup.kn`, `kernfs_node.id`). None
+/// when the kernel's BTF lacks one of them (tasks are then attributed to no container).
+fn cgroup_offsets(btf: &Btf, hierarchy: &CgroupHierarchy) -> Option<[u32; 7]> {
+    let css_set_css = match hierarchy.kind {
+        HierarchyKind::V1 { subsys_id, .. } => {
+            btf.member_offset("css_set", "subsys").ok()? + 8 * subsys_id
+        }
+        HierarchyKind::V2 => btf.member_offset("css_set", "dfl_cgrp").ok()?,
+    };
+    // dfl_cgrp is a `struct cgroup *`, read as the `cgroup_subsys_state` it starts with.
+    if btf.member_offset("cgroup", "self").ok()? != 0 {
+        return None;
+    }
+    Some([
+        btf.member_offset("task_struct", "cgroups").ok()?,
+        css_set_css,
+        btf.member_offset("cgroup_subsys_state", "cgroup").ok()?,
+        btf.member_offset("cgroup", "kn").ok()?,
+        btf.member_offset("kernfs_node", "id").ok()?,
+        btf.member_offset("cgroup", "root").ok()?,
+        btf.member_offset("cgroup_root", "hierarchy_id").ok()?,
+    ])
+}
+
+/// The field offsets the probes need, from the running kernel's BTF; tasks' cgroups are read
+/// in `hierarchy` (None: not read).
+pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<KernelOffsets> {
+    let [
+        task_cgroups,
+        css_set_css,
+        css_cgroup,
+        cgroup_kn,
+        kernfs_node_id,
+        cgroup_root,
+        cgroup_root_hierarchy_id,
+    ] = hierarchy
+        .and_then(|hierarchy| cgroup_offsets(btf, hierarchy))
+        .unwrap_or([NO_OFFSET; 7]);
     let ns = btf.member_offset("ipc_namespace", "ns")?;
     let xa_head = btf.member_offset("ipc_ids", "ipcs_idr")?
         + btf.member_offset("idr", "idr_rt")?
@@ -122,6 +162,14 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         task_cred: btf.member_offset("task_struct", "cred")?,
         // kuid_t is `typedef struct { uid_t val; } kuid_t;`: val is at its start.
         cred_uid: btf.member_offset("cred", "uid")?,
+        cred_euid: btf.member_offset("cred", "euid")?,
+        task_cgroups,
+        css_set_css,
+        css_cgroup,
+        cgroup_kn,
+        kernfs_node_id,
+        cgroup_root,
+        cgroup_root_hierarchy_id,
         nsproxy_ipc_ns: btf.member_offset("nsproxy", "ipc_ns")?,
         ipc_ns_inum: ns + btf.member_offset("ns_common", "inum")?,
         ipc_ns_id: btf
@@ -153,7 +201,13 @@ mod tests {
             eprintln!("no kernel BTF here; nothing to check");
             return;
         };
-        let offsets = kernel_offsets(&btf).unwrap();
+        let hierarchy = CgroupHierarchy::of_this_host();
+        let offsets = kernel_offsets(&btf, hierarchy.as_ref()).unwrap();
+        if hierarchy.is_some() {
+            assert_ne!(offsets.css_set_css, NO_OFFSET, "cgroups are read here");
+            assert_ne!(offsets.kernfs_node_id, NO_OFFSET);
+        }
+        assert_ne!(offsets.cred_euid, offsets.cred_uid);
         // pid and tgid are adjacent ints in every kernel since 2.6.
         assert_eq!(offsets.task_tgid, offsets.task_pid + 4);
         assert!(offsets.task_nsproxy > offsets.task_tgid);

@@ -2,11 +2,14 @@
 
 mod agent_events;
 mod alloc_count;
+mod attribution;
 mod bench;
 mod btf;
 mod check;
 mod cli;
+mod containers;
 mod decode;
+mod filter;
 mod inventory;
 mod json;
 mod kernel;
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Trace(args) => {
                 trace::run(trace::TraceOptions {
+                    filter: args.filter(),
                     btf_path: args.btf,
                     ring_buffer_bytes: args.ring_buffer_size,
                     raw: args.raw,

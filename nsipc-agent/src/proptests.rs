@@ -10,7 +10,9 @@ use proptest::{collection::vec, prelude::*};
 use serde_json::Value;
 
 use crate::{
-    decode::{Body, DecodeError, KernelEvent, SysResult, decode, tests::bytes_of},
+    attribution::Attribution,
+    containers::{Container, Runtime},
+    decode::{Body, ContainerRef, DecodeError, KernelEvent, SysResult, decode, tests::bytes_of},
     lifecycle::{DestroyReason, Engine, Lifecycle, LifecycleJson},
     names::IpcObject,
     render::{KernelEventJson, WallClock, event_name},
@@ -59,20 +61,25 @@ fn records(
         (ns.clone(), ns),
         ret,
         [arg.clone(), arg.clone(), arg.clone(), arg],
-        any::<[u8; COMM_LEN]>(),
+        (any::<[u8; COMM_LEN]>(), any::<u64>(), any::<u32>()),
     )
         .prop_map(
-            |(kind, (pid, tid, uid), ts_ns, (ns, other_ns), ret, args, comm)| Record {
-                kind,
-                pid,
-                tid,
-                uid,
-                ts_ns,
-                ns,
-                other_ns,
-                ret,
-                args,
-                comm,
+            |(kind, (pid, tid, uid), ts_ns, (ns, other_ns), ret, args, (comm, cgroup, euid))| {
+                Record {
+                    kind,
+                    pid,
+                    tid,
+                    uid,
+                    ts_ns,
+                    ns,
+                    other_ns,
+                    ret,
+                    args,
+                    comm,
+                    cgroup,
+                    euid,
+                    _reserved: 0,
+                }
             },
         )
 }
@@ -98,6 +105,25 @@ fn small_world_records() -> impl Strategy<Value = Record> + Clone {
         any::<u64>(),
     ];
     records(known_kind(), 1u32..=3, ns, ret, arg)
+}
+
+/// An attribution that knows two containers (refs 1 and 2).
+fn two_containers() -> Attribution {
+    let mut attribution = Attribution::none();
+    for id in ["a", "b"] {
+        attribution.intern(Container {
+            id: id.to_owned(),
+            runtime: Runtime::Docker,
+            name: Some(format!("c-{id}")),
+            pod: None,
+        });
+    }
+    attribution
+}
+
+/// The container a record's task is in, from its cgroup: none, or one of [`two_containers`].
+fn container_of(record: &Record) -> ContainerRef {
+    ContainerRef((record.cgroup % 3) as u32)
 }
 
 /// What a probe would write for `event`: the decoder's inverse, written from the ABI's
@@ -211,6 +237,7 @@ fn encode(event: &KernelEvent) -> Record {
             none,
             Ok(0),
         ),
+        Body::CgroupMkdir { cgroup } => (EventKind::CgroupMkdir, [cgroup, 0, 0, 0], none, Ok(0)),
     };
     Record {
         kind: kind as u32,
@@ -223,19 +250,25 @@ fn encode(event: &KernelEvent) -> Record {
         ret: ret_of(ret),
         args,
         comm: event.task.comm,
+        cgroup: event.task.cgroup,
+        euid: event.task.euid,
+        _reserved: 0,
     }
 }
 
 /// The fields every kind carries verbatim.
-fn header(record: &Record) -> (u32, u32, u32, u32, u64, NsRef, [u8; COMM_LEN]) {
+#[allow(clippy::type_complexity)]
+fn header(record: &Record) -> (u32, u32, u32, u32, u32, u64, NsRef, [u8; COMM_LEN], u64) {
     (
         record.kind,
         record.pid,
         record.tid,
         record.uid,
+        record.euid,
         record.ts_ns,
         record.ns,
         record.comm,
+        record.cgroup,
     )
 }
 
@@ -296,7 +329,7 @@ proptest! {
         // (kinds that are not syscalls have none).
         let syscall = !matches!(
             event.body,
-            Body::ProcessExit | Body::NsFreed | Body::ShmFreed { .. }
+            Body::ProcessExit | Body::NsFreed | Body::ShmFreed { .. } | Body::CgroupMkdir { .. }
         );
         if syscall && record.ret >= -i64::from(i32::MAX) {
             prop_assert_eq!(encoded.ret, record.ret);
@@ -311,7 +344,10 @@ proptest! {
             return Ok(());
         };
         let clock = WallClock::now();
-        let json = json_line(&KernelEventJson { event: &event, clock: &clock })?;
+        let attribution = two_containers();
+        let mut event = event;
+        event.task.container = container_of(&record);
+        let json = json_line(&KernelEventJson { event: &event, clock: &clock, attribution: &attribution })?;
         prop_assert_eq!(&json["event"], event_name(&event.body));
         prop_assert_eq!(&json["ns"], &Value::from(record.ns.inum));
     }
@@ -325,14 +361,16 @@ proptest! {
     #[test]
     fn the_engine_takes_any_event_sequence(records in vec(small_world_records(), 1..150)) {
         let clock = WallClock::now();
+        let attribution = two_containers();
         let mut engine = Engine::new(2);
         let mut derived = Vec::new();
         for record in &records {
-            let event = decode(&bytes_of(record)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut event = decode(&bytes_of(record)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            event.task.container = container_of(record);
             derived.clear();
             engine.apply(&event, &mut derived);
             for lifecycle in &derived {
-                let json = json_line(&LifecycleJson { event: lifecycle, clock: &clock })?;
+                let json = json_line(&LifecycleJson { event: lifecycle, clock: &clock, attribution: &attribution })?;
                 prop_assert_eq!(&json["event"], lifecycle.name());
             }
         }

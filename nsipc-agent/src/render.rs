@@ -3,10 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use nsipc_common::EventKind;
+use nsipc_common::{EventKind, HOST_IPC_NS_INUM};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
+    attribution::Attribution,
     decode::{Body, KernelEvent, SysResult, Task},
     names::{IpcObject, ctl_cmd_name, errno_name},
 };
@@ -79,6 +80,7 @@ pub fn kind_name(id: u32) -> &'static str {
         EventKind::ProcessExit => "process.exit",
         EventKind::NsFreed => "ipc_ns.freed",
         EventKind::ShmFreed => "shm.freed",
+        EventKind::CgroupMkdir => "cgroup.mkdir",
     }
 }
 
@@ -117,6 +119,7 @@ pub fn event_name(body: &Body) -> &'static str {
         Body::ProcessExit => "process.exit",
         Body::NsFreed => "ipc_ns.freed",
         Body::ShmFreed { .. } => "shm.freed",
+        Body::CgroupMkdir { .. } => "cgroup.mkdir",
     }
 }
 
@@ -124,6 +127,7 @@ pub fn event_name(body: &Body) -> &'static str {
 pub struct KernelEventJson<'a> {
     pub event: &'a KernelEvent,
     pub clock: &'a WallClock,
+    pub attribution: &'a Attribution,
 }
 
 /// Writes the fields of the task an event is about.
@@ -170,10 +174,17 @@ impl Serialize for KernelEventJson<'_> {
         map.serialize_entry("time", &Rfc3339(self.clock.wall_time(event.ts_ns)))?;
         // Frees run in whatever context the kernel frees in (a kworker, an RCU callback): no
         // process is behind them.
-        if !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. }) {
+        let has_task = !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. });
+        if has_task {
             put_task(&mut map, &event.task)?;
         }
         put_ns(&mut map, "ns", "ns_id", &event.ns)?;
+        if has_task && let Some(container) = self.attribution.get(event.task.container) {
+            let container: serde_json::Value =
+                serde_json::from_str(&container.json).map_err(serde::ser::Error::custom)?;
+            map.serialize_entry("container", &container)?;
+            map.serialize_entry("host_ipc", &(event.ns.inum == HOST_IPC_NS_INUM))?;
+        }
         match &event.body {
             Body::Get {
                 object,
@@ -280,6 +291,7 @@ impl Serialize for KernelEventJson<'_> {
                 map.serialize_entry("ns_dying", ns_dying)?;
                 map.serialize_entry("rmid_forced", rmid_forced)?;
             }
+            Body::CgroupMkdir { cgroup } => map.serialize_entry("cgroup", cgroup)?,
         }
         map.end()
     }
@@ -310,6 +322,7 @@ mod tests {
         let line = serde_json::to_string(&KernelEventJson {
             event: &event,
             clock: &clock,
+            attribution: &Attribution::none(),
         })
         .unwrap();
         assert!(!line.contains('\n'), "one line per event");

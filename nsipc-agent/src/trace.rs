@@ -18,7 +18,10 @@ use tokio::{
 
 use crate::{
     agent_events::AgentEvent,
-    decode::{DecodeError, KernelEvent, decode},
+    attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
+    containers::MetadataRoots,
+    decode::{Body, DecodeError, KernelEvent, decode},
+    filter::{Filter, FilterSpec},
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
@@ -54,6 +57,8 @@ pub struct TraceOptions {
     pub raw: bool,
     /// The backend asked for; None for the best per hook.
     pub backend: Option<Backend>,
+    /// Which lines to write.
+    pub filter: FilterSpec,
 }
 
 /// Counts reported in `agent.stop`.
@@ -73,6 +78,10 @@ pub(crate) struct Stream<W: Write> {
     clock: WallClock,
     counters: Counters,
     engine: Engine,
+    /// Which container each task is in.
+    attribution: Attribution,
+    /// Which event lines are written (None: all).
+    filter: Option<Filter>,
     raw: bool,
     /// Reused for every event: the hot path does not allocate.
     derived: Vec<Lifecycle>,
@@ -102,6 +111,8 @@ impl<W: Write> Stream<W> {
             clock: WallClock::now(),
             counters: Counters::default(),
             engine: Engine::new(std::process::id()),
+            attribution: Attribution::none(),
+            filter: None,
             raw,
             derived: Vec::new(),
             resync_pending: false,
@@ -109,6 +120,18 @@ impl<W: Write> Stream<W> {
             peak_population: 0,
             last_population: 0,
         }
+    }
+
+    /// Attributes tasks to containers with `attribution` (without it, none is in one).
+    pub(crate) fn attributing(mut self, attribution: Attribution) -> Self {
+        self.attribution = attribution;
+        self
+    }
+
+    /// Writes only the lines `spec` selects.
+    pub(crate) fn filtering(mut self, spec: FilterSpec) -> Self {
+        self.filter = (!spec.is_empty()).then(|| Filter::new(spec));
+        self
     }
 
     /// Gives the allocator's free memory back to the system once the engine's population has
@@ -143,7 +166,24 @@ impl<W: Write> Stream<W> {
     /// Counts one decoded record and writes what it means.
     fn apply_record(&mut self, event: &KernelEvent) -> Result<SinkState> {
         self.counters.events += 1;
-        self.write_kernel_event(event)
+        let mut event = *event;
+        match event.body {
+            Body::NsFreed | Body::ShmFreed { .. } => {}
+            // Learnt now, while the container is there to read its name from.
+            Body::CgroupMkdir { cgroup } => {
+                self.attribution.resolve(cgroup, 0);
+            }
+            _ => {
+                let task = &mut event.task;
+                task.container = self.attribution.resolve(task.cgroup, task.tid);
+                if !task.container.is_some()
+                    && matches!(event.body, Body::Setns { result: Ok(_), .. })
+                {
+                    task.container = self.attribution.current(task.tid);
+                }
+            }
+        }
+        self.write_kernel_event(&event)
     }
 
     /// Counts and reports a record that could not be decoded.
@@ -171,9 +211,14 @@ impl<W: Write> Stream<W> {
     /// Writes what one kernel event means (and the event itself with `--raw`).
     fn write_kernel_event(&mut self, event: &KernelEvent) -> Result<SinkState> {
         if self.raw
+            && self
+                .filter
+                .as_mut()
+                .is_none_or(|filter| filter.raw(event, &self.attribution))
             && self.sink.write(&KernelEventJson {
                 event,
                 clock: &self.clock,
+                attribution: &self.attribution,
             })? == SinkState::ReaderGone
         {
             return Ok(SinkState::ReaderGone);
@@ -186,9 +231,15 @@ impl<W: Write> Stream<W> {
     /// Writes the lifecycle events the engine just derived.
     fn write_derived(&mut self) -> Result<SinkState> {
         for lifecycle in &self.derived {
+            if let Some(filter) = &mut self.filter
+                && !filter.lifecycle(lifecycle, &self.attribution)
+            {
+                continue;
+            }
             let json = LifecycleJson {
                 event: lifecycle,
                 clock: &self.clock,
+                attribution: &self.attribution,
             };
             if self.sink.write_with(|buf| json.write_line(buf))? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
@@ -366,8 +417,10 @@ enum Ending {
 pub async fn run(options: TraceOptions) -> Result<()> {
     kernel::check_privileges()?;
     let btf = kernel::load_btf(&options.btf_path)?;
-    let offsets =
-        kernel::kernel_offsets(&btf).context("the kernel's BTF lacks a field the probes read")?;
+    let hierarchy = CgroupHierarchy::of_this_host();
+    let offsets = kernel::kernel_offsets(&btf, hierarchy.as_ref())
+        .context("the kernel's BTF lacks a field the probes read")?;
+    let cgroup_hierarchy = attributed_hierarchy(hierarchy.as_ref(), &offsets);
     drop(btf);
     kernel::ensure_tracefs()?;
 
@@ -377,6 +430,10 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         btf_path: &options.btf_path,
         ring_buffer_bytes: options.ring_buffer_bytes,
         backend: options.backend,
+        cgroup_hierarchy: hierarchy
+            .as_ref()
+            .filter(|_| cgroup_hierarchy.is_some())
+            .map_or(-1, |hierarchy| hierarchy.hierarchy_id),
     })?;
     kernel::release_freed_memory();
     // SAFETY: the ring buffer owns its map fd, and AsyncFd owns the ring buffer, so the fd
@@ -388,7 +445,14 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
     stop_watchdog::start()?;
-    let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw);
+    let attribution = Attribution::new(
+        hierarchy.filter(|_| cgroup_hierarchy.is_some()),
+        MetadataRoots::default(),
+    )
+    .with_made_paths(probes.cgroup_paths.take());
+    let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw)
+        .attributing(attribution)
+        .filtering(options.filter);
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();
@@ -434,6 +498,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         inventory_namespaces: namespaces.len(),
         inventory_objects: objects.len(),
         inventory_ms,
+        cgroup_hierarchy: cgroup_hierarchy.as_deref(),
     };
     stream.write_agent(&ready)?;
 

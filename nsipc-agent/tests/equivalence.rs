@@ -102,6 +102,13 @@ fn normalized(events: &[Value], created: &[u64]) -> Vec<String> {
                     places.iter().map(name).collect::<Vec<_>>().into(),
                 );
             }
+            if let Some(Value::Array(homes)) = e.get("key_lives_in_ns").cloned() {
+                let homes: Vec<Value> = homes
+                    .iter()
+                    .map(|home| json!({"ns": name(&home["ns"]), "containers": home["containers"]}))
+                    .collect();
+                e.insert("key_lives_in_ns".to_owned(), homes.into());
+            }
             Value::Object(e).to_string()
         })
         .collect();

@@ -11,7 +11,7 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// per [`EventKind`] id (slot 0 unused; the benchmark floor has only that one).
 pub const LOST_MAP: &str = "LOST";
 /// Slots of the probes' `LOST` map: every [`EventKind`] id indexes one.
-pub const LOST_SLOTS: u32 = EventKind::ShmFreed as u32 + 1;
+pub const LOST_SLOTS: u32 = EventKind::CgroupMkdir as u32 + 1;
 
 /// Name of the read-only global ([`KernelOffsets`]) userspace fills in before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -21,6 +21,16 @@ pub const WAKEUP_THRESHOLD_GLOBAL: &str = "WAKEUP_THRESHOLD";
 /// Name of the read-only global (`u32`): the agent's own process id, whose `*ctl` calls (the
 /// `IPC_STAT` that completes its inventory) the probes do not record.
 pub const AGENT_TGID_GLOBAL: &str = "AGENT_TGID";
+
+/// Name of the read-only global (`i32`): the hierarchy (`cgroup_root.hierarchy_id`, 0 for
+/// cgroup v2's) whose new cgroups the probes report; -1 for none.
+pub const CGROUP_HIERARCHY_GLOBAL: &str = "CGROUP_HIERARCHY";
+/// Name of the LRU hash map: cgroup id → its path (NUL-padded), written as each cgroup of the
+/// attributed hierarchy is created, so that a container that comes and goes between two reads
+/// of the ring buffer is still known by its path.
+pub const CGROUP_PATHS_MAP: &str = "CGROUP_PATHS";
+/// Bytes of a path in [`CGROUP_PATHS_MAP`] (longer ones are cut).
+pub const CGROUP_PATH_LEN: usize = 256;
 
 /// Name of the read-only global ([`CodeRanges`]): where in the kernel's text a `kfree` of a
 /// tracked pointer can be called from.
@@ -80,6 +90,25 @@ pub struct KernelOffsets {
     pub task_cred: u32,
     /// `cred.uid.val`
     pub cred_uid: u32,
+    /// `cred.euid.val`: the uid the kernel makes an object's owner (`ipc_addid`)
+    pub cred_euid: u32,
+    /// `task_struct.cgroups`: the task's `struct css_set *`
+    pub task_cgroups: u32,
+    /// Where in `struct css_set` the cgroup the agent attributes tasks by is reached: the
+    /// `struct cgroup_subsys_state *` of one cgroup v1 controller (`subsys[i]`), or on a
+    /// cgroup v2 host `dfl_cgrp` (a `struct cgroup *`, whose first member is its own
+    /// `cgroup_subsys_state`, so both are read the same way). [`NO_OFFSET`]: not attributed.
+    pub css_set_css: u32,
+    /// `cgroup_subsys_state.cgroup`
+    pub css_cgroup: u32,
+    /// `cgroup.kn`
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`: on 64-bit kernels the inode number of the cgroup's directory
+    pub kernfs_node_id: u32,
+    /// `cgroup.root`
+    pub cgroup_root: u32,
+    /// `cgroup_root.hierarchy_id`
+    pub cgroup_root_hierarchy_id: u32,
     /// `nsproxy.ipc_ns`
     pub nsproxy_ipc_ns: u32,
     /// `ipc_namespace.ns.inum`
@@ -118,6 +147,14 @@ impl KernelOffsets {
         task_comm: NO_OFFSET,
         task_cred: NO_OFFSET,
         cred_uid: NO_OFFSET,
+        cred_euid: NO_OFFSET,
+        task_cgroups: NO_OFFSET,
+        css_set_css: NO_OFFSET,
+        css_cgroup: NO_OFFSET,
+        cgroup_kn: NO_OFFSET,
+        kernfs_node_id: NO_OFFSET,
+        cgroup_root: NO_OFFSET,
+        cgroup_root_hierarchy_id: NO_OFFSET,
         nsproxy_ipc_ns: NO_OFFSET,
         ipc_ns_inum: NO_OFFSET,
         ipc_ns_id: NO_OFFSET,
@@ -186,6 +223,9 @@ pub enum EventKind {
     /// `ns`: its namespace. args: id, key, 1 if its namespace was being torn down when the free
     /// came, 1 if the namespace has kernel.shm_rmid_forced set.
     ShmFreed = 14,
+    /// A cgroup was made in the hierarchy tasks are attributed by. args: its id. Its path is
+    /// in [`CGROUP_PATHS_MAP`].
+    CgroupMkdir = 15,
 }
 
 impl EventKind {
@@ -206,6 +246,7 @@ impl EventKind {
             12 => Self::ProcessExit,
             13 => Self::NsFreed,
             14 => Self::ShmFreed,
+            15 => Self::CgroupMkdir,
             _ => return None,
         })
     }
@@ -252,6 +293,13 @@ pub struct Record {
     pub args: [u64; RECORD_ARGS],
     /// `task_struct.comm`, NUL-padded, any bytes.
     pub comm: [u8; COMM_LEN],
+    /// The task's cgroup in the hierarchy the agent attributes tasks by (see
+    /// [`KernelOffsets::css_set_css`]): its `kernfs_node.id`, the inode number of the cgroup's
+    /// directory; 0 when not read.
+    pub cgroup: u64,
+    /// Effective uid of the task.
+    pub euid: u32,
+    pub _reserved: u32,
 }
 
 impl Record {
@@ -266,7 +314,7 @@ impl Record {
     /// `out` must be valid for writing `Record::SIZE` bytes and 8-byte aligned.
     #[inline(always)]
     pub unsafe fn store(self, out: *mut Record) {
-        // SAFETY: Record is plain integers with no padding (14 words, checked below).
+        // SAFETY: Record is plain integers with no padding (16 words, checked below).
         let words = unsafe { core::mem::transmute::<Record, [u64; Record::SIZE / 8]>(self) };
         let out = out.cast::<u64>();
         let mut i = 0;
@@ -279,7 +327,7 @@ impl Record {
 
     /// The bytes of this record as a probe writes them into the ring buffer.
     pub fn to_bytes(&self) -> [u8; Record::SIZE] {
-        // SAFETY: Record is plain integers with no padding (checked below: 112 bytes, the sum
+        // SAFETY: Record is plain integers with no padding (checked below: 128 bytes, the sum
         // of its fields), so every byte is initialised.
         unsafe { core::mem::transmute_copy(self) }
     }
@@ -296,5 +344,5 @@ unsafe impl aya::Pod for CodeRanges {}
 
 // The ABI must not change size or alignment by accident: userspace rejects records of any other
 // length, and the ring buffer aligns records to 8 bytes.
-const _: () = assert!(Record::SIZE == 112);
+const _: () = assert!(Record::SIZE == 128);
 const _: () = assert!(core::mem::align_of::<Record>() == 8);

@@ -1,17 +1,69 @@
-//! Task exits that matter for namespace lifetimes.
+//! Task exits that matter for namespace lifetimes, and the cgroups tasks are attributed by.
 //!
 //! kernel: include/trace/events/sched.h: sched_process_exit, TP_PROTO(struct task_struct *p, ...)
 //!   fired from do_exit() before exit_task_namespaces() drops the task's nsproxy reference.
 //!   (6.18 adds `bool group_dead`; only the first argument is read so older kernels load too.)
+//! kernel: include/trace/events/cgroup.h: DEFINE_EVENT(cgroup, cgroup_mkdir, TP_PROTO(struct cgroup *cgrp, const char *path))
+//!   fired from cgroup_mkdir() once the new cgroup's kernfs node exists (4.13+).
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use nsipc_common::{EventKind, HOST_IPC_NS_INUM, NsRef};
+use aya_ebpf::{
+    Global,
+    helpers::bpf_probe_read_kernel_str_bytes,
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
+    programs::BtfTracePointContext,
+};
+use nsipc_common::{CGROUP_PATH_LEN, EventKind, HOST_IPC_NS_INUM, NsRef};
 
 use crate::{
     record::emit,
-    task::{ipc_ns_ptr_of, ns_ref},
+    task::{current_task, ipc_ns_ptr_of, load_field, ns_ref, offset},
     tracked::track_namespace,
 };
+
+/// The hierarchy whose new cgroups are reported (userspace sets it; -1: none).
+#[unsafe(no_mangle)]
+static CGROUP_HIERARCHY: Global<i32> = Global::new(-1);
+
+/// Cgroup id → path, for the cgroups made while the agent runs: a container that starts, does
+/// its IPC and is removed between two reads of the ring buffer leaves no directory behind to
+/// find its path by. LRU: the newest thousand are plenty for what is waiting to be read.
+#[map(name = "CGROUP_PATHS")]
+static CGROUP_PATHS: LruHashMap<u64, [u8; CGROUP_PATH_LEN]> = LruHashMap::with_max_entries(1024, 0);
+
+/// A cgroup of the attributed hierarchy was made: its path goes into [`CGROUP_PATHS`] and a
+/// record says so, so that userspace resolves its container while it exists.
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
+    let cgroup: *const u8 = ctx.arg(0);
+    let path: *const u8 = ctx.arg(1);
+    let hierarchy = load_field::<*const u8>(cgroup, offset!(cgroup_root))
+        .and_then(|root| load_field::<i32>(root, offset!(cgroup_root_hierarchy_id)));
+    if hierarchy != Some(CGROUP_HIERARCHY.load()) {
+        return 0;
+    }
+    let Some(id) = load_field::<*const u8>(cgroup, offset!(cgroup_kn))
+        .and_then(|kn| load_field::<u64>(kn, offset!(kernfs_node_id)))
+    else {
+        return 0;
+    };
+    if CGROUP_PATHS.insert(&id, &[0; CGROUP_PATH_LEN], 0).is_err() {
+        return 0;
+    }
+    if let Some(slot) = CGROUP_PATHS.get_ptr_mut(&id) {
+        // SAFETY: a map value of CGROUP_PATH_LEN bytes; a bad source address only fails.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(path, &mut *slot) };
+    }
+    emit(
+        current_task(),
+        EventKind::CgroupMkdir,
+        NsRef::default(),
+        NsRef::default(),
+        0,
+        [id, 0, 0, 0],
+    );
+    0
+}
 
 /// Exits in the host namespace cannot end a namespace's life and are filtered here, so the
 /// stream is not flooded with every exit on the machine.

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use nsipc_common::{EventKind, LOST_SLOTS, NsRef, RECORD_ARGS, Record};
 
-use crate::task::{load_field, offset, task_ids};
+use crate::task::{cgroup_of, load_field, offset, task_ids};
 
 /// Default size; userspace sets the real one (`--ring-buffer-size`) before load.
 #[map(name = "EVENTS")]
@@ -34,7 +34,7 @@ static WAKEUP_THRESHOLD: Global<u64> = Global::new(256 * 1024);
 static AGENT_TGID: Global<u32> = Global::new(0);
 
 /// Writes one record about `task`, the current task (a BTF pointer); on a full ring buffer
-/// counts it in `LOST` instead. Who the task is (ids, uid, comm) is read straight from its
+/// counts it in `LOST` instead. Who the task is (ids, uids, comm, cgroup) is read straight from its
 /// `task_struct`: each helper call (bpf_get_current_pid_tgid, _uid_gid, _comm) costs more than
 /// the loads.
 #[inline(always)]
@@ -59,9 +59,9 @@ pub fn emit(
         return;
     };
     let comm = load_field::<[u64; 2]>(task, offset!(task_comm)).unwrap_or([0; 2]);
-    let uid = load_field::<*const u8>(task, offset!(task_cred))
-        .and_then(|cred| load_field::<u32>(cred, offset!(cred_uid)))
-        .unwrap_or(0);
+    let cred = load_field::<*const u8>(task, offset!(task_cred)).unwrap_or(core::ptr::null());
+    let uid = load_field::<u32>(cred, offset!(cred_uid)).unwrap_or(0);
+    let euid = load_field::<u32>(cred, offset!(cred_euid)).unwrap_or(0);
     let record = Record {
         kind: kind as u32,
         pid,
@@ -75,6 +75,9 @@ pub fn emit(
         args,
         // SAFETY: plain bytes either way.
         comm: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm) },
+        cgroup: cgroup_of(task),
+        euid,
+        _reserved: 0,
     };
     // SAFETY: the reservation is one aligned Record.
     unsafe { record.store(entry.as_mut_ptr()) };

@@ -4,6 +4,10 @@
 //! kernel: include/linux/nsproxy.h: struct nsproxy { ... struct ipc_namespace *ipc_ns; ... }
 //! kernel: include/linux/ipc_namespace.h: struct ipc_namespace { struct ipc_ids ids[3]; ... struct ns_common ns; ... }
 //! kernel: include/linux/ns_common.h: struct ns_common { ... unsigned int inum; ... u64 ns_id (6.18) }
+//! kernel: include/linux/sched.h: struct task_struct { ... struct css_set __rcu *cgroups; ... }
+//! kernel: include/linux/cgroup-defs.h: struct css_set { struct cgroup_subsys_state *subsys[CGROUP_SUBSYS_COUNT]; ... struct cgroup *dfl_cgrp; ... }
+//! kernel: include/linux/cgroup-defs.h: struct cgroup_subsys_state { struct cgroup *cgroup; ... }, struct cgroup { struct cgroup_subsys_state self; ... struct kernfs_node *kn; ... }
+//! kernel: include/linux/kernfs.h: struct kernfs_node { ... u64 id; ... } (5.5+; the directory's inode number on 64-bit)
 
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
 use nsipc_common::{KernelOffsets, NO_OFFSET, NsRef};
@@ -88,4 +92,18 @@ pub fn task_ids(task: *const u8) -> (u32, u32) {
     let tgid = load_field::<u32>(task, offset!(task_tgid)).unwrap_or(0);
     let pid = load_field::<u32>(task, offset!(task_pid)).unwrap_or(0);
     (tgid, pid)
+}
+
+/// The id of `task`'s cgroup (a BTF pointer) in the hierarchy userspace chose: the
+/// `kernfs_node.id` of `task->cgroups->subsys[i]->cgroup` (cgroup v1) or of
+/// `task->cgroups->dfl_cgrp` (v2, read through the `cgroup_subsys_state` at its start). 0
+/// when the agent does not attribute tasks to cgroups.
+#[inline(always)]
+pub fn cgroup_of(task: *const u8) -> u64 {
+    load_field::<*const u8>(task, offset!(task_cgroups))
+        .and_then(|css_set| load_field::<*const u8>(css_set, offset!(css_set_css)))
+        .and_then(|css| load_field::<*const u8>(css, offset!(css_cgroup)))
+        .and_then(|cgroup| load_field::<*const u8>(cgroup, offset!(cgroup_kn)))
+        .and_then(|kn| load_field::<u64>(kn, offset!(kernfs_node_id)))
+        .unwrap_or(0)
 }

@@ -7,7 +7,7 @@
 //! first. Its objects are read from `/proc/sysvipc/*` by a helper thread that joins it (those
 //! files show the namespace of the thread that opens them); the calling thread never moves.
 
-mod container;
+pub(crate) mod container;
 mod enter;
 mod procfs;
 mod sysvipc;

@@ -2,8 +2,11 @@
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use nsipc_common::HOST_IPC_NS_INUM;
+
 use crate::{
-    decode::Task,
+    attribution::Attribution,
+    decode::{ContainerRef, Task},
     json::{Fields, Key, Line, SerdeFields, key},
     names::{IpcObject, errno_name},
     render::WallClock,
@@ -69,6 +72,34 @@ impl DestroyReason {
     }
 }
 
+/// Who joins a namespace, as far as containers tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    /// A container entering a namespace it already lives in (`docker exec`).
+    Exec,
+    /// A container entering another's namespace (`--ipc=container:NAME`).
+    Share,
+    /// A task outside any container (`nsenter`, a runtime before it moved the task).
+    Setns,
+}
+
+impl JoinKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinKind::Exec => "exec",
+            JoinKind::Share => "share",
+            JoinKind::Setns => "setns",
+        }
+    }
+}
+
+/// A namespace where a key lives, and the containers living there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyHome {
+    pub ns: NsIdent,
+    pub containers: Vec<ContainerRef>,
+}
+
 /// How a namespace was created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -96,10 +127,15 @@ pub enum Lifecycle {
         ns: NsIdent,
         from: NsIdent,
         into_host: bool,
+        kind: JoinKind,
+        /// The containers living in `ns` before the join.
+        members: Vec<ContainerRef>,
     },
     NsDestroy {
         ts: u64,
         ns: NsIdent,
+        /// The containers that lived in it.
+        containers: Vec<ContainerRef>,
         lifetime_ns: Option<u64>,
         destroyed: ObjectCounts,
         reason: DestroyReason,
@@ -164,7 +200,14 @@ pub enum Lifecycle {
         flags: i32,
         errno: i32,
         /// Other namespaces where a live object of this type has this key.
-        key_lives_in: Vec<u32>,
+        key_lives_in: Vec<KeyHome>,
+    },
+    /// A container's task seen in the host's IPC namespace for the first time
+    /// (`--ipc=host`).
+    ContainerHostIpc {
+        ts: u64,
+        task: Task,
+        ns: NsIdent,
     },
 }
 
@@ -191,6 +234,7 @@ impl Lifecycle {
             Lifecycle::GetFailed { object: Msg, .. } => "msg.get_failed",
             Lifecycle::GetFailed { object: Shm, .. } => "shm.get_failed",
             Lifecycle::GetFailed { object: Sem, .. } => "sem.get_failed",
+            Lifecycle::ContainerHostIpc { .. } => "container.host_ipc",
         }
     }
 
@@ -203,14 +247,15 @@ impl Lifecycle {
             | Lifecycle::ShmRemove { ts, .. }
             | Lifecycle::ShmAttach { ts, .. }
             | Lifecycle::ShmDetach { ts, .. }
-            | Lifecycle::GetFailed { ts, .. } => Some(*ts),
+            | Lifecycle::GetFailed { ts, .. }
+            | Lifecycle::ContainerHostIpc { ts, .. } => Some(*ts),
             Lifecycle::NsDestroy { ts, .. } | Lifecycle::ObjectDestroy { ts, .. } => {
                 (*ts != 0).then_some(*ts)
             }
         }
     }
 
-    fn task(&self) -> Option<&Task> {
+    pub fn task(&self) -> Option<&Task> {
         match self {
             Lifecycle::NsCreate { task, .. }
             | Lifecycle::NsJoin { task, .. }
@@ -218,7 +263,8 @@ impl Lifecycle {
             | Lifecycle::ShmRemove { task, .. }
             | Lifecycle::ShmAttach { task, .. }
             | Lifecycle::ShmDetach { task, .. }
-            | Lifecycle::GetFailed { task, .. } => Some(task),
+            | Lifecycle::GetFailed { task, .. }
+            | Lifecycle::ContainerHostIpc { task, .. } => Some(task),
             Lifecycle::ObjectDestroy { task, .. } => task.as_ref(),
             Lifecycle::NsExists { .. }
             | Lifecycle::ObjectExists { .. }
@@ -226,7 +272,7 @@ impl Lifecycle {
         }
     }
 
-    fn ns(&self) -> &NsIdent {
+    pub fn ns(&self) -> &NsIdent {
         match self {
             Lifecycle::NsExists { ns }
             | Lifecycle::NsCreate { ns, .. }
@@ -238,7 +284,8 @@ impl Lifecycle {
             | Lifecycle::ShmRemove { ns, .. }
             | Lifecycle::ShmAttach { ns, .. }
             | Lifecycle::ShmDetach { ns, .. }
-            | Lifecycle::GetFailed { ns, .. } => ns,
+            | Lifecycle::GetFailed { ns, .. }
+            | Lifecycle::ContainerHostIpc { ns, .. } => ns,
         }
     }
 }
@@ -262,10 +309,27 @@ fn put_task<F: Fields>(f: &mut F, task: &Task) -> Result<(), F::Error> {
     f.lossy(key!("comm"), task.comm_bytes())
 }
 
+/// Writes a list of containers as their objects.
+fn put_containers<F: Fields>(
+    f: &mut F,
+    key: Key,
+    containers: &[ContainerRef],
+    attribution: &Attribution,
+) -> Result<(), F::Error> {
+    f.raw_list(
+        key,
+        containers
+            .iter()
+            .filter_map(|&c| attribution.get(c))
+            .map(|known| known.json.as_str()),
+    )
+}
+
 /// A lifecycle event ready to serialize as one JSON object.
 pub struct LifecycleJson<'a> {
     pub event: &'a Lifecycle,
     pub clock: &'a WallClock,
+    pub attribution: &'a Attribution,
 }
 
 impl LifecycleJson<'_> {
@@ -286,8 +350,14 @@ impl LifecycleJson<'_> {
             put_task(f, task)?;
         }
         put_ns_ident(f, (key!("ns"), key!("ns_id"), key!("ns_gen")), event.ns())?;
+        if let Some(task) = event.task()
+            && let Some(container) = self.attribution.get(task.container)
+        {
+            f.raw(key!("container"), &container.json)?;
+            f.bool(key!("host_ipc"), event.ns().inum == HOST_IPC_NS_INUM)?;
+        }
         match event {
-            Lifecycle::NsExists { .. } => {}
+            Lifecycle::NsExists { .. } | Lifecycle::ContainerHostIpc { .. } => {}
             Lifecycle::NsCreate {
                 from,
                 via,
@@ -311,7 +381,11 @@ impl LifecycleJson<'_> {
                 }
             }
             Lifecycle::NsJoin {
-                from, into_host, ..
+                from,
+                into_host,
+                kind,
+                members,
+                ..
             } => {
                 put_ns_ident(
                     f,
@@ -319,13 +393,17 @@ impl LifecycleJson<'_> {
                     from,
                 )?;
                 f.bool(key!("into_host"), *into_host)?;
+                f.name(key!("join"), kind.as_str())?;
+                put_containers(f, key!("ns_containers"), members, self.attribution)?;
             }
             Lifecycle::NsDestroy {
                 lifetime_ns,
                 destroyed,
                 reason,
+                containers,
                 ..
             } => {
+                put_containers(f, key!("containers"), containers, self.attribution)?;
                 f.name(key!("reason"), reason.as_str())?;
                 if let Some(lifetime_ns) = lifetime_ns {
                     f.uint(key!("lifetime_ns"), *lifetime_ns)?;
@@ -354,7 +432,9 @@ impl LifecycleJson<'_> {
             } => {
                 f.int(key!("id"), (*id).into())?;
                 f.int(key!("key"), (*key).into())?;
-                f.uint(key!("owner_uid"), task.uid.into())?;
+                // The kernel makes the creator's effective uid the owner (ipc/util.c:
+                // ipc_addid() sets cuid and uid from current_euid()).
+                f.uint(key!("owner_uid"), task.euid.into())?;
                 f.int(key!("mode"), (*mode).into())?;
                 match object {
                     IpcObject::Msg => {}
@@ -409,7 +489,34 @@ impl LifecycleJson<'_> {
                     Some(name) => f.name(key!("errno"), name)?,
                     None => f.int(key!("errno"), (*errno).into())?,
                 }
-                f.u32_list(key!("key_lives_in"), key_lives_in)?;
+                let inums: Vec<u32> = key_lives_in.iter().map(|home| home.ns.inum).collect();
+                f.u32_list(key!("key_lives_in"), &inums)?;
+                // Each home as its own object (rare: a failed get of a key that lives
+                // elsewhere), then the list of them.
+                let mut homes: Vec<Vec<u8>> = Vec::with_capacity(key_lives_in.len());
+                for home in key_lives_in {
+                    let mut line = Vec::new();
+                    let mut object = Line::start(&mut line);
+                    let Ok(()) = put_ns_ident(
+                        &mut object,
+                        (key!("ns"), key!("ns_id"), key!("ns_gen")),
+                        &home.ns,
+                    );
+                    let Ok(()) = put_containers(
+                        &mut object,
+                        key!("containers"),
+                        &home.containers,
+                        self.attribution,
+                    );
+                    object.end();
+                    homes.push(line);
+                }
+                f.raw_list(
+                    key!("key_lives_in_ns"),
+                    homes
+                        .iter()
+                        .map(|line| std::str::from_utf8(line).expect("JSON is UTF-8")),
+                )?;
             }
         }
         Ok(())

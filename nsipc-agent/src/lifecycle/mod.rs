@@ -41,9 +41,11 @@ impl BuildHasher for ProcessSeed {
 
 use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
 
-pub use self::events::{DestroyReason, Lifecycle, LifecycleJson, NsIdent, ObjectCounts, Via};
+pub use self::events::{
+    DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts, Via,
+};
 use crate::{
-    decode::{Body, KernelEvent, Task},
+    decode::{Body, ContainerRef, KernelEvent, Task},
     names::IpcObject,
 };
 
@@ -270,7 +272,17 @@ pub struct Engine {
     /// Emptied object maps of dead namespaces, for new ones: namespaces come and go without
     /// allocating (up to [`SPARE_MAPS`] small ones are kept).
     spare_maps: Vec<ObjectMap>,
+    /// Inum → the containers whose tasks were seen in that (non-host) namespace, in the order
+    /// first seen (its creator's first): who lives there, for joins and its destroy. Only
+    /// namespaces with containers have an entry.
+    members: Map<u32, Vec<ContainerRef>>,
+    /// Containers already seen in the host's namespace (`--ipc=host`): each is announced once.
+    host_ipc: HashSet<ContainerRef>,
 }
+
+/// Containers remembered per namespace, at most (a namespace shared by more is unusual, and
+/// its lines would grow without bound).
+const MAX_MEMBERS: usize = 64;
 
 /// How many emptied object maps the engine keeps, at most, and the largest it keeps: enough
 /// for a steady churn of containers, and a few kilobytes in all.
@@ -301,6 +313,8 @@ impl Engine {
             dead: Vec::new(),
             objects_live: 0,
             spare_maps: Vec::with_capacity(SPARE_MAPS),
+            members: Map::default(),
+            host_ipc: HashSet::new(),
         }
     }
 
@@ -417,6 +431,7 @@ impl Engine {
         out.push(Lifecycle::NsDestroy {
             ts,
             ns: ident,
+            containers: self.members.remove(&ident.inum).unwrap_or_default(),
             lifetime_ns: freed_at
                 .and_then(|ts| state.created_ns().map(|created| ts.saturating_sub(created))),
             destroyed,
@@ -720,8 +735,9 @@ impl Engine {
         });
     }
 
-    /// Namespaces other than `except` where a live object of this type has `key`.
-    fn key_lives_in(&self, object: IpcObject, key: i32, except: u32) -> Vec<u32> {
+    /// Namespaces other than `except` where a live object of this type has `key`, with the
+    /// containers that live in each.
+    fn key_lives_in(&self, object: IpcObject, key: i32, except: u32) -> Vec<KeyHome> {
         let index = (object, key);
         let more = self.more_keys.get(&index).map_or(&[][..], Vec::as_slice);
         let mut found: Vec<u32> = self
@@ -735,11 +751,71 @@ impl Engine {
         found.sort_unstable();
         found.dedup();
         found
+            .into_iter()
+            .filter_map(|inum| {
+                Some(KeyHome {
+                    ns: self.namespaces.get(&inum)?.ident,
+                    containers: self.members.get(&inum).cloned().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// The containers seen living in namespace `inum`.
+    fn members_of(&self, inum: u32) -> Vec<ContainerRef> {
+        self.members.get(&inum).cloned().unwrap_or_default()
+    }
+
+    /// Announces, before the first event it makes there, a container whose task is in the
+    /// host's namespace (`--ipc=host`).
+    fn announce_host_ipc(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {
+        let task = event.task;
+        if event.ns.inum == HOST_IPC_NS_INUM
+            && task.container.is_some()
+            && task.pid != self.agent_pid
+            && self.host_ipc.insert(task.container)
+        {
+            let ns = self.ident(event.ns, out);
+            out.push(Lifecycle::ContainerHostIpc {
+                ts: event.ts_ns,
+                task,
+                ns,
+            });
+        }
+    }
+
+    /// Notes that `task` was seen in namespace `ns` (its namespace after the event): a
+    /// container there is one of its members.
+    fn note_member(&mut self, task: Task, ns: NsRef) {
+        let container = task.container;
+        if !container.is_some()
+            || ns.inum == HOST_IPC_NS_INUM
+            || task.pid == self.agent_pid
+            || !self.namespaces.contains_key(&ns.inum)
+        {
+            return;
+        }
+        let members = self.members.entry(ns.inum).or_default();
+        if !members.contains(&container) && members.len() < MAX_MEMBERS {
+            members.push(container);
+        }
     }
 
     /// Applies one kernel event, appending what it means to `out`.
     pub fn apply(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {
+        // Frees run in a kworker or an RCU callback, exits in the namespace being left: no
+        // container lives anywhere by them.
+        let by_task = !matches!(
+            event.body,
+            Body::NsFreed | Body::ShmFreed { .. } | Body::ProcessExit | Body::CgroupMkdir { .. }
+        );
+        if by_task {
+            self.announce_host_ipc(event, out);
+        }
         self.apply_event(event, out);
+        if by_task {
+            self.note_member(event.task, event.ns);
+        }
         self.shrink_maps();
     }
 
@@ -923,12 +999,22 @@ impl Engine {
                 let from = self.ident(from, out);
                 if task.pid != self.agent_pid {
                     let into_host = ns.inum == HOST_IPC_NS_INUM;
+                    let members = self.members_of(ns.inum);
+                    let kind = if !task.container.is_some() {
+                        JoinKind::Setns
+                    } else if members.contains(&task.container) {
+                        JoinKind::Exec
+                    } else {
+                        JoinKind::Share
+                    };
                     out.push(Lifecycle::NsJoin {
                         ts,
                         task,
                         ns,
                         from,
                         into_host,
+                        kind,
+                        members,
                     });
                 }
             }
@@ -973,13 +1059,15 @@ impl Engine {
                 }
                 self.destroy_object(key, ns, reason, None, ts, out);
             }
-            // Failed calls and other commands change nothing that lives.
+            // Failed calls and other commands change nothing that lives; a new cgroup is for
+            // the agent's attribution of tasks to containers.
             Body::Ctl { .. }
             | Body::ShmAttach { .. }
             | Body::ShmDetach { .. }
             | Body::Unshare { .. }
             | Body::Clone { .. }
-            | Body::Setns { .. } => {}
+            | Body::Setns { .. }
+            | Body::CgroupMkdir { .. } => {}
         }
     }
 

@@ -5,10 +5,13 @@ use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
 
 use super::*;
 use crate::{
+    attribution::Attribution,
     decode::{Body, KernelEvent, Task},
     names::IpcObject,
     render::WallClock,
 };
+
+mod containers;
 
 const AGENT_PID: u32 = 999;
 const NS_A: u32 = 4026532177;
@@ -27,8 +30,26 @@ fn task(pid: u32) -> Task {
         pid,
         tid: pid,
         uid: 1000,
+        euid: 1000,
         comm,
+        cgroup: 0,
+        container: ContainerRef::NONE,
     }
+}
+
+/// The inums of `key_lives_in`.
+fn inums(homes: &[KeyHome]) -> Vec<u32> {
+    homes.iter().map(|home| home.ns.inum).collect()
+}
+
+/// A lifecycle event as the stream writes it, with no containers known.
+fn to_json(event: &Lifecycle) -> serde_json::Value {
+    serde_json::to_value(LifecycleJson {
+        event,
+        clock: &WallClock::with_offset(0),
+        attribution: &Attribution::none(),
+    })
+    .unwrap()
 }
 
 /// Feeds events, collecting the output.
@@ -80,7 +101,19 @@ impl Harness {
 
     /// Applies one event by `pid` in namespace `at`; returns what it produced.
     fn feed(&mut self, pid: u32, at: NsRef, body: Body) -> Vec<Lifecycle> {
-        let event = self.event(pid, at, body);
+        self.feed_in(ContainerRef::NONE, pid, at, body)
+    }
+
+    /// Applies one event by `pid`, a task of `container`, in namespace `at`.
+    fn feed_in(
+        &mut self,
+        container: ContainerRef,
+        pid: u32,
+        at: NsRef,
+        body: Body,
+    ) -> Vec<Lifecycle> {
+        let mut event = self.event(pid, at, body);
+        event.task.container = container;
         let before = self.out.len();
         self.engine.apply(&event, &mut self.out);
         self.out[before..].to_vec()
@@ -547,11 +580,7 @@ fn inum_reuse_without_ns_id_counts_generations() {
     };
     assert_eq!((second.inum, second.id, second.generation), (NS_A, 0, 2));
     // Rendered as ns_gen where there is no ns_id.
-    let json = serde_json::to_value(LifecycleJson {
-        event: &out[0],
-        clock: &WallClock::with_offset(0),
-    })
-    .unwrap();
+    let json = to_json(&out[0]);
     assert_eq!(json["ns_gen"], 2);
     assert!(json.get("ns_id").is_none());
 }
@@ -653,8 +682,8 @@ fn failed_get_says_where_the_key_lives() {
     };
     assert_eq!((*errno, ns.inum), (2, NS_B));
     assert_eq!(
-        key_lives_in,
-        &vec![HOST_IPC_NS_INUM, NS_A],
+        inums(key_lives_in),
+        vec![HOST_IPC_NS_INUM, NS_A],
         "msg queues only, every other namespace"
     );
     let out = h.feed(
@@ -708,7 +737,7 @@ fn key_index_survives_its_holders_leaving_in_any_order() {
         let Lifecycle::GetFailed { key_lives_in, .. } = &out[0] else {
             panic!("{out:?}")
         };
-        key_lives_in.clone()
+        inums(key_lives_in)
     };
     let (a, b, c) = (ns(NS_A, 42), ns(NS_B, 43), ns(NS_A + 7, 44));
     let mut h = Harness::new();
@@ -1107,11 +1136,7 @@ fn lifecycle_json_has_the_documented_fields() {
     let a = ns(NS_A, 42);
     h.unshare(5, a);
     let out = h.get(a, IpcObject::Sem, 0x77, 3);
-    let json = serde_json::to_value(LifecycleJson {
-        event: &out[0],
-        clock: &WallClock::with_offset(0),
-    })
-    .unwrap();
+    let json = to_json(&out[0]);
     for field in [
         "event",
         "time",
@@ -1133,21 +1158,13 @@ fn lifecycle_json_has_the_documented_fields() {
         );
     }
     let out = h.freed(a);
-    let json = serde_json::to_value(LifecycleJson {
-        event: &out[0],
-        clock: &WallClock::with_offset(0),
-    })
-    .unwrap();
+    let json = to_json(&out[0]);
     assert_eq!(json["reason"], "namespace_teardown");
     assert!(
         json.get("pid").is_none(),
         "a teardown has no process behind it"
     );
-    let json = serde_json::to_value(LifecycleJson {
-        event: &out[1],
-        clock: &WallClock::with_offset(0),
-    })
-    .unwrap();
+    let json = to_json(&out[1]);
     assert_eq!(
         json["objects_destroyed"],
         serde_json::json!({"msg": 0, "shm": 0, "sem": 1})
@@ -1341,7 +1358,7 @@ fn a_namespace_free_destroys_exactly_its_own_objects() {
     let Lifecycle::GetFailed { key_lives_in, .. } = &out[0] else {
         panic!("{out:?}")
     };
-    assert_eq!(key_lives_in, &[NS_B]);
+    assert_eq!(inums(key_lives_in), [NS_B]);
     assert_eq!(
         Harness::names(&h.rmid(b, IpcObject::Sem, 1 << 15, false)),
         ["sem.destroy"]

@@ -60,6 +60,7 @@ pub fn kernel_function(hook: &str) -> String {
 pub const COMMON: &[(&str, &str)] = &[
     ("task_newtask", "task_newtask"),
     ("sched_process_exit", "sched_process_exit"),
+    ("cgroup_mkdir", "cgroup_mkdir"),
     ("kfree", "kfree"),
     ("kfree_again", "kfree"),
 ];

@@ -22,10 +22,13 @@ use hooks::{
 pub use hooks::{Backend, HookChoice};
 pub use kfree_callers::KfreeCallers;
 use nsipc_common::{
-    AGENT_TGID_GLOBAL, EVENTS_MAP, KFREE_CALLERS_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL,
-    WAKEUP_THRESHOLD_GLOBAL,
+    AGENT_TGID_GLOBAL, CGROUP_HIERARCHY_GLOBAL, CGROUP_PATH_LEN, CGROUP_PATHS_MAP, EVENTS_MAP,
+    KFREE_CALLERS_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL,
 };
 use serde::Serialize;
+
+/// The probes' map of the paths of new cgroups (see `nsipc_common::CGROUP_PATHS_MAP`).
+pub type CgroupPaths = aya::maps::HashMap<MapData, u64, [u8; CGROUP_PATH_LEN]>;
 
 /// The probes, compiled for the bpf target by build.rs.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nsipc"));
@@ -40,6 +43,7 @@ fn load_object(options: &LoadOptions<'_>) -> Result<Ebpf> {
         .override_global(KFREE_CALLERS_GLOBAL, &options.kfree_callers.ranges, true)
         .override_global(AGENT_TGID_GLOBAL, &std::process::id(), true)
         .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
+        .override_global(CGROUP_HIERARCHY_GLOBAL, &options.cgroup_hierarchy, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .load(PROBES_OBJECT)
         .context("the kernel refused the eBPF maps or object")
@@ -149,6 +153,8 @@ pub struct LoadOptions<'a> {
     pub ring_buffer_bytes: u32,
     /// The backend asked for; None for the best the kernel takes, hook by hook.
     pub backend: Option<Backend>,
+    /// The `hierarchy_id` of the cgroup hierarchy whose new cgroups are reported (-1: none).
+    pub cgroup_hierarchy: i32,
 }
 
 /// Loaded and attached probes. Dropping `programs` detaches and unloads every program; the
@@ -156,6 +162,8 @@ pub struct LoadOptions<'a> {
 pub struct Probes {
     programs: Option<Ebpf>,
     lost: PerCpuArray<MapData, u64>,
+    /// The paths of cgroups made since load (None for the benchmark floor).
+    pub cgroup_paths: Option<CgroupPaths>,
     pub attached: usize,
     /// Each syscall hook's backend.
     pub hooks: BTreeMap<String, HookChoice>,
@@ -316,10 +324,15 @@ impl Probes {
             ebpf.take_map(LOST_MAP)
                 .ok_or_else(|| anyhow!("the object has no {LOST_MAP} map"))?,
         )?;
+        let cgroup_paths = ebpf
+            .take_map(CGROUP_PATHS_MAP)
+            .map(CgroupPaths::try_from)
+            .transpose()?;
         Ok((
             Self {
                 programs: Some(ebpf),
                 lost,
+                cgroup_paths,
                 attached,
                 hooks: BTreeMap::new(),
             },

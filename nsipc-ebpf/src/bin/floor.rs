@@ -59,6 +59,9 @@ fn write_record(ret: i64) {
         ret,
         args: [0; 4],
         comm: [0; 16],
+        cgroup: 0,
+        euid: 0,
+        _reserved: 0,
     };
     // As nsipc writes its records (a struct store would call a byte-at-a-time memset).
     // SAFETY: the reservation is one aligned Record.
@@ -107,6 +110,13 @@ pub fn task_newtask(_ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
     write_record(0);
+    0
+}
+
+/// nsipc reports new cgroups of one hierarchy: rare (a container start), so the floor writes
+/// none.
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn cgroup_mkdir(_ctx: BtfTracePointContext) -> u32 {
     0
 }
 
