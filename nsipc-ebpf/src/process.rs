@@ -47,10 +47,10 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
     else {
         return 0;
     };
-    if CGROUP_PATHS.insert(&id, &[0; CGROUP_PATH_LEN], 0).is_err() {
+    if CGROUP_PATHS.insert(id, [0; CGROUP_PATH_LEN], 0).is_err() {
         return 0;
     }
-    if let Some(slot) = CGROUP_PATHS.get_ptr_mut(&id) {
+    if let Some(slot) = CGROUP_PATHS.get_ptr_mut(id) {
         // SAFETY: a map value of CGROUP_PATH_LEN bytes; a bad source address only fails.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(path, &mut *slot) };
     }
