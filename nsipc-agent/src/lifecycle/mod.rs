@@ -278,6 +278,10 @@ pub struct Engine {
     members: Map<u32, Vec<ContainerRef>>,
     /// Containers already seen in the host's namespace (`--ipc=host`): each is announced once.
     host_ipc: HashSet<ContainerRef>,
+    /// Live namespaces the stream has not announced (no `create`, no `exists`): first named by
+    /// a record of something done inside them, their creation's record lost or yet to come.
+    /// The next inventory that lists one announces it. Empty but for losses and races.
+    unannounced: HashSet<u32>,
 }
 
 /// Containers remembered per namespace, at most (a namespace shared by more is unusual, and
@@ -315,6 +319,7 @@ impl Engine {
             spare_maps: Vec::with_capacity(SPARE_MAPS),
             members: Map::default(),
             host_ipc: HashSet::new(),
+            unannounced: HashSet::new(),
         }
     }
 
@@ -358,6 +363,7 @@ impl Engine {
                 generation: *generation,
             };
             *generation += 1;
+            self.unannounced.insert(ns.inum);
             self.namespaces.insert(
                 ns.inum,
                 NamespaceState {
@@ -397,6 +403,7 @@ impl Engine {
         out: &mut Vec<Lifecycle>,
     ) -> u64 {
         let ident = state.ident;
+        self.unannounced.remove(&ident.inum);
         let ts = freed_at.unwrap_or(0);
         let mut dead = std::mem::take(&mut self.dead);
         dead.extend(state.objects.drain());
@@ -491,7 +498,9 @@ impl Engine {
         out: &mut Vec<Lifecycle>,
     ) {
         for existing in namespaces {
-            if !self.namespaces.contains_key(&existing.inum) {
+            let announced = self.namespaces.contains_key(&existing.inum)
+                && !self.unannounced.contains(&existing.inum);
+            if !announced {
                 let ident = self.ident(
                     NsRef {
                         inum: existing.inum,
@@ -500,6 +509,7 @@ impl Engine {
                     },
                     out,
                 );
+                self.unannounced.remove(&existing.inum);
                 out.push(Lifecycle::NsExists { ns: ident });
             }
         }
@@ -1072,7 +1082,7 @@ impl Engine {
     }
 
     /// A namespace came into being: a new life of its inum, unless this is the life already
-    /// known (a creation replayed after the inventory saw the namespace).
+    /// known and announced (a creation replayed after the inventory saw the namespace).
     fn born(
         &mut self,
         ns: NsRef,
@@ -1088,15 +1098,18 @@ impl Engine {
                 // again; one only inventoried can be this one.
                 state.created.is_none()
             };
-            if same_life {
+            if !same_life {
+                // Its previous life ended unseen (lost events).
+                self.ended_unseen(ns.inum, out);
+            } else if !self.unannounced.contains(&ns.inum) {
                 return;
             }
-            // Its previous life ended unseen (lost events).
-            self.ended_unseen(ns.inum, out);
+            // Else named before by what was done in it: this is its announcement.
         }
         let state = self.namespace(ns, out);
         state.created = NonZeroU64::new(ts.saturating_add(1));
         let ident = state.ident;
+        self.unannounced.remove(&ns.inum);
         out.push(event(ident));
     }
 

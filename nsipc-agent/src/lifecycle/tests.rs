@@ -80,9 +80,19 @@ fn got(object: IpcObject, key: i32, id: i64) -> Body {
 }
 
 impl Harness {
+    /// An engine started as `trace` starts one: with the host's namespace inventoried.
     fn new() -> Self {
+        let mut engine = Engine::new(AGENT_PID);
+        engine.observe_existing(
+            &[ExistingNamespace {
+                inum: HOST_IPC_NS_INUM,
+                id: host().id,
+            }],
+            &[],
+            &mut Vec::new(),
+        );
         Self {
-            engine: Engine::new(AGENT_PID),
+            engine,
             ts: 1_000,
             out: Vec::new(),
         }
@@ -888,6 +898,52 @@ fn resync_reports_what_vanished_and_appeared_unseen() {
             .all(|e| destroy_reason(e) == DestroyReason::Unknown)
     );
     assert_eq!(h.engine.live_counts(), (1, 0));
+}
+
+/// A namespace whose creation record was lost is first named by what is done in it: the
+/// next inventory that lists it announces it (`exists`), once, so the stream never holds a
+/// live namespace it never mentioned.
+#[test]
+fn resync_announces_a_namespace_only_named_by_its_objects() {
+    for id in [0, 42] {
+        let mut h = Harness::new();
+        let a = ns(NS_A, id);
+        assert_eq!(
+            Harness::names(&h.get(a, IpcObject::Msg, 1, 0)),
+            ["msg.create"]
+        );
+        let inventory = [listed_ns(HOST_IPC_NS_INUM, 0), listed_ns(NS_A, id)];
+        let (counts, out) = h.resync(&inventory, &[listed(NS_A, IpcObject::Msg, 0, 1)], &[]);
+        assert_eq!(Harness::names(&out), ["ipc_ns.exists"], "ns_id {id}");
+        assert_eq!(counts.namespaces_found, 1);
+        let (_, out) = h.resync(&inventory, &[listed(NS_A, IpcObject::Msg, 0, 1)], &[]);
+        assert_eq!(Harness::names(&out), [""; 0], "announced once (ns_id {id})");
+    }
+}
+
+/// The creation record of a namespace can come after records of what was done in it (a clone
+/// whose child works before the parent's exit is recorded): it still announces the namespace.
+#[test]
+fn a_creation_after_the_namespace_was_named_announces_it() {
+    for id in [0, 42] {
+        let mut h = Harness::new();
+        let a = ns(NS_A, id);
+        h.get(a, IpcObject::Msg, 1, 0);
+        assert_eq!(
+            Harness::names(&h.unshare(5, a)),
+            ["ipc_ns.create"],
+            "ns_id {id}"
+        );
+        assert_eq!(
+            h.engine.live_counts(),
+            (2, 1),
+            "the host's and one life of A, its queue kept"
+        );
+        // With ids, the same creation again is not news (without, it is the inum's next life).
+        if id != 0 {
+            assert_eq!(Harness::names(&h.unshare(5, a)), [""; 0], "announced once");
+        }
+    }
 }
 
 /// Removals made while the inventory read: the inventory no longer lists the objects, but
