@@ -355,7 +355,7 @@ impl<W: Write> Stream<W> {
         self.derived.clear();
         let counts = self
             .engine
-            .resync(&namespaces, &objects, &racing, &mut self.derived);
+            .resync(t0, &namespaces, &objects, &racing, &mut self.derived);
         if self.write_derived()? == SinkState::ReaderGone
             || self.sink.write(&AgentEvent::Resync {
                 time: self.now(),
@@ -456,6 +456,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();
+    let inventory_ts = monotonic_ns();
     let inventory = inventory::take_inventory().context("taking the startup inventory")?;
     let inventory_ms = inventory_started.elapsed().as_millis() as u64;
     let (namespaces, objects) = inventory.existing();
@@ -464,11 +465,11 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut existing = Vec::new();
     stream
         .engine
-        .observe_existing(&namespaces, &objects, &mut existing);
+        .observe_existing(inventory_ts, &namespaces, &objects, &mut existing);
     let generations: HashMap<u32, u32> = existing
         .iter()
         .filter_map(|event| match event {
-            Lifecycle::NsExists { ns } | Lifecycle::ObjectExists { ns, .. } => {
+            Lifecycle::NsExists { ns, .. } | Lifecycle::ObjectExists { ns, .. } => {
                 Some((ns.inum, ns.generation))
             }
             _ => None,

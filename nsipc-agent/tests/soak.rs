@@ -590,6 +590,14 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
         differences.len()
     );
     assert!(count("agent.resync") > 0, "nothing was tested");
+    // docs/events.md: `time` on every line, the resynchronisations' own included.
+    let untimed: Vec<&Value> = stopped
+        .events
+        .iter()
+        .filter(|e| !e.get("time").is_some_and(Value::is_string))
+        .take(3)
+        .collect();
+    assert!(untimed.is_empty(), "lines without time: {untimed:?}");
     assert_eq!(replay.unknown_then_removed, Vec::<String>::new());
     assert!(uncreated.is_empty(), "{uncreated:#?}");
     assert_eq!(replay.problems, Vec::<String>::new());

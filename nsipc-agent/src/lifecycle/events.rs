@@ -107,10 +107,12 @@ pub enum Via {
     Clone,
 }
 
-/// A lifecycle event. `ts` is CLOCK_MONOTONIC ns (0: not known, for inventory results).
+/// A lifecycle event. `ts` is CLOCK_MONOTONIC ns: when it happened or, for what an inventory
+/// found (`exists`, `unknown` destroys), when the agent looked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lifecycle {
     NsExists {
+        ts: u64,
         ns: NsIdent,
     },
     NsCreate {
@@ -141,6 +143,7 @@ pub enum Lifecycle {
         reason: DestroyReason,
     },
     ObjectExists {
+        ts: u64,
         ns: NsIdent,
         object: IpcObject,
         id: i32,
@@ -238,20 +241,20 @@ impl Lifecycle {
         }
     }
 
-    fn ts(&self) -> Option<u64> {
+    fn ts(&self) -> u64 {
         match self {
-            Lifecycle::NsExists { .. } | Lifecycle::ObjectExists { .. } => None,
-            Lifecycle::NsCreate { ts, .. }
+            Lifecycle::NsExists { ts, .. }
+            | Lifecycle::ObjectExists { ts, .. }
+            | Lifecycle::NsCreate { ts, .. }
             | Lifecycle::NsJoin { ts, .. }
             | Lifecycle::ObjectCreate { ts, .. }
             | Lifecycle::ShmRemove { ts, .. }
             | Lifecycle::ShmAttach { ts, .. }
             | Lifecycle::ShmDetach { ts, .. }
             | Lifecycle::GetFailed { ts, .. }
-            | Lifecycle::ContainerHostIpc { ts, .. } => Some(*ts),
-            Lifecycle::NsDestroy { ts, .. } | Lifecycle::ObjectDestroy { ts, .. } => {
-                (*ts != 0).then_some(*ts)
-            }
+            | Lifecycle::ContainerHostIpc { ts, .. }
+            | Lifecycle::NsDestroy { ts, .. }
+            | Lifecycle::ObjectDestroy { ts, .. } => *ts,
         }
     }
 
@@ -274,7 +277,7 @@ impl Lifecycle {
 
     pub fn ns(&self) -> &NsIdent {
         match self {
-            Lifecycle::NsExists { ns }
+            Lifecycle::NsExists { ns, .. }
             | Lifecycle::NsCreate { ns, .. }
             | Lifecycle::NsJoin { ns, .. }
             | Lifecycle::NsDestroy { ns, .. }
@@ -343,9 +346,7 @@ impl LifecycleJson<'_> {
     fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let event = self.event;
         f.name(key!("event"), event.name())?;
-        if let Some(ts) = event.ts() {
-            f.time(key!("time"), self.clock.wall_time(ts))?;
-        }
+        f.time(key!("time"), self.clock.wall_time(event.ts()))?;
         if let Some(task) = event.task() {
             put_task(f, task)?;
         }

@@ -346,15 +346,15 @@ impl Engine {
     }
 
     /// The identity the engine gives namespace `ns`, starting a new life when needed (and
-    /// reporting the end of the one it replaces).
-    fn namespace(&mut self, ns: NsRef, out: &mut Vec<Lifecycle>) -> &mut NamespaceState {
+    /// reporting the end of the one it replaces, at `ts`: when that came to light).
+    fn namespace(&mut self, ns: NsRef, ts: u64, out: &mut Vec<Lifecycle>) -> &mut NamespaceState {
         let known_life = self.namespaces.get(&ns.inum).is_some_and(|state| {
             // Same life unless both ids are known and differ (a destroy was missed).
             state.ident.id == 0 || ns.id == 0 || state.ident.id == ns.id
         });
         if !known_life {
             if self.namespaces.contains_key(&ns.inum) {
-                self.ended_unseen(ns.inum, out);
+                self.ended_unseen(ns.inum, ts, out);
             }
             let generation = self.next_generation.entry(ns.inum).or_insert(1);
             let ident = NsIdent {
@@ -380,31 +380,33 @@ impl Engine {
         state
     }
 
-    fn ident(&mut self, ns: NsRef, out: &mut Vec<Lifecycle>) -> NsIdent {
-        self.namespace(ns, out).ident
+    fn ident(&mut self, ns: NsRef, ts: u64, out: &mut Vec<Lifecycle>) -> NsIdent {
+        self.namespace(ns, ts, out).ident
     }
 
     /// The life of `inum` the engine knows ended without its free being seen (lost or missed
     /// records): reports it and what was still in it destroyed, with reason `unknown`, so the
-    /// stream never leaves a life it announced open. Returns how many objects that was.
-    fn ended_unseen(&mut self, inum: u32, out: &mut Vec<Lifecycle>) -> u64 {
+    /// stream never leaves a life it announced open. `ts`: when the agent found out (when it
+    /// died is not known). Returns how many objects that was.
+    fn ended_unseen(&mut self, inum: u32, ts: u64, out: &mut Vec<Lifecycle>) -> u64 {
         let Some(state) = self.namespaces.remove(&inum) else {
             return 0;
         };
-        self.end_life(state, None, out)
+        self.end_life(state, ts, false, out)
     }
 
     /// Reports the end of a namespace taken out of the map and of every object still in it:
-    /// freed at `freed_at`, or ended unseen (None, reason `unknown`). Returns how many objects.
+    /// freed at `ts`, or, if not `freed`, ended unseen (reason `unknown`, found out at `ts`).
+    /// Returns how many objects.
     fn end_life(
         &mut self,
         mut state: NamespaceState,
-        freed_at: Option<u64>,
+        ts: u64,
+        freed: bool,
         out: &mut Vec<Lifecycle>,
     ) -> u64 {
         let ident = state.ident;
         self.unannounced.remove(&ident.inum);
-        let ts = freed_at.unwrap_or(0);
         let mut dead = std::mem::take(&mut self.dead);
         dead.extend(state.objects.drain());
         let objects = dead.len() as u64;
@@ -417,7 +419,7 @@ impl Engine {
             ..ObjectCounts::default()
         };
         for ((object, id), object_state) in dead.drain(..) {
-            let reason = if freed_at.is_none() {
+            let reason = if !freed {
                 DestroyReason::Unknown
             } else if object_state.removed() {
                 // A segment removed while attached cannot outlive its attachments, which
@@ -439,10 +441,11 @@ impl Engine {
             ts,
             ns: ident,
             containers: self.members.remove(&ident.inum).unwrap_or_default(),
-            lifetime_ns: freed_at
-                .and_then(|ts| state.created_ns().map(|created| ts.saturating_sub(created))),
+            lifetime_ns: freed
+                .then(|| state.created_ns().map(|created| ts.saturating_sub(created)))
+                .flatten(),
             destroyed,
-            reason: if freed_at.is_some() {
+            reason: if freed {
                 DestroyReason::Freed
             } else {
                 DestroyReason::Unknown
@@ -490,9 +493,10 @@ impl Engine {
     }
 
     /// Records what an inventory found, before or after events: returns `exists` events for
-    /// what the engine did not know yet.
+    /// what the engine did not know yet, at `ts` (when the inventory looked).
     pub fn observe_existing(
         &mut self,
+        ts: u64,
         namespaces: &[ExistingNamespace],
         objects: &[ExistingObject],
         out: &mut Vec<Lifecycle>,
@@ -507,10 +511,11 @@ impl Engine {
                         id: existing.id,
                         ..NsRef::default()
                     },
+                    ts,
                     out,
                 );
                 self.unannounced.remove(&existing.inum);
-                out.push(Lifecycle::NsExists { ns: ident });
+                out.push(Lifecycle::NsExists { ts, ns: ident });
             }
         }
         for existing in objects {
@@ -527,10 +532,12 @@ impl Engine {
                     inum: existing.ns,
                     ..NsRef::default()
                 },
+                ts,
                 out,
             );
             self.insert_object(key, existing.key, None);
             out.push(Lifecycle::ObjectExists {
+                ts,
                 ns,
                 object: existing.object,
                 id: existing.id,
@@ -540,7 +547,8 @@ impl Engine {
     }
 
     /// After lost events: makes the state equal to a fresh inventory, reporting what vanished
-    /// (`destroy` with reason `unknown`) and what appeared (`exists`) unseen.
+    /// (`destroy` with reason `unknown`) and what appeared (`exists`) unseen, at `ts` (when the
+    /// inventory began: when the agent looked).
     ///
     /// The engine must already have applied every record produced before the inventory began
     /// (the caller drains the ring buffer around it and applies those first): the inventory
@@ -559,6 +567,7 @@ impl Engine {
     /// its loss is counted after the counters were read for it, so another one follows.
     pub fn resync(
         &mut self,
+        ts: u64,
         namespaces: &[ExistingNamespace],
         objects: &[ExistingObject],
         racing: &[KernelEvent],
@@ -605,7 +614,7 @@ impl Engine {
             .collect();
         gone_ns.sort_unstable();
         for inum in gone_ns {
-            counts.objects_gone += self.ended_unseen(inum, out);
+            counts.objects_gone += self.ended_unseen(inum, ts, out);
             counts.namespaces_gone += 1;
         }
 
@@ -643,7 +652,7 @@ impl Engine {
         }
         gone.sort_by_key(|(k, _)| (k.ns, k.object, k.id));
         for (key, ns) in gone {
-            self.destroy_object(key, ns, DestroyReason::Unknown, None, 0, out);
+            self.destroy_object(key, ns, DestroyReason::Unknown, None, ts, out);
             counts.objects_gone += 1;
         }
 
@@ -669,7 +678,7 @@ impl Engine {
             .copied()
             .collect();
         let before = out.len();
-        self.observe_existing(&found_ns, &found_objects, out);
+        self.observe_existing(ts, &found_ns, &found_objects, out);
         for event in &out[before..] {
             match event {
                 Lifecycle::NsExists { .. } => counts.namespaces_found += 1,
@@ -741,7 +750,10 @@ impl Engine {
             id: key.id,
             key: state.key,
             reason,
-            lifetime_ns: state.created_ns().map(|created| ts.saturating_sub(created)),
+            // Found gone (`unknown`), it died at some time before `ts`, not at `ts`.
+            lifetime_ns: (reason != DestroyReason::Unknown)
+                .then(|| state.created_ns().map(|created| ts.saturating_sub(created)))
+                .flatten(),
         });
     }
 
@@ -785,7 +797,7 @@ impl Engine {
             && task.pid != self.agent_pid
             && self.host_ipc.insert(task.container)
         {
-            let ns = self.ident(event.ns, out);
+            let ns = self.ident(event.ns, event.ts_ns, out);
             out.push(Lifecycle::ContainerHostIpc {
                 ts: event.ts_ns,
                 task,
@@ -848,7 +860,7 @@ impl Engine {
                 size,
                 result: Ok(id),
             } => {
-                let ns = self.ident(event.ns, out);
+                let ns = self.ident(event.ns, ts, out);
                 let obj_key = ObjectKey {
                     ns: ns.inum,
                     object,
@@ -875,7 +887,7 @@ impl Engine {
                 result: Err(errno),
                 ..
             } => {
-                let ns = self.ident(event.ns, out);
+                let ns = self.ident(event.ns, ts, out);
                 let key_lives_in = if key == IPC_PRIVATE {
                     Vec::new()
                 } else {
@@ -900,7 +912,7 @@ impl Engine {
                 result: Ok(_),
                 ..
             } if cmd & !IPC_64 == IPC_RMID => {
-                let ns = self.ident(event.ns, out);
+                let ns = self.ident(event.ns, ts, out);
                 let key = ObjectKey {
                     ns: ns.inum,
                     object,
@@ -933,7 +945,7 @@ impl Engine {
                 result: Ok(addr),
                 ..
             } => {
-                let ns = self.ident(event.ns, out);
+                let ns = self.ident(event.ns, ts, out);
                 let key = ObjectKey {
                     ns: ns.inum,
                     object: IpcObject::Shm,
@@ -954,7 +966,7 @@ impl Engine {
                 addr,
                 result: Ok(_),
             } => {
-                let ns = self.ident(event.ns, out);
+                let ns = self.ident(event.ns, ts, out);
                 let segment = self.attachments.remove(&(task.pid, addr));
                 let id = segment.map(|key| key.id);
                 let key = segment
@@ -974,7 +986,7 @@ impl Engine {
                 result: Ok(_),
                 ..
             } => {
-                let from = self.ident(from, out);
+                let from = self.ident(from, ts, out);
                 self.born(event.ns, ts, out, |ns| Lifecycle::NsCreate {
                     ts,
                     task,
@@ -990,7 +1002,7 @@ impl Engine {
                 result: Ok(_),
                 ..
             } => {
-                let from = self.ident(from, out);
+                let from = self.ident(from, ts, out);
                 self.born(event.ns, ts, out, |ns| Lifecycle::NsCreate {
                     ts,
                     task,
@@ -1005,8 +1017,8 @@ impl Engine {
                 result: Ok(_),
                 ..
             } if from.inum != event.ns.inum => {
-                let ns = self.ident(event.ns, out);
-                let from = self.ident(from, out);
+                let ns = self.ident(event.ns, ts, out);
+                let from = self.ident(from, ts, out);
                 if task.pid != self.agent_pid {
                     let into_host = ns.inum == HOST_IPC_NS_INUM;
                     let members = self.members_of(ns.inum);
@@ -1100,13 +1112,13 @@ impl Engine {
             };
             if !same_life {
                 // Its previous life ended unseen (lost events).
-                self.ended_unseen(ns.inum, out);
+                self.ended_unseen(ns.inum, ts, out);
             } else if !self.unannounced.contains(&ns.inum) {
                 return;
             }
             // Else named before by what was done in it: this is its announcement.
         }
-        let state = self.namespace(ns, out);
+        let state = self.namespace(ns, ts, out);
         state.created = NonZeroU64::new(ts.saturating_add(1));
         let ident = state.ident;
         self.unannounced.remove(&ns.inum);
@@ -1122,7 +1134,7 @@ impl Engine {
             return; // a stale free of a life already replaced
         }
         let state = self.namespaces.remove(&ns.inum).expect("present above");
-        self.end_life(state, Some(ts), out);
+        self.end_life(state, ts, true, out);
     }
 }
 
