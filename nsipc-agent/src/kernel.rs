@@ -5,7 +5,7 @@ use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 
-use nsipc_common::{KernelOffsets, NO_OFFSET};
+use nsipc_common::{IPCMNI_EXTEND_SHIFT, IPCMNI_SHIFT, KernelOffsets, NO_OFFSET};
 
 use crate::{
     attribution::{CgroupHierarchy, HierarchyKind},
@@ -109,6 +109,34 @@ pub fn release() -> String {
 pub fn release_freed_memory() {
     // SAFETY: malloc_trim only reads and changes the allocator's own state.
     unsafe { libc::malloc_trim(0) };
+}
+
+/// The shift of the sequence number in this kernel's SysV IPC ids (the kernel's
+/// `ipc_mni_shift`): [`IPCMNI_EXTEND_SHIFT`] when it was booted with `ipcmni_extend`, else
+/// [`IPCMNI_SHIFT`]. The variable itself cannot be read from here: the kernel's BTF describes
+/// only its per-CPU variables, and /proc/kallsyms lists no data symbols without
+/// CONFIG_KALLSYMS_ALL (neither has `ipc_mni_shift` on this project's 6.18 machines). So it is
+/// read where the kernel takes it from, the boot command line; the parameter exists only with
+/// CONFIG_SYSVIPC_SYSCTL (ipc/ipc_sysctl.c), whose sysctls include kernel.shmmni.
+pub fn ipc_id_shift() -> u32 {
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    ipc_id_shift_of(&cmdline, Path::new("/proc/sys/kernel/shmmni").exists())
+}
+
+/// [`ipc_id_shift`] for this command line, on a kernel with or without the IPC sysctls.
+fn ipc_id_shift_of(cmdline: &str, ipc_sysctls: bool) -> u32 {
+    // What follows `--` is init's; the kernel treats `-` and `_` in a name alike (parameq) and
+    // runs an early parameter's handler whatever its value.
+    let extended = cmdline
+        .split_ascii_whitespace()
+        .take_while(|arg| *arg != "--")
+        .map(|arg| arg.split_once('=').map_or(arg, |(name, _)| name))
+        .any(|name| name.replace('-', "_") == "ipcmni_extend");
+    if extended && ipc_sysctls {
+        IPCMNI_EXTEND_SHIFT
+    } else {
+        IPCMNI_SHIFT
+    }
 }
 
 /// Where the probes find a task's cgroup in `hierarchy`: (`task_struct.cgroups`, the css
@@ -216,6 +244,49 @@ mod tests {
         assert_eq!(offsets.ipc_ns_ids, 0);
         assert!(offsets.ipc_ids_size > offsets.ipc_ids_xa_head);
         assert!(offsets.xa_node_slots > offsets.xa_node_shift);
+    }
+
+    /// Issue 10, defect 5: with `ipcmni_extend` (shift 24) the index goes up to 2^24 - 1.
+    #[test]
+    fn an_ids_index_is_what_lies_below_its_kernels_shift() {
+        use nsipc_common::ipc_index;
+        // ipc_idr_alloc(): new->id = (new->seq << ipcmni_seq_shift()) + idx
+        let id = |seq: u32, index: u32, shift: u32| ((seq << shift) + index) as i32;
+        for (seq, index) in [(0, 0), (1, 0), (5, 7), (511, 32767), (65535, 32767)] {
+            let id = id(seq, index, 15);
+            assert_eq!(ipc_index(id, 15), index, "id {id:#x}, shift 15");
+        }
+        for (seq, index) in [
+            (0, 0),
+            (1, 32767),
+            (1, 32768),
+            (3, 40000),
+            (127, (1 << 24) - 1),
+        ] {
+            let id = id(seq, index, 24);
+            assert_eq!(ipc_index(id, 24), index, "id {id:#x}, shift 24");
+        }
+    }
+
+    #[test]
+    fn the_id_shift_is_the_boot_parameters() {
+        let shift = |cmdline| ipc_id_shift_of(cmdline, true);
+        assert_eq!(shift("console=ttyS0 quiet"), 15);
+        assert_eq!(shift("console=ttyS0 ipcmni_extend quiet"), 24);
+        assert_eq!(shift("ipcmni-extend"), 24);
+        assert_eq!(shift("root=/dev/vda ipcmni_extend=1"), 24);
+        assert_eq!(shift("quiet -- ipcmni_extend"), 15, "init's argument");
+        assert_eq!(shift("foo.ipcmni_extend xipcmni_extend"), 15);
+        assert_eq!(
+            ipc_id_shift_of("ipcmni_extend", false),
+            15,
+            "no CONFIG_SYSVIPC_SYSCTL: the parameter does not exist"
+        );
+        // This machine's: no ipcmni_extend on its command line.
+        let here = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        if !here.contains("ipcmni") {
+            assert_eq!(ipc_id_shift(), 15);
+        }
     }
 
     #[test]

@@ -125,6 +125,60 @@ fn shm_removed_while_attached_dies_at_the_last_detach() {
     assert!(destroy_at < ns_destroy_at);
 }
 
+/// Issue 10, defect 5: the probes find a segment's kernel pointer (to see its free) by the
+/// index part of its id, which is below bit 15, or bit 24 on a kernel booted with
+/// `ipcmni_extend`. A segment made with kernel.shm_next_id set (in a fresh namespace) has an
+/// index of 40000 where the kernel allows it (ipcmni_extend), and else sequence bits from 15 to
+/// 23 (the kernel masks next_id's index to 15 bits: 40000 there is sequence 1, index 7232):
+/// either way, wrong index bits lose its pointer, and its destroy at the last detach.
+#[test]
+fn a_segment_is_tracked_whatever_bits_of_its_id_are_set() {
+    if !std::path::Path::new("/proc/sys/kernel/shm_next_id").exists() {
+        eprintln!("no kernel.shm_next_id (CONFIG_CHECKPOINT_RESTORE) here: nothing to check");
+        return;
+    }
+    let extended = std::fs::read_to_string("/proc/cmdline")
+        .unwrap()
+        .split_ascii_whitespace()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "ipcmni_extend");
+    let next_id: i64 = if extended {
+        (1 << 24) | 40000
+    } else {
+        (0x1ff << 15) | 40
+    };
+    let mut agent = Agent::start(&[]);
+    let key = unique_key(25);
+    // As above, with the id chosen: a child attaches, the parent removes the segment, the
+    // child exits without detaching.
+    let out = sh(&format!(
+        "unshare --ipc sh -c '
+            readlink /proc/self/ns/ipc
+            echo {next_id} > /proc/sys/kernel/shm_next_id
+            id=$(perl -e \"print shmget({key}, 4096, 01600) // die\")
+            perl -e \"\\$|=1; syscall(30, $id, 0, 0) >= 0 or die; print qq(attached\\n); sleep 1\" &
+            sleep 0.3
+            ipcrm -m $id
+            wait
+            echo $id'"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let ns = parse_ns_link(lines[0]);
+    assert_eq!(lines[1], "attached");
+    let id: i64 = lines[2].parse().unwrap();
+    assert_eq!(id, next_id, "the kernel took kernel.shm_next_id");
+    let created = agent.wait_for("shm.create", |e| {
+        e["event"] == "shm.create" && e["key"] == key
+    });
+    assert_eq!(field(&created, "id"), id);
+    let destroyed = agent.wait_for("shm.destroy", |e| {
+        e["event"] == "shm.destroy" && e["ns"] == ns && e["ns_id"] == created["ns_id"]
+    });
+    assert_eq!(field(&destroyed, "id"), id);
+    assert_eq!(destroyed["reason"], "last_detach", "{destroyed}");
+}
+
 /// The classic mistake: a key created in one namespace, looked up from another.
 #[test]
 fn a_failed_get_names_the_namespace_where_the_key_lives() {

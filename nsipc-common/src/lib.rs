@@ -174,6 +174,24 @@ impl KernelOffsets {
 /// Index of the shm ids in `ipc_namespace.ids` (`IPC_SHM_IDS` in ipc/util.h).
 pub const IPC_SHM_IDS: u32 = 2;
 
+/// `IPCMNI_SHIFT` (ipc/util.h): a SysV IPC id is `seq << shift | index`, with this shift
+/// unless the kernel was booted with `ipcmni_extend`.
+pub const IPCMNI_SHIFT: u32 = 15;
+/// `IPCMNI_EXTEND_SHIFT`: the shift of a kernel booted with `ipcmni_extend` (indices up to
+/// 2^24 - 1).
+pub const IPCMNI_EXTEND_SHIFT: u32 = 24;
+
+/// Name of the read-only global (`u32`): the running kernel's shift of the sequence number in
+/// SysV IPC ids (the kernel's `ipc_mni_shift`), [`IPCMNI_SHIFT`] or [`IPCMNI_EXTEND_SHIFT`].
+pub const IPC_ID_SHIFT_GLOBAL: &str = "IPC_ID_SHIFT";
+
+/// The index part of SysV IPC id `id` (`ipcid_to_idx()`), on a kernel whose ids put the
+/// sequence number `shift` bits up.
+#[inline(always)]
+pub const fn ipc_index(id: i32, shift: u32) -> u32 {
+    id as u32 & ((1 << (shift & 31)) - 1)
+}
+
 /// Offset value meaning "this kernel has no such field".
 pub const NO_OFFSET: u32 = u32::MAX;
 

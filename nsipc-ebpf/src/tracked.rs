@@ -23,7 +23,10 @@ use aya_ebpf::{
     maps::HashMap,
     programs::RawTracePointContext,
 };
-use nsipc_common::{CodeRanges, EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, NsRef};
+use nsipc_common::{
+    CodeRanges, EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, IPCMNI_EXTEND_SHIFT, IPCMNI_SHIFT, NsRef,
+    ipc_index,
+};
 
 /// include/uapi/asm-generic/errno-base.h
 const ENOENT: i32 = 2;
@@ -88,8 +91,11 @@ pub fn track_namespace(ipc_ns: *const u8, ns: NsRef) {
 const XA_CHUNK_SHIFT: u32 = 6;
 /// Deep enough for 2^24 indices (ipcmni_extend); the default IPCMNI of 32768 needs 3.
 const XA_MAX_DEPTH: usize = 4;
-/// `IPCMNI_SHIFT`: an id is `seq << 15 | index` unless booted with ipcmni_extend.
-const IPCMNI_SHIFT: u32 = 15;
+
+/// The kernel's `ipc_mni_shift` (userspace sets it before load): an id is `seq << 15 | index`,
+/// or `seq << 24 | index` when the kernel was booted with `ipcmni_extend`.
+#[unsafe(no_mangle)]
+static IPC_ID_SHIFT: Global<u32> = Global::new(IPCMNI_SHIFT);
 
 /// xa_is_node(): internal entries have the low bits 10 and are above the small-value range.
 #[inline(always)]
@@ -104,7 +110,13 @@ fn is_node(entry: u64) -> bool {
 fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
     let ids =
         ipc_ns.wrapping_add((offset!(ipc_ns_ids) + IPC_SHM_IDS * offset!(ipc_ids_size)) as usize);
-    let index = (id as u32 & ((1 << IPCMNI_SHIFT) - 1)) as u64;
+    // One of the two shifts the kernel knows, whatever the global holds.
+    let shift = if IPC_ID_SHIFT.load() == IPCMNI_EXTEND_SHIFT {
+        IPCMNI_EXTEND_SHIFT
+    } else {
+        IPCMNI_SHIFT
+    };
+    let index = u64::from(ipc_index(id, shift));
     let mut entry: u64 = read_field(ids, offset!(ipc_ids_xa_head))?;
     let mut walked = false;
     for _ in 0..XA_MAX_DEPTH {

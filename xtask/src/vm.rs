@@ -660,9 +660,12 @@ fn run_in_vm(
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
+        // ipcmni_extend: ids of 2^24 indices, where the host has the default 2^15, so that the
+        // probes' index arithmetic (issue 10, defect 5) is tested both ways.
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 softlockup_panic=1 quiet NSIPC_BACKEND={backend}"
+            "console=ttyS0 panic=-1 softlockup_panic=1 quiet ipcmni_extend \
+             NSIPC_BACKEND={backend}"
         ));
     let status = run_logged(&mut qemu, &log, VM_TIMEOUT)?;
     drop(log);

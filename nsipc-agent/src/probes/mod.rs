@@ -23,7 +23,8 @@ pub use hooks::{Backend, HookChoice};
 pub use kfree_callers::KfreeCallers;
 use nsipc_common::{
     AGENT_TGID_GLOBAL, CGROUP_HIERARCHY_GLOBAL, CGROUP_PATH_LEN, CGROUP_PATHS_MAP, EVENTS_MAP,
-    KFREE_CALLERS_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL,
+    IPC_ID_SHIFT_GLOBAL, KFREE_CALLERS_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL,
+    WAKEUP_THRESHOLD_GLOBAL,
 };
 use serde::Serialize;
 
@@ -42,6 +43,7 @@ fn load_object(options: &LoadOptions<'_>) -> Result<Ebpf> {
         .override_global(OFFSETS_GLOBAL, &options.offsets, true)
         .override_global(KFREE_CALLERS_GLOBAL, &options.kfree_callers.ranges, true)
         .override_global(AGENT_TGID_GLOBAL, &std::process::id(), true)
+        .override_global(IPC_ID_SHIFT_GLOBAL, &crate::kernel::ipc_id_shift(), true)
         .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
         .override_global(CGROUP_HIERARCHY_GLOBAL, &options.cgroup_hierarchy, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
