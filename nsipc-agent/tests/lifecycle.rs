@@ -232,3 +232,56 @@ fn a_failed_get_names_the_namespace_where_the_key_lives() {
     });
     assert_eq!(destroyed["reason"], "namespace_teardown");
 }
+
+/// Issue 10, defect 2: a host process that exits still attached (the kernel detaches it, with no
+/// shmdt) must not leave its attachment behind in the agent. Its pid is then given (through
+/// `kernel.ns_last_pid`) to a child that inherited another segment at the same address: the
+/// child's shmdt detaches that segment, not the dead process's.
+#[test]
+fn a_dead_processs_attachment_is_not_its_pids_next_owners() {
+    if !std::path::Path::new("/proc/sys/kernel/ns_last_pid").exists() {
+        eprintln!("no kernel.ns_last_pid (CONFIG_CHECKPOINT_RESTORE) here: nothing to check");
+        return;
+    }
+    let mut agent = Agent::start(&[]);
+    // SYS_shmat = 30, SYS_shmdt = 67; a fixed address, so both segments are attached there.
+    let out = sh(r#"perl -e '
+        $| = 1;
+        my $addr = 0x7e0000000000;
+        my $first = shmget(0, 4096, 01600) // die "shmget: $!";
+        my $second = shmget(0, 4096, 01600) // die "shmget: $!";
+        my $dead = fork // die;
+        if ($dead == 0) { syscall(30, $first, $addr, 0) == $addr or die "shmat: $!"; exit 0 }
+        waitpid($dead, 0) == $dead && $? == 0 or die "the first attacher failed";
+        syscall(30, $second, $addr, 0) == $addr or die "shmat: $!";
+        my $done = 0;
+        for (1 .. 200) {
+            open(my $f, ">", "/proc/sys/kernel/ns_last_pid") or die "ns_last_pid: $!";
+            print $f $dead - 1;
+            close $f;
+            my $child = fork // die;
+            if ($child == 0) {
+                exit 3 if $$ != $dead;
+                syscall(67, $addr) == 0 or die "shmdt: $!";
+                exit 0;
+            }
+            waitpid($child, 0);
+            if ($? == 0) { $done = 1; last }
+        }
+        shmctl($first, 0, 0); shmctl($second, 0, 0);
+        $done or die "pid $dead never came back";
+        print "$first $second $dead\n";
+    '"#);
+    let fields: Vec<i64> = out.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    let [first, second, pid] = fields[..] else {
+        panic!("{out}");
+    };
+    assert_ne!(first, second);
+    let detach = agent.wait_for("the reused pid's shm.detach", |e| {
+        e["event"] == "shm.detach" && e["pid"] == pid
+    });
+    assert_ne!(
+        detach["id"], first,
+        "the detach was credited to the dead process's segment: {detach}"
+    );
+}

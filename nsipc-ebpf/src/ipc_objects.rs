@@ -13,9 +13,11 @@
 //!
 //! The tracepoints are `syscalls:sys_{enter,exit}_<name>`, whose arguments mirror the syscalls.
 
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use nsipc_common::EventKind;
 
 use crate::{
+    process::ATTACHERS,
     record::emit,
     syscall::{Args, Call, enter_plain, syscall_hooks},
     task::{ipc_ns_of, ipc_ns_ptr_of, ns_ref},
@@ -151,6 +153,11 @@ fn exit_shmctl(task: *const u8, kind: EventKind, call: Call, ret: i64) {
 
 #[inline(always)]
 fn exit_shmat(task: *const u8, kind: EventKind, call: Call, ret: i64) {
+    if ret >= 0 {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // A full LRU map evicts its oldest entry; insert cannot fail for lack of room.
+        let _ = ATTACHERS.insert(tgid, 0, 0);
+    }
     exit_shm(task, kind, call, ret, (ret >= 0).then(|| shmid(&call.args)));
 }
 

@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     Global,
-    helpers::bpf_probe_read_kernel_str_bytes,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
     macros::{btf_tracepoint, map},
     maps::LruHashMap,
     programs::BtfTracePointContext,
@@ -65,14 +65,29 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// Processes (tgid) that attached a shm segment while the agent ran: their exit detaches
+/// whatever they still have attached, with no shmdt, and the agent must hear of it wherever
+/// they are. LRU: a process evicted by sixteen thousand newer attachers is forgotten.
+#[map(name = "ATTACHERS")]
+pub static ATTACHERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
 /// Exits in the host namespace cannot end a namespace's life and are filtered here, so the
-/// stream is not flooded with every exit on the machine.
+/// stream is not flooded with every exit on the machine; but for processes that attached a
+/// segment ([`ATTACHERS`]; one hash lookup per process exit in the host).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let task: *const u8 = ctx.arg(0);
     let ipc_ns = ipc_ns_ptr_of(task);
     let ns = ns_ref(ipc_ns);
-    if ns.inum != 0 && ns.inum != HOST_IPC_NS_INUM {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // A process ends with its leader's exit (the engine lets attachments go then).
+    // SAFETY: the value is not read, only whether there is one.
+    let attacher = pid_tgid as u32 == tgid && unsafe { ATTACHERS.get(tgid) }.is_some();
+    if attacher {
+        let _ = ATTACHERS.remove(tgid);
+    }
+    if ns.inum != 0 && (ns.inum != HOST_IPC_NS_INUM || attacher) {
         // A namespace that existed before the agent may lose its last task here.
         track_namespace(ipc_ns, ns);
         // The exiting task is the current one.
