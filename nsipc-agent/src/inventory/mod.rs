@@ -7,7 +7,6 @@
 //! first. Its objects are read from `/proc/sysvipc/*` by a helper thread that joins it (those
 //! files show the namespace of the thread that opens them); the calling thread never moves.
 
-pub(crate) mod container;
 mod enter;
 mod procfs;
 mod sysvipc;

@@ -10,7 +10,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{FdHolder, MountHolder, ProcessInfo, Scan, container::container_id};
+use super::{FdHolder, MountHolder, ProcessInfo, Scan};
+use crate::containers::container_id;
 
 /// `PF_KTHREAD` in the flags field of /proc/PID/stat (include/linux/sched.h).
 const PF_KTHREAD: u64 = 0x0020_0000;
