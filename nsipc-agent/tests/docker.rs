@@ -1,6 +1,7 @@
-//! Real Docker: the story of the examples, told by containers made by dockerd and runc, and
-//! every container event checked against what `docker inspect` says. Needs root; installs
-//! docker.io and starts dockerd when missing (tests/containers/setup.sh).
+//! Real Docker and Podman: the story of the examples, told by containers made by dockerd and
+//! runc, then by podman (conmon and runc, cgroupfs), and every container event checked against
+//! what `docker inspect` / `podman inspect` says. Needs root; installs docker.io or podman and
+//! starts dockerd when missing (tests/containers/setup.sh).
 //!
 //! A producer (`--ipc shareable`) makes a queue, a segment and a semaphore set under known
 //! keys; a consumer in its own namespace fails to find the queue (and is told where the key
@@ -16,36 +17,80 @@ use std::process::Command;
 use serde_json::Value;
 use support::*;
 
-const IMAGE: &str = "nsipc-test:latest";
 const SETUP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/containers/setup.sh");
 
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker");
-    assert!(
-        output.status.success(),
-        "docker {args:?}: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+/// A container engine with a docker-like command line.
+#[derive(Clone, Copy)]
+struct Engine {
+    /// Its command, and the argument setup.sh takes.
+    program: &'static str,
+    /// What the stream calls the runtime of its containers.
+    runtime: &'static str,
+    image: &'static str,
+    /// Options for every `run` (podman would set up a network through netavark otherwise).
+    run_options: &'static [&'static str],
+    /// Keeps the SysV keys of the two stories apart: they run at the same time.
+    key_salt: u32,
 }
 
-/// The full id of a container, as `docker inspect` gives it.
-fn inspect_id(name: &str) -> String {
-    docker(&["inspect", "-f", "{{.Id}}", name])
+const DOCKER: Engine = Engine {
+    program: "docker",
+    runtime: "docker",
+    image: "nsipc-test:latest",
+    run_options: &[],
+    key_salt: 0x40,
+};
+
+const PODMAN: Engine = Engine {
+    program: "podman",
+    runtime: "podman",
+    image: "localhost/nsipc-test:latest",
+    run_options: &["--network", "none"],
+    key_salt: 0x50,
+};
+
+impl Engine {
+    fn command(self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.program);
+        if args.first() == Some(&"run") {
+            command.arg("run").args(self.run_options).args(&args[1..]);
+        } else {
+            command.args(args);
+        }
+        command
+    }
+
+    /// Runs `ENGINE args`, which must succeed; returns its stdout.
+    fn run(self, args: &[&str]) -> String {
+        let output = self
+            .command(args)
+            .output()
+            .unwrap_or_else(|err| panic!("running {}: {err}", self.program));
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}\n{}",
+            self.program,
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// The full id of a container, as `inspect` gives it.
+    fn inspect_id(self, name: &str) -> String {
+        self.run(&["inspect", "-f", "{{.Id}}", name])
+    }
 }
 
-/// Removes the test's containers, whatever happened.
-struct Containers(Vec<String>);
+/// Removes the test's containers, whatever happened: the last made first, as podman removes
+/// a container only after those sharing its namespaces.
+struct Containers(Engine, Vec<String>);
 
 impl Drop for Containers {
     fn drop(&mut self) {
-        let mut args = vec!["rm".to_owned(), "-f".to_owned()];
-        args.extend(self.0.iter().cloned());
-        let _ = Command::new("docker").args(&args).output();
+        for name in self.1.iter().rev() {
+            let _ = self.0.command(&["rm", "-f", name]).output();
+        }
     }
 }
 
@@ -55,15 +100,30 @@ fn container_id(event: &Value) -> Option<&str> {
 
 #[test]
 fn the_docker_story_with_real_containers() {
+    the_story_with(DOCKER);
+}
+
+#[test]
+fn the_docker_story_with_real_podman_containers() {
+    the_story_with(PODMAN);
+}
+
+fn the_story_with(engine: Engine) {
     require_root();
     let status = Command::new("bash")
         .arg(SETUP)
+        .arg(engine.program)
         .status()
         .expect("running setup.sh");
-    assert!(status.success(), "tests/containers/setup.sh failed");
+    assert!(
+        status.success(),
+        "tests/containers/setup.sh {} failed",
+        engine.program
+    );
+    let image = engine.image;
 
     let tag = std::process::id();
-    let name = |role: &str| format!("nsipc-{tag}-{role}");
+    let name = |role: &str| format!("nsipc-{tag}-{}-{role}", engine.program);
     let (producer, lonely, consumer, hostipc, none, private) = (
         name("producer"),
         name("lonely"),
@@ -72,16 +132,19 @@ fn the_docker_story_with_real_containers() {
         name("none"),
         name("private"),
     );
-    let _cleanup = Containers(vec![
-        producer.clone(),
-        lonely.clone(),
-        consumer.clone(),
-        hostipc.clone(),
-        none.clone(),
-        private.clone(),
-    ]);
+    let _cleanup = Containers(
+        engine,
+        vec![
+            producer.clone(),
+            lonely.clone(),
+            consumer.clone(),
+            hostipc.clone(),
+            none.clone(),
+            private.clone(),
+        ],
+    );
     let [queue, segment, sems, exec_queue, host_queue] =
-        [1, 2, 3, 4, 5].map(|salt| unique_key(0x40 + salt).to_string());
+        [1, 2, 3, 4, 5].map(|salt| unique_key(engine.key_salt + salt).to_string());
 
     let mut agent = Agent::start(&[]);
     let ready = agent.events.last().unwrap().clone();
@@ -94,28 +157,32 @@ fn the_docker_story_with_real_containers() {
         "sysvtool msg-create {queue} && sysvtool msg-send {queue} hello && \
          sysvtool shm-create {segment} 4096 && sysvtool sem-create {sems} 2 && exec sysvtool hold"
     );
-    docker(&[
+    engine.run(&[
         "run",
         "-d",
         "--name",
         &producer,
         "--ipc",
         "shareable",
-        IMAGE,
+        image,
         "sh",
         "-c",
         &script,
     ]);
-    let producer_id = inspect_id(&producer);
+    let producer_id = engine.inspect_id(&producer);
     let made = agent.wait_for("the producer's semaphore set", |e| {
         e["event"] == "sem.create" && e["key"].as_i64().map(|k| k.to_string()) == Some(sems.clone())
     });
     let producer_ns = made["ns"].as_u64().unwrap();
+    // Its namespace's life: inums come back at once, and the other story runs meanwhile.
+    let life = |e: &Value| (e["ns"].clone(), e["ns_id"].clone(), e["ns_gen"].clone());
+    let producer_life = life(&made);
+    let in_producer_ns = |e: &Value| life(e) == producer_life;
 
     // Its own namespace: the key is not there.
-    let out = Command::new("docker")
-        .args([
-            "run", "--name", &lonely, "--ipc", "private", IMAGE, "sysvtool", "msg-get", &queue,
+    let out = engine
+        .command(&[
+            "run", "--name", &lonely, "--ipc", "private", image, "sysvtool", "msg-get", &queue,
         ])
         .output()
         .unwrap();
@@ -123,41 +190,43 @@ fn the_docker_story_with_real_containers() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("msgget(key {queue}): ENOENT")
     );
-    let lonely_id = inspect_id(&lonely);
-    docker(&[
+    let lonely_id = engine.inspect_id(&lonely);
+    engine.run(&[
         "run",
         "--name",
         &consumer,
         "--ipc",
         &format!("container:{producer}"),
-        IMAGE,
+        image,
         "sysvtool",
         "msg-recv",
         &queue,
         "5",
     ]);
-    let consumer_id = inspect_id(&consumer);
-    docker(&["exec", &producer, "sysvtool", "msg-create", &exec_queue]);
-    docker(&[
+    let consumer_id = engine.inspect_id(&consumer);
+    engine.run(&["exec", &producer, "sysvtool", "msg-create", &exec_queue]);
+    engine.run(&[
         "run",
         "--name",
         &hostipc,
         "--ipc",
         "host",
-        IMAGE,
+        image,
         "sysvtool",
         "msg-create",
         &host_queue,
     ]);
-    let hostipc_id = inspect_id(&hostipc);
-    docker(&["run", "--name", &none, "--ipc", "none", IMAGE, "true"]);
-    docker(&["run", "--name", &private, "--ipc", "private", IMAGE, "true"]);
-    let (none_id, private_id) = (inspect_id(&none), inspect_id(&private));
+    let hostipc_id = engine.inspect_id(&hostipc);
+    engine.run(&["run", "--name", &none, "--ipc", "none", image, "true"]);
+    engine.run(&["run", "--name", &private, "--ipc", "private", image, "true"]);
+    let (none_id, private_id) = (engine.inspect_id(&none), engine.inspect_id(&private));
     // The host queue outlives its container.
     let _ = Command::new("ipcrm").args(["-Q", &host_queue]).status();
-    docker(&["rm", "-f", &producer, &consumer]);
+    // The consumer first: podman refuses to remove a container another one shares.
+    engine.run(&["rm", "-f", &consumer]);
+    engine.run(&["rm", "-f", &producer]);
     agent.wait_for("the producer's namespace destroyed", |e| {
-        e["event"] == "ipc_ns.destroy" && e["ns"].as_u64() == Some(producer_ns)
+        e["event"] == "ipc_ns.destroy" && in_producer_ns(e)
     });
     let stopped = agent.stop(libc::SIGINT);
     assert!(stopped.status.success(), "{}", stopped.stderr);
@@ -196,7 +265,7 @@ fn the_docker_story_with_real_containers() {
             let id = container["id"].as_str().unwrap();
             if let Some((_, name)) = names.iter().find(|(known, _)| known.as_str() == id) {
                 assert_eq!(container["name"], name.as_str(), "{event}");
-                assert_eq!(container["runtime"], "docker", "{event}");
+                assert_eq!(container["runtime"], engine.runtime, "{event}");
                 attributed += 1;
             }
         }
@@ -208,7 +277,7 @@ fn the_docker_story_with_real_containers() {
 
     // The producer's namespace is made for it, by runc, from inside its cgroup.
     let created = one("producer namespace", &|e| {
-        e["event"] == "ipc_ns.create" && e["ns"].as_u64() == Some(producer_ns)
+        e["event"] == "ipc_ns.create" && in_producer_ns(e)
     });
     assert_eq!(container_id(created), Some(producer_id.as_str()));
     assert_eq!(created["host_ipc"], false);
@@ -219,7 +288,7 @@ fn the_docker_story_with_real_containers() {
     ] {
         let e = one(kind, &|e| e["event"] == kind && key_is(e, key));
         assert_eq!(container_id(e), Some(producer_id.as_str()), "{e}");
-        assert_eq!(e["ns"].as_u64(), Some(producer_ns));
+        assert!(in_producer_ns(e), "{e}");
     }
 
     // The lonely consumer: ENOENT, and where the key lives, with its container.
@@ -243,7 +312,7 @@ fn the_docker_story_with_real_containers() {
         e["event"] == "ipc_ns.join" && container_id(e) == Some(consumer_id.as_str())
     });
     assert_eq!(shared["join"], "share");
-    assert_eq!(shared["ns"].as_u64(), Some(producer_ns));
+    assert!(in_producer_ns(shared), "{shared}");
     assert_eq!(
         shared["ns_containers"][0]["id"].as_str(),
         Some(producer_id.as_str())
@@ -253,7 +322,7 @@ fn the_docker_story_with_real_containers() {
     // join is runc's; what the exec'd program does is the producer's.
     let exec_join = story(&|e| {
         e["event"] == "ipc_ns.join"
-            && e["ns"].as_u64() == Some(producer_ns)
+            && in_producer_ns(e)
             && container_id(e) != Some(consumer_id.as_str())
     });
     assert_eq!(exec_join.len(), 1, "{exec_join:#?}");
@@ -267,7 +336,7 @@ fn the_docker_story_with_real_containers() {
         e["event"] == "msg.create" && key_is(e, &exec_queue)
     });
     assert_eq!(container_id(exec_made), Some(producer_id.as_str()));
-    assert_eq!(exec_made["ns"].as_u64(), Some(producer_ns));
+    assert!(in_producer_ns(exec_made), "{exec_made}");
 
     // --ipc host: flagged, and the queue it made is the host's.
     let flagged = one("host IPC container", &|e| {
@@ -286,13 +355,13 @@ fn the_docker_story_with_real_containers() {
         let own = one("own namespace", &|e| {
             e["event"] == "ipc_ns.create" && container_id(e) == Some(id.as_str())
         });
-        assert_ne!(own["ns"].as_u64(), Some(producer_ns));
+        assert!(!in_producer_ns(own), "{own}");
     }
 
     // docker rm -f: the producer's namespace dies with what was left in it, naming both
     // containers that lived there.
     let destroyed = one("producer namespace destroy", &|e| {
-        e["event"] == "ipc_ns.destroy" && e["ns"].as_u64() == Some(producer_ns)
+        e["event"] == "ipc_ns.destroy" && in_producer_ns(e)
     });
     assert_eq!(
         destroyed["objects_destroyed"],
@@ -307,7 +376,8 @@ fn the_docker_story_with_real_containers() {
     assert_eq!(lived, [producer_id.as_str(), consumer_id.as_str()]);
 
     eprintln!(
-        "docker: {} events, {attributed} container mentions, producer {}",
+        "{}: {} events, {attributed} container mentions, producer {}",
+        engine.program,
         events.len(),
         &producer_id[..12]
     );

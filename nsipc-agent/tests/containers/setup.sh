@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Real containers for the privileged container tests, idempotently: installs Debian's docker.io
-# and busybox-static when missing, starts dockerd when it is not running (machines without
-# systemd: no iptables, no bridge, overlay2), and builds the image nsipc-test:latest with
-# `docker import` from a rootfs made here (busybox and the static SysV helper sysvtool.c: no
-# registry is needed). The image is rebuilt only when sysvtool.c changed.
+# Real containers for the privileged container tests, idempotently, for ENGINE (`docker`, the
+# default, or `podman`): installs Debian's docker.io or podman, and busybox-static and gcc,
+# when missing; starts dockerd when it is not running (machines without systemd: no iptables,
+# no bridge, overlay2); podman needs no daemon. Then builds the image nsipc-test:latest
+# (podman: localhost/nsipc-test:latest) with `ENGINE import` from a rootfs made here (busybox
+# and the static SysV helper sysvtool.c: no registry is needed). The image is rebuilt only
+# when sysvtool.c changed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+engine=${1:-docker}
 image=nsipc-test:latest
 log=/var/log/nsipc-dockerd.log
 
 missing=()
-command -v dockerd >/dev/null || missing+=(docker.io)
+case "$engine" in
+docker) command -v dockerd >/dev/null || missing+=(docker.io) ;;
+podman) command -v podman >/dev/null || missing+=(podman) ;;
+*) echo "setup.sh: unknown engine $engine (docker or podman)" >&2; exit 2 ;;
+esac
 [[ -x /bin/busybox ]] || missing+=(busybox-static)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 if ((${#missing[@]})); then
@@ -18,7 +25,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! docker info >/dev/null 2>&1; then
+if [[ $engine == docker ]] && ! docker info >/dev/null 2>&1; then
     setsid dockerd --iptables=false --bridge=none --storage-driver=overlay2 >>"$log" 2>&1 </dev/null &
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break
@@ -28,13 +35,13 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 hash=$(sha256sum "$here/sysvtool.c" | cut -c1-16)
-if [[ $(docker image inspect -f '{{index .Config.Labels "nsipc.sysvtool"}}' "$image" 2>/dev/null) != "$hash" ]]; then
+if [[ $("$engine" image inspect -f '{{index .Config.Labels "nsipc.sysvtool"}}' "$image" 2>/dev/null) != "$hash" ]]; then
     root=$(mktemp -d)
     trap 'rm -rf "$root"' EXIT
     mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp}
     cp /bin/busybox "$root/bin/busybox"
     for applet in sh sleep cat ls echo true; do ln -s busybox "$root/bin/$applet"; done
     gcc -static -O2 -o "$root/bin/sysvtool" "$here/sysvtool.c"
-    tar -C "$root" -c . | docker import -c "LABEL nsipc.sysvtool=$hash" -c 'ENV PATH=/bin' - "$image" >/dev/null
+    tar -C "$root" -c . | "$engine" import -c "LABEL nsipc.sysvtool=$hash" -c 'ENV PATH=/bin' - "$image" >/dev/null
 fi
-echo "setup.sh: dockerd up, $image ready"
+echo "setup.sh: $engine ready, $image built"
