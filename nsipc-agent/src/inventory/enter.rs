@@ -71,7 +71,7 @@ pub(super) struct Read {
 /// it keeps that mount busy.
 pub(super) fn read_objects_in(ns: File, inum: u32) -> Result<Read> {
     thread::Builder::new()
-        .name("nsipc-setns".to_owned())
+        .name(super::HELPER_THREAD_NAME.to_owned())
         .spawn(move || read_here_after_setns(ns, inum))
         .context("starting a thread to enter the namespace")?
         .join()

@@ -21,6 +21,10 @@ use anyhow::{Context as _, Result, ensure};
 use serde::{Serialize, Serializer};
 
 pub use self::sysvipc::{IpcPerm, ObjectDetail};
+
+/// The name (comm) of the helper threads that enter namespaces to read their objects: the
+/// setns of any nsipc-agent's inventory (another agent's `snapshot`, say) is not a user's join.
+pub const HELPER_THREAD_NAME: &str = "nsipc-setns";
 use crate::{
     lifecycle::{ExistingNamespace, ExistingObject},
     names::IpcObject,

@@ -46,6 +46,7 @@ pub use self::events::{
 };
 use crate::{
     decode::{Body, ContainerRef, KernelEvent, Task},
+    inventory::HELPER_THREAD_NAME,
     names::IpcObject,
 };
 
@@ -794,7 +795,7 @@ impl Engine {
         let task = event.task;
         if event.ns.inum == HOST_IPC_NS_INUM
             && task.container.is_some()
-            && task.pid != self.agent_pid
+            && !self.is_agent(&task)
             && self.host_ipc.insert(task.container)
         {
             let ns = self.ident(event.ns, event.ts_ns, out);
@@ -806,13 +807,19 @@ impl Engine {
         }
     }
 
+    /// Whether `task` is this agent, or the inventory helper of any nsipc-agent (which enters
+    /// namespaces to read them, and is nobody's join).
+    fn is_agent(&self, task: &Task) -> bool {
+        task.pid == self.agent_pid || task.comm_bytes() == HELPER_THREAD_NAME.as_bytes()
+    }
+
     /// Notes that `task` was seen in namespace `ns` (its namespace after the event): a
     /// container there is one of its members.
     fn note_member(&mut self, task: Task, ns: NsRef) {
         let container = task.container;
         if !container.is_some()
             || ns.inum == HOST_IPC_NS_INUM
-            || task.pid == self.agent_pid
+            || self.is_agent(&task)
             || !self.namespaces.contains_key(&ns.inum)
         {
             return;
@@ -1019,7 +1026,7 @@ impl Engine {
             } if from.inum != event.ns.inum => {
                 let ns = self.ident(event.ns, ts, out);
                 let from = self.ident(from, ts, out);
-                if task.pid != self.agent_pid {
+                if !self.is_agent(&task) {
                     let into_host = ns.inum == HOST_IPC_NS_INUM;
                     let members = self.members_of(ns.inum);
                     let kind = if !task.container.is_some() {

@@ -663,6 +663,22 @@ fn join_reports_origin_and_entering_the_host() {
         .is_empty(),
         "the agent's own inventory threads"
     );
+    // Another nsipc-agent's (a `snapshot` run meanwhile, say): its helper thread's name.
+    let mut event = h.event(
+        4242,
+        a,
+        Body::Setns {
+            fd: 3,
+            nstype: 0,
+            from: host(),
+            result: Ok(0),
+        },
+    );
+    event.task.comm = [0; 16];
+    event.task.comm[..HELPER_THREAD_NAME.len()].copy_from_slice(HELPER_THREAD_NAME.as_bytes());
+    let mut out = Vec::new();
+    h.engine.apply(&event, &mut out);
+    assert!(out.is_empty(), "another agent's inventory thread: {out:?}");
 }
 
 #[test]
