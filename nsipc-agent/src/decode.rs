@@ -136,6 +136,12 @@ pub enum Body {
     CgroupMkdir {
         cgroup: u64,
     },
+    /// A cgroup of the attributed hierarchy was removed; `container` is the container it was
+    /// (the agent resolves it: [`ContainerRef::NONE`] as decoded).
+    CgroupRmdir {
+        cgroup: u64,
+        container: ContainerRef,
+    },
 }
 
 /// One decoded kernel event.
@@ -244,6 +250,10 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             rmid_forced: args[3] != 0,
         },
         EventKind::CgroupMkdir => Body::CgroupMkdir { cgroup: args[0] },
+        EventKind::CgroupRmdir => Body::CgroupRmdir {
+            cgroup: args[0],
+            container: ContainerRef::NONE,
+        },
     };
     Ok(KernelEvent {
         ts_ns: record.ts_ns,

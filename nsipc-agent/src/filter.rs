@@ -40,6 +40,9 @@ pub const EVENT_NAMES: &[&str] = &[
     "shm.get_failed",
     "sem.get_failed",
     "container.host_ipc",
+    "msg.orphaned",
+    "shm.orphaned",
+    "sem.orphaned",
     "msg.get",
     "shm.get",
     "sem.get",
@@ -53,6 +56,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "ipc_ns.freed",
     "shm.freed",
     "cgroup.mkdir",
+    "cgroup.rmdir",
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,7 +92,7 @@ struct Line<'a> {
     task: Option<&'a Task>,
     /// The namespaces it is about (`ns`, and `from_ns` for switches).
     namespaces: [Option<u32>; 2],
-    /// The containers it names without a task (`ipc_ns.destroy`'s).
+    /// The containers it names without a task (`ipc_ns.destroy`'s, `*.orphaned`'s).
     containers: &'a [ContainerRef],
 }
 
@@ -110,6 +114,7 @@ impl Filter {
         };
         let containers = match event {
             Lifecycle::NsDestroy { containers, .. } => containers.as_slice(),
+            Lifecycle::ObjectOrphaned { container, .. } => std::slice::from_ref(container),
             _ => &[],
         };
         self.matches(

@@ -238,6 +238,9 @@ fn encode(event: &KernelEvent) -> Record {
             Ok(0),
         ),
         Body::CgroupMkdir { cgroup } => (EventKind::CgroupMkdir, [cgroup, 0, 0, 0], none, Ok(0)),
+        Body::CgroupRmdir { cgroup, .. } => {
+            (EventKind::CgroupRmdir, [cgroup, 0, 0, 0], none, Ok(0))
+        }
     };
     Record {
         kind: kind as u32,
@@ -329,7 +332,11 @@ proptest! {
         // (kinds that are not syscalls have none).
         let syscall = !matches!(
             event.body,
-            Body::ProcessExit | Body::NsFreed | Body::ShmFreed { .. } | Body::CgroupMkdir { .. }
+            Body::ProcessExit
+                | Body::NsFreed
+                | Body::ShmFreed { .. }
+                | Body::CgroupMkdir { .. }
+                | Body::CgroupRmdir { .. }
         );
         if syscall && record.ret >= -i64::from(i32::MAX) {
             prop_assert_eq!(encoded.ret, record.ret);

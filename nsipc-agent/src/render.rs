@@ -81,6 +81,7 @@ pub fn kind_name(id: u32) -> &'static str {
         EventKind::NsFreed => "ipc_ns.freed",
         EventKind::ShmFreed => "shm.freed",
         EventKind::CgroupMkdir => "cgroup.mkdir",
+        EventKind::CgroupRmdir => "cgroup.rmdir",
     }
 }
 
@@ -120,6 +121,7 @@ pub fn event_name(body: &Body) -> &'static str {
         Body::NsFreed => "ipc_ns.freed",
         Body::ShmFreed { .. } => "shm.freed",
         Body::CgroupMkdir { .. } => "cgroup.mkdir",
+        Body::CgroupRmdir { .. } => "cgroup.rmdir",
     }
 }
 
@@ -291,7 +293,9 @@ impl Serialize for KernelEventJson<'_> {
                 map.serialize_entry("ns_dying", ns_dying)?;
                 map.serialize_entry("rmid_forced", rmid_forced)?;
             }
-            Body::CgroupMkdir { cgroup } => map.serialize_entry("cgroup", cgroup)?,
+            Body::CgroupMkdir { cgroup } | Body::CgroupRmdir { cgroup, .. } => {
+                map.serialize_entry("cgroup", cgroup)?;
+            }
         }
         map.end()
     }

@@ -173,6 +173,10 @@ impl<W: Write> Stream<W> {
             Body::CgroupMkdir { cgroup } => {
                 self.attribution.resolve(cgroup, 0);
             }
+            Body::CgroupRmdir {
+                cgroup,
+                ref mut container,
+            } => *container = self.attribution.resolve(cgroup, 0),
             _ => {
                 let task = &mut event.task;
                 task.container = self.attribution.resolve(task.cgroup, task.tid);

@@ -82,6 +82,15 @@ impl Engine {
     }
 }
 
+/// Removes a queue left in the host's namespace, whatever happened.
+struct HostQueue(String);
+
+impl Drop for HostQueue {
+    fn drop(&mut self) {
+        let _ = Command::new("ipcrm").args(["-Q", &self.0]).status();
+    }
+}
+
 /// Removes the test's containers, whatever happened: the last made first, as podman removes
 /// a container only after those sharing its namespaces.
 struct Containers(Engine, Vec<String>);
@@ -220,8 +229,13 @@ fn the_story_with(engine: Engine) {
     engine.run(&["run", "--name", &none, "--ipc", "none", image, "true"]);
     engine.run(&["run", "--name", &private, "--ipc", "private", image, "true"]);
     let (none_id, private_id) = (engine.inspect_id(&none), engine.inspect_id(&private));
-    // The host queue outlives its container.
-    let _ = Command::new("ipcrm").args(["-Q", &host_queue]).status();
+    // The host queue outlives its container: orphaned once the container's cgroup is gone.
+    let host_queue_left = HostQueue(host_queue.clone());
+    agent.wait_for("the host queue orphaned", |e| {
+        e["event"] == "msg.orphaned"
+            && e["key"].as_i64().map(|k| k.to_string()) == Some(host_queue.clone())
+    });
+    drop(host_queue_left);
     // The consumer first: podman refuses to remove a container another one shares.
     engine.run(&["rm", "-f", &consumer]);
     engine.run(&["rm", "-f", &producer]);
@@ -349,6 +363,12 @@ fn the_story_with(engine: Engine) {
     assert_eq!(host_made["host_ipc"], true);
     assert_eq!(container_id(host_made), Some(hostipc_id.as_str()));
     assert_eq!(host_made["ns"].as_u64(), Some(HOST_NS));
+    let orphaned = one("orphaned host queue", &|e| {
+        e["event"] == "msg.orphaned" && key_is(e, &host_queue)
+    });
+    assert_eq!(container_id(orphaned), Some(hostipc_id.as_str()));
+    assert_eq!(orphaned["host_ipc"], true);
+    assert_eq!(orphaned["id"], host_made["id"]);
 
     // --ipc none and --ipc private: namespaces of their own, made for them.
     for id in [&none_id, &private_id] {

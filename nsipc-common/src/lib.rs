@@ -11,7 +11,7 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// per [`EventKind`] id (slot 0 unused; the benchmark floor has only that one).
 pub const LOST_MAP: &str = "LOST";
 /// Slots of the probes' `LOST` map: every [`EventKind`] id indexes one.
-pub const LOST_SLOTS: u32 = EventKind::CgroupMkdir as u32 + 1;
+pub const LOST_SLOTS: u32 = EventKind::CgroupRmdir as u32 + 1;
 
 /// Name of the read-only global ([`KernelOffsets`]) userspace fills in before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -244,6 +244,9 @@ pub enum EventKind {
     /// A cgroup was made in the hierarchy tasks are attributed by. args: its id. Its path is
     /// in [`CGROUP_PATHS_MAP`].
     CgroupMkdir = 15,
+    /// A cgroup of the hierarchy tasks are attributed by was removed (a container ended).
+    /// args: its id.
+    CgroupRmdir = 16,
 }
 
 impl EventKind {
@@ -265,6 +268,7 @@ impl EventKind {
             13 => Self::NsFreed,
             14 => Self::ShmFreed,
             15 => Self::CgroupMkdir,
+            16 => Self::CgroupRmdir,
             _ => return None,
         })
     }

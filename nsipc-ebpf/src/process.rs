@@ -5,6 +5,8 @@
 //!   (6.18 adds `bool group_dead`; only the first argument is read so older kernels load too.)
 //! kernel: include/trace/events/cgroup.h: DEFINE_EVENT(cgroup, cgroup_mkdir, TP_PROTO(struct cgroup *cgrp, const char *path))
 //!   fired from cgroup_mkdir() once the new cgroup's kernfs node exists (4.13+).
+//! kernel: include/trace/events/cgroup.h: DEFINE_EVENT(cgroup, cgroup_rmdir, TP_PROTO(struct cgroup *cgrp, const char *path))
+//!   fired from cgroup_destroy_locked() when an empty cgroup's directory is removed (4.13+).
 
 use aya_ebpf::{
     Global,
@@ -31,20 +33,38 @@ static CGROUP_HIERARCHY: Global<i32> = Global::new(-1);
 #[map(name = "CGROUP_PATHS")]
 static CGROUP_PATHS: LruHashMap<u64, [u8; CGROUP_PATH_LEN]> = LruHashMap::with_max_entries(1024, 0);
 
+/// The id of `cgroup` (a `struct cgroup *`) if it is in the hierarchy tasks are attributed by.
+#[inline(always)]
+fn attributed_cgroup_id(cgroup: *const u8) -> Option<u64> {
+    let hierarchy = load_field::<*const u8>(cgroup, offset!(cgroup_root))
+        .and_then(|root| load_field::<i32>(root, offset!(cgroup_root_hierarchy_id)));
+    if hierarchy != Some(CGROUP_HIERARCHY.load()) {
+        return None;
+    }
+    load_field::<*const u8>(cgroup, offset!(cgroup_kn))
+        .and_then(|kn| load_field::<u64>(kn, offset!(kernfs_node_id)))
+}
+
+/// A record about a cgroup (no namespace), made by the current task.
+#[inline(always)]
+fn emit_cgroup(kind: EventKind, id: u64) {
+    emit(
+        current_task(),
+        kind,
+        NsRef::default(),
+        NsRef::default(),
+        0,
+        [id, 0, 0, 0],
+    );
+}
+
 /// A cgroup of the attributed hierarchy was made: its path goes into [`CGROUP_PATHS`] and a
 /// record says so, so that userspace resolves its container while it exists.
 #[btf_tracepoint(function = "cgroup_mkdir")]
 pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
     let cgroup: *const u8 = ctx.arg(0);
     let path: *const u8 = ctx.arg(1);
-    let hierarchy = load_field::<*const u8>(cgroup, offset!(cgroup_root))
-        .and_then(|root| load_field::<i32>(root, offset!(cgroup_root_hierarchy_id)));
-    if hierarchy != Some(CGROUP_HIERARCHY.load()) {
-        return 0;
-    }
-    let Some(id) = load_field::<*const u8>(cgroup, offset!(cgroup_kn))
-        .and_then(|kn| load_field::<u64>(kn, offset!(kernfs_node_id)))
-    else {
+    let Some(id) = attributed_cgroup_id(cgroup) else {
         return 0;
     };
     if CGROUP_PATHS.insert(id, [0; CGROUP_PATH_LEN], 0).is_err() {
@@ -54,14 +74,17 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> u32 {
         // SAFETY: a map value of CGROUP_PATH_LEN bytes; a bad source address only fails.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(path, &mut *slot) };
     }
-    emit(
-        current_task(),
-        EventKind::CgroupMkdir,
-        NsRef::default(),
-        NsRef::default(),
-        0,
-        [id, 0, 0, 0],
-    );
+    emit_cgroup(EventKind::CgroupMkdir, id);
+    0
+}
+
+/// A cgroup of the attributed hierarchy was removed: the end of its container, if it was one
+/// (what the container made in the host's IPC namespace and left there is then orphaned).
+#[btf_tracepoint(function = "cgroup_rmdir")]
+pub fn cgroup_rmdir(ctx: BtfTracePointContext) -> u32 {
+    if let Some(id) = attributed_cgroup_id(ctx.arg(0)) {
+        emit_cgroup(EventKind::CgroupRmdir, id);
+    }
     0
 }
 

@@ -212,6 +212,16 @@ pub enum Lifecycle {
         task: Task,
         ns: NsIdent,
     },
+    /// An object a container made in the host's namespace (`--ipc=host`) outlives it.
+    ObjectOrphaned {
+        ts: u64,
+        ns: NsIdent,
+        object: IpcObject,
+        id: i32,
+        key: i32,
+        /// The container that made it, which has ended.
+        container: ContainerRef,
+    },
 }
 
 impl Lifecycle {
@@ -238,6 +248,9 @@ impl Lifecycle {
             Lifecycle::GetFailed { object: Shm, .. } => "shm.get_failed",
             Lifecycle::GetFailed { object: Sem, .. } => "sem.get_failed",
             Lifecycle::ContainerHostIpc { .. } => "container.host_ipc",
+            Lifecycle::ObjectOrphaned { object: Msg, .. } => "msg.orphaned",
+            Lifecycle::ObjectOrphaned { object: Shm, .. } => "shm.orphaned",
+            Lifecycle::ObjectOrphaned { object: Sem, .. } => "sem.orphaned",
         }
     }
 
@@ -253,6 +266,7 @@ impl Lifecycle {
             | Lifecycle::ShmDetach { ts, .. }
             | Lifecycle::GetFailed { ts, .. }
             | Lifecycle::ContainerHostIpc { ts, .. }
+            | Lifecycle::ObjectOrphaned { ts, .. }
             | Lifecycle::NsDestroy { ts, .. }
             | Lifecycle::ObjectDestroy { ts, .. } => *ts,
         }
@@ -271,7 +285,8 @@ impl Lifecycle {
             Lifecycle::ObjectDestroy { task, .. } => task.as_ref(),
             Lifecycle::NsExists { .. }
             | Lifecycle::ObjectExists { .. }
-            | Lifecycle::NsDestroy { .. } => None,
+            | Lifecycle::NsDestroy { .. }
+            | Lifecycle::ObjectOrphaned { .. } => None,
         }
     }
 
@@ -288,7 +303,8 @@ impl Lifecycle {
             | Lifecycle::ShmAttach { ns, .. }
             | Lifecycle::ShmDetach { ns, .. }
             | Lifecycle::GetFailed { ns, .. }
-            | Lifecycle::ContainerHostIpc { ns, .. } => ns,
+            | Lifecycle::ContainerHostIpc { ns, .. }
+            | Lifecycle::ObjectOrphaned { ns, .. } => ns,
         }
     }
 }
@@ -455,6 +471,16 @@ impl LifecycleJson<'_> {
                 f.name(key!("reason"), reason.as_str())?;
                 if let Some(lifetime_ns) = lifetime_ns {
                     f.uint(key!("lifetime_ns"), *lifetime_ns)?;
+                }
+            }
+            Lifecycle::ObjectOrphaned {
+                id, key, container, ..
+            } => {
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("key"), (*key).into())?;
+                if let Some(container) = self.attribution.get(*container) {
+                    f.raw(key!("container"), &container.json)?;
+                    f.bool(key!("host_ipc"), true)?;
                 }
             }
             Lifecycle::ShmRemove { id, key, .. } => {

@@ -279,6 +279,9 @@ pub struct Engine {
     members: Map<u32, Vec<ContainerRef>>,
     /// Containers already seen in the host's namespace (`--ipc=host`): each is announced once.
     host_ipc: HashSet<ContainerRef>,
+    /// Live objects of the host's namespace made by a container's task (`--ipc=host`), with
+    /// the container: reported orphaned if it ends before them. Few, and only such objects.
+    made_in_host: Map<ObjectKey, ContainerRef>,
     /// Live namespaces the stream has not announced (no `create`, no `exists`): first named by
     /// a record of something done inside them, their creation's record lost or yet to come.
     /// The next inventory that lists one announces it. Empty but for losses and races.
@@ -321,6 +324,7 @@ impl Engine {
             members: Map::default(),
             host_ipc: HashSet::new(),
             unannounced: HashSet::new(),
+            made_in_host: Map::default(),
         }
     }
 
@@ -737,6 +741,7 @@ impl Engine {
         out: &mut Vec<Lifecycle>,
     ) {
         self.objects_live -= 1;
+        self.made_in_host.remove(&key);
         if !state.removed() {
             self.unindex_key(key.object, state.key, key.ns);
         }
@@ -836,7 +841,11 @@ impl Engine {
         // container lives anywhere by them.
         let by_task = !matches!(
             event.body,
-            Body::NsFreed | Body::ShmFreed { .. } | Body::ProcessExit | Body::CgroupMkdir { .. }
+            Body::NsFreed
+                | Body::ShmFreed { .. }
+                | Body::ProcessExit
+                | Body::CgroupMkdir { .. }
+                | Body::CgroupRmdir { .. }
         );
         if by_task {
             self.announce_host_ipc(event, out);
@@ -875,6 +884,9 @@ impl Engine {
                 };
                 // A get of an object already known opens it; only a new one was created.
                 if self.insert_object(obj_key, key, Some(ts)) {
+                    if ns.inum == HOST_IPC_NS_INUM && task.container.is_some() {
+                        self.made_in_host.insert(obj_key, task.container);
+                    }
                     out.push(Lifecycle::ObjectCreate {
                         ts,
                         task,
@@ -1097,6 +1109,37 @@ impl Engine {
             | Body::Clone { .. }
             | Body::Setns { .. }
             | Body::CgroupMkdir { .. } => {}
+            Body::CgroupRmdir { container, .. } => self.container_ended(container, ts, out),
+        }
+    }
+
+    /// A container's cgroup went: what it made in the host's namespace and is still there
+    /// outlives it (`--ipc=host` leftovers), each reported once.
+    fn container_ended(&mut self, container: ContainerRef, ts: u64, out: &mut Vec<Lifecycle>) {
+        if !container.is_some() || !self.host_ipc.contains(&container) {
+            return;
+        }
+        let mut left: Vec<ObjectKey> = self
+            .made_in_host
+            .iter()
+            .filter(|&(_, &maker)| maker == container)
+            .map(|(&key, _)| key)
+            .collect();
+        left.sort_unstable_by_key(|key| (key.object, key.id));
+        for key in left {
+            self.made_in_host.remove(&key);
+            let Some(ipc_key) = self.object(key).map(|state| state.key) else {
+                continue;
+            };
+            let ns = self.namespaces[&key.ns].ident;
+            out.push(Lifecycle::ObjectOrphaned {
+                ts,
+                ns,
+                object: key.object,
+                id: key.id,
+                key: ipc_key,
+                container,
+            });
         }
     }
 

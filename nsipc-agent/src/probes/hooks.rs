@@ -61,6 +61,7 @@ pub const COMMON: &[(&str, &str)] = &[
     ("task_newtask", "task_newtask"),
     ("sched_process_exit", "sched_process_exit"),
     ("cgroup_mkdir", "cgroup_mkdir"),
+    ("cgroup_rmdir", "cgroup_rmdir"),
     ("kfree", "kfree"),
     ("kfree_again", "kfree"),
 ];

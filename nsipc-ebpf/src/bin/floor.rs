@@ -120,6 +120,12 @@ pub fn cgroup_mkdir(_ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// Likewise for removed cgroups (a container's end).
+#[btf_tracepoint(function = "cgroup_rmdir")]
+pub fn cgroup_rmdir(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

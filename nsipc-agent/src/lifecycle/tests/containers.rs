@@ -149,3 +149,52 @@ fn container_fields_are_written_with_the_task() {
     assert_eq!(line["join"], "setns");
     assert_eq!(line["ns_containers"][0]["name"], "producer");
 }
+
+/// A removed cgroup whose container made objects in the host's namespace (`--ipc=host`):
+/// what is still there is orphaned, once; what was removed, or made elsewhere or by others,
+/// is not.
+#[test]
+fn what_a_host_ipc_container_leaves_behind_is_orphaned_when_it_ends() {
+    let mut h = Harness::new();
+    let rmdir = |container| Body::CgroupRmdir {
+        cgroup: 77,
+        container,
+    };
+    h.feed_in(PRODUCER, 5, host(), got(IpcObject::Msg, 0x77, 0));
+    h.feed_in(PRODUCER, 5, host(), got(IpcObject::Shm, 0x78, 3));
+    h.feed_in(PRODUCER, 5, host(), got(IpcObject::Sem, 0x79, 4));
+    h.rmid(host(), IpcObject::Sem, 4, false);
+    h.feed_in(CONSUMER, 6, host(), got(IpcObject::Msg, 0x7a, 1));
+    h.feed(7, host(), got(IpcObject::Msg, 0x7b, 2));
+    let a = ns(NS_A, 42);
+    h.feed_in(PRODUCER, 5, a, unshared());
+    h.feed_in(PRODUCER, 5, a, got(IpcObject::Msg, 0x7c, 0));
+    // The end of a cgroup that was no container, and of one that made nothing.
+    assert!(h.feed(1, ns(0, 0), rmdir(ContainerRef::NONE)).is_empty());
+    assert!(h.feed(1, ns(0, 0), rmdir(ContainerRef(9))).is_empty());
+    let out = h.feed(1, ns(0, 0), rmdir(PRODUCER));
+    assert_eq!(Harness::names(&out), ["msg.orphaned", "shm.orphaned"]);
+    let ids: Vec<(i32, i32)> = out
+        .iter()
+        .map(|event| match event {
+            Lifecycle::ObjectOrphaned {
+                id,
+                key,
+                container,
+                ns,
+                ..
+            } => {
+                assert_eq!((*container, ns.inum), (PRODUCER, HOST_IPC_NS_INUM));
+                (*id, *key)
+            }
+            _ => panic!("{event:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [(0, 0x77), (3, 0x78)]);
+    assert!(h.feed(1, ns(0, 0), rmdir(PRODUCER)).is_empty(), "once");
+    // The orphans live on until removed.
+    assert_eq!(
+        Harness::names(&h.rmid(host(), IpcObject::Msg, 0, false)),
+        ["msg.destroy"]
+    );
+}
