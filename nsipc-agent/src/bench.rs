@@ -150,7 +150,7 @@ fn record_bytes(
         comm,
         cgroup: 0,
         euid: 0,
-        _reserved: 0,
+        ppid: 0,
     }
     .to_bytes()
 }
@@ -243,6 +243,7 @@ pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
     let task = Task {
         pid: 1,
         tid: 1,
+        ppid: 1,
         uid: 0,
         euid: 0,
         comm,

@@ -32,6 +32,8 @@ fn sys_result(ret: i64) -> SysResult<i64> {
 pub struct Task {
     pub pid: u32,
     pub tid: u32,
+    /// The parent's pid (0: unknown).
+    pub ppid: u32,
     /// Real uid.
     pub uid: u32,
     /// Effective uid: what the kernel makes the owner of an object the task creates.
@@ -260,6 +262,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         task: Task {
             pid: record.pid,
             tid: record.tid,
+            ppid: record.ppid,
             uid: record.uid,
             euid: record.euid,
             comm: record.comm,
@@ -296,7 +299,7 @@ pub(crate) mod tests {
             comm,
             cgroup: 77,
             euid: 1001,
-            _reserved: 0,
+            ppid: 99,
         };
         bytes_of(&record)
     }

@@ -259,6 +259,7 @@ mod tests {
         Task {
             pid,
             tid: pid,
+            ppid: 1,
             uid: 0,
             euid: 0,
             comm: bytes,

@@ -188,6 +188,7 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_comm: btf.member_offset("task_struct", "comm")?,
         task_cred: btf.member_offset("task_struct", "cred")?,
+        task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         // kuid_t is `typedef struct { uid_t val; } kuid_t;`: val is at its start.
         cred_uid: btf.member_offset("cred", "uid")?,
         cred_euid: btf.member_offset("cred", "euid")?,

@@ -78,7 +78,7 @@ fn records(
                     comm,
                     cgroup,
                     euid,
-                    _reserved: 0,
+                    ppid: 0,
                 }
             },
         )
@@ -255,7 +255,7 @@ fn encode(event: &KernelEvent) -> Record {
         comm: event.task.comm,
         cgroup: event.task.cgroup,
         euid: event.task.euid,
-        _reserved: 0,
+        ppid: 0,
     }
 }
 

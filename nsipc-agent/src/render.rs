@@ -136,6 +136,9 @@ pub struct KernelEventJson<'a> {
 pub fn put_task<M: SerializeMap>(map: &mut M, task: &Task) -> Result<(), M::Error> {
     map.serialize_entry("pid", &task.pid)?;
     map.serialize_entry("tid", &task.tid)?;
+    if task.ppid != 0 {
+        map.serialize_entry("ppid", &task.ppid)?;
+    }
     map.serialize_entry("uid", &task.uid)?;
     map.serialize_entry("comm", &String::from_utf8_lossy(task.comm_bytes()))
 }
@@ -376,7 +379,7 @@ mod tests {
         assert_eq!(
             v,
             json!({
-                "event": "msg.ctl", "time": v["time"], "pid": 100, "tid": 101, "uid": 1000,
+                "event": "msg.ctl", "time": v["time"], "pid": 100, "tid": 101, "ppid": 99, "uid": 1000,
                 "comm": "ipcmk\u{fffd}", "ns": 4026532177u32, "ns_id": 42,
                 "id": 3, "cmd": "IPC_RMID", "ret": 0,
             })

@@ -285,3 +285,23 @@ fn a_dead_processs_attachment_is_not_its_pids_next_owners() {
         "the detach was credited to the dead process's segment: {detach}"
     );
 }
+
+/// Which process made an object, when comm is ambiguous (every postgres process is
+/// "postgres"): events carry the parent's pid, as the kernel has it.
+#[test]
+fn events_name_the_parent_process() {
+    let mut agent = Agent::start(&[]);
+    let key = unique_key(26);
+    // `; true`: the shell forks perl rather than exec'ing it as its last command.
+    let shell: i64 = sh(&format!(
+        "sh -c 'echo $$; perl -e \"msgget({key}, 01600) // die; msgctl(msgget({key}, 0), 0, 0)\"; true'"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    let created = agent.wait_for("msg.create", |e| {
+        e["event"] == "msg.create" && e["key"] == key
+    });
+    assert_eq!(created["comm"], "perl");
+    assert_eq!(field(&created, "ppid"), shell, "{created}");
+}

@@ -88,6 +88,8 @@ pub struct KernelOffsets {
     pub task_comm: u32,
     /// `task_struct.cred`: the subjective credentials
     pub task_cred: u32,
+    /// `task_struct.real_parent`
+    pub task_real_parent: u32,
     /// `cred.uid.val`
     pub cred_uid: u32,
     /// `cred.euid.val`: the uid the kernel makes an object's owner (`ipc_addid`)
@@ -146,6 +148,7 @@ impl KernelOffsets {
         task_tgid: NO_OFFSET,
         task_comm: NO_OFFSET,
         task_cred: NO_OFFSET,
+        task_real_parent: NO_OFFSET,
         cred_uid: NO_OFFSET,
         cred_euid: NO_OFFSET,
         task_cgroups: NO_OFFSET,
@@ -321,7 +324,9 @@ pub struct Record {
     pub cgroup: u64,
     /// Effective uid of the task.
     pub euid: u32,
-    pub _reserved: u32,
+    /// Pid (tgid) of the task's parent (`real_parent`: the reaper once the parent is gone);
+    /// 0 when not read.
+    pub ppid: u32,
 }
 
 impl Record {

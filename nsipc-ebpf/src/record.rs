@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use nsipc_common::{EventKind, LOST_SLOTS, NsRef, RECORD_ARGS, Record};
 
-use crate::task::{cgroup_of, load_field, offset, task_ids};
+use crate::task::{cgroup_of, load_field, offset, parent_pid, task_ids};
 
 /// Default size; userspace sets the real one (`--ring-buffer-size`) before load.
 #[map(name = "EVENTS")]
@@ -77,7 +77,7 @@ pub fn emit(
         comm: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm) },
         cgroup: cgroup_of(task),
         euid,
-        _reserved: 0,
+        ppid: parent_pid(task),
     };
     // SAFETY: the reservation is one aligned Record.
     unsafe { record.store(entry.as_mut_ptr()) };

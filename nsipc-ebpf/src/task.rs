@@ -94,6 +94,14 @@ pub fn task_ids(task: *const u8) -> (u32, u32) {
     (tgid, pid)
 }
 
+/// The pid (tgid) of `task`'s parent (a BTF pointer): `task->real_parent->tgid`, 0 if unread.
+#[inline(always)]
+pub fn parent_pid(task: *const u8) -> u32 {
+    load_field::<*const u8>(task, offset!(task_real_parent))
+        .and_then(|parent| load_field::<u32>(parent, offset!(task_tgid)))
+        .unwrap_or(0)
+}
+
 /// The id of `task`'s cgroup (a BTF pointer) in the hierarchy userspace chose: the
 /// `kernfs_node.id` of `task->cgroups->subsys[i]->cgroup` (cgroup v1) or of
 /// `task->cgroups->dfl_cgrp` (v2, read through the `cgroup_subsys_state` at its start). 0

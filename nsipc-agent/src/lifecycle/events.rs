@@ -324,6 +324,9 @@ fn put_ns_ident<F: Fields>(f: &mut F, keys: (Key, Key, Key), ns: &NsIdent) -> Re
 fn put_task<F: Fields>(f: &mut F, task: &Task) -> Result<(), F::Error> {
     f.uint(key!("pid"), task.pid.into())?;
     f.uint(key!("tid"), task.tid.into())?;
+    if task.ppid != 0 {
+        f.uint(key!("ppid"), task.ppid.into())?;
+    }
     f.uint(key!("uid"), task.uid.into())?;
     f.lossy(key!("comm"), task.comm_bytes())
 }

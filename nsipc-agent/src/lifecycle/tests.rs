@@ -29,6 +29,7 @@ fn task(pid: u32) -> Task {
     Task {
         pid,
         tid: pid,
+        ppid: 1,
         uid: 1000,
         euid: 1000,
         comm,

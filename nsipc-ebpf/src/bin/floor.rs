@@ -61,7 +61,7 @@ fn write_record(ret: i64) {
         comm: [0; 16],
         cgroup: 0,
         euid: 0,
-        _reserved: 0,
+        ppid: 0,
     };
     // As nsipc writes its records (a struct store would call a byte-at-a-time memset).
     // SAFETY: the reservation is one aligned Record.
