@@ -354,8 +354,9 @@ impl Report<'_> {
              - **no tracing**.\n\
              - **floor**: `nsipc-agent bench-floor`, a minimal eBPF program on the same {hooks} \
              hooks as nsipc (empty at syscall entry and on `kfree`, where nsipc looks for the \
-             frees of its objects among every kfree on the machine; at syscall exit and on the \
-             two BTF tracepoints it writes one 112-byte record to a ring buffer, stored as \
+             frees of its objects among every kfree on the machine, and on the cgroup ones; at \
+             syscall exit and on task creation and exit it writes one 128-byte record to a \
+             ring buffer, stored as \
              nsipc stores its records, nsipc's wakeup policy, no filtering, nothing else), \
              drained by a consumer that discards.\n\
              - **nsipc-agent > /dev/null**: `nsipc-agent trace`, full JSON stream to /dev/null \
@@ -787,7 +788,7 @@ impl Report<'_> {
             out,
             "## JSON path\n\n\
              `nsipc-agent bench-json`: `trace`'s own decode + serialize code on one thread, fed \
-             112-byte records shaped like the storm's (msg/shm/sem get and IPC_RMID, changing \
+             128-byte records shaped like the storm's (msg/shm/sem get and IPC_RMID, changing \
              ids and times), into its 64 KiB buffered writer over a sink that only counts \
              bytes. Per CPU second of that thread (what one free core does) and per wall \
              second (on this shared machine).\n\n\
