@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::{fs, os::unix::fs::MetadataExt};
+
 use support::*;
 
 /// Objects still inside a namespace when its last process exits die with it, with no syscall:
@@ -304,4 +306,54 @@ fn events_name_the_parent_process() {
     });
     assert_eq!(created["comm"], "perl");
     assert_eq!(field(&created, "ppid"), shell, "{created}");
+}
+
+/// Issue 10, defect 6: a namespace and a segment that existed before the agent started are
+/// seen dying like any other. The probes recognise a namespace's or a segment's free by its
+/// kernel pointer, which they learn from a syscall naming it; for what predates the agent,
+/// those syscalls are the startup inventory's own (its helper thread's setns into each
+/// namespace, then IPC_STAT on each segment), made after the probes are attached. Here the
+/// namespace is held by a bind mount only (no process in it, nothing else enters it).
+#[test]
+fn what_existed_before_start_is_seen_dying() {
+    let dir = std::env::temp_dir().join(format!("nsipc-before-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let holder = dir.join("ipc");
+    fs::write(&holder, "").unwrap();
+    let (shm_key, msg_key) = (unique_key(27), unique_key(28));
+    sh(&format!(
+        "unshare --ipc={h} true && nsenter --ipc={h} perl -e \
+         'shmget({shm_key}, 4096, 01600) // die; msgget({msg_key}, 01600) // die'",
+        h = holder.display()
+    ));
+    let inum = fs::metadata(&holder).unwrap().ino();
+    let mut agent = Agent::start(&[]);
+    let listed = agent
+        .events
+        .iter()
+        .find(|e| e["event"] == "ipc_ns.exists" && e["ns"] == inum)
+        .cloned()
+        .expect("the startup inventory lists the namespace");
+    assert_eq!(
+        listed["held_by"]["mounts"].as_array().map(Vec::len),
+        Some(1)
+    );
+    sh(&format!("umount {}", holder.display()));
+    let destroy = agent.wait_for("the namespace's destroy", |e| {
+        e["event"] == "ipc_ns.destroy"
+            && e["ns"] == inum
+            && e["ns_id"] == listed["ns_id"]
+            && e["ns_gen"] == listed["ns_gen"]
+    });
+    assert_eq!(destroy["reason"], "freed", "{destroy}");
+    assert_eq!(
+        destroy["objects_destroyed"],
+        serde_json::json!({"msg": 1, "shm": 1, "sem": 0})
+    );
+    let segment = agent.wait_for("the segment's destroy", |e| {
+        e["event"] == "shm.destroy" && e["key"] == shm_key
+    });
+    assert_eq!(segment["ns"], inum);
+    assert_eq!(segment["reason"], "namespace_teardown", "{segment}");
+    let _ = fs::remove_dir_all(&dir);
 }

@@ -69,6 +69,13 @@ pub(super) struct Read {
 /// ends with the read, so the calling thread never changes namespace. `ns` is closed as soon as
 /// the thread has joined (which holds the namespace from then on): opened through a bind mount,
 /// it keeps that mount busy.
+///
+/// With the probes attached (`trace` inventories after attaching), this is also how they learn
+/// the kernel pointers of what predates the agent, without which its frees go unrecognised:
+/// the helper's setns hands them the namespace's `struct ipc_namespace *`, and the IPC_STAT
+/// that completes each segment's listing its `struct shmid_kernel *` (the probes keep what
+/// the agent's own calls teach them, and record none of those calls). Tested by
+/// tests/lifecycle.rs `what_existed_before_start_is_seen_dying`.
 pub(super) fn read_objects_in(ns: File, inum: u32) -> Result<Read> {
     thread::Builder::new()
         .name(super::HELPER_THREAD_NAME.to_owned())
