@@ -78,6 +78,7 @@ fn normalized(events: &[Value], created: &[u64]) -> Vec<String> {
             for field in [
                 "time",
                 "pid",
+                "ppid",
                 "tid",
                 "child_pid",
                 "ns_id",
