@@ -19,6 +19,10 @@ use crate::{
     trace::Stream,
 };
 
+/// Records of `racing_creates_and_removals_end_right_in_any_order`: a get and an IPC_RMID
+/// for each of 8 objects.
+const RACING_RECORDS: usize = 16;
+
 /// Ids the ABI defines, found by asking it (a little past the highest, so new kinds count too).
 fn known_kind() -> impl Strategy<Value = u32> + Clone {
     (0u32..=32).prop_filter("a kind the ABI defines", |&k| {
@@ -381,6 +385,65 @@ proptest! {
                 prop_assert_eq!(&json["event"], lifecycle.name());
             }
         }
+    }
+
+    /// Records of racing threads in any order: queues and segments made by one thread and
+    /// removed by another (a segment possibly while attached), each record placed anywhere,
+    /// the removal's before the create's included. Whatever the order, each object is created
+    /// once and removed once, and what lives at the end is what the kernel has: the segments
+    /// removed while attached, marked removed.
+    #[test]
+    fn racing_creates_and_removals_end_right_in_any_order(
+        order in Just((0..RACING_RECORDS).collect::<Vec<usize>>()).prop_shuffle(),
+    ) {
+        let ns = NsRef { id: 42, inum: 4026532177, _pad: 0 };
+        let mut engine = Engine::new(2);
+        let mut out = Vec::new();
+        let task = |pid| crate::decode::Task {
+            pid, tid: pid, ppid: 1, uid: 0, euid: 0, comm: [b'x'; COMM_LEN], cgroup: 0,
+            container: ContainerRef::NONE,
+        };
+        let event = |ts, pid, body| KernelEvent { ts_ns: ts, task: task(pid), ns, body };
+        engine.apply(&event(1, 5, Body::Unshare {
+            flags: 0x0800_0000,
+            from: NsRef { id: 1, inum: HOST_IPC_NS_INUM, _pad: 0 },
+            result: Ok(0),
+        }), &mut out);
+        // Object i: a queue (even i) or a segment (odd i), the odd segments among those
+        // removed while attached. Record 2i makes it, record 2i + 1 removes it.
+        let object = |i: usize| if i.is_multiple_of(2) { IpcObject::Msg } else { IpcObject::Shm };
+        let attached = |i: usize| i % 4 == 3;
+        for (ts, &record) in order.iter().enumerate() {
+            let i = record / 2;
+            let body = if record.is_multiple_of(2) {
+                Body::Get { object: object(i), key: 0, flags: 0o1600, size: 4096, result: Ok(i as i64) }
+            } else {
+                Body::Ctl {
+                    object: object(i), id: i as i32, cmd: 0, semnum: 0,
+                    still_listed: attached(i), result: Ok(0),
+                }
+            };
+            engine.apply(&event(10 + ts as u64, 100 + record as u32 % 2, body), &mut out);
+            engine.check_indexes().map_err(TestCaseError::fail)?;
+        }
+        for i in 0..RACING_RECORDS / 2 {
+            let said = |name: &str| out.iter().filter(|l| l.name() == name && match l {
+                Lifecycle::ObjectCreate { id, .. }
+                | Lifecycle::ObjectDestroy { id, .. }
+                | Lifecycle::ShmRemove { id, .. } => *id == i as i32,
+                _ => false,
+            }).count();
+            let kind = if object(i) == IpcObject::Msg { "msg" } else { "shm" };
+            prop_assert_eq!(said(&format!("{kind}.create")), 1, "object {}: {:?}", i, out);
+            let (destroys, removes) = if attached(i) { (0, 1) } else { (1, 0) };
+            prop_assert_eq!(said(&format!("{kind}.destroy")), destroys, "object {}: {:?}", i, out);
+            prop_assert_eq!(said("shm.remove"), removes, "object {}: {:?}", i, out);
+        }
+        let expected: Vec<_> = (0..RACING_RECORDS / 2)
+            .filter(|&i| attached(i))
+            .map(|i| (ns.inum, IpcObject::Shm, i as i32))
+            .collect();
+        prop_assert_eq!(engine.live_objects(), expected);
     }
 
     /// Any sequence of events keeps the engine's indexes equal to their recomputation and its

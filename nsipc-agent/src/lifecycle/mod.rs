@@ -12,7 +12,7 @@
 mod events;
 
 use std::{
-    collections::{HashMap, HashSet, hash_map::Entry},
+    collections::{HashMap, HashSet, VecDeque, hash_map::Entry},
     hash::{BuildHasher, Hash},
     num::NonZeroU64,
     sync::LazyLock,
@@ -279,6 +279,14 @@ pub struct Engine {
     members: Map<u32, Vec<ContainerRef>>,
     /// Containers already seen in the host's namespace (`--ipc=host`): each is announced once.
     host_ipc: HashSet<ContainerRef>,
+    /// Removals (IPC_RMID) of objects the engine did not know, by namespace and id, oldest
+    /// first in `early_order`: records reach the ring buffer in the order they were reserved,
+    /// from every CPU, so a thread's removal can come before the record of the get that made
+    /// the object on another CPU. A create that comes after its object's removal dies at once
+    /// ([`Self::removed_early`]); an id comes back only after 2^16 turns of its index, so the
+    /// removal is that object's. At most [`MAX_EARLY_REMOVALS`].
+    early_removals: Map<ObjectKey, EarlyRemoval>,
+    early_order: VecDeque<ObjectKey>,
     /// Live objects of the host's namespace made by a container's task (`--ipc=host`), with
     /// the container: reported orphaned if it ends before them. Few, and only such objects.
     made_in_host: Map<ObjectKey, ContainerRef>,
@@ -287,6 +295,19 @@ pub struct Engine {
     /// The next inventory that lists one announces it. Empty but for losses and races.
     unannounced: HashSet<u32>,
 }
+
+/// A removal of an object not known yet.
+#[derive(Clone, Copy, Debug)]
+struct EarlyRemoval {
+    ts: u64,
+    task: Task,
+    /// A segment still attached: only marked removed.
+    attached: bool,
+}
+
+/// Early removals remembered at most: a removal's create comes within a few records, and one
+/// whose create was lost is forgotten in turn.
+const MAX_EARLY_REMOVALS: usize = 1024;
 
 /// Containers remembered per namespace, at most (a namespace shared by more is unusual, and
 /// its lines would grow without bound).
@@ -325,6 +346,8 @@ impl Engine {
             host_ipc: HashSet::new(),
             unannounced: HashSet::new(),
             made_in_host: Map::default(),
+            early_removals: Map::default(),
+            early_order: VecDeque::new(),
         }
     }
 
@@ -412,6 +435,11 @@ impl Engine {
     ) -> u64 {
         let ident = state.ident;
         self.unannounced.remove(&ident.inum);
+        if !self.early_removals.is_empty() {
+            self.early_removals.retain(|key, _| key.ns != ident.inum);
+            let removals = &self.early_removals;
+            self.early_order.retain(|key| removals.contains_key(key));
+        }
         let mut dead = std::mem::take(&mut self.dead);
         dead.extend(state.objects.drain());
         let objects = dead.len() as u64;
@@ -709,6 +737,66 @@ impl Engine {
         true
     }
 
+    /// A segment removed while attached: the kernel only marks it and makes its key private;
+    /// it dies at its last detach.
+    fn mark_removed(
+        &mut self,
+        key: ObjectKey,
+        ns: NsIdent,
+        task: Task,
+        ts: u64,
+        out: &mut Vec<Lifecycle>,
+    ) {
+        let Some(state) = self.object_mut(key) else {
+            return;
+        };
+        if state.removed() {
+            return;
+        }
+        state.set_removed();
+        let ipc_key = state.key;
+        // ipc_set_key_private(): the key no longer finds the segment.
+        self.unindex_key(IpcObject::Shm, ipc_key, ns.inum);
+        out.push(Lifecycle::ShmRemove {
+            ts,
+            task,
+            ns,
+            id: key.id,
+            key: ipc_key,
+        });
+    }
+
+    /// Keeps the removal of an object the engine does not know (see `early_removals`).
+    fn remember_early_removal(&mut self, key: ObjectKey, ts: u64, task: Task, attached: bool) {
+        if self.early_order.len() >= MAX_EARLY_REMOVALS
+            && let Some(oldest) = self.early_order.pop_front()
+        {
+            self.early_removals.remove(&oldest);
+        }
+        if self
+            .early_removals
+            .insert(key, EarlyRemoval { ts, task, attached })
+            .is_none()
+        {
+            self.early_order.push_back(key);
+        }
+    }
+
+    /// The object just created was removed before its creation's record came: it is removed
+    /// now, as its removal said (with that removal's time and task).
+    fn removed_early(&mut self, key: ObjectKey, ns: NsIdent, out: &mut Vec<Lifecycle>) {
+        let Some(removal) = self.early_removals.remove(&key) else {
+            return;
+        };
+        self.early_order.retain(|early| *early != key);
+        if removal.attached {
+            self.mark_removed(key, ns, removal.task, removal.ts, out);
+        } else {
+            let (task, ts) = (Some(removal.task), removal.ts);
+            self.destroy_object(key, ns, DestroyReason::Rmid, task, ts, out);
+        }
+    }
+
     fn destroy_object(
         &mut self,
         key: ObjectKey,
@@ -897,6 +985,7 @@ impl Engine {
                         mode: flags & 0o777,
                         size,
                     });
+                    self.removed_early(obj_key, ns, out);
                 }
             }
             Body::Get {
@@ -937,24 +1026,11 @@ impl Engine {
                     object,
                     id,
                 };
-                if object == IpcObject::Shm && still_listed {
-                    // Attached: the kernel only marks it and makes its key private; it dies
-                    // at its last detach.
-                    if let Some(state) = self.object_mut(key)
-                        && !state.removed()
-                    {
-                        state.set_removed();
-                        let ipc_key = state.key;
-                        // ipc_set_key_private(): the key no longer finds the segment.
-                        self.unindex_key(IpcObject::Shm, ipc_key, ns.inum);
-                        out.push(Lifecycle::ShmRemove {
-                            ts,
-                            task,
-                            ns,
-                            id,
-                            key: ipc_key,
-                        });
-                    }
+                let attached = object == IpcObject::Shm && still_listed;
+                if self.object(key).is_none() {
+                    self.remember_early_removal(key, ts, task, attached);
+                } else if attached {
+                    self.mark_removed(key, ns, task, ts, out);
                 } else {
                     self.destroy_object(key, ns, DestroyReason::Rmid, Some(task), ts, out);
                 }
@@ -1263,6 +1339,27 @@ impl Engine {
             .find(|inum| !self.namespaces.contains_key(inum))
         {
             return Err(format!("early teardown count of the dead namespace {inum}"));
+        }
+        let ordered: HashSet<ObjectKey> = self.early_order.iter().copied().collect();
+        if ordered.len() != self.early_order.len()
+            || ordered.len() != self.early_removals.len()
+            || ordered
+                .iter()
+                .any(|key| !self.early_removals.contains_key(key))
+            || ordered.len() > MAX_EARLY_REMOVALS
+        {
+            return Err(format!(
+                "early removals {:?} in the order {:?}",
+                self.early_removals.keys().collect::<Vec<_>>(),
+                self.early_order
+            ));
+        }
+        if let Some(key) = self
+            .early_order
+            .iter()
+            .find(|key| self.object(**key).is_some())
+        {
+            return Err(format!("the early removal of live object {key:?}"));
         }
         Ok(())
     }
