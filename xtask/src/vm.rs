@@ -654,7 +654,10 @@ fn run_in_vm(
         // No display, no network, the serial console on stdout; a panic (panic=-1 reboots at
         // once) or a test that hangs the kernel ends qemu instead of rebooting. A CPU stuck in
         // the kernel panics (softlockup_panic), with its backtrace in the log, rather than
-        // letting the cell run into its timeout.
+        // letting the cell run into its timeout; after 2 minutes (watchdog_thresh=60, the
+        // most), not the default 20 s, which a TCG vCPU left unscheduled by the host can pass
+        // while doing nothing wrong (seen once here: a soft lockup at 28 s of uptime in
+        // syscall_trace_enter).
         .args(["-nographic", "-nic", "none", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
@@ -664,7 +667,7 @@ fn run_in_vm(
         // probes' index arithmetic (issue 10, defect 5) is tested both ways.
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 softlockup_panic=1 quiet ipcmni_extend \
+            "console=ttyS0 panic=-1 softlockup_panic=1 watchdog_thresh=60 quiet ipcmni_extend \
              NSIPC_BACKEND={backend}"
         ));
     let status = run_logged(&mut qemu, &log, VM_TIMEOUT)?;
