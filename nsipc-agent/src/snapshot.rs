@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
+    containers::{Container, MetadataRoots, container_of_cgroup},
     inventory::{self, FdHolder, Inventory, MountHolder, NamespaceInfo, ObjectDetail, ObjectInfo},
     kernel,
     render::Rfc3339,
@@ -116,6 +117,17 @@ impl Serialize for NamespaceJson<'_> {
         map.serialize_entry("time", &Rfc3339(ns.seen_at))?;
         put_ns(&mut map, ns.inum, ns.ns_id, self.1)?;
         map.serialize_entry("processes", &ns.processes)?;
+        let mut containers: Vec<Container> = Vec::new();
+        for container in ns
+            .container_cgroups
+            .iter()
+            .filter_map(|path| container_of_cgroup(path, &MetadataRoots::default()))
+        {
+            if !containers.iter().any(|known| known.id == container.id) {
+                containers.push(container);
+            }
+        }
+        map.serialize_entry("containers", &containers)?;
         map.serialize_entry(
             "held_by",
             &HeldBy {
@@ -236,6 +248,7 @@ mod tests {
                         container: None,
                     },
                 ],
+                container_cgroups: vec![format!("/docker/{}", "ab".repeat(32))],
                 fds: vec![FdHolder {
                     pid: 50,
                     comm: "sh".into(),
@@ -279,6 +292,8 @@ mod tests {
                     {"pid": 42, "comm": "sleep", "uid": 0, "container": "ab".repeat(32)},
                     {"pid": 43, "tids": [44], "comm": "perl", "uid": 1000},
                 ],
+                // Its runtime's files are not on this machine: the cgroup's form names it.
+                "containers": [{"id": "ab".repeat(32), "runtime": "docker"}],
                 "held_by": {
                     "fds": [{"pid": 50, "comm": "sh", "fd": 3}],
                     "mounts": [{"pid": 1, "mnt_ns": 4026531841u32, "mount_point": "/run/ipc/x"}],
@@ -335,6 +350,7 @@ mod tests {
                 ns_id: None,
                 seen_at: SystemTime::now(),
                 processes: Vec::new(),
+                container_cgroups: Vec::new(),
                 fds: Vec::new(),
                 mounts: Vec::new(),
             }],
@@ -368,6 +384,7 @@ mod tests {
             ns_id,
             seen_at: SystemTime::now(),
             processes: Vec::new(),
+            container_cgroups: Vec::new(),
             fds: Vec::new(),
             mounts: Vec::new(),
         };

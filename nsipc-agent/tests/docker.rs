@@ -188,6 +188,23 @@ fn the_story_with(engine: Engine) {
     let producer_life = life(&made);
     let in_producer_ns = |e: &Value| life(e) == producer_life;
 
+    // `snapshot` names the producer's namespace's container as inspect does.
+    let snapshot = Command::new(AGENT).arg("snapshot").output().unwrap();
+    assert!(snapshot.status.success(), "{snapshot:?}");
+    let listed: Vec<Value> = String::from_utf8(snapshot.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|e: &Value| e["event"] == "ipc_ns.exists" && e["ns"].as_u64() == Some(producer_ns))
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(
+        listed[0]["containers"],
+        serde_json::json!([{"id": producer_id, "runtime": engine.runtime, "name": producer}]),
+        "{}",
+        listed[0]
+    );
+
     // Its own namespace: the key is not there.
     let out = engine
         .command(&[

@@ -158,10 +158,10 @@ fn unescape_unit(escaped: &str) -> Option<String> {
 }
 
 /// The container id in the contents of /proc/PID/cgroup (v1 `N:controllers:path` lines or the
-/// v2 `0::path` line), from the first line whose path names a container.
-pub fn container_id(cgroup: &str) -> Option<String> {
+/// v2 `0::path` line), from the first line whose path names a container, and that path.
+pub fn container_id(cgroup: &str) -> Option<(String, &str)> {
     cgroup.lines().find_map(|line| {
         let path = line.splitn(3, ':').nth(2)?;
-        parse(path).map(|found| found.id)
+        parse(path).map(|found| (found.id, path))
     })
 }

@@ -52,6 +52,10 @@ pub struct NamespaceInfo {
     pub seen_at: SystemTime,
     /// Processes with threads in it.
     pub processes: Vec<ProcessInfo>,
+    /// The cgroup paths of those processes that name containers, each once, first seen first:
+    /// resolved to containers only when the namespace is written (`snapshot`, `trace`'s start),
+    /// not for the inventories that resynchronise `trace`.
+    pub container_cgroups: Vec<String>,
     /// Open namespace fds referring to it.
     pub fds: Vec<FdHolder>,
     /// Bind mounts of it (one entry per mount namespace that shows the mount).
@@ -171,6 +175,7 @@ pub fn take_inventory() -> Result<Inventory> {
             ns_id,
             seen_at,
             processes: found.processes,
+            container_cgroups: found.container_cgroups,
             fds: found.fds,
             mounts: found.mounts,
         });
@@ -197,6 +202,8 @@ struct Found {
     mounts: Vec<MountHolder>,
     /// Paths that lead to the namespace's nsfs file: its threads' ns links and the fds on it.
     sources: Vec<PathBuf>,
+    /// The cgroup paths of its processes that name containers, each once.
+    container_cgroups: Vec<String>,
     /// Paths through its bind mounts, tried last: a file open through a mount keeps that mount
     /// busy, and a plain `umount` of it would fail meanwhile with EBUSY.
     mount_sources: Vec<PathBuf>,

@@ -241,13 +241,18 @@ fn scan_threads(scan: &mut Scan, pid: u32, proc_dir: &Path, comm: &str) -> Resul
     let Some(cgroup) = read_text(&proc_dir.join("cgroup"))? else {
         return Ok(());
     };
-    let container = container_id(&cgroup);
+    let (container, container_path) = container_id(&cgroup).unzip();
     let split = by_ns.len() > 1;
     for (inum, tids) in by_ns {
         let found = scan.namespaces.entry(inum).or_default();
         found
             .sources
             .push(proc_dir.join(format!("task/{}/ns/ipc", tids[0])));
+        if let Some(path) = container_path
+            && !found.container_cgroups.iter().any(|known| known == path)
+        {
+            found.container_cgroups.push(path.to_owned());
+        }
         found.processes.push(ProcessInfo {
             pid,
             tids: split.then_some(tids),

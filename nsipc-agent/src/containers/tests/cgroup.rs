@@ -35,9 +35,9 @@ fn docker() {
     let v1 = format!(
         "9:name=systemd:/docker/{ID}\n8:pids:/docker/{ID}\n4:memory:/docker/{ID}\n0::/docker/{ID}\n"
     );
-    assert_eq!(container_id(&v1).as_deref(), Some(ID));
+    assert_eq!(container_id(&v1).map(|(id, _)| id).as_deref(), Some(ID));
     let v2 = format!("0::/system.slice/docker-{ID}.scope\n");
-    assert_eq!(container_id(&v2).as_deref(), Some(ID));
+    assert_eq!(container_id(&v2).map(|(id, _)| id).as_deref(), Some(ID));
     // --cgroup-parent: a bare id elsewhere
     assert_eq!(parse(&format!("/ci/{ID}")), found(ID, Form::BareId));
 }
@@ -58,7 +58,10 @@ fn podman() {
     let rootless = format!(
         "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container\n"
     );
-    assert_eq!(container_id(&rootless).as_deref(), Some(ID));
+    assert_eq!(
+        container_id(&rootless).map(|(id, _)| id).as_deref(),
+        Some(ID)
+    );
     // a container of a pod
     assert_eq!(
         parse(&format!(
@@ -103,7 +106,9 @@ fn containerd_and_kubernetes() {
     assert_eq!(parse("/kubepods.slice/kubepods-besteffort.slice"), None);
     assert_eq!(parse(&format!("/kubepods/besteffort/pod{POD_UID}")), None);
     assert_eq!(
-        container_id(&format!("0::{cgroupfs}\n")).as_deref(),
+        container_id(&format!("0::{cgroupfs}\n"))
+            .map(|(id, _)| id)
+            .as_deref(),
         Some(ID)
     );
 }
@@ -144,7 +149,9 @@ fn lxc() {
     assert_eq!(parse("/lxc/web/init.scope"), found("web", Form::Lxc));
     assert_eq!(parse("/lxc"), None);
     assert_eq!(
-        container_id("4:memory:/lxc.payload.db-1\n").as_deref(),
+        container_id("4:memory:/lxc.payload.db-1\n")
+            .map(|(id, _)| id)
+            .as_deref(),
         Some("db-1")
     );
 }
@@ -167,7 +174,10 @@ fn systemd_nspawn() {
 #[test]
 fn nested_containers_give_the_innermost() {
     let nested = format!("0::/system.slice/docker-{ID}.scope/docker/{ID2}\n");
-    assert_eq!(container_id(&nested).as_deref(), Some(ID2));
+    assert_eq!(
+        container_id(&nested).map(|(id, _)| id).as_deref(),
+        Some(ID2)
+    );
     assert_eq!(
         parse(&format!("/lxc.payload.ci/docker/{ID2}")),
         found(ID2, Form::Docker)
