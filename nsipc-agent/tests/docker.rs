@@ -133,13 +133,14 @@ fn the_story_with(engine: Engine) {
 
     let tag = std::process::id();
     let name = |role: &str| format!("nsipc-{tag}-{}-{role}", engine.program);
-    let (producer, lonely, consumer, hostipc, none, private) = (
+    let (producer, lonely, consumer, hostipc, none, private, restarted) = (
         name("producer"),
         name("lonely"),
         name("consumer"),
         name("hostipc"),
         name("none"),
         name("private"),
+        name("restarted"),
     );
     let _cleanup = Containers(
         engine,
@@ -150,10 +151,11 @@ fn the_story_with(engine: Engine) {
             hostipc.clone(),
             none.clone(),
             private.clone(),
+            restarted.clone(),
         ],
     );
-    let [queue, segment, sems, exec_queue, host_queue] =
-        [1, 2, 3, 4, 5].map(|salt| unique_key(engine.key_salt + salt).to_string());
+    let [queue, segment, sems, exec_queue, host_queue, restart_queue] =
+        [1, 2, 3, 4, 5, 6].map(|salt| unique_key(engine.key_salt + salt).to_string());
 
     let mut agent = Agent::start(&[]);
     let ready = agent.events.last().unwrap().clone();
@@ -246,6 +248,24 @@ fn the_story_with(engine: Engine) {
     engine.run(&["run", "--name", &none, "--ipc", "none", image, "true"]);
     engine.run(&["run", "--name", &private, "--ipc", "private", image, "true"]);
     let (none_id, private_id) = (engine.inspect_id(&none), engine.inspect_id(&private));
+    // restart: the same container in a new namespace, each start making its queue.
+    let script = format!("sysvtool msg-create {restart_queue} && exec sysvtool hold");
+    engine.run(&[
+        "run", "-d", "--name", &restarted, "--ipc", "private", image, "sh", "-c", &script,
+    ]);
+    let restarted_id = engine.inspect_id(&restarted);
+    let is_restart_queue = |e: &Value| {
+        e["event"] == "msg.create"
+            && e["key"].as_i64().map(|k| k.to_string()) == Some(restart_queue.clone())
+    };
+    let first_queue = agent.wait_for("the restarted container's first queue", is_restart_queue);
+    engine.run(&["restart", "-t", "0", &restarted]);
+    agent.wait_for("the restarted container's second queue", |e| {
+        is_restart_queue(e) && life(e) != life(&first_queue)
+    });
+    agent.wait_for("the restarted container's first namespace destroyed", |e| {
+        e["event"] == "ipc_ns.destroy" && life(e) == life(&first_queue)
+    });
     // The host queue outlives its container: orphaned once the container's cgroup is gone.
     let host_queue_left = HostQueue(host_queue.clone());
     agent.wait_for("the host queue orphaned", |e| {
@@ -285,6 +305,7 @@ fn the_story_with(engine: Engine) {
         (&hostipc_id, &hostipc),
         (&none_id, &none),
         (&private_id, &private),
+        (&restarted_id, &restarted),
     ];
     let mut attributed = 0;
     for event in &events {
@@ -386,6 +407,19 @@ fn the_story_with(engine: Engine) {
     assert_eq!(container_id(orphaned), Some(hostipc_id.as_str()));
     assert_eq!(orphaned["host_ipc"], true);
     assert_eq!(orphaned["id"], host_made["id"]);
+
+    // restart: each start's namespace is made for the container and names it at its end.
+    let starts =
+        story(&|e| e["event"] == "ipc_ns.create" && container_id(e) == Some(restarted_id.as_str()));
+    assert_eq!(starts.len(), 2, "{starts:#?}");
+    let first_end = one("the first start's namespace destroy", &|e| {
+        e["event"] == "ipc_ns.destroy" && life(e) == life(starts[0])
+    });
+    assert_eq!(first_end["containers"][0]["id"], restarted_id.as_str());
+    assert_eq!(
+        first_end["objects_destroyed"],
+        serde_json::json!({"msg": 1, "shm": 0, "sem": 0})
+    );
 
     // --ipc none and --ipc private: namespaces of their own, made for them.
     for id in [&none_id, &private_id] {
