@@ -506,7 +506,7 @@ fn namespace_held_only_by_an_open_fd() {
         entry,
         json!({
             "event": "ipc_ns.exists", "time": entry["time"], "ns": ns, "ns_id": entry["ns_id"],
-            "processes": [],
+            "processes": [], "containers": [],
             "held_by": {"fds": [{"pid": pid, "comm": "sleep", "fd": 3}], "mounts": []},
         })
     );
