@@ -183,7 +183,9 @@ pub fn vm_test(kernels: &[String], backends: &[String]) -> Result<()> {
     if let Some(initramfs) = &initramfs {
         for (kernel, backends) in &vms {
             for backend in backends.iter().filter(backend_selected) {
-                cells.push(run_in_vm(kernel, initramfs, &built, backend, &out)?);
+                cells.push(run_in_vm_once_more_if_it_crashed(
+                    kernel, initramfs, &built, backend, &out,
+                )?);
             }
         }
     }
@@ -594,6 +596,54 @@ struct Cell {
     outcome: Outcome,
     elapsed: Duration,
     log: PathBuf,
+    /// The kernel crashed in a first run of the cell, which was run again: the crash's first
+    /// console line and that run's log.
+    crashed_first: Option<(String, PathBuf)>,
+}
+
+/// The first console line of a crash of the kernel itself (an oops, a BUG, a soft lockup or a
+/// panic), as opposed to a test that failed.
+fn kernel_crash(console: &str) -> Option<&str> {
+    const SIGNS: [&str; 4] = [
+        "BUG: ",
+        "Oops: ",
+        "watchdog: BUG: soft lockup",
+        "Kernel panic",
+    ];
+    console
+        .lines()
+        .find(|line| SIGNS.iter().any(|sign| line.contains(sign)))
+        .map(str::trim)
+}
+
+/// Runs a VM cell, and once more if it failed with the kernel crashing: under TCG the guest
+/// kernel sometimes oopses on its own (seen here: 6.12's rethook jumping to address 0 while
+/// kretprobes were detached mid-syscall, once in several runs of the same cell), and what
+/// follows a crash says nothing of the agent. The matrix shows the retry and where the first
+/// run's log is; a cell that crashes twice fails.
+fn run_in_vm_once_more_if_it_crashed(
+    kernel: &Kernel,
+    initramfs: &Path,
+    built: &Built,
+    backend: &str,
+    out: &Path,
+) -> Result<Cell> {
+    let cell = run_in_vm(kernel, initramfs, built, backend, out)?;
+    if cell.outcome.ok() {
+        return Ok(cell);
+    }
+    let Some(crash) = kernel_crash(&read_log(&cell.log)?).map(str::to_owned) else {
+        return Ok(cell);
+    };
+    let first_log = cell.log.with_extension("crashed.log");
+    fs::rename(&cell.log, &first_log).with_context(|| format!("keeping {}", cell.log.display()))?;
+    eprintln!(
+        "xtask: {} / {backend}: the kernel crashed ({crash}); running the cell once more",
+        cell.kernel
+    );
+    let mut again = run_in_vm(kernel, initramfs, built, backend, out)?;
+    again.crashed_first = Some((crash, first_log));
+    Ok(again)
 }
 
 fn run_on_host(built: &Built, backend: &str, out: &Path) -> Result<Cell> {
@@ -629,6 +679,7 @@ fn run_on_host(built: &Built, backend: &str, out: &Path) -> Result<Cell> {
         outcome,
         elapsed: started.elapsed(),
         log: log_path,
+        crashed_first: None,
     })
 }
 
@@ -694,6 +745,7 @@ fn run_in_vm(
         outcome,
         elapsed: started.elapsed(),
         log: log_path,
+        crashed_first: None,
     })
 }
 
@@ -852,6 +904,17 @@ fn print_matrix(cells: &[Cell]) {
             cell.elapsed.as_secs_f64()
         );
     }
+    for cell in cells {
+        if let Some((crash, first_log)) = &cell.crashed_first {
+            println!();
+            println!(
+                "{} / {}: run twice, the kernel crashed in the first run: {crash} (see {})",
+                cell.kernel,
+                cell.backend,
+                first_log.display()
+            );
+        }
+    }
     for cell in cells.iter().filter(|c| !c.outcome.ok()) {
         println!();
         println!(
@@ -872,6 +935,20 @@ fn print_matrix(cells: &[Cell]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_crashes_are_told_from_failed_tests() {
+        let oops = "test x ... ok\n[   10.547561] BUG: kernel NULL pointer dereference, address: 0\n\
+                    [   10.548703] Oops: Oops: 0010 [#1] PREEMPT SMP NOPTI\n";
+        assert_eq!(
+            kernel_crash(oops),
+            Some("[   10.547561] BUG: kernel NULL pointer dereference, address: 0")
+        );
+        let lockup = "[   28.4] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [perl:99]\n";
+        assert!(kernel_crash(lockup).is_some());
+        let failed = "thread 'x' panicked at tests/lifecycle.rs:9:5:\ntest result: FAILED.\n";
+        assert_eq!(kernel_crash(failed), None);
+    }
 
     #[test]
     fn series_packages() {
