@@ -616,10 +616,10 @@ fn kernel_crash(console: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Runs a VM cell, and once more if it failed with the kernel crashing: under TCG the guest
-/// kernel sometimes oopses on its own (seen here: 6.12's rethook jumping to address 0 while
-/// kretprobes were detached mid-syscall, once in several runs of the same cell), and what
-/// follows a crash says nothing of the agent. The matrix shows the retry and where the first
+/// Runs a VM cell, and once more if it failed with the kernel crashing, or never starting
+/// init: under TCG the guest kernel sometimes oopses on its own (seen here: 6.12's rethook
+/// jumping to address 0 while kretprobes were detached mid-syscall, once in several runs of
+/// the same cell) or stays silent after the BIOS, and what follows says nothing of the agent. The matrix shows the retry and where the first
 /// run's log is; a cell that crashes twice fails.
 fn run_in_vm_once_more_if_it_crashed(
     kernel: &Kernel,
@@ -632,8 +632,11 @@ fn run_in_vm_once_more_if_it_crashed(
     if cell.outcome.ok() {
         return Ok(cell);
     }
-    let Some(crash) = kernel_crash(&read_log(&cell.log)?).map(str::to_owned) else {
-        return Ok(cell);
+    let crash = match kernel_crash(&read_log(&cell.log)?) {
+        Some(crash) => crash.to_owned(),
+        // Seen once: the console silent after the BIOS until the cell's timeout.
+        None if cell.outcome.release.is_none() => "init never started".to_owned(),
+        None => return Ok(cell),
     };
     let first_log = cell.log.with_extension("crashed.log");
     fs::rename(&cell.log, &first_log).with_context(|| format!("keeping {}", cell.log.display()))?;
