@@ -12,6 +12,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod model;
+
 pub const AGENT: &str = env!("CARGO_BIN_EXE_nsipc-agent");
 pub const HOST_NS: u64 = 4026531839;
 pub const WAIT: Duration = Duration::from_secs(10);
