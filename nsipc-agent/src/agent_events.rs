@@ -86,5 +86,7 @@ pub enum AgentEvent<'a> {
         lost: u64,
         missed: u64,
         decode_errors: u64,
+        /// Segments reported destroyed `late`: their free was not seen (see free_check.rs).
+        late_destroys: u64,
     },
 }

@@ -300,6 +300,7 @@ mod tests {
                 key: 7,
                 reason: DestroyReason::NamespaceTeardown,
                 lifetime_ns: None,
+                late: false,
             },
             Lifecycle::NsDestroy {
                 ts: 2,

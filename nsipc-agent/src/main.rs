@@ -10,6 +10,7 @@ mod cli;
 mod containers;
 mod decode;
 mod filter;
+mod free_check;
 mod inventory;
 mod json;
 mod kernel;

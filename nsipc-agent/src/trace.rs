@@ -1,7 +1,7 @@
 //! `nsipc-agent trace`: load, attach, and stream events until a signal or the reader leaves.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     io::Write,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
@@ -22,8 +22,10 @@ use crate::{
     containers::MetadataRoots,
     decode::{Body, DecodeError, KernelEvent, decode},
     filter::{Filter, FilterSpec},
+    free_check::FreeCheck,
     inventory, kernel,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
+    names::IpcObject,
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
     render::{KernelEventJson, Rfc3339, WallClock, clock_ns, kind_name},
     sink::{JsonLines, SinkState, stdout_reader_gone},
@@ -70,6 +72,8 @@ struct Counters {
     lost_reported_per_slot: Vec<u64>,
     missed_reported: u64,
     decode_errors: u64,
+    /// Segments found dead by a look, their free unseen ([`crate::free_check`]).
+    late_destroys: u64,
 }
 
 /// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
@@ -88,6 +92,7 @@ pub(crate) struct Stream<W: Write> {
     /// Records were lost since the last resynchronisation.
     resync_pending: bool,
     last_resync: Option<Instant>,
+    free_check: FreeCheck,
     /// The engine's largest population since the allocator last gave memory back, and its
     /// population at the previous tick.
     peak_population: usize,
@@ -117,6 +122,7 @@ impl<W: Write> Stream<W> {
             derived: Vec::new(),
             resync_pending: false,
             last_resync: None,
+            free_check: FreeCheck::default(),
             peak_population: 0,
             last_population: 0,
         }
@@ -383,6 +389,43 @@ impl<W: Write> Stream<W> {
     /// after `until` (CLOCK_MONOTONIC ns): a storm refills the ring buffer as fast as it is
     /// read, and what comes after `until` is the normal loop's. Undecodable records are
     /// reported at once. None when the reader went away.
+    /// Looks at the kernel for segments whose free is late ([`crate::free_check`]): those no
+    /// longer listed in a namespace the inventory reached died unseen, and are reported
+    /// destroyed (`late`) as of the inventory's start.
+    fn check_late_frees(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
+        let now = Instant::now();
+        let due = self.free_check.due(&self.engine.removed_unattached(), now);
+        if due.is_empty() {
+            return Ok(SinkState::Open);
+        }
+        let t0 = monotonic_ns();
+        let inventory =
+            inventory::take_inventory().context("taking an inventory to look for late frees")?;
+        // What the probes wrote meanwhile goes first: a free that came after all is not late.
+        if self.drain(ring)? == SinkState::ReaderGone {
+            return Ok(SinkState::ReaderGone);
+        }
+        let (namespaces, objects) = inventory.existing();
+        let reached: HashSet<u32> = namespaces.iter().map(|ns| ns.inum).collect();
+        let listed: HashSet<(u32, i32)> = objects
+            .iter()
+            .filter(|object| object.object == IpcObject::Shm)
+            .map(|object| (object.ns, object.id))
+            .collect();
+        self.derived.clear();
+        for segment in due {
+            if reached.contains(&segment.0) && !listed.contains(&segment) {
+                let before = self.derived.len();
+                self.engine
+                    .found_gone(segment.0, segment.1, t0, &mut self.derived);
+                self.counters.late_destroys += (self.derived.len() - before) as u64;
+            } else {
+                self.free_check.still_there(segment, now);
+            }
+        }
+        self.write_derived()
+    }
+
     fn collect(
         &mut self,
         ring: &mut RingBuf<MapData>,
@@ -529,6 +572,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                     || stream.report_lost(&probes)? == SinkState::ReaderGone
                     || stream.report_missed(&probes)? == SinkState::ReaderGone
                     || stream.resync_if_due(ring.get_mut())? == SinkState::ReaderGone
+                    || stream.check_late_frees(ring.get_mut())? == SinkState::ReaderGone
                     || stdout_reader_gone()
                 {
                     break Ending::ReaderGone;
@@ -563,6 +607,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                 lost: counters.lost_reported,
                 missed: counters.missed_reported,
                 decode_errors: counters.decode_errors,
+                late_destroys: counters.late_destroys,
             };
             stream.write_agent(&stop)?;
             stream.sink.flush()?;

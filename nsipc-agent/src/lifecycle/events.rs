@@ -169,6 +169,9 @@ pub enum Lifecycle {
         key: i32,
         reason: DestroyReason,
         lifetime_ns: Option<u64>,
+        /// Its free was never seen: a check found it gone at `ts`, so it died before `ts`
+        /// (and `lifetime_ns` is an upper bound). See [`super::Engine::found_gone`].
+        late: bool,
     },
     ShmRemove {
         ts: u64,
@@ -467,6 +470,7 @@ impl LifecycleJson<'_> {
                 key,
                 reason,
                 lifetime_ns,
+                late,
                 ..
             } => {
                 f.int(key!("id"), (*id).into())?;
@@ -474,6 +478,9 @@ impl LifecycleJson<'_> {
                 f.name(key!("reason"), reason.as_str())?;
                 if let Some(lifetime_ns) = lifetime_ns {
                     f.uint(key!("lifetime_ns"), *lifetime_ns)?;
+                }
+                if *late {
+                    f.bool(key!("late"), true)?;
                 }
             }
             Lifecycle::ObjectOrphaned {

@@ -848,7 +848,52 @@ impl Engine {
             lifetime_ns: (reason != DestroyReason::Unknown)
                 .then(|| state.created_ns().map(|created| ts.saturating_sub(created)))
                 .flatten(),
+            late: false,
         });
+    }
+
+    /// Segments removed while attached that no attachment the engine knows of holds any more,
+    /// as (namespace inum, id): their last detach may have come (a detach, or the exit of a
+    /// process that inherited the attachment by fork, which the engine cannot see), so their
+    /// free should follow. If it never comes (a `kfree` the probes did not see), only a look
+    /// at the kernel tells: [`Self::found_gone`].
+    pub fn removed_unattached(&self) -> Vec<(u32, i32)> {
+        let attached: HashSet<ObjectKey> = self.attachments.values().copied().collect();
+        let mut found = Vec::new();
+        for (&inum, namespace) in &self.namespaces {
+            for (&(object, id), state) in &namespace.objects {
+                let key = ObjectKey {
+                    ns: inum,
+                    object,
+                    id,
+                };
+                if object == IpcObject::Shm && state.removed() && !attached.contains(&key) {
+                    found.push((inum, id));
+                }
+            }
+        }
+        found
+    }
+
+    /// A segment removed while attached is no longer listed in its namespace (an inventory
+    /// that started at `ts` says so), though its free never came: it died of its last
+    /// detach, before `ts`. Reported so, flagged `late`; nothing if the engine has no such
+    /// segment (its free came meanwhile).
+    pub fn found_gone(&mut self, inum: u32, id: i32, ts: u64, out: &mut Vec<Lifecycle>) {
+        let key = ObjectKey {
+            ns: inum,
+            object: IpcObject::Shm,
+            id,
+        };
+        if !self.object(key).is_some_and(ObjectState::removed) {
+            return;
+        }
+        let ns = self.namespaces[&inum].ident;
+        let first = out.len();
+        self.destroy_object(key, ns, DestroyReason::LastDetach, None, ts, out);
+        if let Some(Lifecycle::ObjectDestroy { late, .. }) = out.get_mut(first) {
+            *late = true;
+        }
     }
 
     /// Namespaces other than `except` where a live object of this type has `key`, with the

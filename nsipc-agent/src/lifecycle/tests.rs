@@ -1636,3 +1636,81 @@ fn a_removal_before_its_objects_create_still_ends_it() {
     );
     h.engine.check_indexes().unwrap();
 }
+
+fn attach(h: &mut Harness, pid: u32, at: NsRef, id: i32, addr: u64) -> Vec<Lifecycle> {
+    h.feed(
+        pid,
+        at,
+        Body::ShmAttach {
+            id,
+            requested_addr: 0,
+            flags: 0,
+            result: Ok(addr as i64),
+        },
+    )
+}
+
+fn detach(h: &mut Harness, pid: u32, at: NsRef, addr: u64) -> Vec<Lifecycle> {
+    h.feed(
+        pid,
+        at,
+        Body::ShmDetach {
+            addr,
+            result: Ok(0),
+        },
+    )
+}
+
+#[test]
+fn a_removed_segment_awaits_its_free_once_no_known_attachment_holds_it() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 0x55, 4);
+    h.get(a, IpcObject::Shm, 0x56, 5);
+    attach(&mut h, 12, a, 4, 0x7f00);
+    attach(&mut h, 13, a, 4, 0x7f00);
+    assert!(h.engine.removed_unattached().is_empty(), "not removed");
+    h.rmid(a, IpcObject::Shm, 4, true);
+    assert!(
+        h.engine.removed_unattached().is_empty(),
+        "still attached twice"
+    );
+    detach(&mut h, 12, a, 0x7f00);
+    assert!(
+        h.engine.removed_unattached().is_empty(),
+        "pid 13 still attached"
+    );
+    h.feed(13, a, Body::ProcessExit);
+    assert_eq!(h.engine.removed_unattached(), [(NS_A, 4)]);
+}
+
+#[test]
+fn a_removed_segment_found_gone_is_destroyed_late_by_its_last_detach() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 0x55, 4);
+    h.get(a, IpcObject::Shm, 0x56, 5);
+    attach(&mut h, 12, a, 4, 0x7f00);
+    h.rmid(a, IpcObject::Shm, 4, true);
+    detach(&mut h, 12, a, 0x7f00);
+
+    let mut out = Vec::new();
+    h.engine.found_gone(NS_A, 5, 9_000_000, &mut out);
+    assert!(
+        out.is_empty(),
+        "a segment never removed is not awaiting its free"
+    );
+    h.engine.found_gone(NS_A, 4, 9_000_000, &mut out);
+    let json = to_json(&out[0]);
+    assert_eq!(json["event"], "shm.destroy", "{json}");
+    assert_eq!(json["reason"], "last_detach", "{json}");
+    assert_eq!(json["late"], true, "{json}");
+    assert!(h.engine.removed_unattached().is_empty());
+    // Its free, should it come after all, changes nothing.
+    assert!(h.shm_freed(a, 4, false).is_empty());
+    let mut again = Vec::new();
+    h.engine.found_gone(NS_A, 4, 9_000_001, &mut again);
+    assert!(again.is_empty(), "destroyed once");
+}
