@@ -1106,8 +1106,12 @@ impl Engine {
                 addr,
                 result: Ok(_),
             } => {
-                let ns = self.ident(event.ns, ts, out);
+                let caller_ns = self.ident(event.ns, ts, out);
                 let segment = self.attachments.remove(&(task.pid, addr));
+                // The segment's namespace, which the caller may have left since it attached.
+                let ns = segment
+                    .and_then(|key| self.namespaces.get(&key.ns))
+                    .map_or(caller_ns, |namespace| namespace.ident);
                 let id = segment.map(|key| key.id);
                 let key = segment
                     .and_then(|key| self.object(key))

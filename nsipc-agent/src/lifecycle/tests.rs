@@ -1714,3 +1714,25 @@ fn a_removed_segment_found_gone_is_destroyed_late_by_its_last_detach() {
     h.engine.found_gone(NS_A, 4, 9_000_001, &mut again);
     assert!(again.is_empty(), "destroyed once");
 }
+
+#[test]
+fn a_detach_names_the_segments_namespace_not_the_callers() {
+    let mut h = Harness::new();
+    let (a, b) = (ns(NS_A, 42), ns(NS_B, 43));
+    h.unshare(5, a);
+    h.unshare(6, b);
+    h.get(a, IpcObject::Shm, 0x55, 4);
+    attach(&mut h, 12, a, 4, 0x7f00);
+    // The attacher moved to namespace b (setns) before it detached.
+    let out = detach(&mut h, 12, b, 0x7f00);
+    let Lifecycle::ShmDetach { ns, id, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((ns.inum, *id), (NS_A, Some(4)));
+    // An address the engine does not know is reported where the caller is.
+    let out = detach(&mut h, 12, b, 0x9000);
+    let Lifecycle::ShmDetach { ns, id, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((ns.inum, *id), (NS_B, None));
+}
