@@ -78,6 +78,7 @@ const PROBE_TESTS: &[&str] = &[
     "privileged",
     "lifecycle",
     "differential",
+    "races",
     "docker_story",
     "equivalence",
 ];
