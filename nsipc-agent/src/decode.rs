@@ -125,13 +125,15 @@ pub enum Body {
     /// The namespace `ns` was freed: it and everything left in it are gone.
     NsFreed,
     /// Shm segment `id` (with `key`) of namespace `ns` was freed. `ns_dying`: its namespace
-    /// was being torn down when the free came; `rmid_forced`: the namespace has
+    /// was being torn down when the free came; `ns_freed`: even freed already (the segment
+    /// was that life's, not the one that may have the inum now); `rmid_forced`: the namespace has
     /// kernel.shm_rmid_forced set (read while the namespace's memory is there, dying or not;
     /// false once it is freed).
     ShmFreed {
         id: i32,
         key: i32,
         ns_dying: bool,
+        ns_freed: bool,
         rmid_forced: bool,
     },
     /// A cgroup was made in the attributed hierarchy (by the task, a container runtime).
@@ -249,6 +251,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             id: int(0),
             key: int(1),
             ns_dying: args[2] != 0,
+            ns_freed: args[2] == 2,
             rmid_forced: args[3] != 0,
         },
         EventKind::CgroupMkdir => Body::CgroupMkdir { cgroup: args[0] },
@@ -449,6 +452,7 @@ pub(crate) mod tests {
                     id: 7,
                     key: -1,
                     ns_dying: true,
+                    ns_freed: false,
                     rmid_forced: false,
                 },
             ),

@@ -229,13 +229,14 @@ fn encode(event: &KernelEvent) -> Record {
             id,
             key,
             ns_dying,
+            ns_freed,
             rmid_forced,
         } => (
             EventKind::ShmFreed,
             [
                 int(id),
                 int(key),
-                u64::from(ns_dying),
+                if ns_freed { 2 } else { u64::from(ns_dying) },
                 u64::from(rmid_forced),
             ],
             none,

@@ -289,11 +289,13 @@ impl Serialize for KernelEventJson<'_> {
                 id,
                 key,
                 ns_dying,
+                ns_freed,
                 rmid_forced,
             } => {
                 map.serialize_entry("id", id)?;
                 map.serialize_entry("key", key)?;
                 map.serialize_entry("ns_dying", ns_dying)?;
+                map.serialize_entry("ns_freed", ns_freed)?;
                 map.serialize_entry("rmid_forced", rmid_forced)?;
             }
             Body::CgroupMkdir { cgroup } | Body::CgroupRmdir { cgroup, .. } => {

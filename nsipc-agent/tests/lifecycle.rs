@@ -357,3 +357,102 @@ fn what_existed_before_start_is_seen_dying() {
     assert_eq!(segment["reason"], "namespace_teardown", "{segment}");
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Issue 10, defect 3, against the kernel. A namespace dies with a segment 0 left in it;
+/// its inum (where the kernel has no ns_id) goes to the next namespace once it is freed, and
+/// its segment is freed an RCU grace period later. Right after each such death, namespaces are
+/// made until one gets the dead one's inum, and it makes its own segment 0: a late free of the
+/// dead one's segment must not end that one. Each round that got the inum keeps its holder
+/// until the end, and every held segment must still be alive in the stream.
+#[test]
+fn late_segment_frees_spare_the_namespace_that_took_the_inum() {
+    const ROUNDS: usize = 20;
+    let agent = Agent::start(&[]);
+    // SYS_unshare = 272, CLONE_NEWIPC = 0x08000000. A holder that got the inum prints it with
+    // its segment's id and blocks; the others leave at once.
+    let mut workload = std::process::Command::new("perl")
+        .arg("-e")
+        .arg(format!(
+            r#"$| = 1;
+            sub newipc {{ syscall(272, 0x08000000) == 0 or die "unshare: $!";
+                          readlink("/proc/self/ns/ipc") =~ /(\d+)/; $1 }}
+            for (1 .. {ROUNDS}) {{
+                pipe(my $r, my $w) or die;
+                my $dying = fork // die;
+                if ($dying == 0) {{
+                    my $inum = newipc();
+                    shmget(0, 4096, 01600) // die "shmget: $!";
+                    syswrite($w, "$inum\n");
+                    exit 0;
+                }}
+                my $inum = <$r>;
+                chomp $inum;
+                waitpid($dying, 0);
+                for (1 .. 300) {{
+                    pipe(my $r2, my $w2) or die;
+                    my $holder = fork // die;
+                    if ($holder == 0) {{
+                        if (newipc() ne $inum) {{ syswrite($w2, "n"); exit 0 }}
+                        my $id = shmget(0, 4096, 01600) // die "shmget: $!";
+                        print "$inum $id\n";
+                        syswrite($w2, "y");
+                        sleep 600;
+                        exit 0;
+                    }}
+                    sysread($r2, my $got, 1);
+                    if ($got eq "y") {{ last }}
+                    waitpid($holder, 0);
+                }}
+            }}
+            print "done\n";
+            sleep 600;"#
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = Vec::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(workload.stdout.take().unwrap())) {
+        let line = line.unwrap();
+        if line == "done" {
+            break;
+        }
+        let (inum, id) = line.split_once(' ').unwrap();
+        held.push((inum.parse::<u64>().unwrap(), id.parse::<i64>().unwrap()));
+    }
+    // The last dying namespace's segment free comes an RCU grace period later.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let stopped = agent.stop(libc::SIGINT);
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-P", &workload.id().to_string()])
+        .status();
+    let _ = workload.kill();
+    let _ = workload.wait();
+    assert!(!held.is_empty(), "no namespace ever got a dead one's inum");
+    for (inum, id) in &held {
+        let created = stopped
+            .events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "shm.create" && e["ns"] == *inum && e["id"] == *id)
+            .unwrap_or_else(|| panic!("no shm.create of {id} in {inum}"));
+        let destroyed: Vec<&serde_json::Value> = stopped
+            .events
+            .iter()
+            .filter(|e| {
+                e["event"] == "shm.destroy"
+                    && e["ns"] == *inum
+                    && e["ns_id"] == created["ns_id"]
+                    && e["ns_gen"] == created["ns_gen"]
+                    && e["id"] == *id
+            })
+            .collect();
+        assert!(
+            destroyed.is_empty(),
+            "a held segment destroyed: {destroyed:?}"
+        );
+    }
+    eprintln!(
+        "late frees: {} of {ROUNDS} rounds got the dead namespace's inum",
+        held.len()
+    );
+}

@@ -241,8 +241,10 @@ pub enum EventKind {
     /// really gone, with every object still in it. `ns` is the freed namespace.
     NsFreed = 13,
     /// A shm segment the probes had seen was freed (`kfree` of its `shmid_kernel`).
-    /// `ns`: its namespace. args: id, key, 1 if its namespace was being torn down when the free
-    /// came, 1 if the namespace has kernel.shm_rmid_forced set.
+    /// `ns`: its namespace. args: id, key, where its namespace stood when the free came (0
+    /// live, 1 being torn down, 2 already freed: the segment was its namespace's, whose free
+    /// came first, even where a new namespace took the inum and the memory), 1 if the
+    /// namespace has kernel.shm_rmid_forced set.
     ShmFreed = 14,
     /// A cgroup was made in the hierarchy tasks are attributed by. args: its id. Its path is
     /// in [`CGROUP_PATHS_MAP`].

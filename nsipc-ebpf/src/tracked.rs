@@ -19,6 +19,7 @@
 
 use aya_ebpf::{
     Global,
+    helpers::bpf_ktime_get_ns,
     macros::{map, raw_tracepoint},
     maps::HashMap,
     programs::RawTracePointContext,
@@ -49,7 +50,12 @@ pub struct Tracked {
     kind: u32,
     id: i32,
     key: i32,
-    _pad: u32,
+    /// The life of the namespace (its own, or a segment's namespace's): a tag the probes give
+    /// a namespace when they first track its pointer, from the clock. Where the kernel has no
+    /// `ns_id`, a freed namespace's inum and memory both go to the next one at once; the tag
+    /// tells a segment of the dead namespace, freed an RCU grace period after it, from the
+    /// new namespace's.
+    ns_tag: u32,
     ns: NsRef,
     /// For a segment: its namespace's `struct ipc_namespace *`.
     ns_ptr: u64,
@@ -64,27 +70,42 @@ static TRACKED: HashMap<u64, Tracked> = HashMap::with_max_entries(131_072, 0);
 /// namespace is static and never freed.
 #[inline(always)]
 pub fn track_namespace(ipc_ns: *const u8, ns: NsRef) {
+    let _ = namespace_tag(ipc_ns, ns);
+}
+
+/// Tracks the namespace at `ipc_ns` (see [`track_namespace`]) and returns its life's tag (0 for
+/// the host's, never freed, or when it cannot be tracked).
+#[inline(always)]
+fn namespace_tag(ipc_ns: *const u8, ns: NsRef) -> u32 {
     if ipc_ns.is_null() || ns.inum == 0 || ns.inum == HOST_IPC_NS_INUM {
-        return;
+        return 0;
     }
-    let tracked = Tracked {
-        kind: TrackedKind::Namespace as u32,
-        id: 0,
-        key: 0,
-        _pad: 0,
-        ns,
-        ns_ptr: 0,
-    };
     // An existing entry is normally this namespace, written again for nothing. One naming
     // another namespace is stale: that namespace's free was missed, and this one now lives at
     // its address; kept, it would hide this namespace's free. A full map only loses this
     // namespace's destroy, which userspace then learns at its next resynchronisation.
     // SAFETY: the value is copied out at once.
     let current = unsafe { TRACKED.get(ipc_ns as u64) }.copied();
-    if current.is_some_and(|t| t.kind == TrackedKind::Namespace as u32 && t.ns == ns) {
-        return;
+    if let Some(current) = current
+        && current.kind == TrackedKind::Namespace as u32
+        && current.ns == ns
+    {
+        return current.ns_tag;
     }
+    // Any value but 0 will do, as long as the next life at this address gets another: the
+    // clock's low bits, 1 ns apart, come back only after 4.3 s to the nanosecond.
+    // SAFETY: no preconditions.
+    let tag = (unsafe { bpf_ktime_get_ns() } as u32).max(1);
+    let tracked = Tracked {
+        kind: TrackedKind::Namespace as u32,
+        id: 0,
+        key: 0,
+        ns_tag: tag,
+        ns,
+        ns_ptr: 0,
+    };
     let _ = TRACKED.insert(ipc_ns as u64, tracked, aya_ebpf::bindings::BPF_ANY as u64);
+    tag
 }
 
 /// `XA_CHUNK_SHIFT`: 64 slots per xarray node (CONFIG_BASE_SMALL=0, every distribution kernel).
@@ -149,12 +170,14 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32, key: Option<i32>) -> bool {
         return false;
     };
     let segment = perm.wrapping_sub(offset!(shm_perm) as usize);
+    let ns = ns_ref(ipc_ns);
+    let ns_tag = namespace_tag(ipc_ns, ns);
     let tracked = |key| Tracked {
         kind: TrackedKind::ShmSegment as u32,
         id,
         key,
-        _pad: 0,
-        ns: ns_ref(ipc_ns),
+        ns_tag,
+        ns,
         ns_ptr: ipc_ns as u64,
     };
     let tracked = match key {
@@ -167,7 +190,10 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32, key: Option<i32>) -> bool {
             // SAFETY: the value is copied out at once.
             let current = unsafe { TRACKED.get(segment as u64) }.copied();
             if current.is_some_and(|t| {
-                t.kind == TrackedKind::ShmSegment as u32 && t.id == id && t.ns == tracked.ns
+                t.kind == TrackedKind::ShmSegment as u32
+                    && t.id == id
+                    && t.ns == tracked.ns
+                    && t.ns_tag == ns_tag
             }) {
                 return true;
             }
@@ -243,7 +269,6 @@ fn on_kfree(ctx: &RawTracePointContext) {
         );
     } else {
         let ns_state = namespace_state(&tracked);
-        let dying = ns_state != NsState::Live;
         // Read while the namespace's memory is there, dying or not: a segment destroyed by
         // shm_rmid_forced at its creator's exit, the namespace's last reference, is freed
         // after that reference is gone but before the namespace is.
@@ -253,7 +278,7 @@ fn on_kfree(ctx: &RawTracePointContext) {
         let args = [
             tracked.id as u32 as u64,
             tracked.key as u32 as u64,
-            dying as u64,
+            ns_state as u64,
             rmid_forced as u64,
         ];
         emit(
@@ -267,28 +292,30 @@ fn on_kfree(ctx: &RawTracePointContext) {
     }
 }
 
-/// Where a freed segment's namespace stands.
+/// Where a freed segment's namespace stands (the `ShmFreed` record's args[2]).
+#[repr(u64)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NsState {
-    Live,
+    Live = 0,
     /// Its last reference is gone; its memory is not freed yet.
-    Dying,
+    Dying = 1,
     /// Its kfree came already: its memory must not be read.
-    Freed,
+    Freed = 2,
 }
 
 /// Whether a freed segment's namespace is being torn down: shm_exit_ns() destroys the segments
 /// of a namespace whose last reference is gone, and their RCU-deferred kfree can come before or
 /// after the namespace's own kfree. Before: the reference count is already zero. After: the
-/// namespace is no longer tracked.
+/// namespace is no longer tracked, or another life is tracked at its address (another tag).
 #[inline(always)]
 fn namespace_state(segment: &Tracked) -> NsState {
     if segment.ns.inum == HOST_IPC_NS_INUM {
         return NsState::Live;
     }
     let ns_ptr = segment.ns_ptr;
-    // SAFETY: only tested for presence.
-    if unsafe { TRACKED.get(ns_ptr) }.is_none() {
+    // SAFETY: the value is copied out at once.
+    let namespace = unsafe { TRACKED.get(ns_ptr) }.copied();
+    if namespace.is_none_or(|ns| ns.ns_tag != segment.ns_tag) {
         return NsState::Freed;
     }
     if read_field::<u32>(ns_ptr as *const u8, offset!(ipc_ns_refcount)) == Some(0) {

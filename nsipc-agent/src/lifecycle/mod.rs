@@ -211,7 +211,11 @@ impl Racing {
                 Body::ShmAttach {
                     id, result: Ok(_), ..
                 }
-                | Body::ShmFreed { id, .. } => {
+                | Body::ShmFreed {
+                    id,
+                    ns_freed: false,
+                    ..
+                } => {
                     racing.objects.insert(object(IpcObject::Shm, id));
                 }
                 Body::Unshare {
@@ -1192,6 +1196,9 @@ impl Engine {
                 }
             }
             Body::NsFreed => self.namespace_freed(event.ns, ts, out),
+            // The segment of a namespace freed already: its destroy came with the namespace's,
+            // and whatever has the inum now is another namespace (kernels without ns_id).
+            Body::ShmFreed { ns_freed: true, .. } => {}
             Body::ShmFreed {
                 id, rmid_forced, ..
             } => {

@@ -202,6 +202,7 @@ impl Harness {
                 id,
                 key: 0,
                 ns_dying,
+                ns_freed: false,
                 rmid_forced,
             },
         )
@@ -1735,4 +1736,33 @@ fn a_detach_names_the_segments_namespace_not_the_callers() {
         panic!("{out:?}")
     };
     assert_eq!((ns.inum, *id), (NS_B, None));
+}
+
+/// Issue 10, defect 3: where the kernel has no ns_id, a namespace's inum goes to the next one
+/// at once, while the frees of its segments come an RCU grace period after its own. A late
+/// free of the dead namespace's segment 0 must not destroy the new namespace's segment 0: the
+/// probes say its namespace was freed already (they tag each namespace life they track).
+#[test]
+fn a_dead_namespaces_late_segment_free_spares_the_next_life() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 0);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 0, 0);
+    assert_eq!(
+        Harness::names(&h.freed(a)),
+        ["shm.destroy", "ipc_ns.destroy"]
+    );
+    h.unshare(6, a);
+    h.get(a, IpcObject::Shm, 0, 0);
+    let late = |ns_freed| Body::ShmFreed {
+        id: 0,
+        key: 0,
+        ns_dying: true,
+        ns_freed,
+        rmid_forced: false,
+    };
+    assert!(h.feed(0, a, late(true)).is_empty());
+    assert_eq!(h.engine.live_objects(), [(NS_A, IpcObject::Shm, 0)]);
+    // What the engine would otherwise have done: the inum's new life lost its segment.
+    assert_eq!(Harness::names(&h.feed(0, a, late(false))), ["shm.destroy"]);
 }
