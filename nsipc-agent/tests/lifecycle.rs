@@ -374,33 +374,41 @@ fn late_segment_frees_spare_the_namespace_that_took_the_inum() {
         .arg("-e")
         .arg(format!(
             r#"$| = 1;
-            sub newipc {{ syscall(272, 0x08000000) == 0 or die "unshare: $!";
+            # undef when the kernel refuses (ENOSPC while dead namespaces wait to be freed
+            # count against user.max_ipc_namespaces).
+            sub newipc {{ syscall(272, 0x08000000) == 0 or return undef;
                           readlink("/proc/self/ns/ipc") =~ /(\d+)/; $1 }}
             for (1 .. {ROUNDS}) {{
                 pipe(my $r, my $w) or die;
                 my $dying = fork // die;
                 if ($dying == 0) {{
-                    my $inum = newipc();
+                    close $r;
+                    my $inum = newipc() // exit 1;
                     shmget(0, 4096, 01600) // die "shmget: $!";
                     syswrite($w, "$inum\n");
                     exit 0;
                 }}
-                my $inum = <$r>;
+                close $w;
+                my $inum = <$r> // "";
                 chomp $inum;
                 waitpid($dying, 0);
+                next if $inum eq "";
                 for (1 .. 300) {{
                     pipe(my $r2, my $w2) or die;
                     my $holder = fork // die;
                     if ($holder == 0) {{
-                        if (newipc() ne $inum) {{ syswrite($w2, "n"); exit 0 }}
+                        close $r2;
+                        my $got = newipc();
+                        if (!defined $got || $got ne $inum) {{ syswrite($w2, "n"); exit 0 }}
                         my $id = shmget(0, 4096, 01600) // die "shmget: $!";
                         print "$inum $id\n";
                         syswrite($w2, "y");
                         sleep 600;
                         exit 0;
                     }}
-                    sysread($r2, my $got, 1);
-                    if ($got eq "y") {{ last }}
+                    close $w2;
+                    sysread($r2, my $said, 1);
+                    last if ($said // "") eq "y";
                     waitpid($holder, 0);
                 }}
             }}
