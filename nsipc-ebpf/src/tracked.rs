@@ -84,12 +84,22 @@ fn namespace_tag(ipc_ns: *const u8, ns: NsRef) -> u32 {
     // another namespace is stale: that namespace's free was missed, and this one now lives at
     // its address; kept, it would hide this namespace's free. A full map only loses this
     // namespace's destroy, which userspace then learns at its next resynchronisation.
+    //
+    // The same life is the same inum with the same `ns_id`, or with an `ns_id` read as 0 on
+    // one side (a hook that ran before the kernel set it, or a kernel without it): its tag
+    // must never change while it lives, or its segments tracked so far would count as a dead
+    // life's at their free, and their destroys be dropped. An id learnt late is kept.
     // SAFETY: the value is copied out at once.
     let current = unsafe { TRACKED.get(ipc_ns as u64) }.copied();
-    if let Some(current) = current
+    if let Some(mut current) = current
         && current.kind == TrackedKind::Namespace as u32
-        && current.ns == ns
+        && current.ns.inum == ns.inum
+        && (current.ns.id == ns.id || current.ns.id == 0 || ns.id == 0)
     {
+        if current.ns.id == 0 && ns.id != 0 {
+            current.ns = ns;
+            let _ = TRACKED.insert(ipc_ns as u64, current, aya_ebpf::bindings::BPF_ANY as u64);
+        }
         return current.ns_tag;
     }
     // Any value but 0 will do, as long as the next life at this address gets another: the
