@@ -88,5 +88,8 @@ pub enum AgentEvent<'a> {
         decode_errors: u64,
         /// Segments reported destroyed `late`: their free was not seen (see free_check.rs).
         late_destroys: u64,
+        /// Runs of the two `kfree` copies the kernel skipped (recursion): each was run by the
+        /// other copy, so none is a lost record by itself.
+        kfree_skipped: u64,
     },
 }

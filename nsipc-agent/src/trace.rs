@@ -585,6 +585,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     // Count the skipped runs while the programs are there, then detach so nothing new
     // arrives, then drain what the probes already wrote.
     let missed = stream.report_missed(&probes)?;
+    let kfree_skipped = probes.kfree_skipped()?;
     probes.detach();
     if missed == SinkState::ReaderGone {
         return Ok(());
@@ -608,6 +609,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                 missed: counters.missed_reported,
                 decode_errors: counters.decode_errors,
                 late_destroys: counters.late_destroys,
+                kfree_skipped,
             };
             stream.write_agent(&stop)?;
             stream.sink.flush()?;

@@ -226,15 +226,23 @@ impl Probes {
     /// was already running on that CPU (`recursion_misses` in the program's info: the `kfree`
     /// raw tracepoint, say, interrupted by an RCU callback's kfree). Each may be a lost record.
     pub fn missed_total(&self) -> Result<u64> {
+        // A kfree skipped by one copy ran in the other: nothing was missed there.
+        self.recursion_misses_of(|name| !KFREE_COPIES.contains(&name))
+    }
+
+    /// Runs of the `kfree` copies the kernel skipped (each copy's skips are runs of the
+    /// other: reported in `agent.stop`, not as `agent.missed`).
+    pub fn kfree_skipped(&self) -> Result<u64> {
+        self.recursion_misses_of(|name| KFREE_COPIES.contains(&name))
+    }
+
+    /// The sum of `recursion_misses` over the programs whose names `counted` accepts.
+    fn recursion_misses_of(&self, counted: impl Fn(&str) -> bool) -> Result<u64> {
         let Some(ebpf) = &self.programs else {
             return Ok(0);
         };
         let mut total = 0;
-        // A kfree skipped by one copy ran in the other: nothing was missed there.
-        let counted = ebpf
-            .programs()
-            .filter(|(name, _)| !KFREE_COPIES.contains(name));
-        for (name, program) in counted {
+        for (name, program) in ebpf.programs().filter(|(name, _)| counted(name)) {
             if let Ok(fd) = program.fd() {
                 total += recursion_misses(fd.as_fd().as_raw_fd())
                     .with_context(|| format!("reading the statistics of probe {name}"))?;
