@@ -27,7 +27,7 @@
 mod support;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     fs,
     io::{BufRead as _, BufReader, Write as _},
     os::unix::{fs::MetadataExt as _, process::CommandExt as _},
@@ -48,8 +48,8 @@ const MAX_HOLDERS: usize = 4;
 const MID_RACE_CHECKPOINTS: u32 = 2;
 
 /// One racing worker. Builtins only (the VMs of `cargo xtask vm-test` have the perl binary
-/// alone): syscall numbers for x86_64. It stops when the file `stop` appears in its directory,
-/// waits for its children and prints what it did.
+/// alone): syscall numbers for x86_64. It stops when the file `stop` appears in its directory
+/// (or the test is gone), waits for its children and prints what it did.
 const RACER_PL: &str = r#"
 $| = 1;
 my ($seed, $index, $dir, @keys) = @ARGV;
@@ -122,7 +122,8 @@ sub enter_holder {
 }
 
 syscall(272, 0x08000000) == 0 or die "unshare: $!";    # never in the host's namespace
-while (!-e "$dir/stop") {
+my $test = getppid();
+while (!-e "$dir/stop" && getppid() == $test) {    # a killed test leaves no storm behind
     my $r = rand 100;
     if    ($r < 28) { get() }
     elsif ($r < 44) { my $k = pick('msg', 'shm', 'sem'); rmid($k, pick(ids($k))) }
@@ -237,6 +238,9 @@ struct Race {
     pgid: u32,
     holders: Vec<PathBuf>,
     holders_made: usize,
+    /// Every process of the workload that can make a namespace (the workers, the holders'
+    /// `unshare`): other processes on the machine may make namespaces too.
+    creators: HashSet<u32>,
     snapshots: Vec<Child>,
     second_agent: Option<Child>,
     checkpoints: usize,
@@ -287,6 +291,7 @@ impl Race {
             pgid: 0,
             holders: Vec::new(),
             holders_made: 0,
+            creators: HashSet::new(),
             snapshots: Vec::new(),
             second_agent: None,
             checkpoints: 0,
@@ -318,6 +323,7 @@ impl Race {
             if race.pgid == 0 {
                 race.pgid = child.id();
             }
+            race.creators.insert(child.id());
             race.workers.push(child);
         }
         race
@@ -337,12 +343,16 @@ impl Race {
                     .join("holders")
                     .join(format!("h{}", self.holders_made));
                 fs::write(&path, "").unwrap();
-                let status = Command::new("unshare")
+                let mut unshare = Command::new("unshare")
                     .arg(format!("--ipc={}", path.display()))
                     .arg("true")
-                    .status()
+                    .spawn()
                     .unwrap();
-                assert!(status.success(), "unshare --ipc={path:?} true");
+                self.creators.insert(unshare.id());
+                assert!(
+                    unshare.wait().unwrap().success(),
+                    "unshare --ipc={path:?} true"
+                );
                 self.holders.push(path);
             }
             4..=5 if !self.holders.is_empty() => {
@@ -519,7 +529,12 @@ impl Race {
                 .unwrap();
             assert!(status.success(), "umount -l {holder:?}");
         }
-        let made_here = |event: &Value| matches!(event["comm"].as_str(), Some("perl" | "unshare"));
+        let creators = std::mem::take(&mut self.creators);
+        let made_here = |event: &Value| {
+            event["pid"]
+                .as_u64()
+                .is_some_and(|pid| creators.contains(&(pid as u32)))
+        };
         let mut undestroyed = Vec::new();
         let Race { agent, stream, .. } = &mut self;
         let agent = agent.as_mut().expect("the agent runs");
