@@ -447,6 +447,51 @@ proptest! {
         prop_assert_eq!(engine.live_objects(), expected);
     }
 
+    /// A namespace's records from racing threads in any order: its creator's `unshare`, a
+    /// second process's `setns` into it and its get there, and a third process leaving it for
+    /// the host's. Whatever the order (a join or a get read before the creation's record
+    /// included), the namespace is created once and never destroyed, the second process joins
+    /// it once, the third goes into the host, and the queue is created once.
+    #[test]
+    fn a_namespaces_racing_records_tell_one_story_in_any_order(
+        order in Just((0..4).collect::<Vec<usize>>()).prop_shuffle(),
+    ) {
+        let host = NsRef { id: 1, inum: HOST_IPC_NS_INUM, _pad: 0 };
+        let ns = NsRef { id: 42, inum: 4026532177, _pad: 0 };
+        let mut engine = Engine::new(2);
+        let mut out = Vec::new();
+        let task = |pid| crate::decode::Task {
+            pid, tid: pid, ppid: 1, uid: 0, euid: 0, comm: [b'x'; COMM_LEN], cgroup: 0,
+            container: ContainerRef::NONE,
+        };
+        for (ts, &record) in order.iter().enumerate() {
+            let (pid, at, body) = match record {
+                0 => (5, ns, Body::Unshare { flags: 0x0800_0000, from: host, result: Ok(0) }),
+                1 => (6, ns, Body::Setns { fd: 3, nstype: 0, from: host, result: Ok(0) }),
+                2 => (6, ns, Body::Get {
+                    object: IpcObject::Msg, key: 7, flags: 0o1600, size: 0, result: Ok(0),
+                }),
+                _ => (7, host, Body::Setns { fd: 3, nstype: 0, from: ns, result: Ok(0) }),
+            };
+            let event = KernelEvent { ts_ns: 10 + ts as u64, task: task(pid), ns: at, body };
+            engine.apply(&event, &mut out);
+            engine.check_indexes().map_err(TestCaseError::fail)?;
+        }
+        let count = |name: &str, pred: &dyn Fn(&Lifecycle) -> bool| {
+            out.iter().filter(|l| l.name() == name && pred(l)).count()
+        };
+        let in_ns = |l: &Lifecycle| l.ns().inum == ns.inum;
+        prop_assert_eq!(count("ipc_ns.create", &in_ns), 1, "{:?}", out);
+        prop_assert_eq!(count("ipc_ns.exists", &in_ns), 0, "{:?}", out);
+        prop_assert_eq!(count("ipc_ns.destroy", &|_| true), 0, "{:?}", out);
+        prop_assert_eq!(count("msg.create", &in_ns), 1, "{:?}", out);
+        let joins = |pid: u32, inum: u32| count("ipc_ns.join", &|l: &Lifecycle| {
+            l.task().is_some_and(|t| t.pid == pid) && l.ns().inum == inum
+        });
+        prop_assert_eq!(joins(6, ns.inum), 1, "{:?}", out);
+        prop_assert_eq!(joins(7, HOST_IPC_NS_INUM), 1, "{:?}", out);
+    }
+
     /// Any sequence of events keeps the engine's indexes equal to their recomputation and its
     /// objects to what its own stream says lives: it destroys only objects it reported, and a
     /// namespace's end (its free, or another life of its inum) destroys exactly the objects it
