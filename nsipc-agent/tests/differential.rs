@@ -1246,6 +1246,7 @@ impl Workload {
                 ));
             }
         }
+        self.stream.finish();
         for problem in std::mem::take(&mut self.stream.problems) {
             self.diverge(format!("stream: {problem}"));
         }

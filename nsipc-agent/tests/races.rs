@@ -580,6 +580,7 @@ impl Race {
                 "agent.stop ({late} late destroys in the stream): {other:?}"
             )),
         }
+        self.stream.finish();
         for problem in std::mem::take(&mut self.stream.problems) {
             self.diverge(format!("stream: {problem}"));
         }
@@ -590,9 +591,10 @@ impl Race {
         }
         let summary = format!(
             "seed {}: workers did {did:?}; {created} namespaces created, destroys {reasons:?} \
-             ({late} late), {} lines; {} checkpoints comparing {} namespaces / {} objects; {} missed program \
+             ({late} late, {} ended as another life of their inum appeared), {} lines; {} checkpoints comparing {} namespaces / {} objects; {} missed program \
              runs; {} divergences",
             self.seed,
+            self.stream.ended_by_next_life,
             stopped.events.len(),
             self.checkpoints,
             self.namespaces_compared,

@@ -176,6 +176,12 @@ pub struct StreamState {
     /// Program runs the kernel skipped (`agent.missed`): the agent said so and
     /// resynchronised, which may destroy objects with reason `unknown`.
     pub missed: u64,
+    /// `unknown` ends with no missed runs to explain them, each excused only if another life
+    /// of the same inum is created at the same moment (see [`Self::finish`]).
+    unexplained_unknown: Vec<Value>,
+    /// Lives (with their objects) ended `unknown` because a new life of their inum showed up
+    /// before their free's record: the documented race of a free read after the next create.
+    pub ended_by_next_life: usize,
 }
 
 impl StreamState {
@@ -184,6 +190,14 @@ impl StreamState {
             let event = &events[self.cursor];
             self.cursor += 1;
             self.apply(event);
+        }
+    }
+
+    /// At the end of the stream: an `unknown` end that no missed run and no new life of its
+    /// inum explains is a problem.
+    pub fn finish(&mut self) {
+        for ended in std::mem::take(&mut self.unexplained_unknown) {
+            self.problem("unexpected destroy reason \"unknown\"", &ended);
         }
     }
 
@@ -211,6 +225,13 @@ impl StreamState {
                 self.alive
                     .insert(ns, event["ns"].as_u64().unwrap_or_default());
                 if name == "ipc_ns.create" {
+                    let before = self.unexplained_unknown.len();
+                    self.unexplained_unknown.retain(|ended| {
+                        ended["ns"] != event["ns"]
+                            || ended["time"] != event["time"]
+                            || ns_key(ended) == Some(ns)
+                    });
+                    self.ended_by_next_life += before - self.unexplained_unknown.len();
                     self.creates.push(event.clone());
                 }
             }
@@ -218,6 +239,9 @@ impl StreamState {
                 let Some(ns) = ns_key(event) else {
                     return self.problem("namespace without identity", event);
                 };
+                if event["reason"] == "unknown" && self.missed == 0 {
+                    self.unexplained_unknown.push(event.clone());
+                }
                 let torn_down = self.teardown.remove(&ns).unwrap_or(0);
                 let counted: u64 = ["msg", "shm", "sem"]
                     .iter()
@@ -316,6 +340,7 @@ impl StreamState {
                     "rmid" | "last_detach" => {}
                     // By the resynchronisation after missed runs or lost records.
                     "unknown" if self.missed > 0 => {}
+                    "unknown" => self.unexplained_unknown.push(event.clone()),
                     other => self.problem(&format!("unexpected destroy reason {other:?}"), event),
                 }
             }
