@@ -10,7 +10,9 @@
 //! then, flagged `late`. Looks are rare: a segment is first looked at after [`FIRST_LOOK`]
 //! (its free normally comes an RCU grace period after its last detach), looks are at least
 //! [`LOOK_INTERVAL`] apart, and a segment still listed (a forked child still holds it) is
-//! looked at again after twice as long each time, up to [`LONGEST_WAIT`].
+//! looked at again after twice as long each time, up to [`LONGEST_WAIT`]. The engine's list is
+//! asked for only when a look may be made ([`FreeCheck::may_look`]), at most every
+//! [`GATHER_INTERVAL`]: the agent's tick comes every 50 ms, and most ticks need nothing.
 
 use std::{
     collections::HashMap,
@@ -20,6 +22,7 @@ use std::{
 pub const FIRST_LOOK: Duration = Duration::from_secs(1);
 pub const LOOK_INTERVAL: Duration = Duration::from_secs(2);
 pub const LONGEST_WAIT: Duration = Duration::from_secs(64);
+pub const GATHER_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A segment by namespace inum and id.
 pub type Segment = (u32, i32);
@@ -33,13 +36,23 @@ struct Awaited {
 pub struct FreeCheck {
     awaited: HashMap<Segment, Awaited>,
     last_look: Option<Instant>,
+    last_gather: Option<Instant>,
 }
 
 impl FreeCheck {
+    /// Whether [`Self::due`] could return anything now: false within [`LOOK_INTERVAL`] of the
+    /// last look or [`GATHER_INTERVAL`] of the last call (a segment is then seen at most that
+    /// much later, and looked at that much later: its free is already late).
+    pub fn may_look(&self, now: Instant) -> bool {
+        let older = |at: Option<Instant>, interval| at.is_none_or(|at| now - at >= interval);
+        older(self.last_look, LOOK_INTERVAL) && older(self.last_gather, GATHER_INTERVAL)
+    }
+
     /// Takes the segments whose free is awaited now (`unattached`, the engine's list) and
     /// returns those to look at now: none unless one is due and the last look is
     /// [`LOOK_INTERVAL`] old.
     pub fn due(&mut self, unattached: &[Segment], now: Instant) -> Vec<Segment> {
+        self.last_gather = Some(now);
         let current: std::collections::HashSet<&Segment> = unattached.iter().collect();
         self.awaited.retain(|segment, _| current.contains(segment));
         for &segment in unattached {
@@ -114,6 +127,20 @@ mod tests {
                 "never later than the longest wait"
             );
         }
+    }
+
+    #[test]
+    fn the_list_is_wanted_only_when_a_look_may_be_made() {
+        let mut check = FreeCheck::default();
+        let t0 = Instant::now();
+        assert!(check.may_look(t0));
+        check.due(&[(7, 3)], t0);
+        assert!(!check.may_look(t0 + GATHER_INTERVAL / 2), "just gathered");
+        assert!(check.may_look(t0 + GATHER_INTERVAL));
+        let look = t0 + FIRST_LOOK;
+        assert_eq!(check.due(&[(7, 3)], look), vec![(7, 3)]);
+        assert!(!check.may_look(look + GATHER_INTERVAL), "just looked");
+        assert!(check.may_look(look + LOOK_INTERVAL));
     }
 
     #[test]

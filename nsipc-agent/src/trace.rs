@@ -394,6 +394,9 @@ impl<W: Write> Stream<W> {
     /// destroyed (`late`) as of the inventory's start.
     fn check_late_frees(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
         let now = Instant::now();
+        if !self.free_check.may_look(now) {
+            return Ok(SinkState::Open);
+        }
         let due = self.free_check.due(&self.engine.removed_unattached(), now);
         if due.is_empty() {
             return Ok(SinkState::Open);

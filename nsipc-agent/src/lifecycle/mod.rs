@@ -260,6 +260,9 @@ pub struct Engine {
     next_generation: Map<u32, u32>,
     /// Live attachments: (pid, address) → segment.
     attachments: Map<(u32, u64), ObjectKey>,
+    /// Live segments removed while attached (IPC_RMID marked them; their last detach frees
+    /// them): what [`Self::removed_unattached`] looks through, rather than every object.
+    removed_segments: HashSet<ObjectKey>,
     /// (type, key) → namespaces where a live object of that type has that key, for
     /// `key_lives_in` without scanning every object. IPC_PRIVATE is not indexed.
     keys: Map<(IpcObject, i32), u32>,
@@ -327,10 +330,15 @@ const SPARE_MAP_CAPACITY: usize = 64;
 /// population again is needed to shrink again, so this costs nothing per event on average,
 /// and nothing at all to small maps.
 fn shrink<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
-    const SMALL: usize = 1024;
-    if map.capacity() > SMALL && map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
+    if let Some(capacity) = shrunk_capacity(map.len(), map.capacity()) {
+        map.shrink_to(capacity);
     }
+}
+
+/// [`shrink`]'s rule: the capacity to shrink to, if any.
+fn shrunk_capacity(len: usize, capacity: usize) -> Option<usize> {
+    const SMALL: usize = 1024;
+    (capacity > SMALL && len < capacity / 4).then_some(len * 2)
 }
 
 impl Engine {
@@ -340,6 +348,7 @@ impl Engine {
             namespaces: Map::default(),
             next_generation: Map::default(),
             attachments: Map::default(),
+            removed_segments: HashSet::new(),
             keys: Map::default(),
             more_keys: Map::default(),
             torn_down: Map::default(),
@@ -685,6 +694,7 @@ impl Engine {
             let state = self.object_mut(key).expect("listed above");
             state.set_removed();
             let ipc_key = state.key;
+            self.removed_segments.insert(key);
             self.unindex_key(IpcObject::Shm, ipc_key, key.ns);
         }
         gone.sort_by_key(|(k, _)| (k.ns, k.object, k.id));
@@ -759,6 +769,7 @@ impl Engine {
         }
         state.set_removed();
         let ipc_key = state.key;
+        self.removed_segments.insert(key);
         // ipc_set_key_private(): the key no longer finds the segment.
         self.unindex_key(IpcObject::Shm, ipc_key, ns.inum);
         out.push(Lifecycle::ShmRemove {
@@ -834,7 +845,9 @@ impl Engine {
     ) {
         self.objects_live -= 1;
         self.made_in_host.remove(&key);
-        if !state.removed() {
+        if state.removed() {
+            self.removed_segments.remove(&key);
+        } else {
             self.unindex_key(key.object, state.key, key.ns);
         }
         if key.object == IpcObject::Shm {
@@ -862,20 +875,17 @@ impl Engine {
     /// free should follow. If it never comes (a `kfree` the probes did not see), only a look
     /// at the kernel tells: [`Self::found_gone`].
     pub fn removed_unattached(&self) -> Vec<(u32, i32)> {
-        let attached: HashSet<ObjectKey> = self.attachments.values().copied().collect();
-        let mut found = Vec::new();
-        for (&inum, namespace) in &self.namespaces {
-            for (&(object, id), state) in &namespace.objects {
-                let key = ObjectKey {
-                    ns: inum,
-                    object,
-                    id,
-                };
-                if object == IpcObject::Shm && state.removed() && !attached.contains(&key) {
-                    found.push((inum, id));
-                }
-            }
+        if self.removed_segments.is_empty() {
+            return Vec::new();
         }
+        let attached: HashSet<ObjectKey> = self.attachments.values().copied().collect();
+        let mut found: Vec<(u32, i32)> = self
+            .removed_segments
+            .iter()
+            .filter(|key| !attached.contains(key))
+            .map(|key| (key.ns, key.id))
+            .collect();
+        found.sort_unstable();
         found
     }
 
@@ -1000,6 +1010,10 @@ impl Engine {
         shrink(&mut self.keys);
         shrink(&mut self.namespaces);
         shrink(&mut self.attachments);
+        let removed = &mut self.removed_segments;
+        if let Some(capacity) = shrunk_capacity(removed.len(), removed.capacity()) {
+            removed.shrink_to(capacity);
+        }
     }
 
     fn apply_event(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {

@@ -1684,6 +1684,11 @@ fn a_removed_segment_awaits_its_free_once_no_known_attachment_holds_it() {
     );
     h.feed(13, a, Body::ProcessExit);
     assert_eq!(h.engine.removed_unattached(), [(NS_A, 4)]);
+    h.freed(a);
+    assert!(
+        h.engine.removed_unattached().is_empty(),
+        "gone with its namespace"
+    );
 }
 
 #[test]
