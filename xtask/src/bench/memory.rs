@@ -223,6 +223,9 @@ pub struct MemoryRun {
     /// The anonymous part of `VmRSS` (`RssAnon`: the heap) at the same three times; the rest
     /// is file-backed (the binary, the ring buffer's mapping).
     pub anon: [u64; 3],
+    /// The agent's CPU time per second over [`IDLE_WINDOW`] with everything alive and
+    /// nothing happening: what its periodic work costs with that much state.
+    pub idle_cpu_share: f64,
     /// Records the kernel could not buffer, as the agent reported them by its stop.
     pub lost: Option<u64>,
     /// SysV objects in the bench's own (the host's) IPC namespace before and after.
@@ -235,6 +238,8 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 /// How long the workload may take to create everything, and the stream to show it all.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(600);
 const SEEN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the agent's CPU time is read over with everything alive and quiet.
+pub const IDLE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Objects listed in /proc/sysvipc, i.e. in this process's IPC namespace.
 fn host_objects() -> Result<u64> {
@@ -318,6 +323,9 @@ pub fn run(tools: &mut Tools, namespaces: u32, objects_per_namespace: u32) -> Re
     let rss_live = kernel::vm_rss_kib(pid)?;
     let hwm_live = kernel::status_kib(pid, "VmHWM")?;
     let anon_live = kernel::status_kib(pid, "RssAnon")?;
+    let idle_from = kernel::cpu_ns(pid)?;
+    thread::sleep(IDLE_WINDOW);
+    let idle_cpu_share = (kernel::cpu_ns(pid)? - idle_from) as f64 / IDLE_WINDOW.as_nanos() as f64;
 
     writeln!(stdin, "die").context("telling the memory workload to end")?;
     drop(stdin);
@@ -351,6 +359,7 @@ pub fn run(tools: &mut Tools, namespaces: u32, objects_per_namespace: u32) -> Re
         rss_after,
         hwm_end: traced.max_rss_kib,
         anon: [anon_before, anon_live, anon_after],
+        idle_cpu_share,
         lost: traced.lost,
         host_objects: (host_before, host_after),
     })

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{
     MEMORY_NAMESPACES, Measured, Workload,
-    memory::{MemoryRun, SETTLE, Seen},
+    memory::{IDLE_WINDOW, MemoryRun, SETTLE, Seen},
     setups::{Setup, Traced},
 };
 
@@ -926,6 +926,8 @@ fn memory_section(out: &mut String, run: &MemoryRun) {
         out,
         "- The workload took {:.1} s to create everything ({:.1} s of CPU); the stream showed \
          every creation {} after that, every destruction {} after the unmount.\n\
+         - With everything alive and quiet, the agent used {:.2}% of a CPU over {} s (its \
+         periodic work with that much state).\n\
          - Records lost: {}.\n\
          - Objects in the host's IPC namespace: {} before, {} after (the workload's never are \
          there; other users of the machine may change it).\n",
@@ -933,6 +935,8 @@ fn memory_section(out: &mut String, run: &MemoryRun) {
         run.create_cpu_seconds,
         seconds(run.created_seen_after),
         seconds(run.destroyed_seen_after),
+        run.idle_cpu_share * 100.0,
+        IDLE_WINDOW.as_secs(),
         or_dash(run.lost.map(|l| l.to_string())),
         run.host_objects.0,
         run.host_objects.1,
@@ -1064,6 +1068,7 @@ mod tests {
             rss_after,
             hwm_end,
             anon: [1024, 10 * 1024, 1024],
+            idle_cpu_share: 0.001,
             lost: Some(0),
             host_objects: (0, 0),
         }
