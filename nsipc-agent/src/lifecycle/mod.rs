@@ -666,6 +666,7 @@ impl Engine {
 
         let mut gone: Vec<(ObjectKey, NsIdent)> = Vec::new();
         let mut removed_unseen: Vec<ObjectKey> = Vec::new();
+        let mut detached_unseen: Vec<ObjectKey> = Vec::new();
         for namespace in self.namespaces.values() {
             if racing.frees(namespace.ident) {
                 continue;
@@ -685,6 +686,9 @@ impl Engine {
                     Some(&listed_key) if !state.removed() && listed_key == state.key => {}
                     // Removed while attached, unseen: it now waits for its last detach.
                     Some(&IPC_PRIVATE) if object == IpcObject::Shm => removed_unseen.push(key),
+                    // Removed while attached, and gone (or its id taken by another): only its
+                    // last detach could end it while its namespace lives; its free was unseen.
+                    _ if state.removed() => detached_unseen.push(key),
                     // Not listed, or listed with another key: another object took its id.
                     _ => gone.push((key, namespace.ident)),
                 }
@@ -696,6 +700,11 @@ impl Engine {
             let ipc_key = state.key;
             self.removed_segments.insert(key);
             self.unindex_key(IpcObject::Shm, ipc_key, key.ns);
+        }
+        detached_unseen.sort_unstable_by_key(|key| (key.ns, key.id));
+        for key in detached_unseen {
+            self.found_gone(key.ns, key.id, ts, out);
+            counts.objects_gone += 1;
         }
         gone.sort_by_key(|(k, _)| (k.ns, k.object, k.id));
         for (key, ns) in gone {

@@ -1181,6 +1181,40 @@ fn resync_marks_a_segment_listed_with_the_private_key_removed() {
     assert_eq!(destroy_reason(&out[0]), DestroyReason::LastDetach);
 }
 
+/// A segment removed while attached can only die of its last detach (its namespace lives):
+/// one a resync no longer finds died so, unseen, before the inventory; reported so, `late`,
+/// rather than as an `unknown` end.
+#[test]
+fn resync_reports_a_removed_segment_found_gone_as_its_late_last_detach() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 0);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 7, 3);
+    h.get(a, IpcObject::Shm, 8, 4);
+    attach(&mut h, 12, a, 3, 0x7f00);
+    attach(&mut h, 12, a, 4, 0x7e00);
+    h.rmid(a, IpcObject::Shm, 3, true);
+    h.rmid(a, IpcObject::Shm, 4, true);
+    // Id 4 went to a new segment since: the removed one died all the same.
+    let (counts, out) = h.resync(
+        &[listed_ns(HOST_IPC_NS_INUM, 0), listed_ns(NS_A, 0)],
+        &[listed(NS_A, IpcObject::Shm, 4, 9)],
+        &[],
+    );
+    assert_eq!(counts.objects_gone, 2, "{out:?}");
+    assert_eq!(counts.objects_found, 1, "{out:?}");
+    for id in [3, 4] {
+        let json = out
+            .iter()
+            .map(to_json)
+            .find(|json| json["event"] == "shm.destroy" && json["id"] == id)
+            .unwrap_or_else(|| panic!("no destroy of {id}: {out:?}"));
+        assert_eq!(json["reason"], "last_detach", "{json}");
+        assert_eq!(json["late"], true, "{json}");
+    }
+    assert!(h.engine.removed_unattached().is_empty());
+}
+
 #[test]
 fn detach_of_an_unknown_attachment_still_reports_the_address() {
     let mut h = Harness::new();
