@@ -1,5 +1,5 @@
 //! The agent's own events: `agent.ready`, `agent.lost`, `agent.missed`, `agent.resync`,
-//! `agent.decode_error`, `agent.stop`.
+//! `agent.kfree_check`, `agent.decode_error`, `agent.stop`.
 
 use std::collections::BTreeMap;
 
@@ -60,15 +60,31 @@ pub enum AgentEvent<'a> {
         count: u64,
         total: u64,
     },
-    /// After lost records, the state was made equal to a fresh inventory; `*.destroy` (reason
-    /// `unknown`) and `*.exists` lines for what changed unseen came just before.
+    /// After lost records (or skipped `kfree` runs), the state was made equal to a fresh
+    /// inventory; `*.destroy` (reason `unknown`) and `*.exists` lines for what changed unseen
+    /// came just before.
     #[serde(rename = "agent.resync")]
     Resync {
         time: Rfc3339,
+        /// Why: [`ResyncCause`].
+        after: ResyncCause,
         namespaces_gone: u64,
         namespaces_found: u64,
         objects_gone: u64,
         objects_found: u64,
+    },
+    /// How the startup check of the frees the probes rely on ended (see kfree_check.rs).
+    #[serde(rename = "agent.kfree_check")]
+    KfreeCheck {
+        time: Rfc3339,
+        /// Both frees were seen.
+        ok: bool,
+        namespace_free_seen: bool,
+        segment_free_seen: bool,
+        /// From the start of the check to its end.
+        ms: u64,
+        /// Why the check could not be made; null when it was.
+        error: Option<&'a str>,
     },
     /// A ring-buffer record that could not be decoded (it is skipped).
     #[serde(rename = "agent.decode_error")]
@@ -92,4 +108,18 @@ pub enum AgentEvent<'a> {
         /// other copy, so none is a lost record by itself.
         kfree_skipped: u64,
     },
+}
+
+/// Why the agent resynchronised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResyncCause {
+    /// Records were lost (`agent.lost`) or program runs missed (`agent.missed`).
+    Lost,
+    /// The kernel skipped runs of the `kfree` programs: a free, and the destroy it means, may
+    /// have gone unseen (a namespace's, which nothing else reports). At most every
+    /// 10 s.
+    KfreeSkipped,
+    /// The startup check of the frees failed (`agent.kfree_check`): every 10 s.
+    KfreeUnverified,
 }

@@ -14,6 +14,7 @@ mod free_check;
 mod inventory;
 mod json;
 mod kernel;
+mod kfree_check;
 mod lifecycle;
 mod names;
 mod probes;

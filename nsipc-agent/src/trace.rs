@@ -17,13 +17,14 @@ use tokio::{
 };
 
 use crate::{
-    agent_events::AgentEvent,
+    agent_events::{AgentEvent, ResyncCause},
     attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
     containers::MetadataRoots,
     decode::{Body, DecodeError, KernelEvent, decode},
     filter::{Filter, FilterSpec},
     free_check::FreeCheck,
     inventory, kernel,
+    kfree_check::KfreeCheck,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     names::IpcObject,
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
@@ -39,6 +40,9 @@ pub(crate) const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// The shortest time between two resynchronisations after lost records.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest time between a resynchronisation and one that checks for frees the skipped
+/// `kfree` runs may have hidden: skips come steadily under load, misses rarely if ever.
+const KFREE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long after an inventory's end records still count as racing with it (see
 /// [`Stream::resync_if_due`]): longer than a call is kept, by preemption, between its effect
@@ -74,6 +78,8 @@ struct Counters {
     decode_errors: u64,
     /// Segments found dead by a look, their free unseen ([`crate::free_check`]).
     late_destroys: u64,
+    /// Skipped `kfree` runs already answered by a resynchronisation being asked for.
+    kfree_skipped_seen: u64,
 }
 
 /// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
@@ -91,6 +97,13 @@ pub(crate) struct Stream<W: Write> {
     derived: Vec<Lifecycle>,
     /// Records were lost since the last resynchronisation.
     resync_pending: bool,
+    /// `kfree` runs were skipped since the last resynchronisation.
+    kfree_check_pending: bool,
+    /// The startup check of the frees the probes rely on, while it runs ([`crate::kfree_check`]).
+    kfree_check: Option<KfreeCheck>,
+    /// That check failed: frees may go unseen at any time, so the state is checked against
+    /// the kernel every [`KFREE_CHECK_INTERVAL`].
+    kfree_unverified: bool,
     last_resync: Option<Instant>,
     free_check: FreeCheck,
     /// The engine's largest population since the allocator last gave memory back, and its
@@ -121,6 +134,9 @@ impl<W: Write> Stream<W> {
             raw,
             derived: Vec::new(),
             resync_pending: false,
+            kfree_check_pending: false,
+            kfree_check: None,
+            kfree_unverified: false,
             last_resync: None,
             free_check: FreeCheck::default(),
             peak_population: 0,
@@ -169,8 +185,20 @@ impl<W: Write> Stream<W> {
         }
     }
 
+    /// Whether `event` is a record of a startup kfree check (this agent's or another's), which
+    /// the stream leaves out.
+    fn is_kfree_check_record(&mut self, event: &KernelEvent) -> bool {
+        match &mut self.kfree_check {
+            Some(check) => check.is_own(event),
+            None => KfreeCheck::is_checking_thread(event),
+        }
+    }
+
     /// Counts one decoded record and writes what it means.
     fn apply_record(&mut self, event: &KernelEvent) -> Result<SinkState> {
+        if self.is_kfree_check_record(event) {
+            return Ok(SinkState::Open);
+        }
         self.counters.events += 1;
         let mut event = *event;
         match event.body {
@@ -297,6 +325,54 @@ impl<W: Write> Stream<W> {
         })
     }
 
+    /// Asks for a resynchronisation (at most every [`KFREE_CHECK_INTERVAL`]) when the kernel
+    /// skipped runs of the `kfree` copies: each skip was run by the other copy, but tracked
+    /// frees have been seen to go unreported under such load, and a namespace's free is the
+    /// only report of its end (a segment's has [`crate::free_check`]).
+    fn note_kfree_skipped(&mut self, probes: &Probes) -> Result<()> {
+        let total = probes.kfree_skipped()?;
+        if total > self.counters.kfree_skipped_seen || self.kfree_unverified {
+            self.counters.kfree_skipped_seen = total;
+            self.kfree_check_pending = true;
+        }
+        Ok(())
+    }
+
+    /// Starts the startup check of the frees the probes rely on; the probes must be attached.
+    fn start_kfree_check(&mut self) {
+        self.kfree_check = Some(KfreeCheck::start());
+    }
+
+    /// Writes `agent.kfree_check` once the startup check has ended; if it failed, the state is
+    /// from then on checked against the kernel every [`KFREE_CHECK_INTERVAL`].
+    fn report_kfree_check(&mut self) -> Result<SinkState> {
+        let Some(outcome) = self
+            .kfree_check
+            .as_mut()
+            .and_then(|check| check.outcome(Instant::now()))
+        else {
+            return Ok(SinkState::Open);
+        };
+        if !outcome.passed() {
+            self.kfree_unverified = true;
+            eprintln!(
+                "nsipc-agent: warning: the probes did not see the frees of a test namespace \
+                 and segment (see agent.kfree_check): ends seen only through them may be \
+                 reported late, by a resynchronisation every {} s",
+                KFREE_CHECK_INTERVAL.as_secs()
+            );
+        }
+        let event = AgentEvent::KfreeCheck {
+            time: self.now(),
+            ok: outcome.passed(),
+            namespace_free_seen: outcome.namespace_free_seen,
+            segment_free_seen: outcome.segment_free_seen,
+            ms: outcome.elapsed.as_millis() as u64,
+            error: outcome.error.as_deref(),
+        };
+        Ok(self.sink.write(&event)?)
+    }
+
     /// Writes `event(time, total - reported, total)` and asks for a resynchronisation when a
     /// counter of possibly lost records went up.
     fn report_increase(
@@ -329,14 +405,20 @@ impl<W: Write> Stream<W> {
     /// reconciliation had already reported as `unknown`; reconciling with an engine that lags
     /// the inventory would report as vanished what those records destroy or create.
     fn resync_if_due(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
-        if !self.resync_pending
-            || self
-                .last_resync
-                .is_some_and(|at| at.elapsed() < RESYNC_INTERVAL)
-        {
+        let since_last = |interval| self.last_resync.is_none_or(|at| at.elapsed() >= interval);
+        let after = if self.resync_pending && since_last(RESYNC_INTERVAL) {
+            ResyncCause::Lost
+        } else if self.kfree_check_pending && since_last(KFREE_CHECK_INTERVAL) {
+            if self.kfree_unverified {
+                ResyncCause::KfreeUnverified
+            } else {
+                ResyncCause::KfreeSkipped
+            }
+        } else {
             return Ok(SinkState::Open);
-        }
+        };
         self.resync_pending = false;
+        self.kfree_check_pending = false;
         self.last_resync = Some(Instant::now());
         if self.drain(ring)? == SinkState::ReaderGone {
             return Ok(SinkState::ReaderGone);
@@ -366,9 +448,15 @@ impl<W: Write> Stream<W> {
         let counts = self
             .engine
             .resync(t0, &namespaces, &objects, &racing, &mut self.derived);
+        self.counters.late_destroys += self
+            .derived
+            .iter()
+            .filter(|event| matches!(event, Lifecycle::ObjectDestroy { late: true, .. }))
+            .count() as u64;
         if self.write_derived()? == SinkState::ReaderGone
             || self.sink.write(&AgentEvent::Resync {
                 time: self.now(),
+                after,
                 namespaces_gone: counts.namespaces_gone,
                 namespaces_found: counts.namespaces_found,
                 objects_gone: counts.objects_gone,
@@ -438,7 +526,9 @@ impl<W: Write> Stream<W> {
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(event) => {
-                    events.push(event);
+                    if !self.is_kfree_check_record(&event) {
+                        events.push(event);
+                    }
                     if event.ts_ns > until {
                         break;
                     }
@@ -552,6 +642,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         cgroup_hierarchy: cgroup_hierarchy.as_deref(),
     };
     stream.write_agent(&ready)?;
+    stream.start_kfree_check();
 
     let mut tick = interval(IDLE_POLL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -571,7 +662,9 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
+                stream.note_kfree_skipped(&probes)?;
                 if stream.drain(ring.get_mut())? == SinkState::ReaderGone
+                    || stream.report_kfree_check()? == SinkState::ReaderGone
                     || stream.report_lost(&probes)? == SinkState::ReaderGone
                     || stream.report_missed(&probes)? == SinkState::ReaderGone
                     || stream.resync_if_due(ring.get_mut())? == SinkState::ReaderGone

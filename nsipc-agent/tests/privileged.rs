@@ -210,6 +210,39 @@ fn signals_stop_cleanly_with_agent_stop() {
     }
 }
 
+/// The startup check (`agent.kfree_check`) sees, on this kernel and backend, the frees of the
+/// namespace and the removed segment it makes, and none of its own doings reach the stream.
+#[test]
+fn startup_kfree_check_sees_both_frees_and_stays_out_of_the_stream() {
+    let mut agent = Agent::start(&["--raw"]);
+    let pid = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready")["pid"].clone();
+    let check = agent.wait_within("agent.kfree_check", Duration::from_secs(60), |e| {
+        e["event"] == "agent.kfree_check"
+    });
+    assert_eq!(check["ok"], true, "{check}");
+    assert_eq!(check["namespace_free_seen"], true, "{check}");
+    assert_eq!(check["segment_free_seen"], true, "{check}");
+    assert_eq!(check["error"], serde_json::Value::Null, "{check}");
+    let stopped = agent.stop(libc::SIGINT);
+    let own: Vec<_> = stopped
+        .events
+        .iter()
+        // The inventory's helper thread (`nsipc-setns`) is the agent's too, and shows in --raw.
+        .filter(|e| {
+            let agents_task = e["pid"] == pid && e.get("tid").is_some();
+            e["comm"] == "nsipc-kfreechk" || (agents_task && e["comm"] != "nsipc-setns")
+        })
+        .collect();
+    assert!(own.is_empty(), "the check's own records: {own:#?}");
+    assert!(
+        !stopped
+            .events
+            .iter()
+            .any(|e| e["event"] == "agent.resync" && e["after"] == "kfree_unverified"),
+        "no fallback after a check that passed"
+    );
+}
+
 /// `nsipc-agent trace | head -3`: the agent notices the closed pipe and exits 0, quietly.
 #[test]
 fn closed_pipe_exits_quietly() {
