@@ -12,6 +12,11 @@ engine=${1:-docker}
 image=nsipc-test:latest
 log=/var/log/nsipc-dockerd.log
 
+# The docker and podman tests run at once: one setup at a time (two apt-get runs would fight
+# over apt's lock). dockerd, left running, must not inherit the lock's fd.
+exec 9>/run/nsipc-container-setup.lock
+flock 9
+
 missing=()
 case "$engine" in
 docker) command -v dockerd >/dev/null || missing+=(docker.io) ;;
@@ -21,12 +26,12 @@ esac
 [[ -x /bin/busybox ]] || missing+=(busybox-static)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 if ((${#missing[@]})); then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [[ $engine == docker ]] && ! docker info >/dev/null 2>&1; then
-    setsid dockerd --iptables=false --bridge=none --storage-driver=overlay2 >>"$log" 2>&1 </dev/null &
+    setsid dockerd --iptables=false --bridge=none --storage-driver=overlay2 >>"$log" 2>&1 </dev/null 9>&- &
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break
         sleep 1
