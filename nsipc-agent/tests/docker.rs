@@ -27,7 +27,10 @@ struct Engine {
     /// What the stream calls the runtime of its containers.
     runtime: &'static str,
     image: &'static str,
-    /// Options for every `run` (podman would set up a network through netavark otherwise).
+    /// Options for every `run`: podman would set up a network through netavark otherwise, and
+    /// by default raises the container's RLIMIT_NOFILE and RLIMIT_NPROC to its own hard limits,
+    /// which runc is refused on some machines ("error setting rlimit type 7: operation not
+    /// permitted"); lower ones are always allowed.
     run_options: &'static [&'static str],
     /// Keeps the SysV keys of the two stories apart: they run at the same time.
     key_salt: u32,
@@ -45,7 +48,14 @@ const PODMAN: Engine = Engine {
     program: "podman",
     runtime: "podman",
     image: "localhost/nsipc-test:latest",
-    run_options: &["--network", "none"],
+    run_options: &[
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ],
     key_salt: 0x50,
 };
 
