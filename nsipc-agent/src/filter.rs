@@ -309,6 +309,7 @@ mod tests {
                 lifetime_ns: None,
                 destroyed: ObjectCounts::default(),
                 reason: DestroyReason::Freed,
+                late: false,
             },
         ]
     }

@@ -458,13 +458,25 @@ impl<W: Write> Stream<W> {
         }
         let (namespaces, objects) = inventory.existing();
         self.derived.clear();
-        let counts = self
-            .engine
-            .resync(t0, &namespaces, &objects, &racing, &mut self.derived);
+        let frees_only = after != ResyncCause::Lost;
+        let counts = self.engine.resync(
+            t0,
+            frees_only,
+            &namespaces,
+            &objects,
+            &racing,
+            &mut self.derived,
+        );
         self.counters.late_destroys += self
             .derived
             .iter()
-            .filter(|event| matches!(event, Lifecycle::ObjectDestroy { late: true, .. }))
+            .filter(|event| {
+                matches!(
+                    event,
+                    Lifecycle::ObjectDestroy { late: true, .. }
+                        | Lifecycle::NsDestroy { late: true, .. }
+                )
+            })
             .count() as u64;
         if self.write_derived()? == SinkState::ReaderGone
             || self.sink.write(&AgentEvent::Resync {

@@ -571,7 +571,7 @@ impl Race {
             {
                 if late > 0 {
                     say(&format!(
-                        "seed {}: {late} segments found dead late, their kfree unseen",
+                        "seed {}: {late} destroys reported late, their kfree unseen",
                         self.seed
                     ));
                 }

@@ -141,6 +141,9 @@ pub enum Lifecycle {
         lifetime_ns: Option<u64>,
         destroyed: ObjectCounts,
         reason: DestroyReason,
+        /// Freed unseen: found gone by looking, after the free (`lifetime_ns` is an upper
+        /// bound).
+        late: bool,
     },
     ObjectExists {
         ts: u64,
@@ -424,6 +427,7 @@ impl LifecycleJson<'_> {
                 destroyed,
                 reason,
                 containers,
+                late,
                 ..
             } => {
                 put_containers(f, key!("containers"), containers, self.attribution)?;
@@ -439,6 +443,9 @@ impl LifecycleJson<'_> {
                         (key!("sem"), destroyed.sem.into()),
                     ],
                 )?;
+                if *late {
+                    f.bool(key!("late"), true)?;
+                }
             }
             Lifecycle::ObjectExists { id, key, .. } => {
                 f.int(key!("id"), (*id).into())?;

@@ -341,6 +341,17 @@ fn shrunk_capacity(len: usize, capacity: usize) -> Option<usize> {
     (capacity > SMALL && len < capacity / 4).then_some(len * 2)
 }
 
+/// How the engine learnt that a namespace's life ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum LifeEnd {
+    /// Its free was seen: at `ts`.
+    Freed,
+    /// Freed unseen, before `ts`: found gone while no record was lost.
+    FreedUnseen,
+    /// Ended unseen, how not known: records were lost, or its inum's next life came first.
+    Unknown,
+}
+
 impl Engine {
     pub fn new(agent_pid: u32) -> Self {
         Self {
@@ -395,7 +406,7 @@ impl Engine {
         });
         if !known_life {
             if self.namespaces.contains_key(&ns.inum) {
-                self.ended_unseen(ns.inum, ts, out);
+                self.ended_unseen(ns.inum, ts, LifeEnd::Unknown, out);
             }
             let generation = self.next_generation.entry(ns.inum).or_insert(1);
             let ident = NsIdent {
@@ -425,25 +436,24 @@ impl Engine {
         self.namespace(ns, ts, out).ident
     }
 
-    /// The life of `inum` the engine knows ended without its free being seen (lost or missed
-    /// records): reports it and what was still in it destroyed, with reason `unknown`, so the
-    /// stream never leaves a life it announced open. `ts`: when the agent found out (when it
-    /// died is not known). Returns how many objects that was.
-    fn ended_unseen(&mut self, inum: u32, ts: u64, out: &mut Vec<Lifecycle>) -> u64 {
+    /// The life of `inum` the engine knows ended without its free being seen: reports it and
+    /// what was still in it destroyed, so the stream never leaves a life it announced open.
+    /// `ts`: when the agent found out (when it died is not known). Returns how many objects
+    /// that was.
+    fn ended_unseen(&mut self, inum: u32, ts: u64, end: LifeEnd, out: &mut Vec<Lifecycle>) -> u64 {
         let Some(state) = self.namespaces.remove(&inum) else {
             return 0;
         };
-        self.end_life(state, ts, false, out)
+        self.end_life(state, ts, end, out)
     }
 
-    /// Reports the end of a namespace taken out of the map and of every object still in it:
-    /// freed at `ts`, or, if not `freed`, ended unseen (reason `unknown`, found out at `ts`).
+    /// Reports the end of a namespace taken out of the map and of every object still in it.
     /// Returns how many objects.
     fn end_life(
         &mut self,
         mut state: NamespaceState,
         ts: u64,
-        freed: bool,
+        end: LifeEnd,
         out: &mut Vec<Lifecycle>,
     ) -> u64 {
         let ident = state.ident;
@@ -464,8 +474,9 @@ impl Engine {
             shm: self.torn_down.remove(&ident.inum).unwrap_or(0),
             ..ObjectCounts::default()
         };
+        let late = end == LifeEnd::FreedUnseen;
         for ((object, id), object_state) in dead.drain(..) {
-            let reason = if !freed {
+            let reason = if end == LifeEnd::Unknown {
                 DestroyReason::Unknown
             } else if object_state.removed() {
                 // A segment removed while attached cannot outlive its attachments, which
@@ -481,8 +492,12 @@ impl Engine {
                 id,
             };
             self.destroyed(key, object_state, ident, reason, None, ts, out);
+            if let Some(Lifecycle::ObjectDestroy { late: flag, .. }) = out.last_mut() {
+                *flag = late;
+            }
         }
         self.dead = dead;
+        let freed = end != LifeEnd::Unknown;
         out.push(Lifecycle::NsDestroy {
             ts,
             ns: ident,
@@ -496,6 +511,7 @@ impl Engine {
             } else {
                 DestroyReason::Unknown
             },
+            late,
         });
         objects
     }
@@ -596,6 +612,11 @@ impl Engine {
     /// (`destroy` with reason `unknown`) and what appeared (`exists`) unseen, at `ts` (when the
     /// inventory began: when the agent looked).
     ///
+    /// `frees_only`: no record was lost since the last look, only frees may have gone unseen
+    /// (skipped `kfree` runs, or a kernel whose frees the startup check did not see). A
+    /// namespace found gone was then freed, and what was left in it died of its teardown (or,
+    /// removed, of its last detach): so reported, `late`, rather than `unknown`.
+    ///
     /// The engine must already have applied every record produced before the inventory began
     /// (the caller drains the ring buffer around it and applies those first): the inventory
     /// reflects them, so an engine lagging behind it would see a difference where there is
@@ -614,6 +635,7 @@ impl Engine {
     pub fn resync(
         &mut self,
         ts: u64,
+        frees_only: bool,
         namespaces: &[ExistingNamespace],
         objects: &[ExistingObject],
         racing: &[KernelEvent],
@@ -659,8 +681,15 @@ impl Engine {
             .map(|state| state.ident.inum)
             .collect();
         gone_ns.sort_unstable();
+        // With every record since the last look read, a namespace's end can only have been
+        // missed as its free (a `kfree` the probes skipped, or never see): no syscall ends one.
+        let gone_end = if frees_only {
+            LifeEnd::FreedUnseen
+        } else {
+            LifeEnd::Unknown
+        };
         for inum in gone_ns {
-            counts.objects_gone += self.ended_unseen(inum, ts, out);
+            counts.objects_gone += self.ended_unseen(inum, ts, gone_end, out);
             counts.namespaces_gone += 1;
         }
 
@@ -1317,7 +1346,7 @@ impl Engine {
             };
             if !same_life {
                 // Its previous life ended unseen (lost events).
-                self.ended_unseen(ns.inum, ts, out);
+                self.ended_unseen(ns.inum, ts, LifeEnd::Unknown, out);
             } else if !self.unannounced.contains(&ns.inum) {
                 return;
             }
@@ -1339,7 +1368,7 @@ impl Engine {
             return; // a stale free of a life already replaced
         }
         let state = self.namespaces.remove(&ns.inum).expect("present above");
-        self.end_life(state, ts, true, out);
+        self.end_life(state, ts, LifeEnd::Freed, out);
     }
 }
 

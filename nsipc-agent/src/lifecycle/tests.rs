@@ -131,10 +131,29 @@ impl Harness {
         self.out[before..].to_vec()
     }
 
-    /// Reconciles with an inventory while `racing` events were made, then applies them, as
-    /// `trace` does; returns the counts and everything produced, in order.
+    /// Reconciles with an inventory after lost records, while `racing` events were made, then
+    /// applies them, as `trace` does; returns the counts and everything produced, in order.
     fn resync(
         &mut self,
+        namespaces: &[ExistingNamespace],
+        objects: &[ExistingObject],
+        racing: &[KernelEvent],
+    ) -> (ResyncCounts, Vec<Lifecycle>) {
+        self.reconcile(false, namespaces, objects, racing)
+    }
+
+    /// As [`Self::resync`], after frees were skipped while no record was lost.
+    fn resync_after_skipped_frees(
+        &mut self,
+        namespaces: &[ExistingNamespace],
+        objects: &[ExistingObject],
+    ) -> (ResyncCounts, Vec<Lifecycle>) {
+        self.reconcile(true, namespaces, objects, &[])
+    }
+
+    fn reconcile(
+        &mut self,
+        frees_only: bool,
         namespaces: &[ExistingNamespace],
         objects: &[ExistingObject],
         racing: &[KernelEvent],
@@ -143,7 +162,7 @@ impl Harness {
         self.ts += 1_000;
         let counts = self
             .engine
-            .resync(self.ts, namespaces, objects, racing, &mut out);
+            .resync(self.ts, frees_only, namespaces, objects, racing, &mut out);
         for event in racing {
             self.engine.apply(event, &mut out);
         }
@@ -924,6 +943,46 @@ fn resync_reports_what_vanished_and_appeared_unseen() {
         out.iter()
             .all(|e| destroy_reason(e) == DestroyReason::Unknown)
     );
+    assert_eq!(h.engine.live_counts(), (1, 0));
+}
+
+/// With no record lost, a namespace found gone can only have been freed unseen (a `kfree` run
+/// the kernel skipped): it is reported freed, `late`, and what was in it by its teardown, or,
+/// removed while attached, by its last detach; not `unknown`.
+#[test]
+fn a_namespace_found_gone_after_skipped_frees_was_freed_late() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Msg, 1, 0);
+    h.get(a, IpcObject::Shm, 2, 0);
+    attach(&mut h, 5, a, 0, 0x7000);
+    h.rmid(a, IpcObject::Shm, 0, true);
+    let (counts, out) = h.resync_after_skipped_frees(&[listed_ns(HOST_IPC_NS_INUM, 0)], &[]);
+    assert_eq!(
+        Harness::names(&out),
+        ["msg.destroy", "shm.destroy", "ipc_ns.destroy"]
+    );
+    assert_eq!(
+        out.iter().map(destroy_reason).collect::<Vec<_>>(),
+        [
+            DestroyReason::NamespaceTeardown,
+            DestroyReason::LastDetach,
+            DestroyReason::Freed
+        ]
+    );
+    for event in &out {
+        let late = match event {
+            Lifecycle::ObjectDestroy { late, .. } | Lifecycle::NsDestroy { late, .. } => *late,
+            other => panic!("not a destroy: {other:?}"),
+        };
+        assert!(late, "{event:?}");
+    }
+    let Lifecycle::NsDestroy { destroyed, .. } = &out[2] else {
+        unreachable!("checked above")
+    };
+    assert_eq!((destroyed.msg, destroyed.shm), (1, 0), "teardown counts");
+    assert_eq!((counts.namespaces_gone, counts.objects_gone), (1, 2));
     assert_eq!(h.engine.live_counts(), (1, 0));
 }
 
