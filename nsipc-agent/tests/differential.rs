@@ -22,7 +22,7 @@ mod workload;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader},
     process::{Command, Stdio},
     sync::mpsc::channel,
     thread,
@@ -30,7 +30,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::*;
+use support::{seeds::*, *};
 use workload::Workload;
 
 const DEFAULT_SEEDS: u64 = 4;
@@ -39,58 +39,47 @@ const DEFAULT_OPS: usize = 200;
 /// full release and final checks): the test stays bounded on slow machines.
 const DEFAULT_BUDGET_SECS: u64 = 90;
 
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))
-    })
-}
-
-/// Written past the test harness's capture, so the summary shows in every run.
-fn say(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "differential: {text}");
-}
-
 #[test]
 fn the_stream_matches_the_kernel_under_random_workloads() {
     require_root();
-    let seeds: Vec<u64> = match env_number("NSIPC_DIFF_SEED") {
-        Some(seed) => vec![seed],
-        None => (1..=env_number("NSIPC_DIFF_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
-    };
+    let seeds = seeds_from_env("NSIPC_DIFF", DEFAULT_SEEDS);
     let ops = env_number("NSIPC_DIFF_OPS").map_or(DEFAULT_OPS, |n| n as usize);
     let budget =
         Duration::from_secs(env_number("NSIPC_DIFF_BUDGET_SECS").unwrap_or(DEFAULT_BUDGET_SECS));
     let started = Instant::now();
     let deadline = started + budget;
-    let mut seeds_run = 0;
-    let mut failures = Vec::new();
     let mut total_ops = 0;
     let mut total_divergences = 0;
-    for &seed in &seeds {
-        if seeds_run > 0 && Instant::now() >= deadline {
-            break; // a slow machine (qemu without KVM): what ran is reported below
-        }
-        seeds_run += 1;
+    // Past the deadline no new seed starts (a slow machine, qemu without KVM): what ran is
+    // reported below.
+    let done = run_seeds(&seeds, Some(deadline), |seed| {
         let report = Workload::new(seed).run(ops, deadline);
-        say(&report.summary);
         total_ops += report.ops;
         total_divergences += report.divergences.len();
+        let mut failure = Vec::new();
         if !report.divergences.is_empty() {
-            let failure = format!(
+            failure.push(format!(
                 "=== seed {seed} (replay: NSIPC_DIFF_SEED={seed} NSIPC_DIFF_OPS={ops})\n--- divergences:\n{}\n--- operation log:\n{}",
                 report.divergences.join("\n"),
                 report.log.join("\n")
-            );
-            say(&failure);
-            failures.push(failure);
+            ));
         }
-    }
+        SeedOutcome {
+            summary: report.summary,
+            failure,
+        }
+    });
+    let seeds_run = done.ran;
     say(&format!(
         "{seeds_run} of {} seeds x {ops} operations ({total_ops} run) in {:.1?} (budget {budget:?}): {total_divergences} divergences",
         seeds.len(),
         started.elapsed()
     ));
+    let failures: Vec<String> = done
+        .failures
+        .into_iter()
+        .flat_map(|(_, failure)| failure)
+        .collect();
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
 }
 
