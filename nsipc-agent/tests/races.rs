@@ -333,6 +333,19 @@ impl Race {
         self.divergences.push(what);
     }
 
+    /// Waits for `child` (`what`: the second agent, a snapshot) to exit: anything but success
+    /// is a divergence.
+    fn wait_for_success(&mut self, what: &str, child: Child) {
+        let output = child.wait_with_output().unwrap();
+        if !output.status.success() {
+            self.diverge(format!(
+                "{what} exited with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+
     /// One move of this test's own, between the workers' moves.
     fn step(&mut self) {
         match self.rng.below(10) {
@@ -503,23 +516,9 @@ impl Race {
         let second = self.second_agent.take().expect("the second agent runs");
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(second.id() as i32, libc::SIGINT) };
-        let output = second.wait_with_output().unwrap();
-        if !output.status.success() {
-            self.diverge(format!(
-                "the second agent exited with {}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
+        self.wait_for_success("the second agent", second);
         for snapshot in std::mem::take(&mut self.snapshots) {
-            let output = snapshot.wait_with_output().unwrap();
-            if !output.status.success() {
-                self.diverge(format!(
-                    "nsipc-agent snapshot exited with {}: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
+            self.wait_for_success("nsipc-agent snapshot", snapshot);
         }
         for holder in std::mem::take(&mut self.holders) {
             let status = Command::new("umount")
