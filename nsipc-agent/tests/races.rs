@@ -29,7 +29,7 @@ mod support;
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     fs,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader},
     os::unix::{fs::MetadataExt as _, process::CommandExt as _},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -38,7 +38,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{model::*, *};
+use support::{model::*, seeds::*, *};
 
 const DEFAULT_SEEDS: u64 = 2;
 const DEFAULT_WORKERS: u64 = 8;
@@ -333,6 +333,19 @@ impl Race {
         self.divergences.push(what);
     }
 
+    /// Waits for `child` (`what`: the second agent, a snapshot) to exit: anything but success
+    /// is a divergence.
+    fn wait_for_success(&mut self, what: &str, child: Child) {
+        let output = child.wait_with_output().unwrap();
+        if !output.status.success() {
+            self.diverge(format!(
+                "{what} exited with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+
     /// One move of this test's own, between the workers' moves.
     fn step(&mut self) {
         match self.rng.below(10) {
@@ -503,23 +516,9 @@ impl Race {
         let second = self.second_agent.take().expect("the second agent runs");
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(second.id() as i32, libc::SIGINT) };
-        let output = second.wait_with_output().unwrap();
-        if !output.status.success() {
-            self.diverge(format!(
-                "the second agent exited with {}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
+        self.wait_for_success("the second agent", second);
         for snapshot in std::mem::take(&mut self.snapshots) {
-            let output = snapshot.wait_with_output().unwrap();
-            if !output.status.success() {
-                self.diverge(format!(
-                    "nsipc-agent snapshot exited with {}: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
+            self.wait_for_success("nsipc-agent snapshot", snapshot);
         }
         for holder in std::mem::take(&mut self.holders) {
             let status = Command::new("umount")
@@ -624,41 +623,27 @@ struct SeedReport {
     divergences: Vec<String>,
 }
 
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))
-    })
-}
-
-/// Written past the test harness's capture, so the summary shows in every run.
-fn say(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "races: {text}");
-}
-
 #[test]
 fn the_stream_matches_the_kernel_under_concurrent_workloads() {
     require_root();
-    let seeds: Vec<u64> = match env_number("NSIPC_RACE_SEED") {
-        Some(seed) => vec![seed],
-        None => (1..=env_number("NSIPC_RACE_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
-    };
+    let seeds = seeds_from_env("NSIPC_RACE", DEFAULT_SEEDS);
     let workers = env_number("NSIPC_RACE_WORKERS").unwrap_or(DEFAULT_WORKERS);
     let secs = env_number("NSIPC_RACE_SECS").unwrap_or(DEFAULT_SECS);
-    let mut failures = Vec::new();
-    for &seed in &seeds {
+    let done = run_seeds(&seeds, None, |seed| {
         let report = Race::start(seed, workers).run(secs);
-        say(&report.summary);
+        let mut failure = Vec::new();
         if !report.divergences.is_empty() {
-            say(&format!(
+            failure.push(format!(
                 "seed {seed} DIVERGED (replay: NSIPC_RACE_SEED={seed}):"
             ));
-            for divergence in &report.divergences {
-                say(&format!("    {divergence}"));
-            }
-            failures.push(seed);
+            failure.extend(report.divergences.iter().map(|d| format!("    {d}")));
         }
-    }
+        SeedOutcome {
+            summary: report.summary,
+            failure,
+        }
+    });
+    let failures: Vec<u64> = done.failures.iter().map(|(seed, _)| *seed).collect();
     say(&format!(
         "{} seeds with {workers} workers for {secs} s each, {} diverged{}",
         seeds.len(),

@@ -13,6 +13,7 @@ use std::{
 use serde_json::Value;
 
 pub mod model;
+pub mod seeds;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_nsipc-agent");
 pub const HOST_NS: u64 = 4026531839;
