@@ -274,7 +274,11 @@ impl Engine {
         let mut removed_unseen: Vec<ObjectKey> = Vec::new();
         let mut detached_unseen: Vec<ObjectKey> = Vec::new();
         for namespace in self.namespaces.values() {
-            if racing.frees(namespace.ident) {
+            // Its free follows; or the inventory did not reach it (its /proc scan is not
+            // atomic: a namespace held only by a process moving between namespaces can be
+            // missed) and a racing record shows it alive: there is no listing to judge its
+            // objects by.
+            if racing.frees(namespace.ident) || !listed_ns.contains_key(&namespace.ident.inum) {
                 continue;
             }
             for (&(object, id), state) in &namespace.objects {
