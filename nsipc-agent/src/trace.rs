@@ -580,6 +580,11 @@ enum Ending {
 }
 
 pub async fn run(options: TraceOptions) -> Result<()> {
+    // First: a stop signal that comes while the probes load (seconds on a slow machine) is
+    // kept for the loop, which then stops at once, detaching and ending with `agent.stop`,
+    // rather than killing the process half-loaded.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     kernel::check_privileges()?;
     let btf = kernel::load_btf(&options.btf_path)?;
     let hierarchy = CgroupHierarchy::of_this_host();
@@ -606,8 +611,6 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|err| err.into_parts().1)
         .context("registering the ring buffer with the event loop")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
     stop_watchdog::start()?;
     let attribution = Attribution::new(
