@@ -34,12 +34,14 @@ pub type CgroupPaths = aya::maps::HashMap<MapData, u64, [u8; CGROUP_PATH_LEN]>;
 /// The probes, compiled for the bpf target by build.rs.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nsipc"));
 
-/// Loads the object: its maps are created, its programs not yet.
-fn load_object(options: &LoadOptions<'_>) -> Result<Ebpf> {
+/// Loads the object: its maps are created, its programs not yet. `btf` is the kernel BTF of
+/// `--btf`, for the object's relocations as for the programs' attachment: parsed once.
+fn load_object(options: &LoadOptions<'_>, btf: &Btf) -> Result<Ebpf> {
     // Force a wakeup once an eighth of the buffer waits: the reader keeps up under bursts
     // without being woken for every record.
     let wakeup_threshold = u64::from(options.ring_buffer_bytes / 8);
     EbpfLoader::new()
+        .btf(Some(btf))
         .override_global(OFFSETS_GLOBAL, &options.offsets, true)
         .override_global(KFREE_CALLERS_GLOBAL, &options.kfree_callers.ranges, true)
         .override_global(AGENT_TGID_GLOBAL, &std::process::id(), true)
@@ -93,8 +95,8 @@ impl Capabilities {
 
 /// Loads and attaches every program of every backend, each detached again at once.
 pub fn capabilities(options: &LoadOptions<'_>) -> Result<Capabilities> {
-    let mut ebpf = load_object(options)?;
     let btf = parse_btf(options.btf_path)?;
+    let mut ebpf = load_object(options, &btf)?;
     let mut common = BTreeMap::new();
     for (name, tracepoint) in COMMON {
         let program = ebpf
@@ -174,8 +176,8 @@ pub struct Probes {
 impl Probes {
     /// Loads, attaches, and hands back the probes with the ring buffer they write to.
     pub fn load_and_attach(options: &LoadOptions<'_>) -> Result<(Self, RingBuf<MapData>)> {
-        let mut ebpf = load_object(options)?;
         let btf = parse_btf(options.btf_path)?;
+        let mut ebpf = load_object(options, &btf)?;
         for (name, tracepoint) in COMMON {
             let program = ebpf
                 .program_mut(name)
@@ -260,12 +262,13 @@ impl Probes {
         ring_buffer_bytes: u32,
     ) -> Result<(Self, RingBuf<MapData>)> {
         let wakeup_threshold = u64::from(ring_buffer_bytes / 8);
+        let btf = parse_btf(btf_path)?;
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
             .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
             .map_max_entries(EVENTS_MAP, ring_buffer_bytes)
             .load(FLOOR_OBJECT)
             .context("the kernel refused the floor's eBPF maps or object")?;
-        let btf = parse_btf(btf_path)?;
         let raw: &mut RawTracePoint = ebpf
             .program_mut(FLOOR_RAW)
             .ok_or_else(|| anyhow!("the floor object has no program {FLOOR_RAW}"))?
