@@ -49,6 +49,8 @@ pub const EVENT_NAMES: &[&str] = &[
     "msg.ctl",
     "shm.ctl",
     "sem.ctl",
+    "shm.shmat",
+    "shm.shmdt",
     "ipc_ns.unshare",
     "ipc_ns.setns",
     "ipc_ns.clone",

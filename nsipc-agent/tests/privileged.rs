@@ -107,6 +107,30 @@ fn failed_get_names_the_errno() {
     assert!(get.get("id").is_none());
 }
 
+/// With `--raw`, one `shmat` and one `shmdt` each give one raw line and one lifecycle line,
+/// under different names: `select(.event == "shm.attach")` counts calls, not twice the calls.
+#[test]
+fn raw_and_lifecycle_attaches_have_names_of_their_own() {
+    let mut agent = Agent::start(&["--raw"]);
+    let out = sh(r#"unshare --ipc sh -c 'readlink /proc/self/ns/ipc
+        perl -e "\$id = shmget(0, 4096, 0600) // die; \$a = syscall(30, \$id, 0, 0);
+                 \$a > 0 or die; syscall(67, \$a) == 0 or die; shmctl(\$id, 0, 0) or die"'"#);
+    let ns = parse_ns_link(out.trim());
+    agent.wait_for("shm.destroy", |e| {
+        e["event"] == "shm.destroy" && e["ns"] == ns
+    });
+    let count = |name: &str| {
+        agent
+            .events
+            .iter()
+            .filter(|e| e["event"] == name && e["ns"] == ns)
+            .count()
+    };
+    for name in ["shm.shmat", "shm.attach", "shm.shmdt", "shm.detach"] {
+        assert_eq!(count(name), 1, "{name} lines for one call");
+    }
+}
+
 /// `nsenter --ipc=/proc/PID/ns/ipc` is a setns into PID's namespace, from the host's.
 #[test]
 fn nsenter_is_a_setns_into_the_target_namespace() {

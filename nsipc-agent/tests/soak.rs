@@ -49,18 +49,27 @@ const STALLS: [Duration; 3] = [
 /// bound (nothing may grow with the number of events), not a tuning target.
 const RSS_SLACK_KIB: u64 = 64 * 1024;
 
-/// The raw (kernel) events of docs/events.md, by name. `shm.attach` and `shm.detach` also
-/// name lifecycle events; their raw form is the one with `ret`.
+/// The raw (kernel) events of docs/events.md, by name.
 fn is_raw(event: &Value) -> bool {
-    match event["event"].as_str() {
+    matches!(
+        event["event"].as_str(),
         Some(
-            "msg.get" | "shm.get" | "sem.get" | "msg.ctl" | "shm.ctl" | "sem.ctl"
-            | "ipc_ns.unshare" | "ipc_ns.setns" | "ipc_ns.clone" | "process.exit" | "ipc_ns.freed"
-            | "shm.freed",
-        ) => true,
-        Some("shm.attach" | "shm.detach") => event.get("ret").is_some(),
-        _ => false,
-    }
+            "msg.get"
+                | "shm.get"
+                | "sem.get"
+                | "msg.ctl"
+                | "shm.ctl"
+                | "sem.ctl"
+                | "shm.shmat"
+                | "shm.shmdt"
+                | "ipc_ns.unshare"
+                | "ipc_ns.setns"
+                | "ipc_ns.clone"
+                | "process.exit"
+                | "ipc_ns.freed"
+                | "shm.freed",
+        )
+    )
 }
 
 /// What the consumer read.
