@@ -3,10 +3,11 @@
 
 use std::{
     fs::{self, File},
+    io,
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     thread,
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result, anyhow, ensure};
@@ -31,7 +32,7 @@ pub(super) fn open_namespace<'a>(
     sources: impl IntoIterator<Item = &'a PathBuf>,
 ) -> Result<Option<File>> {
     for path in sources {
-        match File::open(path) {
+        match open_retrying_refusals(path) {
             Ok(file) => {
                 let meta = file
                     .metadata()
@@ -49,6 +50,28 @@ pub(super) fn open_namespace<'a>(
         }
     }
     Ok(None)
+}
+
+/// How often, and how far apart, a refused namespace link is tried again.
+const REFUSAL_RETRIES: u32 = 20;
+const REFUSAL_PAUSE: Duration = Duration::from_millis(1);
+
+/// Opens `path`, trying again for a little while when it is refused (EACCES): a task's
+/// namespace link is refused for a moment, to root too, while the task execs or exits (the
+/// kernel's ptrace access check in `proc_ns_get_link`); after the exit it is gone (ENOENT),
+/// after the exec it opens. A refusal that lasts is returned (a real lack of privilege). Seen
+/// in the race test, where one such moment ended an agent's resynchronisation.
+fn open_retrying_refusals(path: &Path) -> io::Result<File> {
+    let mut tries = 0;
+    loop {
+        match File::open(path) {
+            Err(err) if err.raw_os_error() == Some(libc::EACCES) && tries < REFUSAL_RETRIES => {
+                tries += 1;
+                thread::sleep(REFUSAL_PAUSE);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// The namespace's never-reused 64-bit id; `None` on kernels before 6.18 (ENOTTY).
