@@ -437,8 +437,20 @@ impl<W: Write> Stream<W> {
             return Ok(SinkState::ReaderGone);
         }
         let t0 = monotonic_ns();
-        let inventory =
-            inventory::take_inventory().context("taking an inventory to resynchronise")?;
+        let inventory = match inventory::take_inventory() {
+            Ok(inventory) => inventory,
+            Err(err) => {
+                // The state stays as the records made it, and the look is asked for again:
+                // one failed inventory (a race with the host) must not end the stream.
+                eprintln!(
+                    "nsipc-agent: warning: taking an inventory to resynchronise: {err:#} \
+                     (trying again)"
+                );
+                self.resync_pending |= after == ResyncCause::Lost;
+                self.kfree_check_pending |= after != ResyncCause::Lost;
+                return Ok(SinkState::Open);
+            }
+        };
         let t1 = monotonic_ns();
         // A call's record is made at its return, after its effect: one that took effect
         // before the inventory read its namespace but returns a little later (preempted in
@@ -498,10 +510,6 @@ impl<W: Write> Stream<W> {
         Ok(SinkState::Open)
     }
 
-    /// Decodes what waits in the ring buffer without applying it, up to the first record made
-    /// after `until` (CLOCK_MONOTONIC ns): a storm refills the ring buffer as fast as it is
-    /// read, and what comes after `until` is the normal loop's. Undecodable records are
-    /// reported at once. None when the reader went away.
     /// Looks at the kernel for segments whose free is late ([`crate::free_check`]): those no
     /// longer listed in a namespace the inventory reached died unseen, and are reported
     /// destroyed (`late`) as of the inventory's start.
@@ -515,8 +523,17 @@ impl<W: Write> Stream<W> {
             return Ok(SinkState::Open);
         }
         let t0 = monotonic_ns();
-        let inventory =
-            inventory::take_inventory().context("taking an inventory to look for late frees")?;
+        let inventory = match inventory::take_inventory() {
+            Ok(inventory) => inventory,
+            Err(err) => {
+                // The segments stay due: the next look tries again.
+                eprintln!(
+                    "nsipc-agent: warning: taking an inventory to look for late frees: {err:#} \
+                     (trying again)"
+                );
+                return Ok(SinkState::Open);
+            }
+        };
         // What the probes wrote meanwhile goes first: a free that came after all is not late.
         if self.drain(ring)? == SinkState::ReaderGone {
             return Ok(SinkState::ReaderGone);
@@ -542,6 +559,10 @@ impl<W: Write> Stream<W> {
         self.write_derived()
     }
 
+    /// Decodes what waits in the ring buffer without applying it, up to the first record made
+    /// after `until` (CLOCK_MONOTONIC ns): a storm refills the ring buffer as fast as it is
+    /// read, and what comes after `until` is the normal loop's. Undecodable records are
+    /// reported at once. None when the reader went away.
     fn collect(
         &mut self,
         ring: &mut RingBuf<MapData>,
