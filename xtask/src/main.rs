@@ -69,6 +69,10 @@ enum Task {
 /// What `bench` needs besides the build toolchain.
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpftool", "stress-ng"];
 
+/// The feature that builds nsipc-agent's integration tests: they load the probes, root only
+/// (see nsipc-agent/Cargo.toml).
+pub const PRIVILEGED_TESTS: &str = "nsipc-agent/privileged-tests";
+
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::ensure(),
@@ -97,6 +101,8 @@ fn main() -> Result<()> {
                 "--exclude",
                 "nsipc-ebpf",
                 "--release",
+                "--features",
+                PRIVILEGED_TESTS,
             ]))?;
             lint()
         }
@@ -148,6 +154,8 @@ fn lint() -> Result<()> {
         "--exclude",
         "nsipc-ebpf",
         "--all-targets",
+        "--features",
+        PRIVILEGED_TESTS,
         "--release",
         "--",
         "-D",

@@ -403,6 +403,8 @@ fn build() -> Result<Built> {
             "--release",
             "--no-run",
             "--message-format=json-render-diagnostics",
+            "--features",
+            crate::PRIVILEGED_TESTS,
             "--package",
             "nsipc-agent",
         ])
