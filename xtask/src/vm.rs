@@ -798,6 +798,10 @@ struct Outcome {
     passed: u32,
     failed: u32,
     failed_tests: Vec<String>,
+    /// What each failed test said (its panic message and the lines after it, up to
+    /// [`PANIC_EXCERPT_LINES`]): printed under the matrix, so a CI log names the failure and a
+    /// replay command without the cell's log.
+    panics: Vec<String>,
     /// Anything that makes the cell fail besides failed tests.
     problems: Vec<String>,
 }
@@ -808,6 +812,10 @@ impl Outcome {
         self.problems.is_empty() && self.failed == 0 && self.passed > 0
     }
 }
+
+/// How many lines of a test's panic message the matrix repeats: the differential and races
+/// tests put their divergences and the replay command first.
+const PANIC_EXCERPT_LINES: usize = 40;
 
 /// Reads the framed libtest output of every test binary in `expected` from a cell's log.
 /// Kernel messages may share the console: markers and result lines are found anywhere in a line.
@@ -820,8 +828,20 @@ fn parse_log(log: &str, expected: &[(String, PathBuf)]) -> Outcome {
     let mut outcome = Outcome::default();
     let mut runs: BTreeMap<String, Run> = BTreeMap::new();
     let mut current: Option<String> = None;
+    // The panic being copied, and how many more of its lines to take.
+    let mut excerpt: Option<(String, usize)> = None;
     for line in log.lines() {
         let line = line.trim_end_matches('\r');
+        if let Some((text, left)) = &mut excerpt {
+            if *left == 0 || line.contains(MARKER) || line.starts_with("note: run with") {
+                outcome.panics.extend(excerpt.take().map(|(text, _)| text));
+            } else {
+                text.push('\n');
+                text.push_str(line);
+                *left -= 1;
+                continue;
+            }
+        }
         if let Some(at) = line.find(MARKER) {
             let marker = &line[at + MARKER.len()..];
             let mut words = marker.split_whitespace();
@@ -844,7 +864,9 @@ fn parse_log(log: &str, expected: &[(String, PathBuf)]) -> Outcome {
             continue;
         }
         let Some(name) = &current else { continue };
-        if let Some(at) = line.find("test result: ") {
+        if line.contains("panicked at ") {
+            excerpt = Some((format!("{name}: {}", line.trim()), PANIC_EXCERPT_LINES));
+        } else if let Some(at) = line.find("test result: ") {
             let result = &line[at + "test result: ".len()..];
             let count = |what: &str| {
                 result
@@ -866,6 +888,7 @@ fn parse_log(log: &str, expected: &[(String, PathBuf)]) -> Outcome {
             outcome.failed_tests.push(format!("{name}::{test}"));
         }
     }
+    outcome.panics.extend(excerpt.map(|(text, _)| text));
     for (name, _) in expected {
         match runs.get(name) {
             None => outcome.problems.push(format!("{name} never started")),
@@ -934,6 +957,11 @@ fn print_matrix(cells: &[Cell]) {
         }
         for problem in &cell.outcome.problems {
             println!("  {problem}");
+        }
+        for panic in &cell.outcome.panics {
+            for line in panic.lines() {
+                println!("  | {line}");
+            }
         }
     }
 }
@@ -1043,6 +1071,9 @@ linux-image-6.1.0-47-cloud-amd64:
             NSIPC-MATRIX begin=privileged\n\
             test failed_get_names_the_errno ... ok\n\
             test objects_in_a_new_namespace_carry_its_inum ... FAILED\n\
+            thread 'objects_in_a_new_namespace_carry_its_inum' panicked at tests/privileged.rs:9:5:\n\
+            no msg.create in n1\n\
+            note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
             test result: FAILED. 7 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n\
             NSIPC-MATRIX end=privileged exit=101\n";
         let outcome = parse_log(log, &privileged());
@@ -1053,6 +1084,13 @@ linux-image-6.1.0-47-cloud-amd64:
         );
         assert!(!outcome.ok());
         assert_eq!(outcome.problems, ["privileged exited 101"]);
+        assert_eq!(
+            outcome.panics,
+            [
+                "privileged: thread 'objects_in_a_new_namespace_carry_its_inum' panicked at \
+              tests/privileged.rs:9:5:\nno msg.create in n1"
+            ]
+        );
     }
 
     #[test]
