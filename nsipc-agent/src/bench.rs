@@ -124,7 +124,7 @@ const HOST_NS_ID: u64 = 4098;
 const HOST_NS: NsRef = NsRef {
     id: HOST_NS_ID,
     inum: HOST_IPC_NS_INUM,
-    _pad: 0,
+    life: 0,
 };
 
 /// The bytes a probe writes for one record of the benchmark's workload process.
@@ -253,13 +253,13 @@ pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
     let host = NsRef {
         id: HOST_NS_ID,
         inum: HOST_IPC_NS_INUM,
-        _pad: 0,
+        life: 0,
     };
     // Far from any inum or id the host hands out; every namespace distinct.
     let ns = |i: u32| NsRef {
         id: 1_000_000 + u64::from(i),
         inum: 0xE000_0000 + i,
-        _pad: 0,
+        life: 0,
     };
     let rss_start = rss_bytes()?;
     for i in 0..namespaces {
@@ -347,7 +347,7 @@ mod tests {
     fn mixed_round(round: u64) -> Vec<[u8; Record::SIZE]> {
         use EventKind::*;
         let ts = 2_000_000_000_000 + round * 1_000_000;
-        let child = |inum: u32, id: u64| NsRef { id, inum, _pad: 0 };
+        let child = |inum: u32, id: u64| NsRef { id, inum, life: 0 };
         // New namespaces reuse their inums, as the kernel does, with new ids.
         let a = child(0xF000_0100, 10_000 + 2 * round);
         let b = child(0xF000_0101, 10_001 + 2 * round);

@@ -282,7 +282,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn ns(inum: u32, id: u64) -> NsRef {
-        NsRef { id, inum, _pad: 0 }
+        NsRef { id, inum, life: 0 }
     }
 
     /// The bytes a probe would write for this record.

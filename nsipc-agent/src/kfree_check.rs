@@ -229,7 +229,7 @@ mod tests {
             ns: NsRef {
                 inum,
                 id: 0,
-                _pad: 0,
+                life: 0,
             },
             body,
         }

@@ -47,7 +47,7 @@ fn any_ret() -> impl Strategy<Value = i64> + Clone {
 }
 
 fn any_ns() -> impl Strategy<Value = NsRef> + Clone {
-    (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(id, inum, _pad)| NsRef { id, inum, _pad })
+    (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(id, inum, life)| NsRef { id, inum, life })
 }
 
 /// Records whose fields come from these strategies (comm and uid are always arbitrary).
@@ -101,7 +101,7 @@ fn small_world_records() -> impl Strategy<Value = Record> + Clone {
         prop::sample::select(vec![HOST_IPC_NS_INUM, 4026532177, 4026532178, 0]),
         0u64..=2,
     )
-        .prop_map(|(inum, id)| NsRef { id, inum, _pad: 0 });
+        .prop_map(|(inum, id)| NsRef { id, inum, life: 0 });
     let ret = prop_oneof![0i64..=3, -22i64..=-1, any::<i64>()];
     // IPC_RMID, IPC_RMID | IPC_64, IPC_STAT, CLONE_NEWIPC, small ids, keys and addresses.
     let arg = prop_oneof![
@@ -397,7 +397,7 @@ proptest! {
     fn racing_creates_and_removals_end_right_in_any_order(
         order in Just((0..RACING_RECORDS).collect::<Vec<usize>>()).prop_shuffle(),
     ) {
-        let ns = NsRef { id: 42, inum: 4026532177, _pad: 0 };
+        let ns = NsRef { id: 42, inum: 4026532177, life: 0 };
         let mut engine = Engine::new(2);
         let mut out = Vec::new();
         let task = |pid| crate::decode::Task {
@@ -407,7 +407,7 @@ proptest! {
         let event = |ts, pid, body| KernelEvent { ts_ns: ts, task: task(pid), ns, body };
         engine.apply(&event(1, 5, Body::Unshare {
             flags: 0x0800_0000,
-            from: NsRef { id: 1, inum: HOST_IPC_NS_INUM, _pad: 0 },
+            from: NsRef { id: 1, inum: HOST_IPC_NS_INUM, life: 0 },
             result: Ok(0),
         }), &mut out);
         // Object i: a queue (even i) or a segment (odd i), the odd segments among those
@@ -456,8 +456,8 @@ proptest! {
     fn a_namespaces_racing_records_tell_one_story_in_any_order(
         order in Just((0..4).collect::<Vec<usize>>()).prop_shuffle(),
     ) {
-        let host = NsRef { id: 1, inum: HOST_IPC_NS_INUM, _pad: 0 };
-        let ns = NsRef { id: 42, inum: 4026532177, _pad: 0 };
+        let host = NsRef { id: 1, inum: HOST_IPC_NS_INUM, life: 0 };
+        let ns = NsRef { id: 42, inum: 4026532177, life: 0 };
         let mut engine = Engine::new(2);
         let mut out = Vec::new();
         let task = |pid| crate::decode::Task {
@@ -517,11 +517,13 @@ proptest! {
                         prop_assert!(reported.remove(&(ns.inum, object, id)), "{:?}", lifecycle);
                         destroyed.push((ns.inum, object, id));
                     }
-                    Lifecycle::NsDestroy { ns, reason, .. } => {
+                    Lifecycle::NsDestroy { ns, reason, late, .. } => {
                         // Freed by its free; or ended unseen, when an event shows another
-                        // life of its inum.
+                        // life of its inum: freed then too (only a free gives an inum back),
+                        // but late.
                         prop_assert!(
-                            event.body == Body::NsFreed || reason == DestroyReason::Unknown,
+                            (event.body == Body::NsFreed && !late)
+                                || (reason == DestroyReason::Freed && late),
                             "{:?} after {:?}", lifecycle, event.body
                         );
                         // One event can end two lives (a setns between two inums that both

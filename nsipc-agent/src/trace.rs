@@ -76,7 +76,7 @@ struct Counters {
     lost_reported_per_slot: Vec<u64>,
     missed_reported: u64,
     decode_errors: u64,
-    /// Segments found dead by a look, their free unseen ([`crate::free_check`]).
+    /// `late: true` destroys written: segments and namespaces whose free went unseen.
     late_destroys: u64,
     /// Skipped `kfree` runs already answered by a resynchronisation being asked for.
     kfree_skipped_seen: u64,
@@ -271,6 +271,17 @@ impl<W: Write> Stream<W> {
 
     /// Writes the lifecycle events the engine just derived.
     fn write_derived(&mut self) -> Result<SinkState> {
+        self.counters.late_destroys += self
+            .derived
+            .iter()
+            .filter(|event| {
+                matches!(
+                    event,
+                    Lifecycle::ObjectDestroy { late: true, .. }
+                        | Lifecycle::NsDestroy { late: true, .. }
+                )
+            })
+            .count() as u64;
         for lifecycle in &self.derived {
             if let Some(filter) = &mut self.filter
                 && !filter.lifecycle(lifecycle, &self.attribution)
@@ -305,6 +316,9 @@ impl<W: Write> Stream<W> {
             .map(|(slot, (now, before))| (kind_name(slot as u32), now - before))
             .collect();
         previous.copy_from_slice(&per_slot);
+        if total > reported {
+            self.engine.records_lost();
+        }
         self.counters.lost_reported = total.max(reported);
         self.report_increase(total, reported, |time, count, total| AgentEvent::Lost {
             time,
@@ -320,6 +334,9 @@ impl<W: Write> Stream<W> {
     fn report_missed(&mut self, probes: &Probes) -> Result<SinkState> {
         let total = probes.missed_total()?;
         let reported = self.counters.missed_reported;
+        if total > reported {
+            self.engine.records_lost();
+        }
         self.counters.missed_reported = total.max(reported);
         self.report_increase(total, reported, |time, count, total| AgentEvent::Missed {
             time,
@@ -479,17 +496,6 @@ impl<W: Write> Stream<W> {
             &racing,
             &mut self.derived,
         );
-        self.counters.late_destroys += self
-            .derived
-            .iter()
-            .filter(|event| {
-                matches!(
-                    event,
-                    Lifecycle::ObjectDestroy { late: true, .. }
-                        | Lifecycle::NsDestroy { late: true, .. }
-                )
-            })
-            .count() as u64;
         if self.write_derived()? == SinkState::ReaderGone
             || self.sink.write(&AgentEvent::Resync {
                 time: self.now(),
@@ -548,10 +554,8 @@ impl<W: Write> Stream<W> {
         self.derived.clear();
         for segment in due {
             if reached.contains(&segment.0) && !listed.contains(&segment) {
-                let before = self.derived.len();
                 self.engine
                     .found_gone(segment.0, segment.1, t0, &mut self.derived);
-                self.counters.late_destroys += (self.derived.len() - before) as u64;
             } else {
                 self.free_check.still_there(segment, now);
             }

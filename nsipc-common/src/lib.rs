@@ -288,7 +288,32 @@ pub struct NsRef {
     /// `ns_common.inum`: the number `readlink /proc/PID/ns/ipc` shows; reused at once.
     /// 0 when the task had no namespaces any more (exiting).
     pub inum: u32,
-    pub _pad: u32,
+    /// Which life of the inum: a fold of the `struct ipc_namespace *` ([`ns_life`]), 0 where
+    /// not known (userspace's inventory). Where the kernel has no `ns_id`, free_ipc_ns()
+    /// releases the inum before its kfree(), so a new namespace can take the inum, and its
+    /// records come, before the old one's free is recorded; it cannot take the memory before
+    /// then (the `kfree` tracepoint fires before the memory is freed), so the address tells
+    /// the two lives apart in record order. Never shown: a kernel address.
+    pub life: u32,
+}
+
+impl NsRef {
+    /// Whether `self` and `other` can be one life of one namespace: the same inum, and the
+    /// same `ns_id` where both are known, else the same [`Self::life`] where both are known.
+    pub fn same_life(&self, other: &NsRef) -> bool {
+        self.inum == other.inum
+            && if self.id != 0 && other.id != 0 {
+                self.id == other.id
+            } else {
+                self.life == 0 || other.life == 0 || self.life == other.life
+            }
+    }
+}
+
+/// [`NsRef::life`] of the namespace at kernel address `ipc_ns`: both halves folded into 32
+/// bits (two namespaces alive at once differ in them), never 0.
+pub fn ns_life(ipc_ns: u64) -> u32 {
+    ((ipc_ns ^ (ipc_ns >> 32)) as u32).max(1)
 }
 
 /// Length of `task_struct.comm`.

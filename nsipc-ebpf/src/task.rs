@@ -10,7 +10,7 @@
 //! kernel: include/linux/kernfs.h: struct kernfs_node { ... u64 id; ... } (5.5+; the directory's inode number on 64-bit)
 
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
-use nsipc_common::{KernelOffsets, NO_OFFSET, NsRef};
+use nsipc_common::{KernelOffsets, NO_OFFSET, NsRef, ns_life};
 
 #[unsafe(no_mangle)]
 pub(crate) static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNKNOWN);
@@ -69,7 +69,24 @@ pub fn ns_ref(ipc_ns: *const u8) -> NsRef {
     NsRef {
         id: load_field::<u64>(ipc_ns, offset!(ipc_ns_id)).unwrap_or(0),
         inum: load_field::<u32>(ipc_ns, offset!(ipc_ns_inum)).unwrap_or(0),
-        _pad: 0,
+        life: life_of(ipc_ns),
+    }
+}
+
+/// [`NsRef::life`] of the namespace at `ipc_ns`, on kernels without `ns_id` only (with it,
+/// the id tells lives apart and this costs nothing): the verifier refuses arithmetic on a
+/// pointer other than adding to it, so its value is copied out as a plain number by a read
+/// of the stack slot holding it.
+#[inline(always)]
+fn life_of(ipc_ns: *const u8) -> u32 {
+    if ipc_ns.is_null() || offset!(ipc_ns_id) != NO_OFFSET {
+        return 0;
+    }
+    let slot = ipc_ns as u64;
+    // SAFETY: reads 8 bytes of this program's own stack.
+    match unsafe { bpf_probe_read_kernel(&raw const slot) } {
+        Ok(address) => ns_life(address),
+        Err(_) => 0,
     }
 }
 

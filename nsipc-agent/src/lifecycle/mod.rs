@@ -106,6 +106,9 @@ pub struct Engine {
     /// a record of something done inside them, their creation's record lost or yet to come.
     /// The next inventory that lists one announces it. Empty but for losses and races.
     unannounced: HashSet<u32>,
+    /// Records were lost (or probe runs skipped) since the last resynchronisation: the engine
+    /// cannot tell what a namespace ending unseen still held.
+    records_lost: bool,
 }
 
 /// A removal of an object not known yet.
@@ -138,6 +141,7 @@ impl Engine {
             members: Map::default(),
             host_ipc: HashSet::new(),
             unannounced: HashSet::new(),
+            records_lost: false,
             made_in_host: Map::default(),
             early_removals: Map::default(),
             early_order: VecDeque::new(),
@@ -153,6 +157,12 @@ impl Engine {
     #[cfg(test)]
     pub fn live_counts(&self) -> (usize, usize) {
         (self.namespaces.len(), self.objects_live)
+    }
+
+    /// Records were lost, or probe runs skipped: until the next resynchronisation, a namespace
+    /// that ends unseen takes its objects with reason `unknown`.
+    pub fn records_lost(&mut self) {
+        self.records_lost = true;
     }
 
     /// Applies one kernel event, appending what it means to `out`.
@@ -380,7 +390,7 @@ impl Engine {
                 let Some(state) = self.namespaces.get(&event.ns.inum) else {
                     return;
                 };
-                if state.ident.id != 0 && event.ns.id != 0 && state.ident.id != event.ns.id {
+                if !state.is_life_of(&event.ns) {
                     return; // a segment of an earlier life of this inum, already reported
                 }
                 let ns = state.ident;

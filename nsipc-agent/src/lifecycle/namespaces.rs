@@ -15,7 +15,7 @@ pub(super) enum LifeEnd {
     Freed,
     /// Freed unseen, before `ts`: found gone while no record was lost.
     FreedUnseen,
-    /// Ended unseen, how not known: records were lost, or its inum's next life came first.
+    /// Ended unseen, how not known: records were lost.
     Unknown,
 }
 
@@ -23,13 +23,13 @@ impl Engine {
     /// The identity the engine gives namespace `ns`, starting a new life when needed (and
     /// reporting the end of the one it replaces, at `ts`: when that came to light).
     fn namespace(&mut self, ns: NsRef, ts: u64, out: &mut Vec<Lifecycle>) -> &mut NamespaceState {
-        let known_life = self.namespaces.get(&ns.inum).is_some_and(|state| {
-            // Same life unless both ids are known and differ (a destroy was missed).
-            state.ident.id == 0 || ns.id == 0 || state.ident.id == ns.id
-        });
+        let known_life = self
+            .namespaces
+            .get(&ns.inum)
+            .is_some_and(|state| state.is_life_of(&ns));
         if !known_life {
             if self.namespaces.contains_key(&ns.inum) {
-                self.ended_unseen(ns.inum, ts, LifeEnd::Unknown, out);
+                self.replaced(ns.inum, ts, out);
             }
             let generation = self.next_generation.entry(ns.inum).or_insert(1);
             let ident = NsIdent {
@@ -43,16 +43,29 @@ impl Engine {
                 ns.inum,
                 NamespaceState {
                     ident,
+                    life: ns.life,
                     created: None,
                     objects: self.spare_maps.pop().unwrap_or_default(),
                 },
             );
         }
         let state = self.namespaces.get_mut(&ns.inum).expect("inserted above");
-        if state.ident.id == 0 {
-            state.ident.id = ns.id;
-        }
+        state.learn(&ns);
         state
+    }
+
+    /// Another life of `inum` showed up while the engine knew one: only free_ipc_ns() gives
+    /// an inum back, after the namespace's teardown, so the known life was freed, its free's
+    /// record still to come (it will be dropped as stale) or skipped. Reported freed and
+    /// `late`, with what was left in it, unless records were lost since the last full
+    /// resynchronisation: then what was left in it is not known.
+    fn replaced(&mut self, inum: u32, ts: u64, out: &mut Vec<Lifecycle>) {
+        let end = if self.records_lost {
+            LifeEnd::Unknown
+        } else {
+            LifeEnd::FreedUnseen
+        };
+        self.ended_unseen(inum, ts, end, out);
     }
 
     pub(super) fn ident(&mut self, ns: NsRef, ts: u64, out: &mut Vec<Lifecycle>) -> NsIdent {
@@ -159,12 +172,12 @@ impl Engine {
                 state.ident.id == ns.id
             } else {
                 // Without ids: a namespace whose creation was already seen cannot be created
-                // again; one only inventoried can be this one.
-                state.created.is_none()
+                // again; one only inventoried, or named by what was done in it, can be this
+                // one if the lives agree.
+                state.created.is_none() && state.is_life_of(&ns)
             };
             if !same_life {
-                // Its previous life ended unseen (lost events).
-                self.ended_unseen(ns.inum, ts, LifeEnd::Unknown, out);
+                self.replaced(ns.inum, ts, out);
             } else if !self.unannounced.contains(&ns.inum) {
                 return;
             }
@@ -182,7 +195,7 @@ impl Engine {
         let Some(state) = self.namespaces.get(&ns.inum) else {
             return;
         };
-        if state.ident.id != 0 && ns.id != 0 && state.ident.id != ns.id {
+        if !state.is_life_of(&ns) {
             return; // a stale free of a life already replaced
         }
         let state = self.namespaces.remove(&ns.inum).expect("present above");

@@ -220,6 +220,8 @@ impl Engine {
     ) -> ResyncCounts {
         let mut counts = ResyncCounts::default();
         let racing = Racing::of(racing);
+        // The state is made right again below, losses or not.
+        self.records_lost = false;
         let listed_ns: Map<u32, u64> = namespaces.iter().map(|n| (n.inum, n.id)).collect();
         let listed: Map<ObjectKey, i32> = objects
             .iter()

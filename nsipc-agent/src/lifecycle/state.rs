@@ -8,6 +8,8 @@ use std::{
     sync::LazyLock,
 };
 
+use nsipc_common::NsRef;
+
 use super::{Engine, NsIdent, ObjectId};
 
 /// A namespace's objects. There is one such map per live namespace, so its hasher keeps its
@@ -79,6 +81,8 @@ impl ObjectState {
 #[derive(Debug)]
 pub(super) struct NamespaceState {
     pub(super) ident: NsIdent,
+    /// [`NsRef::life`] of this life, 0 until a record tells it (an inventoried namespace).
+    pub(super) life: u32,
     /// Monotonic ns of its creation + 1, when it was seen (+ 1: the niche keeps it at 8 bytes).
     pub(super) created: Option<NonZeroU64>,
     /// Its live objects. Per namespace rather than one map for all: a namespace's teardown
@@ -87,6 +91,25 @@ pub(super) struct NamespaceState {
 }
 
 impl NamespaceState {
+    /// Whether `ns` names this life (see [`NsRef::same_life`]).
+    pub(super) fn is_life_of(&self, ns: &NsRef) -> bool {
+        ns.same_life(&NsRef {
+            id: self.ident.id,
+            inum: self.ident.inum,
+            life: self.life,
+        })
+    }
+
+    /// Keeps what `ns`, a reference to this life, tells that was not known yet.
+    pub(super) fn learn(&mut self, ns: &NsRef) {
+        if self.ident.id == 0 {
+            self.ident.id = ns.id;
+        }
+        if self.life == 0 {
+            self.life = ns.life;
+        }
+    }
+
     pub(super) fn created_ns(&self) -> Option<u64> {
         self.created.map(|created| created.get() - 1)
     }

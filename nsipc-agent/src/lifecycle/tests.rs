@@ -27,7 +27,7 @@ const NS_A: u32 = 4026532177;
 const NS_B: u32 = 4026532178;
 
 fn ns(inum: u32, id: u64) -> NsRef {
-    NsRef { id, inum, _pad: 0 }
+    NsRef { id, inum, life: 0 }
 }
 fn host() -> NsRef {
     ns(HOST_IPC_NS_INUM, 1)

@@ -140,7 +140,9 @@ fn every_lifecycle_line_has_a_time() {
         assert!(json.get("lifetime_ns").is_none(), "not known: {json}");
     }
     out.extend(resynced);
-    // A new life of NS_A's inum before the old one's free came: the old life ended unseen.
+    // A new life of NS_A's inum before the old one's free came, records lost meanwhile: the
+    // old life ended unseen, how not known.
+    h.engine.records_lost();
     out.extend(h.get(ns(NS_A, 43), IpcObject::Msg, 0x15, 0));
     out.extend(h.freed(ns(NS_A, 43)));
     let mut kinds = std::collections::BTreeSet::new();
