@@ -50,6 +50,17 @@ enum Task {
         /// backend each kernel supports).
         #[arg(long, value_delimiter = ',')]
         backends: Vec<String>,
+        /// Only these test binaries: `privileged`, `lifecycle`, `differential`, `races`,
+        /// `docker_story`, `equivalence` (default: all).
+        #[arg(long, value_delimiter = ',')]
+        tests: Vec<String>,
+        /// NAME=VALUE in every test's environment, on the host and in the VMs (repeatable),
+        /// e.g. `--env NSIPC_DIFF_SEEDS=40 --env NSIPC_DIFF_BUDGET_SECS=3000` for a long run.
+        #[arg(long, value_parser = vm::parse_env)]
+        env: Vec<(String, String)>,
+        /// Kill a cell (a VM run, or the host's tests) after this many minutes.
+        #[arg(long, default_value_t = 10)]
+        timeout_mins: u64,
     },
     /// Set up, build, and measure the agent's cost side by side with no tracing, a minimal
     /// eBPF floor and bpftrace, on IPC workloads (needs root; a few minutes). Prints the
@@ -110,7 +121,19 @@ fn main() -> Result<()> {
             setup::ensure()?;
             lint()
         }
-        Task::VmTest { kernels, backends } => vm::vm_test(&kernels, &backends),
+        Task::VmTest {
+            kernels,
+            backends,
+            tests,
+            env,
+            timeout_mins,
+        } => vm::vm_test(&vm::Options {
+            kernels,
+            backends,
+            tests,
+            env,
+            timeout: std::time::Duration::from_secs(timeout_mins * 60),
+        }),
         Task::Bench(args) => {
             setup::ensure()?;
             setup::ensure_debian_packages(BENCH_PACKAGES)?;

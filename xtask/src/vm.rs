@@ -119,26 +119,60 @@ const PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
 
-/// A whole VM run (boot, every test, power off) that takes longer than this is killed. One run
-/// takes about 4-5 minutes under TCG here (the differential test alone is given 90 s, the
-/// equivalence test starts the agent once per backend), and every test bounds its own waits;
-/// this catches a hung kernel, and keeps the six VM cells inside CI's time.
-const VM_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// The host runs natively; its tests wait at most seconds for each event.
-const HOST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// What `cargo xtask vm-test` runs.
+pub struct Options {
+    /// Kernels (`host`, series) and backends to run; empty: all.
+    pub kernels: Vec<String>,
+    pub backends: Vec<String>,
+    /// Test binaries to run ([`PROBE_TESTS`]); empty: all.
+    pub tests: Vec<String>,
+    /// Added to every test's environment: in a VM, on the kernel command line, which gives
+    /// unknown `name=value` parameters to init's environment.
+    pub env: Vec<(String, String)>,
+    /// A whole cell (boot, every test, power off) that takes longer than this is killed. One VM
+    /// run takes about 4-5 minutes under TCG here (the differential test alone is given 90 s,
+    /// the equivalence test starts the agent once per backend), and every test bounds its own
+    /// waits; the default of 10 minutes catches a hung kernel, and keeps the cells inside CI's
+    /// time.
+    pub timeout: Duration,
+}
 
-pub fn vm_test(kernels: &[String], backends: &[String]) -> Result<()> {
+/// `NAME=VALUE` for `--env`: one word each, since it goes on a kernel command line.
+pub fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    let word = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('"');
+    if !word(name) || !word(value) || !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!(
+            "{text:?}: NAME and VALUE must be single words (they go on a kernel command line)"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+pub fn vm_test(options: &Options) -> Result<()> {
+    let Options {
+        kernels, backends, ..
+    } = options;
+    for name in &options.tests {
+        ensure!(
+            PROBE_TESTS.contains(&name.as_str()),
+            "unknown test {name:?}: choose among {}",
+            PROBE_TESTS.join(", ")
+        );
+    }
     let selected = |name: &str| kernels.is_empty() || kernels.iter().any(|k| k == name);
     let backend_selected =
         |name: &&&str| backends.is_empty() || backends.iter().any(|b| b == **name);
-    for name in backends {
+    for name in backends.iter() {
         ensure!(
             BACKENDS.contains(&name.as_str()),
             "unknown backend {name:?}: choose among {}",
             BACKENDS.join(", ")
         );
     }
-    for name in kernels {
+    for name in kernels.iter() {
         ensure!(
             name == "host" || DEBIAN_KERNELS.iter().any(|s| s.series == name),
             "unknown kernel {name:?}: choose among host, {}",
@@ -168,7 +202,7 @@ pub fn vm_test(kernels: &[String], backends: &[String]) -> Result<()> {
     for series in DEBIAN_KERNELS.iter().filter(|s| selected(s.series)) {
         vms.push((fetch_kernel(series.series, &cache)?, series.backends));
     }
-    let built = build()?;
+    let built = build(&options.tests)?;
     let initramfs = if vms.is_empty() {
         None
     } else {
@@ -178,14 +212,14 @@ pub fn vm_test(kernels: &[String], backends: &[String]) -> Result<()> {
     let mut cells = Vec::new();
     if with_host {
         for backend in HOST_BACKENDS.iter().filter(backend_selected) {
-            cells.push(run_on_host(&built, backend, &out)?);
+            cells.push(run_on_host(&built, options, backend, &out)?);
         }
     }
     if let Some(initramfs) = &initramfs {
         for (kernel, backends) in &vms {
             for backend in backends.iter().filter(backend_selected) {
                 cells.push(run_in_vm_once_more_if_it_crashed(
-                    kernel, initramfs, &built, backend, &out,
+                    kernel, initramfs, &built, options, backend, &out,
                 )?);
             }
         }
@@ -396,7 +430,8 @@ struct Built {
     tests: Vec<(String, PathBuf)>,
 }
 
-fn build() -> Result<Built> {
+/// Builds the agent and the test binaries: those named in `only`, or all of [`PROBE_TESTS`].
+fn build(only: &[String]) -> Result<Built> {
     let output = cargo()
         .args([
             "test",
@@ -435,7 +470,10 @@ fn build() -> Result<Built> {
         let name = target["name"].as_str().unwrap_or_default();
         if is_kind("bin") && name == "nsipc-agent" && message["profile"]["test"] == false {
             agent = Some(PathBuf::from(executable));
-        } else if is_kind("test") && PROBE_TESTS.contains(&name) {
+        } else if is_kind("test")
+            && PROBE_TESTS.contains(&name)
+            && (only.is_empty() || only.iter().any(|t| t == name))
+        {
             tests.push((name.to_owned(), PathBuf::from(executable)));
         }
     }
@@ -628,10 +666,11 @@ fn run_in_vm_once_more_if_it_crashed(
     kernel: &Kernel,
     initramfs: &Path,
     built: &Built,
+    options: &Options,
     backend: &str,
     out: &Path,
 ) -> Result<Cell> {
-    let cell = run_in_vm(kernel, initramfs, built, backend, out)?;
+    let cell = run_in_vm(kernel, initramfs, built, options, backend, out)?;
     if cell.outcome.ok() {
         return Ok(cell);
     }
@@ -647,12 +686,12 @@ fn run_in_vm_once_more_if_it_crashed(
         "xtask: {} / {backend}: the kernel crashed ({crash}); running the cell once more",
         cell.kernel
     );
-    let mut again = run_in_vm(kernel, initramfs, built, backend, out)?;
+    let mut again = run_in_vm(kernel, initramfs, built, options, backend, out)?;
     again.crashed_first = Some((crash, first_log));
     Ok(again)
 }
 
-fn run_on_host(built: &Built, backend: &str, out: &Path) -> Result<Cell> {
+fn run_on_host(built: &Built, options: &Options, backend: &str, out: &Path) -> Result<Cell> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("reading /proc/sys/kernel/osrelease")?
         .trim()
@@ -669,11 +708,12 @@ fn run_on_host(built: &Built, backend: &str, out: &Path) -> Result<Cell> {
         let mut cmd = Command::new(exe);
         cmd.args(["--test-threads=1", "--show-output"])
             .env("NSIPC_BACKEND", backend)
+            .envs(options.env.iter().map(|(name, value)| (name, value)))
             .current_dir(workspace_root());
-        let left = HOST_TIMEOUT.saturating_sub(started.elapsed());
+        let left = options.timeout.saturating_sub(started.elapsed());
         match run_logged(&mut cmd, &log, left)? {
             Some(status) => writeln!(log, "{MARKER} end={name} exit={}", exit_code(status))?,
-            None => problems.push(format!("{name} timed out after {HOST_TIMEOUT:?}")),
+            None => problems.push(format!("{name} timed out after {:?}", options.timeout)),
         }
     }
     drop(log);
@@ -693,6 +733,7 @@ fn run_in_vm(
     kernel: &Kernel,
     initramfs: &Path,
     built: &Built,
+    options: &Options,
     backend: &str,
     out: &Path,
 ) -> Result<Cell> {
@@ -725,15 +766,20 @@ fn run_in_vm(
         .arg("-append")
         .arg(format!(
             "console=ttyS0 panic=-1 softlockup_panic=1 watchdog_thresh=60 quiet ipcmni_extend \
-             NSIPC_BACKEND={backend}"
+             NSIPC_BACKEND={backend}{}",
+            options
+                .env
+                .iter()
+                .map(|(name, value)| format!(" {name}={value}"))
+                .collect::<String>()
         ));
-    let status = run_logged(&mut qemu, &log, VM_TIMEOUT)?;
+    let status = run_logged(&mut qemu, &log, options.timeout)?;
     drop(log);
     let mut outcome = parse_log(&read_log(&log_path)?, &built.tests);
     match status {
         None => outcome
             .problems
-            .push(format!("qemu killed after {VM_TIMEOUT:?}")),
+            .push(format!("qemu killed after {:?}", options.timeout)),
         Some(status) if !status.success() => {
             outcome.problems.push(format!("qemu exited with {status}"));
         }
