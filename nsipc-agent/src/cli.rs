@@ -127,6 +127,11 @@ pub struct TraceArgs {
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
     pub btf: PathBuf,
 
+    /// Leave out `cmdline` (each process's command line, from /proc): for hosts where
+    /// command lines may carry secrets.
+    #[arg(long)]
+    pub no_cmdline: bool,
+
     /// Only events of these containers: ids, id prefixes (as `docker ps` shows them) or
     /// names. Lines without a task (teardowns) are kept for namespaces the container lived in.
     #[arg(

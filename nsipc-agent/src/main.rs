@@ -53,6 +53,7 @@ fn main() -> ExitCode {
                     btf_path: args.btf,
                     ring_buffer_bytes: args.ring_buffer_size,
                     raw: args.raw,
+                    cmdline: !args.no_cmdline,
                     backend: args.backend.wanted(),
                 })
                 .await

@@ -182,6 +182,9 @@ impl Serialize for KernelEventJson<'_> {
         let has_task = !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. });
         if has_task {
             put_task(&mut map, &event.task)?;
+            if let Some(cmdline) = self.attribution.cmdline(&event.task) {
+                map.serialize_entry("cmdline", cmdline)?;
+            }
         }
         put_ns(&mut map, "ns", "ns_id", &event.ns)?;
         if has_task && let Some(container) = self.attribution.get(event.task.container) {

@@ -61,6 +61,8 @@ pub struct TraceOptions {
     pub ring_buffer_bytes: u32,
     /// Print the raw kernel events too.
     pub raw: bool,
+    /// Write processes' command lines (`cmdline`).
+    pub cmdline: bool,
     /// The backend asked for; None for the best per hook.
     pub backend: Option<Backend>,
     /// Which lines to write.
@@ -216,6 +218,7 @@ impl<W: Write> Stream<W> {
             } => *container = self.attribution.resolve(cgroup, 0),
             _ => {
                 let task = &mut event.task;
+                self.attribution.note_process(task, event.ts_ns);
                 task.container = self.attribution.resolve(task.cgroup, task.tid);
                 if !task.container.is_some()
                     && matches!(event.body, Body::Setns { result: Ok(_), .. })
@@ -642,7 +645,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         hierarchy.filter(|_| cgroup_hierarchy.is_some()),
         MetadataRoots::default(),
     )
-    .with_made_paths(probes.cgroup_paths.take());
+    .with_made_paths(probes.cgroup_paths.take())
+    .with_cmdlines(options.cmdline);
     let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw)
         .attributing(attribution)
         .filtering(options.filter);

@@ -308,6 +308,32 @@ fn events_name_the_parent_process() {
     assert_eq!(field(&created, "ppid"), shell, "{created}");
 }
 
+/// Which process, by its command line: read while the process lives (perl waits a moment
+/// after its get), and left out with `--no-cmdline`.
+#[test]
+fn events_carry_the_command_line() {
+    for (args, wanted) in [(&[][..], true), (&["--no-cmdline"][..], false)] {
+        let mut agent = Agent::start(args);
+        let key = unique_key(if wanted { 29 } else { 30 });
+        let script = format!(
+            "msgget({key}, 01600) // die; select(undef, undef, undef, 0.5); msgctl(msgget({key}, 0), 0, 0)"
+        );
+        sh(&format!("perl -e '{script}' marker-{key}"));
+        let created = agent.wait_for("msg.create", |e| {
+            e["event"] == "msg.create" && e["key"] == key
+        });
+        if wanted {
+            assert_eq!(
+                created["cmdline"],
+                format!("perl -e {script} marker-{key}"),
+                "{created}"
+            );
+        } else {
+            assert!(created.get("cmdline").is_none(), "{created}");
+        }
+    }
+}
+
 /// Issue 10, defect 6: a namespace and a segment that existed before the agent started are
 /// seen dying like any other. The probes recognise a namespace's or a segment's free by its
 /// kernel pointer, which they learn from a syscall naming it; for what predates the agent,

@@ -6,6 +6,7 @@
 //! never reused while the machine is up (kernfs ids carry a generation), so what is learnt
 //! about one stays true, and events read after `docker rm` still name their container.
 
+pub mod cmdline;
 pub mod hierarchy;
 
 use nsipc_common::{KernelOffsets, NO_OFFSET};
@@ -15,10 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use self::cmdline::Cmdlines;
 pub use self::hierarchy::{CgroupHierarchy, HierarchyKind};
 use crate::{
     containers::{Container, MetadataRoots, container_of_cgroup},
-    decode::ContainerRef,
+    decode::{ContainerRef, Task},
     probes::CgroupPaths,
 };
 
@@ -65,6 +67,8 @@ pub struct Attribution {
     last_walk: Option<Instant>,
     /// The probes' paths of the cgroups made since they were loaded.
     made: Option<CgroupPaths>,
+    /// Processes' command lines (off unless [`Self::with_cmdlines`]).
+    cmdlines: Cmdlines,
 }
 
 impl Attribution {
@@ -78,7 +82,24 @@ impl Attribution {
             containers: Vec::new(),
             last_walk: None,
             made: None,
+            cmdlines: Cmdlines::default(),
         }
+    }
+
+    /// Also reads processes' command lines, for the `cmdline` field.
+    pub fn with_cmdlines(mut self, enabled: bool) -> Self {
+        self.cmdlines = Cmdlines::new(enabled);
+        self
+    }
+
+    /// Learns the command line of the process of `task`, a record made at `ts_ns` says.
+    pub fn note_process(&mut self, task: &Task, ts_ns: u64) {
+        self.cmdlines.note(task, ts_ns);
+    }
+
+    /// The command line of `task`'s process, when known.
+    pub fn cmdline(&self, task: &Task) -> Option<&str> {
+        self.cmdlines.get(task)
     }
 
     /// Also looks new cgroups up in the paths the probes record as cgroups are made.

@@ -374,6 +374,9 @@ impl LifecycleJson<'_> {
         f.time(key!("time"), self.clock.wall_time(event.ts()))?;
         if let Some(task) = event.task() {
             put_task(f, task)?;
+            if let Some(cmdline) = self.attribution.cmdline(task) {
+                f.lossy(key!("cmdline"), cmdline.as_bytes())?;
+            }
         }
         put_ns_ident(f, (key!("ns"), key!("ns_id"), key!("ns_gen")), event.ns())?;
         if let Some(task) = event.task()
