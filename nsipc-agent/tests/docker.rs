@@ -278,8 +278,9 @@ fn the_story_with(engine: Engine) {
     });
     // The host queue outlives its container: orphaned once the container's cgroup is gone.
     let host_queue_left = HostQueue(host_queue.clone());
-    agent.wait_for("the host queue orphaned", |e| {
+    agent.wait_for("the host queue orphaned by its container's end", |e| {
         e["event"] == "msg.orphaned"
+            && e["cause"] == "container_ended"
             && e["key"].as_i64().map(|k| k.to_string()) == Some(host_queue.clone())
     });
     drop(host_queue_left);
@@ -411,12 +412,18 @@ fn the_story_with(engine: Engine) {
     assert_eq!(host_made["host_ipc"], true);
     assert_eq!(container_id(host_made), Some(hostipc_id.as_str()));
     assert_eq!(host_made["ns"].as_u64(), Some(HOST_NS));
-    let orphaned = one("orphaned host queue", &|e| {
-        e["event"] == "msg.orphaned" && key_is(e, &host_queue)
-    });
-    assert_eq!(container_id(orphaned), Some(hostipc_id.as_str()));
-    assert_eq!(orphaned["host_ipc"], true);
-    assert_eq!(orphaned["id"], host_made["id"]);
+    // Orphaned twice, once per cause: its maker exited, then its container ended.
+    for cause in ["creator_exited", "container_ended"] {
+        let orphaned = one(&format!("host queue orphaned ({cause})"), &|e| {
+            e["event"] == "msg.orphaned" && key_is(e, &host_queue) && e["cause"] == cause
+        });
+        assert_eq!(container_id(orphaned), Some(hostipc_id.as_str()));
+        assert_eq!(orphaned["host_ipc"], true);
+        assert_eq!(orphaned["id"], host_made["id"]);
+        if cause == "creator_exited" {
+            assert_eq!(orphaned["creator_pid"], host_made["pid"]);
+        }
+    }
 
     // restart: each start's namespace is made for the container and names it at its end.
     let starts =

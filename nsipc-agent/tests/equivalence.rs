@@ -81,6 +81,8 @@ fn normalized(events: &[Value], created: &[u64]) -> Vec<String> {
                 "ppid",
                 "tid",
                 "child_pid",
+                "creator_pid",
+                "cmdline",
                 "ns_id",
                 "from_ns_id",
                 // The agent's own generation count of an inum (kernels without ns_id): it

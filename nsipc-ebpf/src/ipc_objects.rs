@@ -28,6 +28,8 @@ use crate::{
 const IPC_RMID: u32 = 0;
 const IPC_STAT: u32 = 2;
 const IPC_64: u32 = 0x100;
+/// `IPC_CREAT` from include/uapi/linux/ipc.h.
+const IPC_CREAT: u64 = 0o1000;
 
 /// The record of a call that is simply its arguments and return value, in the caller's
 /// namespace at exit.
@@ -40,7 +42,7 @@ syscall_hooks!(
     EventKind::MsgGet,
     nargs = 2,
     enter = enter_plain,
-    exit = exit_plain,
+    exit = exit_get,
     tracepoint(sys_exit_msgget),
     kprobe(kprobe_msgget, kretprobe_msgget),
     fexit = fexit_msgget,
@@ -49,7 +51,7 @@ syscall_hooks!(
     EventKind::SemGet,
     nargs = 3,
     enter = enter_plain,
-    exit = exit_plain,
+    exit = exit_get,
     tracepoint(sys_exit_semget),
     kprobe(kprobe_semget, kretprobe_semget),
     fexit = fexit_semget,
@@ -109,6 +111,37 @@ syscall_hooks!(
     fexit = fexit_shmat,
 );
 
+/// The exit of msgget or semget: a get that may have created an object makes its process one
+/// whose exit the agent must hear of (see [`note_creator`]).
+#[inline(always)]
+fn exit_get(task: *const u8, kind: EventKind, call: Call, ret: i64) {
+    // msgget(key, msgflg), semget(key, nsems, semflg)
+    let flags = if kind == EventKind::MsgGet {
+        call.args[1]
+    } else {
+        call.args[2]
+    };
+    note_creator(flags, ret);
+    exit_plain(task, kind, call, ret);
+}
+
+/// A successful get with IPC_CREAT in its `flags` may have made an object: its process's
+/// exit orphans what it made, so it goes into [`ATTACHERS`], whose exits in the host's
+/// namespace are recorded. A lookup first: a process that makes many objects writes the map
+/// once.
+#[inline(always)]
+fn note_creator(flags: u64, ret: i64) {
+    if ret < 0 || flags & IPC_CREAT == 0 {
+        return;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is not read, only whether there is one.
+    if unsafe { ATTACHERS.get(tgid) }.is_none() {
+        // A full LRU map evicts its oldest entry; insert cannot fail for lack of room.
+        let _ = ATTACHERS.insert(tgid, 0, 0);
+    }
+}
+
 /// A live segment a shm syscall named.
 struct NamedSegment {
     id: i32,
@@ -137,6 +170,8 @@ fn exit_shm(
 
 #[inline(always)]
 fn exit_shmget(task: *const u8, kind: EventKind, call: Call, ret: i64) {
+    // shmget(key, size, shmflg)
+    note_creator(call.args[2], ret);
     let segment = (ret >= 0).then(|| NamedSegment {
         id: ret as i32,
         key: Some(call.args[0] as i32),

@@ -88,15 +88,16 @@ pub fn cgroup_rmdir(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// Processes (tgid) that attached a shm segment while the agent ran: their exit detaches
-/// whatever they still have attached, with no shmdt, and the agent must hear of it wherever
-/// they are. LRU: a process evicted by sixteen thousand newer attachers is forgotten.
+/// Processes (tgid) that attached a shm segment, or made an object (a get with IPC_CREAT),
+/// while the agent ran: their exit detaches whatever they still have attached, with no shmdt,
+/// and orphans what they made, and the agent must hear of it wherever they are. LRU: a process
+/// evicted by sixteen thousand newer ones is forgotten.
 #[map(name = "ATTACHERS")]
 pub static ATTACHERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Exits in the host namespace cannot end a namespace's life and are filtered here, so the
 /// stream is not flooded with every exit on the machine; but for processes that attached a
-/// segment ([`ATTACHERS`]; one hash lookup per process exit in the host).
+/// segment or made an object ([`ATTACHERS`]; one hash lookup per process exit in the host).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let task: *const u8 = ctx.arg(0);

@@ -225,9 +225,28 @@ pub enum Lifecycle {
         object: IpcObject,
         id: i32,
         key: i32,
-        /// The container that made it, which has ended.
+        /// The container that made it (ended, for [`OrphanCause::ContainerEnded`]).
         container: ContainerRef,
+        cause: OrphanCause,
     },
+}
+
+/// Why an object is reported orphaned: nothing that made it is left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrphanCause {
+    /// The container that made it in the host's namespace ended (`--ipc=host` leftovers).
+    ContainerEnded,
+    /// The process that made it exited, and no process has it attached.
+    CreatorExited { pid: u32 },
+}
+
+impl OrphanCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrphanCause::ContainerEnded => "container_ended",
+            OrphanCause::CreatorExited { .. } => "creator_exited",
+        }
+    }
 }
 
 impl Lifecycle {
@@ -494,13 +513,22 @@ impl LifecycleJson<'_> {
                 }
             }
             Lifecycle::ObjectOrphaned {
-                id, key, container, ..
+                ns,
+                id,
+                key,
+                container,
+                cause,
+                ..
             } => {
                 f.int(key!("id"), (*id).into())?;
                 f.int(key!("key"), (*key).into())?;
+                f.name(key!("cause"), cause.as_str())?;
+                if let OrphanCause::CreatorExited { pid } = cause {
+                    f.uint(key!("creator_pid"), (*pid).into())?;
+                }
                 if let Some(container) = self.attribution.get(*container) {
                     f.raw(key!("container"), &container.json)?;
-                    f.bool(key!("host_ipc"), true)?;
+                    f.bool(key!("host_ipc"), ns.inum == HOST_IPC_NS_INUM)?;
                 }
             }
             Lifecycle::ShmRemove { id, key, .. } => {

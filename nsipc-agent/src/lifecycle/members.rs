@@ -3,7 +3,7 @@
 
 use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
 
-use super::{Engine, Lifecycle, ObjectKey};
+use super::{Engine, Lifecycle, ObjectKey, OrphanCause};
 use crate::{
     decode::{ContainerRef, KernelEvent, Task},
     inventory::HELPER_THREAD_NAME,
@@ -80,18 +80,7 @@ impl Engine {
         left.sort_unstable_by_key(|key| (key.object, key.id));
         for key in left {
             self.made_in_host.remove(&key);
-            let Some(ipc_key) = self.object(key).map(|state| state.key) else {
-                continue;
-            };
-            let ns = self.namespaces[&key.ns].ident;
-            out.push(Lifecycle::ObjectOrphaned {
-                ts,
-                ns,
-                object: key.object,
-                id: key.id,
-                key: ipc_key,
-                container,
-            });
+            self.orphaned(key, OrphanCause::ContainerEnded, container, ts, out);
         }
     }
 }

@@ -14,6 +14,7 @@ mod keys;
 mod members;
 mod namespaces;
 mod objects;
+mod orphans;
 mod resync;
 mod state;
 
@@ -22,7 +23,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use nsipc_common::HOST_IPC_NS_INUM;
 
 pub use self::events::{
-    DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts, Via,
+    DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts, OrphanCause,
+    Via,
 };
 pub use self::resync::{ExistingNamespace, ExistingObject};
 use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};
@@ -102,6 +104,14 @@ pub struct Engine {
     /// Live objects of the host's namespace made by a container's task (`--ipc=host`), with
     /// the container: reported orphaned if it ends before them. Few, and only such objects.
     made_in_host: Map<ObjectKey, ContainerRef>,
+    /// Process (tgid) → how many live objects it was seen creating: its exit orphans them
+    /// ([`orphans`]). Only processes with some have an entry.
+    live_by_creator: Map<u32, u32>,
+    /// Segments whose creator exited while other processes had them attached: orphaned at
+    /// their last detach. Few.
+    orphans_at_last_detach: Map<ObjectKey, (OrphanCause, ContainerRef)>,
+    /// Reused by [`orphans`], so that exits and detaches do not allocate.
+    orphan_candidates: Vec<ObjectKey>,
     /// Live namespaces the stream has not announced (no `create`, no `exists`): first named by
     /// a record of something done inside them, their creation's record lost or yet to come.
     /// The next inventory that lists one announces it. Empty but for losses and races.
@@ -143,6 +153,9 @@ impl Engine {
             unannounced: HashSet::new(),
             records_lost: false,
             made_in_host: Map::default(),
+            live_by_creator: Map::default(),
+            orphans_at_last_detach: Map::default(),
+            orphan_candidates: Vec::new(),
             early_removals: Map::default(),
             early_order: VecDeque::new(),
         }
@@ -205,7 +218,7 @@ impl Engine {
                     id: id as i32,
                 };
                 // A get of an object already known opens it; only a new one was created.
-                if self.insert_object(obj_key, key, Some(ts)) {
+                if self.insert_object(obj_key, key, Some(ts), task.pid) {
                     if ns.inum == HOST_IPC_NS_INUM && task.container.is_some() {
                         self.made_in_host.insert(obj_key, task.container);
                     }
@@ -313,6 +326,7 @@ impl Engine {
                     key,
                     addr,
                 });
+                self.orphaned_at_last_detach(ts, out);
             }
             Body::Unshare {
                 from,
@@ -378,6 +392,8 @@ impl Engine {
                 if task.pid == task.tid {
                     self.attachments
                         .retain(|(attached_pid, _), _| *attached_pid != pid);
+                    self.creator_exited(&task, event.ns.inum, ts, out);
+                    self.orphaned_at_last_detach(ts, out);
                 }
             }
             Body::NsFreed => self.namespace_freed(event.ns, ts, out),
@@ -492,6 +508,19 @@ impl Engine {
         }
         if indexed != expected {
             return Err(format!("key index {indexed:?}, objects say {expected:?}"));
+        }
+        let mut by_creator: HashMap<u32, u32> = HashMap::new();
+        for state in self.namespaces.values().flat_map(|ns| ns.objects.values()) {
+            if state.creator != 0 {
+                *by_creator.entry(state.creator).or_default() += 1;
+            }
+        }
+        let counted: HashMap<u32, u32> =
+            self.live_by_creator.iter().map(|(&k, &v)| (k, v)).collect();
+        if counted != by_creator {
+            return Err(format!(
+                "live objects by creator {counted:?}, objects say {by_creator:?}"
+            ));
         }
         let objects: usize = self.namespaces.values().map(|ns| ns.objects.len()).sum();
         if objects != self.objects_live {

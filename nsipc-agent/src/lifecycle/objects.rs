@@ -21,12 +21,14 @@ impl Engine {
             .get_mut(&key.in_ns())
     }
 
-    /// Records a new object of a namespace the engine knows; returns false if it was known.
+    /// Records a new object of a namespace the engine knows, made by process `creator` (0:
+    /// not seen); returns false if it was known.
     pub(super) fn insert_object(
         &mut self,
         key: ObjectKey,
         ipc_key: i32,
         created_ns: Option<u64>,
+        creator: u32,
     ) -> bool {
         let Some(ns) = self.namespaces.get_mut(&key.ns) else {
             debug_assert!(false, "objects are inserted into known namespaces");
@@ -34,9 +36,10 @@ impl Engine {
         };
         match ns.objects.entry(key.in_ns()) {
             Entry::Occupied(_) => return false,
-            Entry::Vacant(vacant) => vacant.insert(ObjectState::new(ipc_key, created_ns)),
+            Entry::Vacant(vacant) => vacant.insert(ObjectState::new(ipc_key, created_ns, creator)),
         };
         self.objects_live += 1;
+        self.count_creation(creator);
         self.index_key(key.object, ipc_key, key.ns);
         true
     }
@@ -141,6 +144,7 @@ impl Engine {
     ) {
         self.objects_live -= 1;
         self.made_in_host.remove(&key);
+        self.forget_creation(key, state.creator);
         if state.removed() {
             self.removed_segments.remove(&key);
         } else {

@@ -174,7 +174,7 @@ impl Engine {
                 ts,
                 out,
             );
-            self.insert_object(key, existing.key, None);
+            self.insert_object(key, existing.key, None, 0);
             out.push(Lifecycle::ObjectExists {
                 ts,
                 ns,

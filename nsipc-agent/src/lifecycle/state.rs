@@ -29,12 +29,15 @@ impl BuildHasher for ProcessSeed {
     }
 }
 
-/// What the engine keeps per live object, packed in 12 bytes aligned to 4 so that an entry
-/// of a namespace's object map, with its 8-byte id, takes 20 bytes rather than 32: there can
+/// What the engine keeps per live object, packed in 16 bytes aligned to 4 so that an entry
+/// of a namespace's object map, with its 8-byte id, takes 24 bytes rather than 32: there can
 /// be hundreds of thousands.
 #[derive(Debug)]
 pub(super) struct ObjectState {
     pub(super) key: i32,
+    /// The process (tgid) seen creating it, until its exit; 0 when not known or gone: its
+    /// exit makes the object orphaned ([`super::orphans`]).
+    pub(super) creator: u32,
     /// The low 63 bits: monotonic ns of creation + 1, 0 when it was not seen. The top bit:
     /// shm only, IPC_RMID happened while attached; the segment waits for its last detach.
     /// In two halves, which keep the alignment at 4.
@@ -44,11 +47,12 @@ pub(super) struct ObjectState {
 const REMOVED: u64 = 1 << 63;
 
 impl ObjectState {
-    pub(super) fn new(key: i32, created_ns: Option<u64>) -> Self {
+    pub(super) fn new(key: i32, created_ns: Option<u64>, creator: u32) -> Self {
         // 2^63 ns is 292 years of uptime: nothing real is cut by the `min`.
         let created = created_ns.map_or(0, |ns| ns.min(REMOVED - 2) + 1);
         let mut state = Self {
             key,
+            creator,
             created_and_removed: [0; 2],
         };
         state.set(created);

@@ -19,6 +19,7 @@ mod memory;
 mod namespaces;
 mod objects;
 mod ordering;
+mod orphans;
 mod resync;
 mod shm;
 

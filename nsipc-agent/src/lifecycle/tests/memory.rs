@@ -23,20 +23,20 @@ fn memory_follows_what_lives_through_a_storm() {
 #[test]
 fn map_entries_stay_small() {
     use super::{NamespaceState, ObjectId, ObjectState};
-    assert_eq!(size_of::<(ObjectId, ObjectState)>(), 20);
+    assert_eq!(size_of::<(ObjectId, ObjectState)>(), 24);
     assert_eq!(size_of::<((IpcObject, i32), u32)>(), 12);
     assert_eq!(size_of::<(u32, NamespaceState)>(), 72);
-    let mut state = ObjectState::new(7, Some(0));
+    let mut state = ObjectState::new(7, Some(0), 0);
     assert_eq!((state.created_ns(), state.removed()), (Some(0), false));
     state.set_removed();
     assert_eq!(
         (state.created_ns(), state.removed(), state.key),
         (Some(0), true, 7)
     );
-    let state = ObjectState::new(7, Some(u64::MAX));
+    let state = ObjectState::new(7, Some(u64::MAX), 0);
     assert_eq!(state.created_ns(), Some((1 << 63) - 2));
     assert!(!state.removed());
-    assert_eq!(ObjectState::new(7, None).created_ns(), None);
+    assert_eq!(ObjectState::new(7, None, 0).created_ns(), None);
 }
 
 /// Once most objects and namespaces died, their maps give the memory back.
