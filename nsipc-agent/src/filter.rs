@@ -68,7 +68,8 @@ pub struct FilterSpec {
     pub namespaces: Vec<u32>,
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
-    /// Event names, with `*` matching any run of characters (`msg.*`, `*.destroy`).
+    /// Event names, with `*` matching any run of characters (`msg.*`, `*.destroy`); those
+    /// starting with `-` leave out what they match (`-shm.attach`).
     pub events: Vec<String>,
 }
 
@@ -153,7 +154,7 @@ impl Filter {
 
     fn matches(&mut self, line: &Line<'_>, attribution: &Attribution) -> bool {
         let spec = &self.spec;
-        if !spec.events.is_empty() && !spec.events.iter().any(|glob| glob_match(glob, line.name)) {
+        if !events_match(&spec.events, line.name) {
             return false;
         }
         if !spec.namespaces.is_empty()
@@ -233,6 +234,20 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
         }
     }
     rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Whether event `name` is one `--events` asks for: it matches a glob, or there are only
+/// globs leaving kinds out (`-glob`), and it matches none of those.
+fn events_match(globs: &[String], name: &str) -> bool {
+    let mut wanted = None;
+    for glob in globs {
+        match glob.strip_prefix('-') {
+            Some(left_out) if glob_match(left_out, name) => return false,
+            Some(_) => {}
+            None => wanted = Some(wanted.unwrap_or(false) || glob_match(glob, name)),
+        }
+    }
+    wanted.unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -394,6 +409,23 @@ mod tests {
             !filter.lifecycle(&namespace, &attribution),
             "not a msg.* event"
         );
+    }
+
+    #[test]
+    fn events_can_be_left_out() {
+        let asked = |globs: &[&str], name| {
+            events_match(
+                &globs.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                name,
+            )
+        };
+        assert!(asked(&[], "shm.attach"));
+        assert!(!asked(&["-shm.attach", "-shm.detach"], "shm.attach"));
+        assert!(asked(&["-shm.attach", "-shm.detach"], "shm.create"));
+        assert!(asked(&["shm.*", "-shm.attach"], "shm.detach"));
+        assert!(!asked(&["shm.*", "-shm.attach"], "shm.attach"));
+        assert!(!asked(&["shm.*", "-shm.attach"], "msg.create"));
+        assert!(!asked(&["-*.attach", "shm.*"], "shm.attach"));
     }
 
     #[test]

@@ -101,10 +101,15 @@ fn read_cmdline(pid: u32, comm: &[u8]) -> Option<String> {
     cmdline_text(&raw)
 }
 
-/// The text of a raw /proc/PID/cmdline: NUL-separated arguments joined by spaces, at most
-/// [`MAX_CMDLINE`] bytes, invalid UTF-8 replaced. None when empty.
+/// The text of a raw /proc/PID/cmdline: NUL-separated arguments joined by spaces, without
+/// trailing spaces (PostgreSQL pads the titles it writes there), at most [`MAX_CMDLINE`]
+/// bytes, invalid UTF-8 replaced. None when empty.
 fn cmdline_text(raw: &[u8]) -> Option<String> {
-    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    let end = raw
+        .iter()
+        .rposition(|&b| b != 0 && b != b' ')
+        .map_or(0, |last| last + 1);
+    let raw = &raw[..end];
     if raw.is_empty() {
         return None;
     }
@@ -143,12 +148,13 @@ mod tests {
     #[test]
     fn arguments_are_joined_and_cut() {
         assert_eq!(
-            cmdline_text(b"postgres: checkpointer \0\0").as_deref(),
-            Some("postgres: checkpointer  ")
+            cmdline_text(b"postgres: checkpointer     \0\0").as_deref(),
+            Some("postgres: checkpointer")
         );
         assert_eq!(cmdline_text(b"ipcmk\0-Q\0").as_deref(), Some("ipcmk -Q"));
         assert_eq!(cmdline_text(b""), None);
         assert_eq!(cmdline_text(b"\0"), None);
+        assert_eq!(cmdline_text(b"a\0\0b\0").as_deref(), Some("a  b"));
         let long = "é".repeat(200);
         let cut = cmdline_text(long.as_bytes()).unwrap();
         assert!(cut.len() <= MAX_CMDLINE && cut.len() >= MAX_CMDLINE - 1);
