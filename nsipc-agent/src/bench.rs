@@ -3,10 +3,12 @@
 //! - `bench-floor`: the floor tracer. The minimal programs of `nsipc-ebpf/src/bin/floor.rs` on
 //!   the probes' hooks, drained by the same kind of event loop as `trace`, which discards.
 //! - `bench-json`: the decode + JSON path of `trace` alone, fed records shaped like the ones the
-//!   IPC storm workload makes the probes write, into a buffered writer that discards.
+//!   IPC storm workload makes the probes write, into a buffered writer that discards: once as
+//!   from a host task and once as from a container's, for the cost of attribution per event.
 
 use std::{
     io::{self, Write},
+    ops::Range,
     path::PathBuf,
     time::Instant,
 };
@@ -23,6 +25,8 @@ use tokio::{
 
 use crate::{
     alloc_count,
+    attribution::Attribution,
+    containers::{Container, Runtime},
     decode::{Body, ContainerRef, KernelEvent, Task},
     kernel,
     lifecycle::Engine,
@@ -127,13 +131,44 @@ const HOST_NS: NsRef = NsRef {
     life: 0,
 };
 
-/// The bytes a probe writes for one record of the benchmark's workload process.
+/// The cgroup id of the host task's records: 0, not read, as the probes write it when the
+/// agent does not attribute (the path then costs what it did before attribution).
+const HOST_CGROUP: u64 = 0;
+/// The cgroup id of the container task's records; [`json_attribution`] knows its container.
+const CONTAINER_CGROUP: u64 = 8_421;
+
+/// The container of [`CONTAINER_CGROUP`], as a Docker container's metadata names it.
+fn bench_container() -> Container {
+    Container {
+        id: "9c1f3b6e0a2d4c8e7f5a1b3d9e0c2f4a6b8d0e1f3a5c7e9b2d4f6a8c0e1b3d5f".into(),
+        runtime: Runtime::Docker,
+        name: Some("nsipc-bench-wl".into()),
+        pod: None,
+    }
+}
+
+/// What the JSON path attributes: [`CONTAINER_CGROUP`] to [`bench_container`], learnt once as
+/// `trace` learns a cgroup at its first event, so every event after costs what `trace`'s do.
+fn json_attribution() -> Attribution {
+    let mut attribution = Attribution::none();
+    attribution.assign(CONTAINER_CGROUP, bench_container());
+    attribution
+}
+
+/// The default `trace` path: decode, attribution, lifecycle engine, JSON.
+fn json_stream<W: Write>(out: W) -> Stream<W> {
+    Stream::new(out, false).attributing(json_attribution())
+}
+
+/// The bytes a probe writes for one record of the benchmark's workload process, in cgroup
+/// `cgroup`.
 fn record_bytes(
     kind: EventKind,
     ts_ns: u64,
     (ns, other_ns): (NsRef, NsRef),
     ret: i64,
     args: [u64; 4],
+    cgroup: u64,
 ) -> [u8; Record::SIZE] {
     let mut comm = [0u8; 16];
     comm[..14].copy_from_slice(b"nsipc-bench-wl");
@@ -148,7 +183,7 @@ fn record_bytes(
         ret,
         args,
         comm,
-        cgroup: 0,
+        cgroup,
         euid: 0,
         ppid: 0,
     }
@@ -157,8 +192,8 @@ fn record_bytes(
 
 /// `count` records as the probes write them for the storm workload: msgget, msgctl(IPC_RMID),
 /// shmget, shmctl(IPC_RMID), semget, semctl(IPC_RMID) in turn, with ids, timestamps and
-/// return values that change from record to record as they do for real.
-fn storm_records(count: usize) -> Vec<[u8; Record::SIZE]> {
+/// return values that change from record to record as they do for real; in cgroup `cgroup`.
+fn storm_records(count: usize, cgroup: u64) -> Vec<[u8; Record::SIZE]> {
     (0..count)
         .map(|i| {
             // The kernel's ids are (seq << 15) + index; every create takes the next seq.
@@ -172,7 +207,7 @@ fn storm_records(count: usize) -> Vec<[u8; Record::SIZE]> {
                 _ => (EventKind::SemCtl, 0, [id, 0, IPC_RMID, 0]),
             };
             let ts_ns = 1_533_000_000_000 + i as u64 * 2_347;
-            record_bytes(kind, ts_ns, (HOST_NS, NsRef::default()), ret, args)
+            record_bytes(kind, ts_ns, (HOST_NS, NsRef::default()), ret, args, cgroup)
         })
         .collect()
 }
@@ -181,31 +216,72 @@ fn thread_cpu_ns() -> u64 {
     crate::render::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
 }
 
-/// Feeds `records` records through `trace`'s decode + lifecycle + JSON path on this thread and prints
-/// `{"records", "ns", "cpu_ns", "bytes", "allocations"}`: wall time, and this thread's CPU time,
-/// which is what one core would need on a machine not shared with anything else, and the heap
-/// allocations the path made (the hot path should make none).
-pub fn json_path(records: u64) -> Result<()> {
-    // More distinct records than fit in the CPU's L1 cache, fewer than would test the memory.
-    let samples = storm_records(6 * 1024);
-    // The default `trace` path: decode, lifecycle engine, JSON.
-    let mut stream = Stream::new(ByteCounter::default(), false);
+/// Rounds a run is cut into, the host's and the container's in turn: load from others on a
+/// shared machine, or a change of clock speed, falls on both alike.
+const ROUNDS: u64 = 10;
+
+/// What feeding one stream cost, over all its rounds.
+#[derive(Default)]
+struct Cost {
+    ns: u64,
+    cpu_ns: u64,
+    allocations: u64,
+}
+
+/// Feeds records `records` of `samples` (round and round) to `stream`, and flushes it.
+fn feed(
+    stream: &mut Stream<ByteCounter>,
+    samples: &[[u8; Record::SIZE]],
+    records: Range<u64>,
+    cost: &mut Cost,
+) -> Result<()> {
     let start = Instant::now();
     let start_cpu = thread_cpu_ns();
     let start_allocations = alloc_count::allocations();
-    for i in 0..records {
+    for i in records {
         stream.record(&samples[i as usize % samples.len()])?;
     }
     stream.sink.flush()?;
-    let allocations = alloc_count::allocations() - start_allocations;
-    let cpu_ns = thread_cpu_ns() - start_cpu;
-    let ns = start.elapsed().as_nanos() as u64;
+    cost.allocations += alloc_count::allocations() - start_allocations;
+    cost.cpu_ns += thread_cpu_ns() - start_cpu;
+    cost.ns += start.elapsed().as_nanos() as u64;
+    Ok(())
+}
+
+/// Feeds `records` records through `trace`'s decode + attribution + lifecycle + JSON path on
+/// this thread twice, as from a host task and as from a task of a container the path knows
+/// (the same records, in another cgroup), and prints `{"records", "ns", "cpu_ns", "bytes",
+/// "allocations"}` for the host run and the same with `container_` for the container's: wall
+/// time, and this thread's CPU time, which is what one core would need on a machine not shared
+/// with anything else, and the heap allocations the path made (the hot path should make none).
+/// The difference is what attributing an event to its container costs.
+pub fn json_path(records: u64) -> Result<()> {
+    // More distinct records than fit in the CPU's L1 cache, fewer than would test the memory.
+    let host_samples = storm_records(6 * 1024, HOST_CGROUP);
+    let container_samples = storm_records(6 * 1024, CONTAINER_CGROUP);
+    let mut host = json_stream(ByteCounter::default());
+    let mut container = json_stream(ByteCounter::default());
+    let (mut host_cost, mut container_cost) = (Cost::default(), Cost::default());
+    for round in 0..ROUNDS {
+        let part = records * round / ROUNDS..records * (round + 1) / ROUNDS;
+        feed(&mut host, &host_samples, part.clone(), &mut host_cost)?;
+        feed(
+            &mut container,
+            &container_samples,
+            part,
+            &mut container_cost,
+        )?;
+    }
     print_line(&json!({
         "records": records,
-        "ns": ns,
-        "cpu_ns": cpu_ns,
-        "bytes": stream.sink.get_ref().bytes,
-        "allocations": allocations,
+        "ns": host_cost.ns,
+        "cpu_ns": host_cost.cpu_ns,
+        "bytes": host.sink.get_ref().bytes,
+        "allocations": host_cost.allocations,
+        "container_ns": container_cost.ns,
+        "container_cpu_ns": container_cost.cpu_ns,
+        "container_bytes": container.sink.get_ref().bytes,
+        "container_allocations": container_cost.allocations,
     }))
 }
 
@@ -344,8 +420,9 @@ mod tests {
     /// objects created with and without keys and destroyed, a failed get, a segment attached,
     /// removed while attached and detached, a namespace created by unshare and by clone,
     /// joined, left, and freed with an object still in it. Every round ends as it began.
-    fn mixed_round(round: u64) -> Vec<[u8; Record::SIZE]> {
+    fn mixed_round(round: u64, cgroup: u64) -> Vec<[u8; Record::SIZE]> {
         use EventKind::*;
+        let record = |kind, ts, ns, ret, args| record_bytes(kind, ts, ns, ret, args, cgroup);
         let ts = 2_000_000_000_000 + round * 1_000_000;
         let child = |inum: u32, id: u64| NsRef { id, inum, life: 0 };
         // New namespaces reuse their inums, as the kernel does, with new ids.
@@ -354,12 +431,12 @@ mod tests {
         let host = (HOST_NS, NsRef::default());
         let id = |seq: u64| (((round % 1000) * 8 + seq) << 15) as i64;
         let mut records = vec![
-            record_bytes(MsgGet, ts, host, id(0), [0x5eed, CREATE_FLAGS, 0, 0]),
-            record_bytes(ShmGet, ts + 1, host, id(1), [0, 8192, CREATE_FLAGS, 0]),
-            record_bytes(SemGet, ts + 2, host, id(2), [0x5eee, 3, CREATE_FLAGS, 0]),
+            record(MsgGet, ts, host, id(0), [0x5eed, CREATE_FLAGS, 0, 0]),
+            record(ShmGet, ts + 1, host, id(1), [0, 8192, CREATE_FLAGS, 0]),
+            record(SemGet, ts + 2, host, id(2), [0x5eee, 3, CREATE_FLAGS, 0]),
             // ENOENT for a key that lives nowhere else.
-            record_bytes(MsgGet, ts + 3, host, -2, [0x7777, 0, 0, 0]),
-            record_bytes(
+            record(MsgGet, ts + 3, host, -2, [0x7777, 0, 0, 0]),
+            record(
                 ShmAttach,
                 ts + 4,
                 host,
@@ -367,63 +444,71 @@ mod tests {
                 [id(1) as u64, 0, 0, 0],
             ),
             // IPC_RMID while attached, then the last detach and the segment's free.
-            record_bytes(ShmCtl, ts + 5, host, 0, [id(1) as u64, IPC_RMID, 0, 1]),
-            record_bytes(ShmDetach, ts + 6, host, 0, [0x7f00_0000_0000, 0, 0, 0]),
-            record_bytes(ShmFreed, ts + 7, host, 0, [id(1) as u64, 0, 0, 0]),
-            record_bytes(MsgCtl, ts + 8, host, 0, [id(0) as u64, IPC_RMID, 0, 0]),
-            record_bytes(SemCtl, ts + 9, host, 0, [id(2) as u64, 0, IPC_RMID, 0]),
+            record(ShmCtl, ts + 5, host, 0, [id(1) as u64, IPC_RMID, 0, 1]),
+            record(ShmDetach, ts + 6, host, 0, [0x7f00_0000_0000, 0, 0, 0]),
+            record(ShmFreed, ts + 7, host, 0, [id(1) as u64, 0, 0, 0]),
+            record(MsgCtl, ts + 8, host, 0, [id(0) as u64, IPC_RMID, 0, 0]),
+            record(SemCtl, ts + 9, host, 0, [id(2) as u64, 0, IPC_RMID, 0]),
             // A command that changes nothing.
-            record_bytes(MsgCtl, ts + 10, host, 0, [id(0) as u64, 2, 0, 0]),
-            record_bytes(Unshare, ts + 11, (a, HOST_NS), 0, [0x0800_0000, 0, 0, 0]),
-            record_bytes(
+            record(MsgCtl, ts + 10, host, 0, [id(0) as u64, 2, 0, 0]),
+            record(Unshare, ts + 11, (a, HOST_NS), 0, [0x0800_0000, 0, 0, 0]),
+            record(
                 SemGet,
                 ts + 12,
                 (a, NsRef::default()),
                 0,
                 [0x5eee, 1, CREATE_FLAGS, 0],
             ),
-            record_bytes(Clone, ts + 13, (b, a), 4242, [0x0800_0011, 4242, 0, 0]),
-            record_bytes(Setns, ts + 14, (b, a), 0, [3, 0x0800_0000, 0, 0]),
-            record_bytes(Setns, ts + 15, (HOST_NS, b), 0, [3, 0x0800_0000, 0, 0]),
-            record_bytes(ProcessExit, ts + 16, (a, NsRef::default()), 0, [0; 4]),
+            record(Clone, ts + 13, (b, a), 4242, [0x0800_0011, 4242, 0, 0]),
+            record(Setns, ts + 14, (b, a), 0, [3, 0x0800_0000, 0, 0]),
+            record(Setns, ts + 15, (HOST_NS, b), 0, [3, 0x0800_0000, 0, 0]),
+            record(ProcessExit, ts + 16, (a, NsRef::default()), 0, [0; 4]),
         ];
         for ns in [a, b] {
-            records.push(record_bytes(
-                NsFreed,
-                ts + 17,
-                (ns, NsRef::default()),
-                0,
-                [0; 4],
-            ));
+            records.push(record(NsFreed, ts + 17, (ns, NsRef::default()), 0, [0; 4]));
         }
         records
     }
 
+    /// Allocations `stream` makes for `records`.
+    fn allocations_for(stream: &mut Stream<ByteCounter>, records: &[[u8; Record::SIZE]]) -> u64 {
+        let start = alloc_count::allocations();
+        for bytes in records {
+            stream.record(bytes).unwrap();
+        }
+        alloc_count::allocations() - start
+    }
+
     /// The target: no allocation per event on the JSON path, once its buffers and maps
-    /// have grown to what the workload needs.
+    /// have grown to what the workload needs; for a container's tasks as for the host's.
     #[test]
     fn the_json_path_does_not_allocate_in_its_steady_state() {
-        let mut stream = Stream::new(ByteCounter::default(), false);
-        let storm = storm_records(6 * 64);
-        for round in 0..50 {
-            for bytes in mixed_round(round).iter().chain(&storm) {
-                stream.record(bytes).unwrap();
+        for (cgroup, per_mixed_round) in [
+            (HOST_CGROUP, 0),
+            // A namespace a container lives in keeps the list of its containers, and a join
+            // into it carries a copy: one list for each of the round's two namespaces, one
+            // copy for its join into the second. Per namespace, not per event.
+            (CONTAINER_CGROUP, 3),
+        ] {
+            let mut stream = json_stream(ByteCounter::default());
+            let storm = storm_records(6 * 64, cgroup);
+            for round in 0..50 {
+                allocations_for(&mut stream, &mixed_round(round, cgroup));
+                allocations_for(&mut stream, &storm);
             }
-        }
-        let mut records = 0;
-        for round in 50..150 {
-            let mixed = mixed_round(round);
-            let start = alloc_count::allocations();
-            for bytes in mixed.iter().chain(&storm) {
-                stream.record(bytes).unwrap();
-                records += 1;
+            for round in 50..150 {
+                let mixed = mixed_round(round, cgroup);
+                let context = format!("cgroup {cgroup}, round {round}");
+                assert_eq!(
+                    allocations_for(&mut stream, &mixed),
+                    per_mixed_round,
+                    "{context}"
+                );
+                assert_eq!(allocations_for(&mut stream, &storm), 0, "{context}");
             }
-            assert_eq!(alloc_count::allocations(), start, "round {round}");
-            // (mixed_round's own Vec is made before `start`.)
+            stream.sink.flush().unwrap();
+            assert!(stream.sink.get_ref().bytes > 0);
         }
-        stream.sink.flush().unwrap();
-        let lines = stream.sink.get_ref().bytes;
-        assert!(records > 40_000 && lines > 0);
         // The counter does count this thread's allocations.
         let start = alloc_count::allocations();
         drop(std::hint::black_box(Vec::<u8>::with_capacity(10)));
@@ -434,7 +519,7 @@ mod tests {
     fn mixed_rounds_go_through_every_lifecycle_event() {
         let mut stream = Stream::new(Vec::new(), false);
         for round in 0..2 {
-            for bytes in mixed_round(round) {
+            for bytes in mixed_round(round, HOST_CGROUP) {
                 stream.record(&bytes).unwrap();
             }
         }
@@ -467,38 +552,61 @@ mod tests {
         }
     }
 
-    #[test]
-    fn storm_records_decode_to_the_storm_events() {
-        let mut stream = Stream::new(Vec::new(), false);
-        for bytes in storm_records(6) {
+    /// The lines of six storm records in cgroup `cgroup`, through the benchmark's path.
+    fn storm_lines(cgroup: u64) -> Vec<Value> {
+        let mut stream = json_stream(Vec::new());
+        for bytes in storm_records(6, cgroup) {
             stream.record(&bytes).unwrap();
         }
         stream.sink.flush().unwrap();
         let out = String::from_utf8(stream.sink.get_ref().clone()).unwrap();
-        let events: Vec<Value> = out
-            .lines()
+        out.lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let names: Vec<&str> = events
+            .collect()
+    }
+
+    fn names(events: &[Value]) -> Vec<&str> {
+        events
             .iter()
             .map(|e| e["event"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "msg.create",
-                "msg.destroy",
-                "shm.create",
-                "shm.destroy",
-                "sem.create",
-                "sem.destroy"
-            ]
-        );
+            .collect()
+    }
+
+    const STORM_EVENTS: [&str; 6] = [
+        "msg.create",
+        "msg.destroy",
+        "shm.create",
+        "shm.destroy",
+        "sem.create",
+        "sem.destroy",
+    ];
+
+    #[test]
+    fn storm_records_decode_to_the_storm_events() {
+        let events = storm_lines(HOST_CGROUP);
+        assert_eq!(names(&events), STORM_EVENTS);
         assert_eq!(events[0]["key"], 0);
         assert_eq!(events[0]["mode"], 0o600);
         assert_eq!(events[1]["reason"], "rmid");
         assert_eq!(events[2]["size"], 4096);
         assert_eq!(events[5]["reason"], "rmid");
         assert_eq!(events[5]["comm"], "nsipc-bench-wl");
+        assert!(events.iter().all(|e| e.get("container").is_none()));
+    }
+
+    /// The container run measures attribution: each of its lines names the container.
+    #[test]
+    fn container_storm_records_carry_their_container() {
+        let events = storm_lines(CONTAINER_CGROUP);
+        // Once, before its first event: a container in the host's namespace (`--ipc=host`).
+        assert_eq!(names(&events[..1]), ["container.host_ipc"]);
+        assert_eq!(names(&events[1..]), STORM_EVENTS);
+        let container = bench_container();
+        for event in &events {
+            assert_eq!(event["container"]["id"], container.id.as_str(), "{event}");
+            assert_eq!(event["container"]["name"], "nsipc-bench-wl", "{event}");
+            assert_eq!(event["container"]["runtime"], "docker", "{event}");
+            assert_eq!(event["host_ipc"], true, "{event}");
+        }
     }
 }

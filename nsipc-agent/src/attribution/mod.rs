@@ -195,6 +195,14 @@ impl Attribution {
         self.by_cgroup.insert(cgroup, container);
     }
 
+    /// Attributes cgroup `cgroup` to `container` without looking either up: for a caller that
+    /// knows better than the hierarchy (`bench-json`, whose records come from no real cgroup).
+    pub fn assign(&mut self, cgroup: u64, container: Container) -> ContainerRef {
+        let known = self.intern(container);
+        self.remember(cgroup, known);
+        known
+    }
+
     /// The ref of `container`, seen before or new.
     pub fn intern(&mut self, container: Container) -> ContainerRef {
         if let Some(&known) = self.by_id.get(&container.id) {
@@ -247,6 +255,16 @@ mod tests {
         assert_eq!(json["id"], "a");
         assert_eq!(json["name"], "producer");
         assert!(attribution.get(ContainerRef::NONE).is_none());
+    }
+
+    #[test]
+    fn an_assigned_cgroup_resolves_to_its_container_without_a_hierarchy() {
+        let mut attribution = Attribution::none();
+        let assigned = attribution.assign(77, container("a"));
+        assert!(assigned.is_some());
+        assert_eq!(attribution.resolve(77, 1), assigned);
+        assert_eq!(attribution.intern(container("a")), assigned);
+        assert_eq!(attribution.resolve(78, 1), ContainerRef::NONE);
     }
 
     #[test]

@@ -374,6 +374,8 @@ fn run_json_path(tools: &Tools, records: u64) -> Result<JsonPath> {
         ns: field("ns")?,
         cpu_ns: field("cpu_ns")?,
         bytes: field("bytes")?,
+        container_cpu_ns: field("container_cpu_ns")?,
+        container_bytes: field("container_bytes")?,
     })
 }
 
