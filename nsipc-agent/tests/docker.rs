@@ -127,6 +127,75 @@ fn the_docker_story_with_real_podman_containers() {
     the_story_with(PODMAN);
 }
 
+#[test]
+fn the_example_story_runs_with_real_containers() {
+    the_example_story_with(DOCKER);
+}
+
+#[test]
+fn the_example_story_runs_with_real_podman_containers() {
+    the_example_story_with(PODMAN);
+}
+
+/// examples/container-story.sh, as a user runs it: it sets its engine up, traces with its own
+/// agent, and prints the story, whose lines must name the containers as the story goes.
+fn the_example_story_with(engine: Engine) {
+    require_root();
+    let key = unique_key(engine.key_salt + 0xf);
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/container-story.sh"
+    ))
+    .args([engine.program, env!("CARGO_BIN_EXE_nsipc-agent")])
+    .env("STORY_KEY", key.to_string())
+    .output()
+    .expect("running examples/container-story.sh");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let story: Vec<Value> = stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let one = |what: &str, pred: &dyn Fn(&Value) -> bool| -> &Value {
+        let found: Vec<&Value> = story.iter().filter(|e| pred(e)).collect();
+        assert_eq!(found.len(), 1, "exactly one {what}: {stdout}");
+        found[0]
+    };
+    let made = one("msg.create", &|e| {
+        e["event"] == "msg.create" && e["key"] == key
+    });
+    let producer = made["container"].as_str().expect("the maker's container");
+    assert!(producer.starts_with("nsipc-story-producer-"), "{made}");
+    let failed = one("msg.get_failed", &|e| e["event"] == "msg.get_failed");
+    assert_eq!(failed["errno"], "ENOENT");
+    assert!(
+        failed["container"]
+            .as_str()
+            .unwrap()
+            .starts_with("nsipc-story-lonely-")
+    );
+    assert_eq!(failed["key_lives_in_ns"][0]["ns"], made["ns"]);
+    assert_eq!(failed["key_lives_in_ns"][0]["containers"][0], producer);
+    let joined = one("ipc_ns.join", &|e| e["event"] == "ipc_ns.join");
+    assert_eq!(joined["join"], "share");
+    assert!(
+        joined["container"]
+            .as_str()
+            .unwrap()
+            .starts_with("nsipc-story-consumer-")
+    );
+    assert_eq!(joined["ns_containers"][0], producer);
+    let gone = one("ipc_ns.destroy", &|e| e["event"] == "ipc_ns.destroy");
+    assert_eq!(gone["ns"], made["ns"]);
+    assert_eq!(gone["containers"][0], producer);
+    assert_eq!(gone["containers"][1], joined["container"]);
+    assert_eq!(gone["objects_destroyed"]["msg"], 1);
+}
+
 fn the_story_with(engine: Engine) {
     require_root();
     let status = Command::new("bash")
