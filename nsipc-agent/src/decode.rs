@@ -281,6 +281,22 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
 pub(crate) mod tests {
     use super::*;
 
+    /// A task of process `pid` named `comm`, in `container`.
+    pub(crate) fn task(pid: u32, comm: &[u8], container: ContainerRef) -> Task {
+        let mut bytes = [0; 16];
+        bytes[..comm.len()].copy_from_slice(comm);
+        Task {
+            pid,
+            tid: pid,
+            ppid: 1,
+            uid: 0,
+            euid: 0,
+            comm: bytes,
+            cgroup: 0,
+            container,
+        }
+    }
+
     pub(crate) fn ns(inum: u32, id: u64) -> NsRef {
         NsRef { id, inum, life: 0 }
     }

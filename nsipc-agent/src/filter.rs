@@ -257,6 +257,7 @@ mod tests {
     use super::*;
     use crate::{
         containers::{Container, Runtime},
+        decode::tests::task,
         lifecycle::{DestroyReason, NsIdent, ObjectCounts},
         names::IpcObject,
         render::kind_name,
@@ -267,21 +268,6 @@ mod tests {
         for id in 1..LOST_SLOTS {
             assert!(EventKind::from_u32(id).is_some());
             assert!(EVENT_NAMES.contains(&kind_name(id)), "{}", kind_name(id));
-        }
-    }
-
-    fn task(pid: u32, comm: &[u8], container: ContainerRef) -> Task {
-        let mut bytes = [0; 16];
-        bytes[..comm.len()].copy_from_slice(comm);
-        Task {
-            pid,
-            tid: pid,
-            ppid: 1,
-            uid: 0,
-            euid: 0,
-            comm: bytes,
-            cgroup: 0,
-            container,
         }
     }
 

@@ -131,18 +131,7 @@ mod tests {
     use crate::decode::ContainerRef;
 
     fn task(pid: u32, comm: &[u8]) -> Task {
-        let mut bytes = [0; 16];
-        bytes[..comm.len()].copy_from_slice(comm);
-        Task {
-            pid,
-            tid: pid,
-            ppid: 1,
-            uid: 0,
-            euid: 0,
-            comm: bytes,
-            cgroup: 0,
-            container: ContainerRef::NONE,
-        }
+        crate::decode::tests::task(pid, comm, ContainerRef::NONE)
     }
 
     #[test]
