@@ -217,6 +217,13 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         perm_id: btf.member_offset("kern_ipc_perm", "id")?,
         perm_key: btf.member_offset("kern_ipc_perm", "key")?,
         shm_perm: btf.member_offset("shmid_kernel", "shm_perm")?,
+        // The user registers the x86-64 entry code saves; a syscall's arguments are in di, si,
+        // dx, r10 (r10 for cx, which the `syscall` instruction overwrites with the return
+        // address).
+        pt_regs_di: btf.member_offset("pt_regs", "di")?,
+        pt_regs_si: btf.member_offset("pt_regs", "si")?,
+        pt_regs_dx: btf.member_offset("pt_regs", "dx")?,
+        pt_regs_r10: btf.member_offset("pt_regs", "r10")?,
     })
 }
 
@@ -245,6 +252,19 @@ mod tests {
         assert_eq!(offsets.ipc_ns_ids, 0);
         assert!(offsets.ipc_ids_size > offsets.ipc_ids_xa_head);
         assert!(offsets.xa_node_slots > offsets.xa_node_shift);
+        // x86-64's pt_regs (PUSH_REGS order, the same since the 64-bit port): what the probes
+        // hard-coded before issue 9.
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(
+                [
+                    offsets.pt_regs_di,
+                    offsets.pt_regs_si,
+                    offsets.pt_regs_dx,
+                    offsets.pt_regs_r10
+                ],
+                [112, 104, 96, 56]
+            );
+        }
     }
 
     /// Issue 10, defect 5: with `ipcmni_extend` (shift 24) the index goes up to 2^24 - 1.

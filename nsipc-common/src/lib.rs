@@ -138,6 +138,15 @@ pub struct KernelOffsets {
     pub perm_key: u32,
     /// `shmid_kernel.shm_perm`
     pub shm_perm: u32,
+    /// `pt_regs.di`: the first syscall argument (x86-64 syscall order: di, si, dx, r10, r8, r9)
+    pub pt_regs_di: u32,
+    /// `pt_regs.si`: the second syscall argument
+    pub pt_regs_si: u32,
+    /// `pt_regs.dx`: the third syscall argument
+    pub pt_regs_dx: u32,
+    /// `pt_regs.r10`: the fourth syscall argument (the syscall ABI's stand-in for `cx`, which
+    /// the `syscall` instruction overwrites)
+    pub pt_regs_r10: u32,
 }
 
 impl KernelOffsets {
@@ -171,6 +180,10 @@ impl KernelOffsets {
         perm_id: NO_OFFSET,
         perm_key: NO_OFFSET,
         shm_perm: NO_OFFSET,
+        pt_regs_di: NO_OFFSET,
+        pt_regs_si: NO_OFFSET,
+        pt_regs_dx: NO_OFFSET,
+        pt_regs_r10: NO_OFFSET,
     };
 }
 

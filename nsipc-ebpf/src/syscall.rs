@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use nsipc_common::{EventKind, NsRef, RECORD_ARGS};
 
-use crate::task::{current_task, load_field, read_field};
+use crate::task::{current_task, load_field, offset, read_field};
 
 pub type Args = [u64; RECORD_ARGS];
 
@@ -163,10 +163,19 @@ impl FunctionArgs for aya_ebpf::programs::FExitContext {
     }
 }
 
-/// Offsets in arch/x86/include/asm/ptrace.h's `struct pt_regs` of the syscall arguments, in the
-/// x86-64 syscall order di, si, dx, r10 (fixed by the entry code's PUSH_REGS, so the same on
-/// every x86-64 kernel).
-const SYSCALL_ARG_OFFSETS: [u32; RECORD_ARGS] = [112, 104, 96, 56];
+/// Offset in arch/x86/include/asm/ptrace.h's `struct pt_regs` of syscall argument `n`: the
+/// x86-64 syscall order is di, si, dx, r10 (r8, r9 unused here), and the offsets come from the
+/// running kernel's BTF like every other. `n` is a constant once the callers' loops are
+/// unrolled, so this is one load of a frozen global, which the verifier knows the value of.
+#[inline(always)]
+fn syscall_arg_offset(n: usize) -> u32 {
+    match n {
+        0 => offset!(pt_regs_di),
+        1 => offset!(pt_regs_si),
+        2 => offset!(pt_regs_dx),
+        _ => offset!(pt_regs_r10),
+    }
+}
 
 /// The first `N` syscall arguments, from the `regs` argument of `__x64_sys_<name>`.
 #[inline(always)]
@@ -192,7 +201,7 @@ fn regs_args<const N: usize>(regs: *const u8, read: fn(*const u8, u32) -> Option
     let mut args = [0u64; RECORD_ARGS];
     let mut i = 0;
     while i < N && i < RECORD_ARGS {
-        args[i] = read(regs, SYSCALL_ARG_OFFSETS[i]).unwrap_or(0);
+        args[i] = read(regs, syscall_arg_offset(i)).unwrap_or(0);
         i += 1;
     }
     args
