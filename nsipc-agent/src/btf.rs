@@ -42,6 +42,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("the kernel's struct {0} has no member {1}")]
     NoMember(String, String),
+    #[error("the kernel's struct {0} member {1} is not an array")]
+    NotArray(String, String),
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ struct Type {
     /// The referenced type for modifiers and typedefs; the size in bytes for structs.
     type_ref: u32,
     members: Vec<Member>,
+    /// For an array: its number of elements (`btf_array.nelems`).
+    nelems: u32,
 }
 
 /// The parsed type graph of one BTF blob.
@@ -104,6 +108,7 @@ impl Btf {
             kind: 0,
             type_ref: 0,
             members: Vec::new(),
+            nelems: 0,
         }];
         let mut at = 0;
         while at < type_section.len() {
@@ -115,11 +120,16 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
+            let mut nelems = 0;
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
                 | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
-                KIND_ARRAY => 12,
+                KIND_ARRAY => {
+                    // struct btf_array { __u32 type; __u32 index_type; __u32 nelems; }
+                    nelems = u32_at(type_section, at + 8)?;
+                    12
+                }
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
                 KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
                 KIND_STRUCT | KIND_UNION => {
@@ -150,6 +160,7 @@ impl Btf {
                 kind,
                 type_ref: size_or_type,
                 members,
+                nelems,
             });
         }
 
@@ -201,8 +212,26 @@ impl Btf {
             .ok_or_else(|| BtfError::NoStruct(struct_name.to_owned()))?;
         ids.iter()
             .find_map(|&id| self.find_member(&self.types[id as usize], member, 0))
-            .map(|bits| bits / 8)
+            .map(|(bits, _)| bits / 8)
             .ok_or_else(|| BtfError::NoMember(struct_name.to_owned(), member.to_owned()))
+    }
+
+    /// Number of elements of array `member` of `struct_name` (found as [`Self::member_offset`]
+    /// finds members), through typedefs and qualifiers: 64 for `void __rcu
+    /// *slots[XA_CHUNK_SIZE]` in `struct xa_node`, where XA_CHUNK_SIZE is 64.
+    pub fn member_array_len(&self, struct_name: &str, member: &str) -> Result<u32, BtfError> {
+        let ids = self
+            .structs_by_name
+            .get(struct_name)
+            .ok_or_else(|| BtfError::NoStruct(struct_name.to_owned()))?;
+        let (_, type_id) = ids
+            .iter()
+            .find_map(|&id| self.find_member(&self.types[id as usize], member, 0))
+            .ok_or_else(|| BtfError::NoMember(struct_name.to_owned(), member.to_owned()))?;
+        self.resolve(type_id)
+            .filter(|ty| ty.kind == KIND_ARRAY)
+            .map(|ty| ty.nelems)
+            .ok_or_else(|| BtfError::NotArray(struct_name.to_owned(), member.to_owned()))
     }
 
     /// `sizeof(struct struct_name)`.
@@ -218,12 +247,14 @@ impl Btf {
             .ok_or_else(|| BtfError::NoStruct(struct_name.to_owned()))
     }
 
-    fn find_member(&self, ty: &Type, member: &str, base_bits: u32) -> Option<u32> {
+    /// The offset in bits and the type id of `member` in `ty`, looking inside anonymous structs
+    /// and unions.
+    fn find_member(&self, ty: &Type, member: &str, base_bits: u32) -> Option<(u32, u32)> {
         for m in &ty.members {
             let bits = base_bits + m.bit_offset;
             let name = self.name(m.name_off);
             if name == member {
-                return Some(bits);
+                return Some((bits, m.type_id));
             }
             if name.is_empty()
                 && let Some(inner) = self.resolve(m.type_id)
@@ -241,9 +272,10 @@ impl Btf {
 mod tests {
     use super::*;
 
-    /// Builds a BTF blob: `struct outer { int a; union { struct { int pad; long deep; }; }; }`.
+    /// Builds a BTF blob: `typedef int chunk_t[64]; struct outer { int a; union { struct { int
+    /// pad; long deep; }; }; const chunk_t slots; long pair[2]; }`.
     fn sample_blob() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0deep\0pad\0long\0".to_vec();
+        let strings = b"\0int\0outer\0a\0deep\0pad\0long\0slots\0pair\0chunk_t\0".to_vec();
         let off = |s: &str| {
             let needle = [s.as_bytes(), b"\0"].concat();
             strings
@@ -272,20 +304,35 @@ mod tests {
         ]);
         // 4: anonymous union { struct 3; }
         push(&[0, info(KIND_UNION, 1), 16, 0, 3, 0]);
-        // 5: struct outer { int a; union 4 at byte 8; }
+        // 5: struct outer { int a; union 4 at byte 8; const chunk_t slots at byte 24; long
+        // pair[2] at byte 280 }
         push(&[
             off("outer"),
-            info(KIND_STRUCT, 2),
-            24,
+            info(KIND_STRUCT, 4),
+            296,
             off("a"),
             1,
             0,
             0,
             4,
             64,
+            off("slots"),
+            9,
+            24 * 8,
+            off("pair"),
+            10,
+            280 * 8,
         ]);
         // 6: typedef to outer, to check unknown-free parsing of zero-extra kinds
         push(&[off("outer"), info(KIND_TYPEDEF, 0), 5]);
+        // 7: int[64]: struct btf_array { type 1, index_type 1, nelems 64 } after the header
+        push(&[0, info(KIND_ARRAY, 0), 0, 1, 1, 64]);
+        // 8: typedef int chunk_t[64]
+        push(&[off("chunk_t"), info(KIND_TYPEDEF, 0), 7]);
+        // 9: const chunk_t
+        push(&[0, info(KIND_CONST, 0), 8]);
+        // 10: long[2]
+        push(&[0, info(KIND_ARRAY, 0), 0, 2, 1, 2]);
 
         let mut blob = Vec::new();
         blob.extend(BTF_MAGIC.to_le_bytes());
@@ -310,13 +357,39 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "a"), Ok(0));
         assert_eq!(btf.member_offset("outer", "pad"), Ok(8));
         assert_eq!(btf.member_offset("outer", "deep"), Ok(16));
-        assert_eq!(btf.struct_size("outer"), Ok(24));
+        assert_eq!(btf.member_offset("outer", "slots"), Ok(24));
+        assert_eq!(btf.member_offset("outer", "pair"), Ok(280));
+        assert_eq!(btf.struct_size("outer"), Ok(296));
         assert_eq!(
             btf.member_offset("outer", "missing"),
             Err(BtfError::NoMember("outer".into(), "missing".into()))
         );
         assert_eq!(
             btf.member_offset("nothere", "a"),
+            Err(BtfError::NoStruct("nothere".into()))
+        );
+    }
+
+    #[test]
+    fn finds_array_lengths_through_typedefs_and_qualifiers() {
+        let btf = Btf::parse(&sample_blob()).unwrap();
+        assert_eq!(btf.member_array_len("outer", "slots"), Ok(64));
+        assert_eq!(btf.member_array_len("outer", "pair"), Ok(2));
+        assert_eq!(
+            btf.member_array_len("outer", "a"),
+            Err(BtfError::NotArray("outer".into(), "a".into()))
+        );
+        assert_eq!(
+            btf.member_array_len("outer", "deep"),
+            Err(BtfError::NotArray("outer".into(), "deep".into())),
+            "a member of an anonymous struct is found, and is not an array"
+        );
+        assert_eq!(
+            btf.member_array_len("outer", "missing"),
+            Err(BtfError::NoMember("outer".into(), "missing".into()))
+        );
+        assert_eq!(
+            btf.member_array_len("nothere", "slots"),
             Err(BtfError::NoStruct("nothere".into()))
         );
     }
@@ -348,5 +421,8 @@ mod tests {
             assert!(btf.member_offset(s, m).unwrap() > 0 || m == "ns", "{s}.{m}");
         }
         btf.member_offset("ns_common", "inum").unwrap();
+        // XA_CHUNK_SIZE: 64, or 16 with CONFIG_BASE_SMALL.
+        let slots = btf.member_array_len("xa_node", "slots").unwrap();
+        assert!(slots == 64 || slots == 16, "xa_node.slots[{slots}]");
     }
 }

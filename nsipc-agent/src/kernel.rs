@@ -164,6 +164,25 @@ fn cgroup_offsets(btf: &Btf, hierarchy: &CgroupHierarchy) -> Option<[u32; 7]> {
     ])
 }
 
+/// `XA_CHUNK_SHIFT`: the bits of an index each level of an xarray takes, log2 of the
+/// `XA_CHUNK_SIZE` slots of `struct xa_node` (64 slots, shift 6; 16 slots, shift 4 with
+/// CONFIG_BASE_SMALL). BTF has no macros, but it has the array they size.
+fn xa_chunk_shift(btf: &Btf) -> Result<u32> {
+    let slots = btf.member_array_len("xa_node", "slots")?;
+    chunk_shift_of(slots)
+}
+
+/// log2 of `slots`, the length of `xa_node.slots`, which the kernel makes a power of two.
+fn chunk_shift_of(slots: u32) -> Result<u32> {
+    if !slots.is_power_of_two() {
+        bail!(
+            "the kernel's struct xa_node member slots has {slots} elements, not a power of \
+             two: its xarrays are not the radix tree the probes walk"
+        );
+    }
+    Ok(slots.trailing_zeros())
+}
+
 /// The field offsets the probes need, from the running kernel's BTF; tasks' cgroups are read
 /// in `hierarchy` (None: not read).
 pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<KernelOffsets> {
@@ -214,6 +233,7 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         ipc_ids_xa_head: xa_head,
         xa_node_shift: btf.member_offset("xa_node", "shift")?,
         xa_node_slots: btf.member_offset("xa_node", "slots")?,
+        xa_chunk_shift: xa_chunk_shift(btf)?,
         perm_id: btf.member_offset("kern_ipc_perm", "id")?,
         perm_key: btf.member_offset("kern_ipc_perm", "key")?,
         shm_perm: btf.member_offset("shmid_kernel", "shm_perm")?,
@@ -263,6 +283,21 @@ mod tests {
                     offsets.pt_regs_r10
                 ],
                 [112, 104, 96, 56]
+            );
+        }
+        // 64 slots per node: every distribution kernel (CONFIG_BASE_SMALL=n), this one too.
+        assert_eq!(offsets.xa_chunk_shift, 6);
+    }
+
+    #[test]
+    fn the_xarray_chunk_shift_is_log2_of_the_slots() {
+        assert_eq!(chunk_shift_of(64).unwrap(), 6);
+        assert_eq!(chunk_shift_of(16).unwrap(), 4);
+        for slots in [0, 48, 65] {
+            let msg = format!("{:#}", chunk_shift_of(slots).unwrap_err());
+            assert!(
+                msg.contains("xa_node") && msg.contains("slots") && msg.contains("power of two"),
+                "{msg}"
             );
         }
     }

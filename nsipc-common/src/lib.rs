@@ -72,9 +72,10 @@ impl CodeRanges {
     }
 }
 
-/// Byte offsets of the kernel fields the probes read, from the running kernel's BTF, never from
-/// headers: `ipc_namespace` and `task_struct` are `__randomize_layout`, `ns_common` changed in
-/// 6.18. [`NO_OFFSET`] marks a field this kernel does not have.
+/// Byte offsets of the kernel fields the probes read (and one constant, `xa_chunk_shift`), from
+/// the running kernel's BTF, never from headers: `ipc_namespace` and `task_struct` are
+/// `__randomize_layout`, `ns_common` changed in 6.18. [`NO_OFFSET`] marks a field this kernel
+/// does not have.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
@@ -132,6 +133,9 @@ pub struct KernelOffsets {
     pub xa_node_shift: u32,
     /// `xa_node.slots`
     pub xa_node_slots: u32,
+    /// Not an offset: `XA_CHUNK_SHIFT`, log2 of the length of `xa_node.slots` (6: 64 slots, on
+    /// every kernel without CONFIG_BASE_SMALL), the bits of an index each xarray level takes
+    pub xa_chunk_shift: u32,
     /// `kern_ipc_perm.id`
     pub perm_id: u32,
     /// `kern_ipc_perm.key`
@@ -177,6 +181,7 @@ impl KernelOffsets {
         ipc_ids_xa_head: NO_OFFSET,
         xa_node_shift: NO_OFFSET,
         xa_node_slots: NO_OFFSET,
+        xa_chunk_shift: NO_OFFSET,
         perm_id: NO_OFFSET,
         perm_key: NO_OFFSET,
         shm_perm: NO_OFFSET,

@@ -118,9 +118,8 @@ fn namespace_tag(ipc_ns: *const u8, ns: NsRef) -> u32 {
     tag
 }
 
-/// `XA_CHUNK_SHIFT`: 64 slots per xarray node (CONFIG_BASE_SMALL=0, every distribution kernel).
-const XA_CHUNK_SHIFT: u32 = 6;
-/// Deep enough for 2^24 indices (ipcmni_extend); the default IPCMNI of 32768 needs 3.
+/// Deep enough for 2^24 indices (ipcmni_extend) at 6 bits a level; the default IPCMNI of 32768
+/// needs 3. (A CONFIG_BASE_SMALL kernel's 4 bits a level reach 2^16: the default IPCMNI.)
 const XA_MAX_DEPTH: usize = 4;
 
 /// The kernel's `ipc_mni_shift` (userspace sets it before load): an id is `seq << 15 | index`,
@@ -148,6 +147,9 @@ fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
         IPCMNI_SHIFT
     };
     let index = u64::from(ipc_index(id, shift));
+    // XA_CHUNK_SIZE - 1: the slot bits of an index at each level (XA_CHUNK_SHIFT from the
+    // kernel's BTF: 6 bits, 64 slots, unless CONFIG_BASE_SMALL).
+    let chunk_mask = (1u64 << (offset!(xa_chunk_shift) & 63)) - 1;
     let mut entry: u64 = read_field(ids, offset!(ipc_ids_xa_head))?;
     let mut walked = false;
     for _ in 0..XA_MAX_DEPTH {
@@ -156,10 +158,10 @@ fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
         }
         let node = (entry - 2) as *const u8;
         let shift: u8 = read_field(node, offset!(xa_node_shift))?;
-        if !walked && index >> shift >= 1 << XA_CHUNK_SHIFT {
+        if !walked && index >> shift > chunk_mask {
             return None; // beyond what the tree holds
         }
-        let slot = (index >> shift) & ((1 << XA_CHUNK_SHIFT) - 1);
+        let slot = (index >> shift) & chunk_mask;
         entry = read_field(node, offset!(xa_node_slots) + (slot as u32) * 8)?;
         walked = true;
     }
