@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    probes::{Backend, HookChoice},
+    probes::{Backend, FreeHooks, HookChoice},
     render::Rfc3339,
 };
 
@@ -24,6 +24,12 @@ pub enum AgentEvent<'a> {
         hooks: BTreeMap<&'a str, Backend>,
         /// Hooks on a lesser backend than `backend`, and why the better ones refused them.
         degraded: BTreeMap<&'a str, &'a HookChoice>,
+        /// How namespaces' and segments' frees are seen (`fentry`, `kprobe`: at the functions
+        /// that free them; `kfree`: among every kfree of the machine).
+        frees: FreeHooks,
+        /// Better ways of seeing frees that the kernel refused, and why.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        frees_refused: &'a BTreeMap<FreeHooks, String>,
         kernel: &'a str,
         /// eBPF programs attached.
         programs: usize,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{
     attribution::{CgroupHierarchy, attributed_hierarchy},
     kernel,
-    probes::{self, Backend, Capabilities, KfreeCallers, LoadOptions},
+    probes::{self, Backend, Capabilities, FreeHooks, KFREE_COPIES, KfreeCallers, LoadOptions},
 };
 
 /// Where the kernel says how locked down it is (`[none] integrity confidentiality`).
@@ -44,6 +44,8 @@ struct Btf<'a> {
 struct Auto<'a> {
     backend: Option<Backend>,
     hooks: BTreeMap<&'a str, Backend>,
+    /// How it would see frees.
+    frees: Option<FreeHooks>,
 }
 
 pub fn run(btf_path: &Path) -> Result<()> {
@@ -64,6 +66,11 @@ pub fn run(btf_path: &Path) -> Result<()> {
         cgroup_hierarchy: -1,
     })?;
     let hooks = capabilities.auto();
+    let backend = hooks.values().min().copied();
+    let frees = FreeHooks::candidates(backend.unwrap_or(Backend::Tracepoint))
+        .iter()
+        .copied()
+        .find(|hooks| capabilities.frees.get(hooks).is_some_and(|o| o.ok));
     let report = Report {
         event: "agent.check",
         kernel: kernel::release(),
@@ -76,8 +83,9 @@ pub fn run(btf_path: &Path) -> Result<()> {
         cgroup_hierarchy: attributed_hierarchy(hierarchy.as_ref(), &offsets),
         capabilities: &capabilities,
         auto: Auto {
-            backend: hooks.values().min().copied(),
+            backend,
             hooks,
+            frees,
         },
     };
     println!("{}", serde_json::to_string(&report)?);
@@ -87,7 +95,13 @@ pub fn run(btf_path: &Path) -> Result<()> {
         .map(|report| report.hooks.len())
         .max()
         .unwrap_or(0);
-    if report.auto.hooks.len() < hooks_total || capabilities.common.values().any(|o| !o.ok) {
+    if report.auto.hooks.len() < hooks_total
+        || report.auto.frees.is_none()
+        || capabilities
+            .common
+            .iter()
+            .any(|(name, o)| !o.ok && !KFREE_COPIES.contains(name))
+    {
         bail!("some hooks attach with no backend on this kernel: `trace` would fail");
     }
     Ok(())

@@ -237,6 +237,7 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         perm_id: btf.member_offset("kern_ipc_perm", "id")?,
         perm_key: btf.member_offset("kern_ipc_perm", "key")?,
         shm_perm: btf.member_offset("shmid_kernel", "shm_perm")?,
+        perm_rcu: btf.member_offset("kern_ipc_perm", "rcu")?,
         // The user registers the x86-64 entry code saves; a syscall's arguments are in di, si,
         // dx, r10 (r10 for cx, which the `syscall` instruction overwrites with the return
         // address).

@@ -687,6 +687,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             .map(|(hook, c)| (hook.as_str(), c.backend))
             .collect(),
         degraded: probes.degraded(),
+        frees: probes.frees,
+        frees_refused: &probes.frees_refused,
         kernel: &release,
         programs: probes.attached,
         ns_id: offsets.ipc_ns_id != NO_OFFSET,

@@ -142,6 +142,8 @@ pub struct KernelOffsets {
     pub perm_key: u32,
     /// `shmid_kernel.shm_perm`
     pub shm_perm: u32,
+    /// `kern_ipc_perm.rcu`: what shm_rcu_free() is handed
+    pub perm_rcu: u32,
     /// `pt_regs.di`: the first syscall argument (x86-64 syscall order: di, si, dx, r10, r8, r9)
     pub pt_regs_di: u32,
     /// `pt_regs.si`: the second syscall argument
@@ -185,6 +187,7 @@ impl KernelOffsets {
         perm_id: NO_OFFSET,
         perm_key: NO_OFFSET,
         shm_perm: NO_OFFSET,
+        perm_rcu: NO_OFFSET,
         pt_regs_di: NO_OFFSET,
         pt_regs_si: NO_OFFSET,
         pt_regs_dx: NO_OFFSET,

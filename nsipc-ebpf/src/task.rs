@@ -74,20 +74,26 @@ pub fn ns_ref(ipc_ns: *const u8) -> NsRef {
 }
 
 /// [`NsRef::life`] of the namespace at `ipc_ns`, on kernels without `ns_id` only (with it,
-/// the id tells lives apart and this costs nothing): the verifier refuses arithmetic on a
-/// pointer other than adding to it, so its value is copied out as a plain number by a read
-/// of the stack slot holding it.
+/// the id tells lives apart and this costs nothing).
 #[inline(always)]
 fn life_of(ipc_ns: *const u8) -> u32 {
     if ipc_ns.is_null() || offset!(ipc_ns_id) != NO_OFFSET {
         return 0;
     }
-    let slot = ipc_ns as u64;
-    // SAFETY: reads 8 bytes of this program's own stack.
-    match unsafe { bpf_probe_read_kernel(&raw const slot) } {
-        Ok(address) => ns_life(address),
-        Err(_) => 0,
+    ns_life(address_of(ipc_ns))
+}
+
+/// The address `ptr` holds, as a plain number the verifier lets a program compute with (it
+/// refuses any arithmetic on a BTF pointer but adding to it): copied out of the stack slot
+/// that holds it. 0 for NULL.
+#[inline(always)]
+pub fn address_of(ptr: *const u8) -> u64 {
+    if ptr.is_null() {
+        return 0;
     }
+    let slot = ptr as u64;
+    // SAFETY: reads 8 bytes of this program's own stack.
+    unsafe { bpf_probe_read_kernel(&raw const slot) }.unwrap_or(0)
 }
 
 /// The IPC namespace of `task` (a `struct task_struct *`).

@@ -1,5 +1,7 @@
 //! Seeing objects die without a syscall: namespaces and shm segments whose kernel pointers the
-//! probes learnt are recognised when `kfree` frees them.
+//! probes learnt are recognised when they are freed: at the functions that free them, by
+//! fentry or kprobe ([`segment_freed_fentry`], [`namespace_freed_fentry`]), or where the kernel
+//! allows neither, among every `kfree` of the machine ([`kfree`]). Userspace attaches one way.
 //!
 //! kernel: ipc/namespace.c: static void free_ipc_ns(struct ipc_namespace *ns) ends with kfree(ns)
 //!   (after sem_exit_ns, msg_exit_ns, shm_exit_ns destroyed every object left in it).
@@ -22,11 +24,11 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, raw_tracepoint},
     maps::HashMap,
-    programs::RawTracePointContext,
+    programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
 use nsipc_common::{
-    CodeRanges, EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, IPCMNI_EXTEND_SHIFT, IPCMNI_SHIFT, NsRef,
-    ipc_index,
+    CodeRanges, EventKind, HOST_IPC_NS_INUM, IPC_SHM_IDS, IPCMNI_EXTEND_SHIFT, IPCMNI_SHIFT,
+    NO_OFFSET, NsRef, ipc_index,
 };
 
 /// include/uapi/asm-generic/errno-base.h
@@ -34,7 +36,7 @@ const ENOENT: i32 = 2;
 
 use crate::{
     record::emit,
-    task::{current_task, ns_ref, offset, read_field},
+    task::{address_of, current_task, ns_ref, offset, read_field},
 };
 
 /// What a tracked pointer is.
@@ -257,7 +259,59 @@ fn on_kfree(ctx: &RawTracePointContext) {
     if !callers.contains(call_site) {
         return;
     }
-    let ptr: u64 = ctx.arg(1);
+    freed(ctx.arg(1));
+}
+
+/// Where the kernel has them to hook (fentry or kprobes), the frees are seen at the exact
+/// functions that free a segment and tear a namespace down, and no program runs on the other
+/// kfrees of the machine. Checked in /proc/kallsyms on 6.1.0-57, 6.12.118 (Debian) and 6.18.
+///
+/// kernel: ipc/shm.c: static void shm_rcu_free(struct rcu_head *head): the RCU callback that
+///   kfree()s the segment (address-taken, so never inlined); `head` is `&shp->shm_perm.rcu`.
+#[aya_ebpf::macros::fentry]
+pub fn segment_freed_fentry(ctx: FEntryContext) -> u32 {
+    segment_freed(address_of(ctx.arg(0)));
+    0
+}
+
+/// [`segment_freed_fentry`], by kprobe.
+#[aya_ebpf::macros::kprobe]
+pub fn segment_freed_kprobe(ctx: ProbeContext) -> u32 {
+    segment_freed(ctx.arg::<u64>(0).unwrap_or(0));
+    0
+}
+
+/// kernel: ipc/shm.c: void shm_exit_ns(struct ipc_namespace *ns): called by free_ipc_ns() (6.1
+///   to 6.18: inlined into free_ipc(), the namespace free work) once the namespace's last
+///   reference is gone, after sem_exit_ns() and msg_exit_ns() and before the inum is given back
+///   and the memory freed. The namespace is as good as freed: its queues and semaphore sets are
+///   gone, its segments go now (their RCU frees follow, told apart as the dead namespace's).
+#[aya_ebpf::macros::fentry]
+pub fn namespace_freed_fentry(ctx: FEntryContext) -> u32 {
+    freed(address_of(ctx.arg(0)));
+    0
+}
+
+/// [`namespace_freed_fentry`], by kprobe.
+#[aya_ebpf::macros::kprobe]
+pub fn namespace_freed_kprobe(ctx: ProbeContext) -> u32 {
+    freed(ctx.arg::<u64>(0).unwrap_or(0));
+    0
+}
+
+/// The segment whose `shm_perm.rcu` is at `head`: container_of() twice.
+#[inline(always)]
+fn segment_freed(head: u64) {
+    let (rcu, perm) = (offset!(perm_rcu), offset!(shm_perm));
+    if head == 0 || rcu == NO_OFFSET || perm == NO_OFFSET {
+        return;
+    }
+    freed(head - u64::from(rcu) - u64::from(perm));
+}
+
+/// Reports the free of `ptr` if it is a namespace or segment the probes track.
+#[inline(always)]
+fn freed(ptr: u64) {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(tracked) = (unsafe { TRACKED.get(ptr) }).copied() else {
         return;

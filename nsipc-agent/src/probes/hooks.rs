@@ -55,20 +55,132 @@ pub fn kernel_function(hook: &str) -> String {
 }
 
 /// Programs every backend attaches, and the kernel tracepoint of each: BTF tracepoints for task
-/// creation and exit, and two copies of the raw `kfree` tracepoint program that sees
-/// namespaces and segments die without a syscall (nsipc-ebpf/src/tracked.rs says why two).
+/// creation and exit, and for cgroups made and removed.
 pub const COMMON: &[(&str, &str)] = &[
     ("task_newtask", "task_newtask"),
     ("sched_process_exit", "sched_process_exit"),
     ("cgroup_mkdir", "cgroup_mkdir"),
     ("cgroup_rmdir", "cgroup_rmdir"),
-    ("kfree", "kfree"),
-    ("kfree_again", "kfree"),
 ];
 
-/// The two copies of the kfree program: a run skipped by one is run by the other, so their
-/// `recursion_misses` lose nothing.
+/// The two copies of the raw `kfree` tracepoint program, which sees namespaces and segments die
+/// among every kfree of the machine (nsipc-ebpf/src/tracked.rs says why two): a run skipped by
+/// one is run by the other, so their `recursion_misses` lose nothing.
 pub const KFREE_COPIES: [&str; 2] = ["kfree", "kfree_again"];
+/// The raw tracepoint both copies attach to.
+pub const KFREE_TRACEPOINT: &str = "kfree";
+
+/// How the probes see namespaces and segments freed (they die without a syscall).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FreeHooks {
+    /// fentry on the functions that free them: nothing runs on other frees.
+    Fentry,
+    /// kprobes on the same functions.
+    Kprobe,
+    /// The `kfree` raw tracepoint, filtered by call site: two programs run on every kfree of
+    /// the machine. What a kernel that refuses fentry and has no kprobes leaves.
+    Kfree,
+}
+
+/// The kernel functions the exact free hooks attach to, with their fentry and kprobe
+/// programs (nsipc-ebpf/src/tracked.rs has their prototypes).
+pub const EXACT_FREES: [(&str, &str, &str); 2] = [
+    (
+        "shm_rcu_free",
+        "segment_freed_fentry",
+        "segment_freed_kprobe",
+    ),
+    (
+        "shm_exit_ns",
+        "namespace_freed_fentry",
+        "namespace_freed_kprobe",
+    ),
+];
+
+impl FreeHooks {
+    pub fn name(self) -> &'static str {
+        match self {
+            FreeHooks::Fentry => "fentry",
+            FreeHooks::Kprobe => "kprobe",
+            FreeHooks::Kfree => "kfree",
+        }
+    }
+
+    /// The free hooks to try, best first, when the syscall hooks' best backend is `backend`:
+    /// the exact functions by the same means, else `kfree`. The tracepoint backend, for
+    /// locked-down kernels or when asked for, keeps to tracepoints.
+    pub fn candidates(backend: Backend) -> &'static [FreeHooks] {
+        match backend {
+            Backend::Fentry => &[FreeHooks::Fentry, FreeHooks::Kprobe, FreeHooks::Kfree],
+            Backend::Kprobe => &[FreeHooks::Kprobe, FreeHooks::Kfree],
+            Backend::Tracepoint => &[FreeHooks::Kfree],
+        }
+    }
+
+    /// `(program, kernel function or tracepoint)` of each program these hooks attach.
+    pub fn programs(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            FreeHooks::Fentry => EXACT_FREES
+                .iter()
+                .map(|&(f, fentry, _)| (fentry, f))
+                .collect(),
+            FreeHooks::Kprobe => EXACT_FREES
+                .iter()
+                .map(|&(f, _, kprobe)| (kprobe, f))
+                .collect(),
+            FreeHooks::Kfree => KFREE_COPIES
+                .iter()
+                .map(|&c| (c, KFREE_TRACEPOINT))
+                .collect(),
+        }
+    }
+}
+
+/// Attaches all of `hooks`' programs, or none of them (then says why).
+pub fn try_frees(ebpf: &mut Ebpf, btf: &Btf, hooks: FreeHooks) -> Result<(), String> {
+    let programs = hooks.programs();
+    for (done, &(name, target)) in programs.iter().enumerate() {
+        let Some(program) = ebpf.program_mut(name) else {
+            return Err(format!("the object has no program {name}"));
+        };
+        if let Err(err) = attach_program(name, program, target, btf) {
+            for &(name, _) in &programs[..=done] {
+                if let Some(program) = ebpf.program_mut(name) {
+                    unload(program);
+                }
+            }
+            return Err(format!("{err:#}"));
+        }
+    }
+    Ok(())
+}
+
+/// Attaches the first of `candidates` the kernel takes; returns it, and why each one before it
+/// was refused.
+pub fn attach_frees(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    candidates: &[FreeHooks],
+) -> Result<(FreeHooks, BTreeMap<FreeHooks, String>)> {
+    let mut refused = BTreeMap::new();
+    for &hooks in candidates {
+        match try_frees(ebpf, btf, hooks) {
+            Ok(()) => return Ok((hooks, refused)),
+            Err(why) => {
+                refused.insert(hooks, why);
+            }
+        }
+    }
+    let reasons: Vec<String> = refused
+        .iter()
+        .map(|(hooks, why)| format!("{}: {why}", hooks.name()))
+        .collect();
+    Err(anyhow!(
+        "the probes cannot see frees here: {}",
+        reasons.join("; ")
+    ))
+}
 
 /// The hook and backend of a program, from its name; None for the [`COMMON`] ones.
 pub fn classify(program: &str) -> Option<(&str, Backend)> {
@@ -398,6 +510,39 @@ mod tests {
         assert_eq!(classify("fexit_shmat"), Some(("shmat", Backend::Fentry)));
         assert_eq!(classify("kfree"), None);
         assert_eq!(classify("task_newtask"), None);
+    }
+
+    #[test]
+    fn frees_follow_the_backend_and_fall_back_to_kfree() {
+        assert_eq!(
+            FreeHooks::candidates(Backend::Fentry),
+            [FreeHooks::Fentry, FreeHooks::Kprobe, FreeHooks::Kfree]
+        );
+        assert_eq!(
+            FreeHooks::candidates(Backend::Kprobe),
+            [FreeHooks::Kprobe, FreeHooks::Kfree]
+        );
+        assert_eq!(
+            FreeHooks::candidates(Backend::Tracepoint),
+            [FreeHooks::Kfree]
+        );
+        assert_eq!(
+            FreeHooks::Fentry.programs(),
+            [
+                ("segment_freed_fentry", "shm_rcu_free"),
+                ("namespace_freed_fentry", "shm_exit_ns")
+            ]
+        );
+        assert_eq!(
+            FreeHooks::Kfree.programs(),
+            [("kfree", "kfree"), ("kfree_again", "kfree")]
+        );
+        // None of them passes for a syscall hook's program.
+        for hooks in [FreeHooks::Fentry, FreeHooks::Kprobe, FreeHooks::Kfree] {
+            for (name, _) in hooks.programs() {
+                assert_eq!(classify(name), None, "{name}");
+            }
+        }
     }
 
     #[test]

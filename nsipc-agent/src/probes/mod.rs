@@ -14,12 +14,13 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{Program, RawTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint},
 };
 use hooks::{
-    Attempts, COMMON, KFREE_COPIES, attach_hooks, attach_program, candidates, hook_programs,
+    Attempts, COMMON, KFREE_TRACEPOINT, attach_frees, attach_hooks, attach_program, candidates,
+    hook_programs, try_frees,
 };
-pub use hooks::{Backend, HookChoice};
+pub use hooks::{Backend, FreeHooks, HookChoice, KFREE_COPIES};
 pub use kfree_callers::KfreeCallers;
 use nsipc_common::{
     AGENT_TGID_GLOBAL, CGROUP_HIERARCHY_GLOBAL, CGROUP_PATH_LEN, CGROUP_PATHS_MAP, EVENTS_MAP,
@@ -73,9 +74,11 @@ pub struct BackendReport {
 /// What `nsipc-agent check` finds by loading and attaching everything, one thing at a time.
 #[derive(Debug, Serialize)]
 pub struct Capabilities {
-    /// The programs every backend needs.
+    /// The programs every backend needs, and the `kfree` copies.
     pub common: BTreeMap<&'static str, Outcome>,
     pub backends: BTreeMap<Backend, BackendReport>,
+    /// Each way of seeing frees ([`FreeHooks`]): whether all its programs attach.
+    pub frees: BTreeMap<FreeHooks, Outcome>,
 }
 
 impl Capabilities {
@@ -98,7 +101,8 @@ pub fn capabilities(options: &LoadOptions<'_>) -> Result<Capabilities> {
     let btf = parse_btf(options.btf_path)?;
     let mut ebpf = load_object(options, &btf)?;
     let mut common = BTreeMap::new();
-    for (name, tracepoint) in COMMON {
+    let kfree = KFREE_COPIES.map(|copy| (copy, KFREE_TRACEPOINT));
+    for (name, tracepoint) in COMMON.iter().chain(&kfree) {
         let program = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("the object has no program {name}"))?;
@@ -110,6 +114,23 @@ pub fn capabilities(options: &LoadOptions<'_>) -> Result<Capabilities> {
                 ok: result.is_ok(),
                 function: None,
                 why: result.err().map(|err| format!("{err:#}")),
+            },
+        );
+    }
+    let mut frees = BTreeMap::new();
+    for &hooks in FreeHooks::candidates(Backend::Fentry) {
+        let result = try_frees(&mut ebpf, &btf, hooks);
+        if result.is_ok() {
+            for (name, _) in hooks.programs() {
+                hooks::unload(ebpf.program_mut(name).expect("try_frees attached it"));
+            }
+        }
+        frees.insert(
+            hooks,
+            Outcome {
+                ok: result.is_ok(),
+                function: None,
+                why: result.err(),
             },
         );
     }
@@ -143,7 +164,11 @@ pub fn capabilities(options: &LoadOptions<'_>) -> Result<Capabilities> {
             },
         );
     }
-    Ok(Capabilities { common, backends })
+    Ok(Capabilities {
+        common,
+        backends,
+        frees,
+    })
 }
 
 /// The benchmark floor (`nsipc-ebpf/src/bin/floor.rs`), built next to the probes.
@@ -171,6 +196,9 @@ pub struct Probes {
     pub attached: usize,
     /// Each syscall hook's backend.
     pub hooks: BTreeMap<String, HookChoice>,
+    /// How frees are seen, and why better ways were refused.
+    pub frees: FreeHooks,
+    pub frees_refused: BTreeMap<FreeHooks, String>,
 }
 
 impl Probes {
@@ -184,6 +212,12 @@ impl Probes {
                 .ok_or_else(|| anyhow!("the object has no program {name}"))?;
             attach_program(name, program, tracepoint, &btf)?;
         }
+        // Before the syscall hooks, which start tracking what the free hooks report on.
+        let (frees, frees_refused) = attach_frees(
+            &mut ebpf,
+            &btf,
+            FreeHooks::candidates(options.backend.unwrap_or(Backend::Fentry)),
+        )?;
         let hooks = attach_hooks(&mut ebpf, &btf, &candidates(options.backend))?;
         if let Some(wanted) = options.backend
             && !hooks.values().any(|choice| choice.backend == wanted)
@@ -201,6 +235,8 @@ impl Probes {
         let attached = ebpf.programs().filter(|(_, p)| p.fd().is_ok()).count();
         let (mut probes, ring) = Self::take_maps(ebpf, attached)?;
         probes.hooks = hooks;
+        probes.frees = frees;
+        probes.frees_refused = frees_refused;
         Ok((probes, ring))
     }
 
@@ -348,6 +384,8 @@ impl Probes {
                 cgroup_paths,
                 attached,
                 hooks: BTreeMap::new(),
+                frees: FreeHooks::Kfree,
+                frees_refused: BTreeMap::new(),
             },
             ring,
         ))
@@ -355,15 +393,16 @@ impl Probes {
 
     /// Detaches and unloads every program. Idempotent.
     ///
-    /// `kfree` goes first: it reports deaths that come without a syscall, and the others go one
-    /// by one in no set order, tens of milliseconds apart. Were `kfree` still attached once
+    /// The free hooks go first: they report deaths that come without a syscall, and the others
+    /// go one by one in no set order, tens of milliseconds apart. Were they still attached once
     /// `sys_exit_shmctl` is gone, every segment removed by IPC_RMID meanwhile would be reported
     /// as dying of something else (`namespace_teardown`, in a namespace still alive).
     pub fn detach(&mut self) {
+        let frees = self.frees;
         if let Some(ebpf) = &mut self.programs {
-            for name in KFREE_COPIES {
-                if let Some(Program::RawTracePoint(kfree)) = ebpf.program_mut(name) {
-                    let _ = kfree.unload();
+            for (name, _) in frees.programs() {
+                if let Some(program) = ebpf.program_mut(name) {
+                    hooks::unload(program);
                 }
             }
         }
@@ -417,10 +456,9 @@ fn probe_hooks() -> Result<Vec<Hook>> {
         .filter_map(|(name, program)| match program.section {
             aya_obj::ProgramSection::TracePoint => Some(Hook::Syscall(name)),
             aya_obj::ProgramSection::BtfTracePoint => Some(Hook::Btf(name)),
-            aya_obj::ProgramSection::RawTracePoint => COMMON
-                .iter()
-                .find(|(program, _)| *program == name)
-                .map(|(_, tracepoint)| Hook::Raw(tracepoint.to_string())),
+            aya_obj::ProgramSection::RawTracePoint => KFREE_COPIES
+                .contains(&name.as_str())
+                .then(|| Hook::Raw(KFREE_TRACEPOINT.to_owned())),
             _ => None,
         })
         .collect();
@@ -498,15 +536,27 @@ mod tests {
                 backends[&Backend::Fentry]
             );
         }
-        for (name, _) in COMMON {
-            assert!(object.programs.contains_key(*name), "{name}");
+        let frees: Vec<&str> = [FreeHooks::Fentry, FreeHooks::Kprobe, FreeHooks::Kfree]
+            .iter()
+            .flat_map(|hooks| hooks.programs())
+            .map(|(name, _)| name)
+            .collect();
+        for name in COMMON
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(frees.iter().copied())
+        {
+            assert!(object.programs.contains_key(name), "{name}");
         }
         let classified = object
             .programs
             .keys()
             .filter(|name| hooks::classify(name).is_some())
             .count();
-        assert_eq!(classified + COMMON.len(), object.programs.len());
+        assert_eq!(
+            classified + COMMON.len() + frees.len(),
+            object.programs.len()
+        );
     }
 
     #[test]

@@ -133,6 +133,14 @@ impl Agent {
             hooks.len() >= 12 && hooks.values().all(|b| b == backend.as_str()),
             "{ready}"
         );
+        // Frees at the exact kernel functions wherever the backend can hook functions (every
+        // kernel tested has them), else among every kfree.
+        let frees = if backend == "tracepoint" {
+            "kfree"
+        } else {
+            backend.as_str()
+        };
+        assert_eq!(ready["frees"], frees, "{ready}");
         agent
     }
 
