@@ -1,5 +1,6 @@
 //! Running one cell of the matrix: the tests on the host's kernel, or a Debian kernel under
-//! qemu, within the cell's timeout; a VM cell whose kernel crashed runs once more.
+//! qemu, within the cell's timeout; a VM cell whose kernel crashed runs again (three runs at
+//! most).
 
 use std::{
     fs::{self, File},
@@ -26,17 +27,22 @@ pub(super) struct Cell {
     pub(super) outcome: Outcome,
     pub(super) elapsed: Duration,
     pub(super) log: PathBuf,
-    /// The kernel crashed in a first run of the cell, which was run again: the crash's first
-    /// console line and that run's log.
-    pub(super) crashed_first: Option<(String, PathBuf)>,
+    /// Earlier runs of the cell in which the kernel crashed (it was run again): each crash's
+    /// first console line and that run's log.
+    pub(super) crashed_before: Vec<(String, PathBuf)>,
 }
 
-/// Runs a VM cell, and once more if it failed with the kernel crashing, or never starting
-/// init: under TCG the guest kernel sometimes oopses on its own (seen here: 6.12's rethook
-/// jumping to address 0 while kretprobes were detached mid-syscall, once in several runs of
-/// the same cell) or stays silent after the BIOS, and what follows says nothing of the agent. The matrix shows the retry and where the first
-/// run's log is; a cell that crashes twice fails.
-pub(super) fn run_in_vm_once_more_if_it_crashed(
+/// Runs of a VM cell at most, while its kernel crashes.
+const RUNS_WHILE_CRASHING: usize = 3;
+
+/// Runs a VM cell, and again if it failed with the kernel crashing, or never starting init,
+/// up to [`RUNS_WHILE_CRASHING`] runs: under TCG the guest kernel sometimes oopses on its own
+/// and what follows says nothing of the agent. Seen here: 6.12's rethook jumping to address 0
+/// while kretprobes were detached mid-syscall; an `int3` oops in kfree while another vCPU
+/// patched kfree's tracepoint in or out (twice in a row once, the second at 7 s of uptime);
+/// the console silent after the BIOS. The matrix shows each retry and where the crashed
+/// run's log is; a cell whose kernel crashes every time fails.
+pub(super) fn run_in_vm_until_it_does_not_crash(
     kernel: &Kernel,
     initramfs: &Path,
     built: &Built,
@@ -44,25 +50,32 @@ pub(super) fn run_in_vm_once_more_if_it_crashed(
     backend: &str,
     out: &Path,
 ) -> Result<Cell> {
-    let cell = run_in_vm(kernel, initramfs, built, options, backend, out)?;
-    if cell.outcome.ok() {
-        return Ok(cell);
+    let mut crashed_before = Vec::new();
+    loop {
+        let mut cell = run_in_vm(kernel, initramfs, built, options, backend, out)?;
+        if cell.outcome.ok() || crashed_before.len() + 1 == RUNS_WHILE_CRASHING {
+            cell.crashed_before = crashed_before;
+            return Ok(cell);
+        }
+        let crash = match kernel_crash(&read_log(&cell.log)?) {
+            Some(crash) => crash.to_owned(),
+            // Seen once: the console silent after the BIOS until the cell's timeout.
+            None if cell.outcome.release.is_none() => "init never started".to_owned(),
+            None => {
+                cell.crashed_before = crashed_before;
+                return Ok(cell);
+            }
+        };
+        let kept = cell
+            .log
+            .with_extension(format!("crashed-{}.log", crashed_before.len() + 1));
+        fs::rename(&cell.log, &kept).with_context(|| format!("keeping {}", cell.log.display()))?;
+        eprintln!(
+            "xtask: {} / {backend}: the kernel crashed ({crash}); running the cell again",
+            cell.kernel
+        );
+        crashed_before.push((crash, kept));
     }
-    let crash = match kernel_crash(&read_log(&cell.log)?) {
-        Some(crash) => crash.to_owned(),
-        // Seen once: the console silent after the BIOS until the cell's timeout.
-        None if cell.outcome.release.is_none() => "init never started".to_owned(),
-        None => return Ok(cell),
-    };
-    let first_log = cell.log.with_extension("crashed.log");
-    fs::rename(&cell.log, &first_log).with_context(|| format!("keeping {}", cell.log.display()))?;
-    eprintln!(
-        "xtask: {} / {backend}: the kernel crashed ({crash}); running the cell once more",
-        cell.kernel
-    );
-    let mut again = run_in_vm(kernel, initramfs, built, options, backend, out)?;
-    again.crashed_first = Some((crash, first_log));
-    Ok(again)
 }
 
 pub(super) fn run_on_host(
@@ -104,7 +117,7 @@ pub(super) fn run_on_host(
         outcome,
         elapsed: started.elapsed(),
         log: log_path,
-        crashed_first: None,
+        crashed_before: Vec::new(),
     })
 }
 
@@ -176,7 +189,7 @@ fn run_in_vm(
         outcome,
         elapsed: started.elapsed(),
         log: log_path,
-        crashed_first: None,
+        crashed_before: Vec::new(),
     })
 }
 

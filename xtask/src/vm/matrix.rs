@@ -28,13 +28,15 @@ pub(super) fn print_matrix(cells: &[Cell]) {
         );
     }
     for cell in cells {
-        if let Some((crash, first_log)) = &cell.crashed_first {
+        for (run, (crash, log)) in cell.crashed_before.iter().enumerate() {
             println!();
             println!(
-                "{} / {}: run twice, the kernel crashed in the first run: {crash} (see {})",
+                "{} / {}: the kernel crashed in run {} of {}: {crash} (see {})",
                 cell.kernel,
                 cell.backend,
-                first_log.display()
+                run + 1,
+                cell.crashed_before.len() + 1,
+                log.display()
             );
         }
     }

@@ -161,7 +161,7 @@ pub fn vm_test(options: &Options) -> Result<()> {
     if let Some(initramfs) = &initramfs {
         for (kernel, backends) in &vms {
             for backend in backends.iter().filter(backend_selected) {
-                cells.push(cell::run_in_vm_once_more_if_it_crashed(
+                cells.push(cell::run_in_vm_until_it_does_not_crash(
                     kernel, initramfs, &built, options, backend, &out,
                 )?);
             }
