@@ -47,6 +47,10 @@ pub trait Fields {
     /// One of the stream's fixed names (event names, reasons, errno names): nothing in them
     /// needs escaping, so they are copied as they are.
     fn name(&mut self, key: Key, value: &'static str) -> Result<(), Self::Error>;
+    /// Short text made for this line in which nothing needs escaping: a key in hex
+    /// ([`KeyHex`](crate::render::KeyHex)), a mode in octal
+    /// ([`ModeOctal`](crate::render::ModeOctal)).
+    fn ascii(&mut self, key: Key, value: &str) -> Result<(), Self::Error>;
     /// Bytes that should be UTF-8: invalid sequences become U+FFFD, as
     /// `String::from_utf8_lossy` does.
     fn lossy(&mut self, key: Key, value: &[u8]) -> Result<(), Self::Error>;
@@ -104,6 +108,20 @@ impl Fields for Line<'_> {
     type Error = Infallible;
 
     fn name(&mut self, key: Key, value: &'static str) -> Result<(), Infallible> {
+        debug_assert!(
+            value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
+            "{value:?} needs escaping"
+        );
+        self.key(key);
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.push(b'"');
+        Ok(())
+    }
+
+    fn ascii(&mut self, key: Key, value: &str) -> Result<(), Infallible> {
         debug_assert!(
             value
                 .bytes()
@@ -352,6 +370,10 @@ impl<M: SerializeMap> Fields for SerdeFields<'_, M> {
         self.0.serialize_entry(key.name, value)
     }
 
+    fn ascii(&mut self, key: Key, value: &str) -> Result<(), M::Error> {
+        self.0.serialize_entry(key.name, value)
+    }
+
     fn lossy(&mut self, key: Key, value: &[u8]) -> Result<(), M::Error> {
         self.0
             .serialize_entry(key.name, &String::from_utf8_lossy(value))
@@ -405,6 +427,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::render::{KeyHex, ModeOctal};
 
     /// Every field kind, through both writers.
     struct Sample<'a> {
@@ -422,6 +445,11 @@ mod tests {
             f.lossy(key!("comm"), self.bytes)?;
             f.uint(key!("u"), self.numbers.0)?;
             f.int(key!("i"), self.numbers.1)?;
+            f.ascii(key!("key_hex"), KeyHex::new(self.numbers.1 as i32).as_str())?;
+            f.ascii(
+                key!("mode_octal"),
+                ModeOctal::new(self.numbers.0 as u32).as_str(),
+            )?;
             f.bool(key!("yes"), true)?;
             f.bool(key!("no"), false)?;
             f.counts(

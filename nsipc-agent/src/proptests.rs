@@ -382,8 +382,15 @@ proptest! {
             derived.clear();
             engine.apply(&event, &mut derived);
             for lifecycle in &derived {
-                let json = json_line(&LifecycleJson { event: lifecycle, clock: &clock, attribution: &attribution })?;
+                let lifecycle_json = LifecycleJson { event: lifecycle, clock: &clock, attribution: &attribution };
+                let json = json_line(&lifecycle_json)?;
                 prop_assert_eq!(&json["event"], lifecycle.name());
+                // The hot path writes what serde writes (keys, modes, containers and all; as
+                // values: serde orders a container's own keys as its maps do).
+                let mut fast = Vec::new();
+                lifecycle_json.write_line(&mut fast);
+                let fast: Value = serde_json::from_slice(&fast).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(fast, json);
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::{
     containers::{Container, MetadataRoots, container_of_cgroup},
     inventory::{self, FdHolder, Inventory, MountHolder, NamespaceInfo, ObjectDetail, ObjectInfo},
     kernel,
-    render::Rfc3339,
+    render::{KeyHex, ModeOctal, Rfc3339},
     sink::{JsonLines, SinkState},
 };
 
@@ -156,11 +156,13 @@ impl Serialize for ObjectJson<'_> {
         put_ns(&mut map, object.ns, object.ns_id, self.1)?;
         map.serialize_entry("id", &perm.id)?;
         map.serialize_entry("key", &perm.key)?;
+        map.serialize_entry("key_hex", &KeyHex::new(perm.key))?;
         map.serialize_entry("uid", &perm.uid)?;
         map.serialize_entry("gid", &perm.gid)?;
         map.serialize_entry("cuid", &perm.cuid)?;
         map.serialize_entry("cgid", &perm.cgid)?;
         map.serialize_entry("mode", &(perm.mode & 0o777))?;
+        map.serialize_entry("mode_octal", &ModeOctal::new(perm.mode))?;
         match object.detail {
             ObjectDetail::Msg {
                 cbytes,
@@ -311,14 +313,17 @@ mod tests {
         assert_eq!(
             lines[1],
             with_common(
-                json!({"event": "msg.exists", "id": 0, "key": 0x1234, "mode": 0o600,
+                json!({"event": "msg.exists", "id": 0, "key": 0x1234, "key_hex": "0x00001234",
+                               "mode": 0o600, "mode_octal": "600",
                                "qnum": 1, "cbytes": 5, "qbytes": 16384})
             )
         );
         assert_eq!(
             lines[2],
             with_common(
-                json!({"event": "shm.exists", "id": 1, "key": 0, "mode": 0o640,
+                json!({"event": "shm.exists", "id": 1, "key": 0, "key_hex": "0x00000000",
+                               // SHM_DEST is `dest`, not a permission bit
+                               "mode": 0o640, "mode_octal": "640",
                                "size": 4096, "nattch": 1, "cpid": 42,
                                "dest": true, "locked": false})
             )
@@ -326,7 +331,8 @@ mod tests {
         assert_eq!(
             lines[3],
             with_common(
-                json!({"event": "sem.exists", "id": 2, "key": -5, "mode": 0o600,
+                json!({"event": "sem.exists", "id": 2, "key": -5, "key_hex": "0xfffffffb",
+                               "mode": 0o600, "mode_octal": "600",
                                "nsems": 3})
             )
         );

@@ -93,6 +93,102 @@ fn objects_in_a_new_namespace_carry_its_inum() {
     assert!(agent.stop(libc::SIGTERM).status.success());
 }
 
+/// Issue 14: `key_hex` and `mode_octal` are what `ipcs -q` prints as `key` and `perms`, on the
+/// raw get, the create, the snapshot's exists line and the destroy of each queue: one made by
+/// `ipcmk -Q` (a key it picks at random), one with a negative key, one IPC_PRIVATE with a mode
+/// under 0o100 (which ipcs prints without its leading zero).
+#[test]
+fn keys_in_hex_and_modes_in_octal_are_what_ipcs_prints() {
+    let mut agent = Agent::start(&["--raw"]);
+    let negative_key = -unique_key(6);
+    let out = sh(&format!(
+        "unshare --ipc sh -c '
+            set -e
+            readlink /proc/self/ns/ipc
+            ipcmk -Q -p 0640 >/dev/null
+            perl -e \"msgget({negative_key}, 01604) // die; msgget(0, 01044) // die\"
+            ipcs -q
+            {AGENT} snapshot
+        '"
+    ));
+    let ns = parse_ns_link(out.lines().next().unwrap());
+    // ipcs -q: key, msqid, owner, perms, used-bytes, messages.
+    let rows: Vec<(String, i64, String)> = out
+        .lines()
+        .filter(|l| l.starts_with("0x"))
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (
+                cols[0].to_owned(),
+                cols[1].parse().unwrap(),
+                cols[3].to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "three queues in ipcs -q: {out}");
+    let negative_hex = format!("0x{:08x}", negative_key as i32 as u32);
+    assert!(
+        rows.iter()
+            .any(|(key, _, perms)| *key == negative_hex && perms == "604"),
+        "{out}"
+    );
+    assert!(
+        rows.iter()
+            .any(|(key, _, perms)| key == "0x00000000" && perms == "44"),
+        "{out}"
+    );
+    let snapshot: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    // This life of the inum (other tests may make others meanwhile): the negative key's get.
+    let anchor = agent.wait_for("msg.get", |e| {
+        e["event"] == "msg.get" && e["key"] == negative_key
+    });
+    assert_eq!(anchor["ns"], ns);
+    let same_life = |e: &serde_json::Value| e["ns"] == ns && e["ns_id"] == anchor["ns_id"];
+    for (key_hex, id, perms) in &rows {
+        // ipcs writes the permission bits with no leading zeros; the stream always in 3 digits.
+        let mode_octal = format!("{perms:0>3}");
+        let key = i64::from(u32::from_str_radix(&key_hex[2..], 16).unwrap() as i32);
+        let by_id = |event: &'static str| {
+            move |e: &serde_json::Value| e["event"] == event && same_life(e) && e["id"] == *id
+        };
+        let get = agent.wait_for("msg.get", by_id("msg.get"));
+        let create = agent.wait_for("msg.create", by_id("msg.create"));
+        let destroy = agent.wait_for("msg.destroy", by_id("msg.destroy"));
+        let exists = snapshot
+            .iter()
+            .find(|e| e["event"] == "msg.exists" && e["ns"] == ns && e["id"] == *id)
+            .unwrap_or_else(|| panic!("no msg.exists of {id} in {ns}: {out}"));
+        for line in [&get, &create, exists, &destroy] {
+            assert_eq!(line["key_hex"], key_hex.as_str(), "ipcs: {key_hex}; {line}");
+            assert_eq!(line["key"], key, "{line}");
+        }
+        for line in [&get, &create, exists] {
+            assert_eq!(line["mode_octal"], mode_octal, "ipcs: {perms}; {line}");
+            assert_eq!(
+                line["mode"],
+                i64::from_str_radix(perms, 8).unwrap(),
+                "{line}"
+            );
+        }
+        assert_eq!(destroy["reason"], "namespace_teardown");
+    }
+    // The key ipcmk picked, and its mode, exactly as ipcs prints them.
+    let (ipcmk_hex, ipcmk_id, _) = rows
+        .iter()
+        .find(|(key, _, perms)| perms == "640" && key != "0x00000000")
+        .unwrap_or_else(|| panic!("ipcmk's queue: {out}"));
+    let create = agent.wait_for("msg.create", |e| {
+        e["event"] == "msg.create" && same_life(e) && e["id"] == *ipcmk_id
+    });
+    assert_eq!(create["key_hex"], ipcmk_hex.as_str());
+    assert_eq!(create["mode_octal"], "640");
+}
+
 /// A get for a key that does not exist fails with ENOENT, named.
 #[test]
 fn failed_get_names_the_errno() {

@@ -9,7 +9,7 @@ use crate::{
     decode::{ContainerRef, Task},
     json::{Fields, Key, Line, SerdeFields, key},
     names::{IpcObject, errno_name},
-    render::WallClock,
+    render::{KeyHex, ModeOctal, WallClock},
 };
 
 /// One life of an IPC namespace.
@@ -356,6 +356,18 @@ fn put_task<F: Fields>(f: &mut F, task: &Task) -> Result<(), F::Error> {
     f.lossy(key!("comm"), task.comm_bytes())
 }
 
+/// Writes an object's `key`, then `key_hex`: the key as `ipcs` prints it.
+fn put_key<F: Fields>(f: &mut F, key: i32) -> Result<(), F::Error> {
+    f.int(key!("key"), key.into())?;
+    f.ascii(key!("key_hex"), KeyHex::new(key).as_str())
+}
+
+/// Writes `mode` (permission bits), then `mode_octal`: the same bits as `ipcs` prints them.
+fn put_mode<F: Fields>(f: &mut F, mode: i32) -> Result<(), F::Error> {
+    f.int(key!("mode"), mode.into())?;
+    f.ascii(key!("mode_octal"), ModeOctal::new(mode as u32).as_str())
+}
+
 /// Writes a list of containers as their objects.
 fn put_containers<F: Fields>(
     f: &mut F,
@@ -471,7 +483,7 @@ impl LifecycleJson<'_> {
             }
             Lifecycle::ObjectExists { id, key, .. } => {
                 f.int(key!("id"), (*id).into())?;
-                f.int(key!("key"), (*key).into())?;
+                put_key(f, *key)?;
             }
             Lifecycle::ObjectCreate {
                 object,
@@ -483,11 +495,11 @@ impl LifecycleJson<'_> {
                 ..
             } => {
                 f.int(key!("id"), (*id).into())?;
-                f.int(key!("key"), (*key).into())?;
+                put_key(f, *key)?;
                 // The kernel makes the creator's effective uid the owner (ipc/util.c:
                 // ipc_addid() sets cuid and uid from current_euid()).
                 f.uint(key!("owner_uid"), task.euid.into())?;
-                f.int(key!("mode"), (*mode).into())?;
+                put_mode(f, *mode)?;
                 match object {
                     IpcObject::Msg => {}
                     IpcObject::Shm => f.uint(key!("size"), *size)?,
@@ -503,7 +515,7 @@ impl LifecycleJson<'_> {
                 ..
             } => {
                 f.int(key!("id"), (*id).into())?;
-                f.int(key!("key"), (*key).into())?;
+                put_key(f, *key)?;
                 f.name(key!("reason"), reason.as_str())?;
                 if let Some(lifetime_ns) = lifetime_ns {
                     f.uint(key!("lifetime_ns"), *lifetime_ns)?;
@@ -521,7 +533,7 @@ impl LifecycleJson<'_> {
                 ..
             } => {
                 f.int(key!("id"), (*id).into())?;
-                f.int(key!("key"), (*key).into())?;
+                put_key(f, *key)?;
                 f.name(key!("cause"), cause.as_str())?;
                 if let OrphanCause::CreatorExited { pid } = cause {
                     f.uint(key!("creator_pid"), (*pid).into())?;
@@ -533,12 +545,12 @@ impl LifecycleJson<'_> {
             }
             Lifecycle::ShmRemove { id, key, .. } => {
                 f.int(key!("id"), (*id).into())?;
-                f.int(key!("key"), (*key).into())?;
+                put_key(f, *key)?;
             }
             Lifecycle::ShmAttach { id, key, addr, .. } => {
                 f.int(key!("id"), (*id).into())?;
                 if let Some(key) = key {
-                    f.int(key!("key"), (*key).into())?;
+                    put_key(f, *key)?;
                 }
                 f.uint(key!("addr"), *addr)?;
             }
@@ -547,7 +559,7 @@ impl LifecycleJson<'_> {
                     f.int(key!("id"), (*id).into())?;
                 }
                 if let Some(key) = key {
-                    f.int(key!("key"), (*key).into())?;
+                    put_key(f, *key)?;
                 }
                 f.uint(key!("addr"), *addr)?;
             }
@@ -558,7 +570,7 @@ impl LifecycleJson<'_> {
                 key_lives_in,
                 ..
             } => {
-                f.int(key!("key"), (*key).into())?;
+                put_key(f, *key)?;
                 f.int(key!("flags"), (*flags).into())?;
                 match errno_name(*errno) {
                     Some(name) => f.name(key!("errno"), name)?,

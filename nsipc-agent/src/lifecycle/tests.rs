@@ -53,14 +53,23 @@ fn inums(homes: &[KeyHome]) -> Vec<u32> {
     homes.iter().map(|home| home.ns.inum).collect()
 }
 
-/// A lifecycle event as the stream writes it, with no containers known.
+/// A lifecycle event as the stream writes it, with no containers known. The hot path's line
+/// ([`LifecycleJson::write_line`]) and serde's are checked to be the same bytes.
 fn to_json(event: &Lifecycle) -> serde_json::Value {
-    serde_json::to_value(LifecycleJson {
+    let json = LifecycleJson {
         event,
         clock: &WallClock::with_offset(0),
         attribution: &Attribution::none(),
-    })
-    .unwrap()
+    };
+    let serde_line = serde_json::to_string(&json).unwrap();
+    let mut fast = Vec::new();
+    json.write_line(&mut fast);
+    assert_eq!(
+        String::from_utf8(fast).unwrap(),
+        serde_line,
+        "the hot path writes what serde writes"
+    );
+    serde_json::from_str(&serde_line).unwrap()
 }
 
 /// Feeds events, collecting the output.

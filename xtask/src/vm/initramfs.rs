@@ -21,7 +21,7 @@ use super::Built;
 /// provides the rest of the VM's userland.
 const TEST_PROGRAMS: &[&str] = &[
     "sh", "true", "sleep", "readlink", "awk", "perl", "unshare", "nsenter", "ipcs", "ipcrm",
-    "lsns", "setpriv", "bash", "jq",
+    "ipcmk", "lsns", "setpriv", "bash", "jq",
 ];
 const BUSYBOX: &str = "/bin/busybox";
 /// Where the test binaries go in the initramfs; /init runs every file there.

@@ -20,8 +20,10 @@ fn lifecycle_json_has_the_documented_fields() {
         "ns_id",
         "id",
         "key",
+        "key_hex",
         "owner_uid",
         "mode",
+        "mode_octal",
         "nsems",
     ] {
         assert!(
@@ -153,6 +155,7 @@ fn every_lifecycle_line_has_a_time() {
             "{} lacks time: {json}",
             event.name()
         );
+        assert_readable_forms(&json);
         kinds.insert(match event {
             Lifecycle::ObjectDestroy { reason, .. } | Lifecycle::NsDestroy { reason, .. } => {
                 format!("{} {}", event.name(), reason.as_str())
@@ -187,4 +190,87 @@ fn every_lifecycle_line_has_a_time() {
         ],
         "every kind of line, every destroy reason but rmid_forced (the same line)"
     );
+}
+
+/// `key_hex` is on every line with a `key`, and is that key; `mode_octal` likewise for `mode`.
+fn assert_readable_forms(json: &serde_json::Value) {
+    match json.get("key").and_then(serde_json::Value::as_i64) {
+        Some(key) => assert_eq!(
+            json["key_hex"],
+            format!("0x{:08x}", key as i32 as u32),
+            "{json}"
+        ),
+        None => assert!(json.get("key_hex").is_none(), "{json}"),
+    }
+    match json.get("mode").and_then(serde_json::Value::as_i64) {
+        Some(mode) => assert_eq!(json["mode_octal"], format!("{mode:03o}"), "{json}"),
+        None => assert!(json.get("mode_octal").is_none(), "{json}"),
+    }
+}
+
+/// Issue 14: keys in hex and modes in octal, as `ipcs` prints them, beside the numbers.
+#[test]
+fn create_exists_destroy_and_get_failed_lines_carry_the_key_in_hex() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    // A queue found by looking (after lost records): msg.exists.
+    let (_, mut out) = h.resync(
+        &[listed_ns(HOST_IPC_NS_INUM, 1), listed_ns(NS_A, 42)],
+        &[listed(NS_A, IpcObject::Msg, 9, 0x1234)],
+        &[],
+    );
+    let made = |key, flags, id| Body::Get {
+        object: IpcObject::Msg,
+        key,
+        flags,
+        size: 0,
+        result: Ok(id),
+    };
+    out.extend(h.feed(10, a, made(0x5eed, 0o1666, 0)));
+    out.extend(h.feed(10, a, made(0, 0o1600, 1)));
+    out.extend(h.feed(10, a, made(-1, 0o1644, 2)));
+    out.extend(h.feed(10, a, made(7, 0o1044, 3)));
+    out.extend(h.feed(
+        10,
+        a,
+        Body::Get {
+            object: IpcObject::Sem,
+            key: -2,
+            flags: 0,
+            size: 0,
+            result: Err(2),
+        },
+    ));
+    out.extend(h.rmid(a, IpcObject::Msg, 2, false));
+    let lines: Vec<serde_json::Value> = out.iter().map(to_json).collect();
+    let readable: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap(),
+                l["key_hex"].as_str().unwrap(),
+                l.get("mode_octal").and_then(serde_json::Value::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        readable,
+        [
+            ("msg.exists", "0x00001234", None),
+            ("msg.create", "0x00005eed", Some("666")),
+            ("msg.create", "0x00000000", Some("600")),
+            ("msg.create", "0xffffffff", Some("644")),
+            ("msg.create", "0x00000007", Some("044")),
+            ("sem.get_failed", "0xfffffffe", None),
+            ("msg.destroy", "0xffffffff", None),
+        ]
+    );
+    for line in &lines {
+        assert_readable_forms(line);
+    }
+    // The numbers stay as they were: the new fields are beside them.
+    assert_eq!(lines[1]["key"], 0x5eed);
+    assert_eq!(lines[1]["mode"], 0o666);
+    assert_eq!(lines[3]["key"], -1);
 }
