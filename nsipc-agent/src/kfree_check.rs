@@ -11,7 +11,7 @@
 //! stream, and the frees of a namespace it never announced change nothing.
 //!
 //! The outcome is one `agent.kfree_check` line. On failure the agent falls back on looking
-//! at the kernel: a resynchronisation every 10 s finds what died unseen (trace.rs).
+//! at the kernel: a resynchronisation every 10 s finds what died unseen (trace/resync.rs).
 
 use std::{
     fs::File,

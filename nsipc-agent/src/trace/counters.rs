@@ -1,0 +1,114 @@
+//! The counts the stream keeps of itself and the lines that report them: records lost
+//! (`agent.lost`), probe runs the kernel skipped (`agent.missed`), and the totals in
+//! `agent.stop`. Both losses ask for a resynchronisation ([`super::resync`]).
+
+use std::{collections::BTreeMap, io::Write};
+
+use anyhow::Result;
+
+use super::Stream;
+use crate::{
+    agent_events::AgentEvent,
+    probes::Probes,
+    render::{Rfc3339, kind_name},
+    sink::SinkState,
+};
+
+/// Counts reported in `agent.stop`.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) events: u64,
+    pub(super) lost_reported: u64,
+    /// `lost_reported` per slot of the probes' `LOST` map (per record kind).
+    lost_reported_per_slot: Vec<u64>,
+    missed_reported: u64,
+    pub(super) decode_errors: u64,
+    /// `late: true` destroys written: segments and namespaces whose free went unseen.
+    pub(super) late_destroys: u64,
+    /// Skipped `kfree` runs already answered by a resynchronisation being asked for.
+    pub(super) kfree_skipped_seen: u64,
+}
+
+impl<W: Write> Stream<W> {
+    /// Reports records lost since the last report (`agent.lost`). The engine's state may be
+    /// wrong after them: [`Self::resync_if_due`] makes it right again.
+    pub(super) fn report_lost(&mut self, probes: &Probes) -> Result<SinkState> {
+        let per_slot = probes.lost_per_slot()?;
+        let total: u64 = per_slot.iter().sum();
+        let reported = self.counters.lost_reported;
+        let previous = &mut self.counters.lost_reported_per_slot;
+        previous.resize(per_slot.len(), 0);
+        let kinds: BTreeMap<&'static str, u64> = per_slot
+            .iter()
+            .zip(previous.iter())
+            .enumerate()
+            .filter(|(_, (now, before))| now > before)
+            .map(|(slot, (now, before))| (kind_name(slot as u32), now - before))
+            .collect();
+        previous.copy_from_slice(&per_slot);
+        if total > reported {
+            self.engine.records_lost();
+        }
+        self.counters.lost_reported = total.max(reported);
+        self.report_increase(total, reported, |time, count, total| AgentEvent::Lost {
+            time,
+            count,
+            total,
+            kinds,
+        })
+    }
+
+    /// Reports runs of the probes the kernel skipped since the last report (`agent.missed`, see
+    /// [`Probes::missed_total`]): each may have been a record, so the state is resynchronised
+    /// as after lost records.
+    pub(super) fn report_missed(&mut self, probes: &Probes) -> Result<SinkState> {
+        let total = probes.missed_total()?;
+        let reported = self.counters.missed_reported;
+        if total > reported {
+            self.engine.records_lost();
+        }
+        self.counters.missed_reported = total.max(reported);
+        self.report_increase(total, reported, |time, count, total| AgentEvent::Missed {
+            time,
+            count,
+            total,
+        })
+    }
+
+    /// Writes `event(time, total - reported, total)` and asks for a resynchronisation when a
+    /// counter of possibly lost records went up.
+    fn report_increase(
+        &mut self,
+        total: u64,
+        reported: u64,
+        event: impl FnOnce(Rfc3339, u64, u64) -> AgentEvent<'static>,
+    ) -> Result<SinkState> {
+        if total <= reported {
+            return Ok(SinkState::Open);
+        }
+        self.resync_pending = true;
+        let event = event(self.now(), total - reported, total);
+        Ok(self.sink.write(&event)?)
+    }
+
+    /// Writes `agent.stop` with the stream's totals: `reason` is the signal that ended it, and
+    /// `kfree_skipped` the probes' count, read before they were detached.
+    pub(super) fn write_stop(
+        &mut self,
+        reason: &'static str,
+        kfree_skipped: u64,
+    ) -> Result<SinkState> {
+        let counters = &self.counters;
+        let stop = AgentEvent::Stop {
+            time: self.now(),
+            reason,
+            events: counters.events,
+            lost: counters.lost_reported,
+            missed: counters.missed_reported,
+            decode_errors: counters.decode_errors,
+            late_destroys: counters.late_destroys,
+            kfree_skipped,
+        };
+        self.write_agent(&stop)
+    }
+}

@@ -1,0 +1,266 @@
+//! [`Stream`]: it decodes each ring-buffer record, attributes its task to a container, applies
+//! it to the lifecycle engine and writes the lines that result; after mass deaths it gives the
+//! allocator's free memory back.
+
+use std::{
+    io::Write,
+    time::{Instant, SystemTime},
+};
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+
+use super::counters::Counters;
+use crate::{
+    agent_events::AgentEvent,
+    attribution::Attribution,
+    decode::{Body, DecodeError, KernelEvent, decode},
+    filter::{Filter, FilterSpec},
+    free_check::FreeCheck,
+    kernel,
+    kfree_check::KfreeCheck,
+    lifecycle::{Engine, Lifecycle, LifecycleJson},
+    render::{KernelEventJson, Rfc3339, WallClock},
+    sink::{JsonLines, SinkState},
+};
+
+/// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
+pub(crate) struct Stream<W: Write> {
+    pub(crate) sink: JsonLines<W>,
+    clock: WallClock,
+    pub(super) counters: Counters,
+    pub(super) engine: Engine,
+    /// Which container each task is in.
+    attribution: Attribution,
+    /// Which event lines are written (None: all).
+    filter: Option<Filter>,
+    raw: bool,
+    /// Reused for every event: the hot path does not allocate.
+    pub(super) derived: Vec<Lifecycle>,
+    /// Records were lost since the last resynchronisation.
+    pub(super) resync_pending: bool,
+    /// `kfree` runs were skipped since the last resynchronisation.
+    pub(super) kfree_check_pending: bool,
+    /// The startup check of the frees the probes rely on, while it runs ([`crate::kfree_check`]),
+    /// and the records lost before it started.
+    pub(super) kfree_check: Option<KfreeCheck>,
+    pub(super) lost_before_kfree_check: u64,
+    /// That check failed: frees may go unseen at any time, so the state is checked against
+    /// the kernel every [`KFREE_CHECK_INTERVAL`](super::resync::KFREE_CHECK_INTERVAL).
+    pub(super) kfree_unverified: bool,
+    pub(super) last_resync: Option<Instant>,
+    pub(super) free_check: FreeCheck,
+    /// The engine's largest population since the allocator last gave memory back, and its
+    /// population at the previous tick.
+    peak_population: usize,
+    last_population: usize,
+}
+
+/// Deaths, net of births, after which the allocator's free memory is given back to the system
+/// (a namespace or an object each: with tens of bytes apiece, about a megabyte).
+const RELEASE_AFTER_DEATHS: usize = 10_000;
+
+/// Whether a population fell far enough from its peak for memory to be given back.
+fn fell_enough(peak: usize, population: usize) -> bool {
+    peak - population >= RELEASE_AFTER_DEATHS && population < peak / 2
+}
+
+impl<W: Write> Stream<W> {
+    /// `raw`: also write the kernel events the lifecycle events come from.
+    pub(crate) fn new(out: W, raw: bool) -> Self {
+        Self {
+            sink: JsonLines::new(out),
+            clock: WallClock::now(),
+            counters: Counters::default(),
+            engine: Engine::new(std::process::id()),
+            attribution: Attribution::none(),
+            filter: None,
+            raw,
+            derived: Vec::new(),
+            resync_pending: false,
+            kfree_check_pending: false,
+            kfree_check: None,
+            lost_before_kfree_check: 0,
+            kfree_unverified: false,
+            last_resync: None,
+            free_check: FreeCheck::default(),
+            peak_population: 0,
+            last_population: 0,
+        }
+    }
+
+    /// Attributes tasks to containers with `attribution` (without it, none is in one).
+    pub(crate) fn attributing(mut self, attribution: Attribution) -> Self {
+        self.attribution = attribution;
+        self
+    }
+
+    /// Writes only the lines `spec` selects.
+    pub(crate) fn filtering(mut self, spec: FilterSpec) -> Self {
+        self.filter = (!spec.is_empty()).then(|| Filter::new(spec));
+        self
+    }
+
+    /// Gives the allocator's free memory back to the system once the engine's population has
+    /// fallen by [`RELEASE_AFTER_DEATHS`] and by half, and stopped falling (for one tick: once,
+    /// after the last of a mass death, not halfway): each dead namespace frees its own small
+    /// object map, and glibc keeps such freed heap memory for reuse, so the agent's RSS would
+    /// stay at its high-water mark. A population that holds steady, however many come and go
+    /// (a storm), never triggers it.
+    pub(super) fn release_memory_after_deaths(&mut self) {
+        let population = self.engine.population();
+        let settled = population == self.last_population;
+        self.last_population = population;
+        self.peak_population = self.peak_population.max(population);
+        if settled && fell_enough(self.peak_population, population) {
+            kernel::release_freed_memory();
+            self.peak_population = population;
+        }
+    }
+
+    pub(super) fn now(&self) -> Rfc3339 {
+        Rfc3339(SystemTime::now())
+    }
+
+    /// Decodes one ring-buffer record and writes its line.
+    pub(crate) fn record(&mut self, bytes: &[u8]) -> Result<SinkState> {
+        match decode(bytes) {
+            Ok(event) => self.apply_record(&event),
+            Err(err) => self.decode_error(&err),
+        }
+    }
+
+    /// Whether `event` is a record of a startup kfree check (this agent's or another's), which
+    /// the stream leaves out.
+    pub(super) fn is_kfree_check_record(&mut self, event: &KernelEvent) -> bool {
+        match &mut self.kfree_check {
+            Some(check) => check.is_own(event),
+            None => KfreeCheck::is_checking_thread(event),
+        }
+    }
+
+    /// Counts one decoded record and writes what it means.
+    pub(super) fn apply_record(&mut self, event: &KernelEvent) -> Result<SinkState> {
+        if self.is_kfree_check_record(event) {
+            return Ok(SinkState::Open);
+        }
+        self.counters.events += 1;
+        let mut event = *event;
+        match event.body {
+            Body::NsFreed | Body::ShmFreed { .. } => {}
+            // Learnt now, while the container is there to read its name from.
+            Body::CgroupMkdir { cgroup } => {
+                self.attribution.resolve(cgroup, 0);
+            }
+            Body::CgroupRmdir {
+                cgroup,
+                ref mut container,
+            } => *container = self.attribution.resolve(cgroup, 0),
+            _ => {
+                let task = &mut event.task;
+                self.attribution.note_process(task, event.ts_ns);
+                task.container = self.attribution.resolve(task.cgroup, task.tid);
+                if !task.container.is_some()
+                    && matches!(event.body, Body::Setns { result: Ok(_), .. })
+                {
+                    task.container = self.attribution.current(task.tid);
+                }
+            }
+        }
+        self.write_kernel_event(&event)
+    }
+
+    /// Counts and reports a record that could not be decoded.
+    pub(super) fn decode_error(&mut self, error: &DecodeError) -> Result<SinkState> {
+        self.counters.decode_errors += 1;
+        let total = self.counters.decode_errors;
+        let event = AgentEvent::DecodeError {
+            time: self.now(),
+            error: error.to_string(),
+            total,
+        };
+        Ok(self.sink.write(&event)?)
+    }
+
+    /// Decodes and writes everything waiting in the ring buffer.
+    pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
+        while let Some(item) = ring.next() {
+            if self.record(&item)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
+            }
+        }
+        Ok(SinkState::Open)
+    }
+
+    /// Writes what one kernel event means (and the event itself with `--raw`).
+    fn write_kernel_event(&mut self, event: &KernelEvent) -> Result<SinkState> {
+        if self.raw
+            && self
+                .filter
+                .as_mut()
+                .is_none_or(|filter| filter.raw(event, &self.attribution))
+            && self.sink.write(&KernelEventJson {
+                event,
+                clock: &self.clock,
+                attribution: &self.attribution,
+            })? == SinkState::ReaderGone
+        {
+            return Ok(SinkState::ReaderGone);
+        }
+        self.derived.clear();
+        self.engine.apply(event, &mut self.derived);
+        self.write_derived()
+    }
+
+    /// Writes the lifecycle events the engine just derived.
+    pub(super) fn write_derived(&mut self) -> Result<SinkState> {
+        self.counters.late_destroys += self
+            .derived
+            .iter()
+            .filter(|event| {
+                matches!(
+                    event,
+                    Lifecycle::ObjectDestroy { late: true, .. }
+                        | Lifecycle::NsDestroy { late: true, .. }
+                )
+            })
+            .count() as u64;
+        for lifecycle in &self.derived {
+            if let Some(filter) = &mut self.filter
+                && !filter.lifecycle(lifecycle, &self.attribution)
+            {
+                continue;
+            }
+            let json = LifecycleJson {
+                event: lifecycle,
+                clock: &self.clock,
+                attribution: &self.attribution,
+            };
+            if self.sink.write_with(|buf| json.write_line(buf))? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
+            }
+        }
+        Ok(SinkState::Open)
+    }
+
+    pub(super) fn write_agent(&mut self, event: &AgentEvent<'_>) -> Result<SinkState> {
+        Ok(self.sink.write(event)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_given_back_after_mass_deaths_only() {
+        // A storm: a few alive at a time, however many come and go.
+        assert!(!fell_enough(3, 0));
+        // Half of a small population, or a tenth of a large one: not worth it.
+        assert!(!fell_enough(15_000, 6_000));
+        assert!(!fell_enough(110_000, 90_000));
+        // 10 000 namespaces and their 100 000 objects dying, seen at two ticks.
+        assert!(fell_enough(110_001, 50_000));
+        assert!(fell_enough(50_000, 1));
+    }
+}
