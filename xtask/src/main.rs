@@ -4,6 +4,7 @@
 //! so it is quick when everything is there.
 
 mod bench;
+mod deb;
 mod setup;
 mod vm;
 
@@ -36,8 +37,11 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up and run every test: unit tests and the privileged tests against the running
-    /// kernel (needs root), then formatting and clippy on both sides.
+    /// kernel (needs root), formatting and clippy on both sides, and the .deb's checks.
     Test,
+    /// Build target/debian/nsipc-agent_<version>_<arch>.deb (the agent, its systemd unit, the
+    /// docs) and check it.
+    Deb,
     /// cargo fmt --check and clippy (userspace and eBPF).
     Lint,
     /// Run the privileged tests on the host's kernel and, under qemu, on Debian's newest 6.1
@@ -115,7 +119,14 @@ fn main() -> Result<()> {
                 "--features",
                 PRIVILEGED_TESTS,
             ]))?;
-            lint()
+            lint()?;
+            // The tests built the release agent the package carries.
+            deb::build_and_check().map(drop)
+        }
+        Task::Deb => {
+            setup::ensure()?;
+            build(&["nsipc-agent"])?;
+            deb::build_and_check().map(drop)
         }
         Task::Lint => {
             setup::ensure()?;
