@@ -113,3 +113,181 @@ fn wait_for_ns_change(pid: u32) -> u64 {
     }
     panic!("pid {pid} never left this IPC namespace");
 }
+
+const DAEMONSET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/daemonset.yaml");
+const IMAGE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/image.sh");
+const SETUP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/containers/setup.sh");
+
+/// The DaemonSet's pod, run by Docker as its spec says (no Kubernetes here): the image of
+/// packaging/image.sh, the host's PID namespace, capabilities dropped but the spec's, a
+/// read-only root, the spec's host mounts. The agent inventories a namespace held only by a
+/// host process, and `docker stop` ends its stream with `agent.stop`.
+#[test]
+fn the_daemonset_pod_runs_as_its_spec_says() {
+    require_root();
+    let pod = daemonset_pod();
+    let spec = &pod["containers"][0];
+    let security = &spec["securityContext"];
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(security["privileged"], false);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    let caps: Vec<String> = security["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cap| cap.as_str().unwrap().to_owned())
+        .collect();
+    // The same capabilities as the systemd unit.
+    let unit = fs::read_to_string(UNIT).unwrap();
+    let unit_caps: Vec<String> = values(&unit, "CapabilityBoundingSet")
+        .iter()
+        .flat_map(|set| set.split_whitespace())
+        .map(|cap| cap.strip_prefix("CAP_").unwrap().to_owned())
+        .collect();
+    assert_eq!(caps, unit_caps);
+
+    let status = Command::new("bash")
+        .arg(SETUP)
+        .arg("docker")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tests/containers/setup.sh docker failed");
+    let tag = format!("nsipc-agent:test-{}", std::process::id());
+    sh(&format!("{IMAGE_SCRIPT} {AGENT} {tag}"));
+    let name = format!("nsipc-ds-{}", std::process::id());
+    let _cleanup = Cleanup(format!("docker rm -f {name}; docker rmi {tag}"));
+
+    let mut run = Command::new("docker");
+    run.args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--pid",
+        "host",
+        "--cap-drop",
+        "ALL",
+    ])
+    .args(["--security-opt", "no-new-privileges", "--read-only"]);
+    for cap in &caps {
+        // Docker 20.10 (Debian 12's) knows no CAP_BPF nor CAP_PERFMON; SYS_ADMIN, also in the
+        // spec, allows what they do.
+        if docker_knows_cap(cap, &tag) {
+            run.args(["--cap-add", cap]);
+        }
+    }
+    for (host, inside, read_only) in host_mounts(&pod) {
+        if std::path::Path::new(&host).exists() {
+            let ro = if read_only { ":ro" } else { "" };
+            run.args(["-v", &format!("{host}:{inside}{ro}")]);
+        }
+    }
+    run.arg(&tag);
+    for word in spec["command"].as_array().unwrap() {
+        run.arg(word.as_str().unwrap());
+    }
+    let mut holder = Command::new("unshare")
+        .args(["--ipc", "sleep", "60"])
+        .spawn()
+        .expect("unshare");
+    let inum = wait_for_ns_change(holder.id());
+    let out = run.output().expect("docker run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = Command::new("docker")
+        .args(["logs", "-f", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent::from_child(logs);
+    agent.wait_for("the held namespace in the inventory", |e| {
+        e["event"] == "ipc_ns.exists" && e["ns"] == inum
+    });
+    agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    sh(&format!("docker stop {name}"));
+    let ended = agent.read_until(std::time::Duration::from_secs(30), |events| {
+        events.iter().any(|e| e["event"] == "agent.stop")
+    });
+    assert!(
+        ended,
+        "no agent.stop after docker stop: {:#?}",
+        agent.events
+    );
+    let stop = agent
+        .events
+        .iter()
+        .find(|e| e["event"] == "agent.stop")
+        .unwrap();
+    assert_eq!(stop["reason"], "SIGTERM", "{stop}");
+}
+
+/// The DaemonSet's pod spec, as JSON (python3's yaml reads the manifest).
+fn daemonset_pod() -> serde_json::Value {
+    let json = sh(&format!(
+        "python3 -c 'import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))' {DAEMONSET}"
+    ));
+    let docs: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let daemonset = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|doc| doc["kind"] == "DaemonSet")
+        .expect("a DaemonSet in the manifest");
+    let pod = daemonset["spec"]["template"]["spec"].clone();
+    assert_eq!(pod["hostPID"], true);
+    pod
+}
+
+/// (host path, path in the container, read-only) of every mount of the pod's container.
+fn host_mounts(pod: &serde_json::Value) -> Vec<(String, String, bool)> {
+    pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|mount| {
+            let volume = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .expect("every mount has its volume");
+            (
+                volume["hostPath"]["path"].as_str().unwrap().to_owned(),
+                mount["mountPath"].as_str().unwrap().to_owned(),
+                mount["readOnly"] == true,
+            )
+        })
+        .collect()
+}
+
+/// Runs a shell command when dropped, whatever happened.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("sh").arg("-c").arg(&self.0).output();
+    }
+}
+
+/// Whether this Docker accepts `--cap-add cap`.
+fn docker_knows_cap(cap: &str, image: &str) -> bool {
+    Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--cap-add",
+            cap,
+            image,
+            "/nsipc-agent",
+            "--version",
+        ])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}

@@ -42,6 +42,9 @@ enum Task {
     /// Build target/debian/nsipc-agent_<version>_<arch>.deb (the agent, its systemd unit, the
     /// docs) and check it.
     Deb,
+    /// Build the container image the DaemonSet runs (packaging/daemonset.yaml):
+    /// nsipc-agent:<version>, with `docker import` (needs root; starts dockerd if needed).
+    Image,
     /// cargo fmt --check and clippy (userspace and eBPF).
     Lint,
     /// Run the privileged tests on the host's kernel and, under qemu, on Debian's newest 6.1
@@ -127,6 +130,17 @@ fn main() -> Result<()> {
             setup::ensure()?;
             build(&["nsipc-agent"])?;
             deb::build_and_check().map(drop)
+        }
+        Task::Image => {
+            setup::ensure()?;
+            build(&["nsipc-agent"])?;
+            let root = workspace_root();
+            run(Command::new("bash")
+                .arg(root.join("nsipc-agent/tests/containers/setup.sh"))
+                .arg("docker"))?;
+            run(Command::new(root.join("packaging/image.sh"))
+                .arg(root.join("target/release/nsipc-agent"))
+                .arg(format!("nsipc-agent:{}", env!("CARGO_PKG_VERSION"))))
         }
         Task::Lint => {
             setup::ensure()?;
