@@ -94,17 +94,17 @@ fn shm_removed_while_attached_dies_at_the_last_detach() {
     });
     assert_eq!(field(&created, "id"), id);
     let attach = agent.wait_for("shm.attach", |e| {
-        e["event"] == "shm.attach" && e["ns"] == ns
+        e["event"] == "shm.attach" && e["ns"] == ns && e["key"] == key
     });
     assert_eq!(field(&attach, "id"), id);
     assert_eq!(attach["key"], key);
     let removed = agent.wait_for("shm.remove", |e| {
-        e["event"] == "shm.remove" && e["ns"] == ns
+        e["event"] == "shm.remove" && e["ns"] == ns && e["key"] == key
     });
     assert_eq!(field(&removed, "id"), id);
     assert_eq!(removed["comm"], "ipcrm");
     let destroyed = agent.wait_for("shm.destroy", |e| {
-        e["event"] == "shm.destroy" && e["ns"] == ns
+        e["event"] == "shm.destroy" && e["ns"] == ns && e["key"] == key
     });
     assert_eq!(field(&destroyed, "id"), id);
     assert_eq!(destroyed["reason"], "last_detach");

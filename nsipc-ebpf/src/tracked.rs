@@ -21,6 +21,7 @@
 
 use aya_ebpf::{
     Global,
+    bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::{map, raw_tracepoint},
     maps::HashMap,
@@ -86,28 +87,24 @@ fn namespace_tag(ipc_ns: *const u8, ns: NsRef) -> u32 {
     // another namespace is stale: that namespace's free was missed, and this one now lives at
     // its address; kept, it would hide this namespace's free. A full map only loses this
     // namespace's destroy, which userspace then learns at its next resynchronisation.
-    //
-    // The same life is the same inum with the same `ns_id`, or with an `ns_id` read as 0 on
-    // one side (a hook that ran before the kernel set it, or a kernel without it): its tag
-    // must never change while it lives, or its segments tracked so far would count as a dead
-    // life's at their free, and their destroys be dropped. An id learnt late is kept.
+    let key = ipc_ns as u64;
     // SAFETY: the value is copied out at once.
-    let current = unsafe { TRACKED.get(ipc_ns as u64) }.copied();
-    if let Some(mut current) = current
-        && current.kind == TrackedKind::Namespace as u32
-        && current.ns.inum == ns.inum
-        && (current.ns.id == ns.id || current.ns.id == 0 || ns.id == 0)
-    {
-        if current.ns.id == 0 && ns.id != 0 {
-            current.ns = ns;
-            let _ = TRACKED.insert(ipc_ns as u64, current, aya_ebpf::bindings::BPF_ANY as u64);
-        }
-        return current.ns_tag;
-    }
-    // Any value but 0 will do, as long as the next life at this address gets another: the
-    // clock's low bits, 1 ns apart, come back only after 4.3 s to the nanosecond.
-    // SAFETY: no preconditions.
-    let tag = (unsafe { bpf_ktime_get_ns() } as u32).max(1);
+    let stale = match unsafe { TRACKED.get(key) }.copied() {
+        Some(current) if same_life(&current, ns) => return learn_id(key, current, ns),
+        other => other,
+    };
+    // Two tasks of a new namespace can both miss it here, on two CPUs. Whichever inserts first
+    // gives the life its tag, and the other must take that one: a second tag would make the
+    // segments tracked under the first look like a dead life's at their free, and their
+    // destroys be dropped. So a new entry goes in only where there is none (its tag from the
+    // clock: any value but 0 will do, as long as the next life at this address gets another;
+    // the clock's low bits come back only after 4.3 s to the nanosecond), and a stale entry is
+    // replaced by one whose tag follows from it, the same on every CPU that saw it.
+    let (tag, flags) = match stale {
+        // SAFETY: no preconditions.
+        None => ((unsafe { bpf_ktime_get_ns() } as u32).max(1), BPF_NOEXIST),
+        Some(stale) => (stale.ns_tag.wrapping_add(1).max(1), BPF_ANY),
+    };
     let tracked = Tracked {
         kind: TrackedKind::Namespace as u32,
         id: 0,
@@ -116,8 +113,35 @@ fn namespace_tag(ipc_ns: *const u8, ns: NsRef) -> u32 {
         ns,
         ns_ptr: 0,
     };
-    let _ = TRACKED.insert(ipc_ns as u64, tracked, aya_ebpf::bindings::BPF_ANY as u64);
-    tag
+    if TRACKED.insert(key, tracked, flags as u64).is_ok() {
+        return tag;
+    }
+    // Another CPU tracked this namespace between the lookup and the insert (or the map is full).
+    // SAFETY: the value is copied out at once.
+    match unsafe { TRACKED.get(key) }.copied() {
+        Some(current) if same_life(&current, ns) => current.ns_tag,
+        _ => tag,
+    }
+}
+
+/// Whether a namespace's entry is the life `ns`: the same inum with the same `ns_id`, or with an
+/// `ns_id` read as 0 on one side (a hook that ran before the kernel set it, or a kernel without
+/// it). A life's tag must never change while it lives (see [`namespace_tag`]).
+#[inline(always)]
+fn same_life(entry: &Tracked, ns: NsRef) -> bool {
+    entry.kind == TrackedKind::Namespace as u32
+        && entry.ns.inum == ns.inum
+        && (entry.ns.id == ns.id || entry.ns.id == 0 || ns.id == 0)
+}
+
+/// Keeps an `ns_id` learnt after the entry was made; returns the life's tag, unchanged.
+#[inline(always)]
+fn learn_id(key: u64, mut entry: Tracked, ns: NsRef) -> u32 {
+    if entry.ns.id == 0 && ns.id != 0 {
+        entry.ns = ns;
+        let _ = TRACKED.insert(key, entry, BPF_ANY as u64);
+    }
+    entry.ns_tag
 }
 
 /// Deep enough for 2^24 indices (ipcmni_extend) at 6 bits a level; the default IPCMNI of 32768
@@ -214,7 +238,7 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32, key: Option<i32>) -> bool {
             tracked
         }
     };
-    let _ = TRACKED.insert(segment as u64, tracked, aya_ebpf::bindings::BPF_ANY as u64);
+    let _ = TRACKED.insert(segment as u64, tracked, BPF_ANY as u64);
     true
 }
 
