@@ -85,7 +85,7 @@ enum Task {
 }
 
 /// What `bench` needs besides the build toolchain.
-const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpftool", "stress-ng"];
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpftool", "stress-ng", "linux-perf"];
 
 /// The feature that builds nsipc-agent's integration tests: they load the probes, root only
 /// (see nsipc-agent/Cargo.toml).

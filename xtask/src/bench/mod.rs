@@ -38,8 +38,8 @@ pub struct BenchArgs {
     /// Rounds (runs of every setup on every workload); the median is reported.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
     rounds: Option<u32>,
-    /// Only these parts: workloads (storm, churn, stress-ng, getppid) and passes (forced-loss,
-    /// profile, json, memory). Default: everything.
+    /// Only these parts: workloads (storm, churn, stress-ng, getppid, open/close, fork/exit,
+    /// hackbench) and passes (forced-loss, profile, json, memory). Default: everything.
     #[arg(long, value_delimiter = ',', value_name = "PART[,..]")]
     only: Vec<String>,
     /// Where to write the report, relative to the workspace root. Default: docs/bench.md,
@@ -59,6 +59,9 @@ struct Sizes {
     storm_iterations: u64,
     churn_iterations: u64,
     getppid_iterations: u64,
+    open_close_iterations: u64,
+    fork_exit_iterations: u64,
+    hackbench_loops: u64,
     stress_seconds: u64,
     json_records: u64,
     memory_namespaces: u32,
@@ -69,6 +72,9 @@ struct Sizes {
 const MEMORY_OBJECTS_PER_NAMESPACE: u32 = 10;
 /// Its full size: the issue's 10 000 live namespaces.
 pub const MEMORY_NAMESPACES: u32 = 10_000;
+
+/// The workloads that make no IPC call: what the probes cost the rest of the host.
+pub const COLLATERAL: [&str; 4] = ["hackbench", "getppid", "open/close", "fork/exit"];
 
 /// The parts `--only` can name besides the workloads.
 const PASSES: [&str; 4] = ["forced-loss", "profile", "json", "memory"];
@@ -82,6 +88,9 @@ impl Sizes {
             storm_iterations: 40_000,
             churn_iterations: 1_000,
             getppid_iterations: 1_000_000,
+            open_close_iterations: 500_000,
+            fork_exit_iterations: 2_000,
+            hackbench_loops: 300,
             stress_seconds: 2,
             json_records: 2_000_000,
             memory_namespaces: MEMORY_NAMESPACES,
@@ -92,6 +101,9 @@ impl Sizes {
                 storm_iterations: sizes.storm_iterations / 10,
                 churn_iterations: sizes.churn_iterations / 10,
                 getppid_iterations: sizes.getppid_iterations / 10,
+                open_close_iterations: sizes.open_close_iterations / 10,
+                fork_exit_iterations: sizes.fork_exit_iterations / 10,
+                hackbench_loops: sizes.hackbench_loops / 10,
                 stress_seconds: 1,
                 json_records: sizes.json_records / 10,
                 memory_namespaces: sizes.memory_namespaces / 10,
@@ -187,6 +199,44 @@ fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             kind: WorkloadKind::Generator(workload::Kind::Getppid, sizes.getppid_iterations),
             comm_prefix: workload::COMM,
         },
+        Workload {
+            name: "open/close",
+            description: format!(
+                "open(\"/dev/null\") + close in a loop, {} iterations per run: syscalls nothing \
+                 traces, each allocating and freeing a file",
+                sizes.open_close_iterations
+            ),
+            unit: "syscall",
+            rows: vec!["open/close"],
+            kind: WorkloadKind::Generator(workload::Kind::OpenClose, sizes.open_close_iterations),
+            comm_prefix: workload::COMM,
+        },
+        Workload {
+            name: "fork/exit",
+            description: format!(
+                "fork; the child exits at once; wait. {} iterations per run: task creation and \
+                 exit (which nsipc hooks, to follow namespaces and creators), no IPC",
+                sizes.fork_exit_iterations
+            ),
+            unit: "iteration",
+            rows: vec!["fork/exit"],
+            kind: WorkloadKind::Generator(workload::Kind::ForkExit, sizes.fork_exit_iterations),
+            comm_prefix: workload::COMM,
+        },
+        Workload {
+            name: "hackbench",
+            description: format!(
+                "hackbench: `perf bench sched messaging -g 4 -l {}`, 160 processes passing \
+                 100-byte messages over sockets, {} messages per run; no IPC call, but a \
+                 kfree for every message (what the tracepoint backend's kfree hook sees)",
+                sizes.hackbench_loops,
+                4 * 20 * 20 * sizes.hackbench_loops
+            ),
+            unit: "message",
+            rows: vec!["hackbench"],
+            kind: WorkloadKind::Generator(workload::Kind::Hackbench, sizes.hackbench_loops),
+            comm_prefix: workload::COMM,
+        },
     ]
 }
 
@@ -197,6 +247,8 @@ pub struct Measured {
     /// CPU ns per op (the workload's own user + system time), one per row.
     pub cpu_ns_per_op: Vec<f64>,
     pub seconds: f64,
+    /// The workload's CPU time in all (user + system, its children included).
+    pub cpu_seconds: f64,
     /// Lifecycle events nsipc should write for it, where the workload knows.
     pub expected_events: Option<u64>,
     /// Those of them that carry the workload's comm: what the pipe reader can count as its.
@@ -204,7 +256,7 @@ pub struct Measured {
 }
 
 fn run_generator(tools: &Tools, kind: workload::Kind, iterations: u64) -> Result<Measured> {
-    let kind_name = format!("{kind:?}").to_lowercase();
+    let kind_name = kind.name();
     let out = Command::new(&tools.xtask)
         .args(["bench-workload", &kind_name, "--iterations"])
         .arg(iterations.to_string())
@@ -223,6 +275,7 @@ fn run_generator(tools: &Tools, kind: workload::Kind, iterations: u64) -> Result
         ns_per_op: vec![ns / ops],
         cpu_ns_per_op: vec![cpu_ns / ops],
         seconds: ns / 1e9,
+        cpu_seconds: cpu_ns / 1e9,
         expected_events: result["events"].as_u64(),
         expected_comm_events: result["comm_events"].as_u64(),
     })
@@ -263,6 +316,7 @@ fn run_stress_ng(seconds: u64) -> Result<Measured> {
     let mut ns_per_op = Vec::new();
     let mut cpu_ns_per_op = Vec::new();
     let mut wall = 0f64;
+    let mut stress_cpu_seconds = 0f64;
     for stressor in STRESSORS {
         let rate = |key| {
             stress_metric(&yaml, stressor, key)
@@ -272,11 +326,14 @@ fn run_stress_ng(seconds: u64) -> Result<Measured> {
         ns_per_op.push(1e9 / rate("bogo-ops-per-second-real-time")?);
         cpu_ns_per_op.push(1e9 / rate("bogo-ops-per-second-usr-sys-time")?);
         wall = wall.max(stress_metric(&yaml, stressor, "wall-clock-time").unwrap_or(0.0));
+        stress_cpu_seconds += stress_metric(&yaml, stressor, "user-time").unwrap_or(0.0)
+            + stress_metric(&yaml, stressor, "system-time").unwrap_or(0.0);
     }
     Ok(Measured {
         ns_per_op,
         cpu_ns_per_op,
         seconds: wall,
+        cpu_seconds: stress_cpu_seconds,
         expected_events: None,
         expected_comm_events: None,
     })
@@ -572,20 +629,30 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
 
     // Where the time goes inside the kernel: the probes' own run time, with the kernel's eBPF
     // statistics on (they add two clock reads per program run, so only for this pass).
+    // The same on the workloads that make no IPC call: the probes' cost to the rest of the host.
     let mut profiles = Vec::new();
     if selected("profile") {
-        eprintln!("bench: profiling the probes on the storm");
+        eprintln!("bench: profiling the probes on the storm and on work they do not trace");
         let stats = kernel::RunTimeStats::enable()?;
-        for setup in [Setup::Floor, Setup::AgentNull] {
-            let run = run_once(
-                &mut tools,
-                &mut quiet,
-                setup,
-                &storm,
-                AgentOptions::default(),
-                true,
-            )?;
-            profiles.push(Profile { setup, run });
+        for workload in define_workloads(&sizes)
+            .iter()
+            .filter(|w| w.name == "storm" || COLLATERAL.contains(&w.name))
+        {
+            for setup in [Setup::Floor, Setup::AgentNull] {
+                let run = run_once(
+                    &mut tools,
+                    &mut quiet,
+                    setup,
+                    workload,
+                    AgentOptions::default(),
+                    true,
+                )?;
+                profiles.push(Profile {
+                    workload: workload.name,
+                    setup,
+                    run,
+                });
+            }
         }
         drop(stats);
     }

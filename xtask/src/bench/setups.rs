@@ -145,6 +145,9 @@ pub struct Tracer {
     attach_seconds: f64,
     cpu_at_ready_ns: u64,
     prog_ids: Vec<u32>,
+    /// Each program's (runs, run time) once attached: a profile counts from there, so the
+    /// tracer's own start-up (its inventory's frees, say) is not charged to the workload.
+    stats_at_ready: BTreeMap<u32, (u64, u64)>,
     map_ids: Vec<u32>,
 }
 
@@ -240,6 +243,7 @@ impl Tracer {
             attach_seconds: 0.0,
             cpu_at_ready_ns: 0,
             prog_ids: Vec::new(),
+            stats_at_ready: BTreeMap::new(),
             map_ids: Vec::new(),
         };
         tracer.wait_attached(tools)?;
@@ -248,6 +252,11 @@ impl Tracer {
         tracer.cpu_at_ready_ns = kernel::cpu_ns(pid)?;
         let fds = kernel::bpf_fds(pid)?;
         tracer.prog_ids = fds.progs.iter().map(|p| p.id).collect();
+        tracer.stats_at_ready = fds
+            .progs
+            .iter()
+            .map(|p| (p.id, (p.run_cnt, p.run_time_ns)))
+            .collect();
         tracer.map_ids = fds.map_ids;
         Ok(tracer)
     }
@@ -338,12 +347,20 @@ impl Tracer {
             let progs = kernel::bpf_fds(pid)?.progs;
             let ids: Vec<u32> = progs.iter().map(|p| p.id).collect();
             let names = kernel::program_names(&ids)?;
-            for prog in progs.into_iter().filter(|p| p.run_cnt > 0) {
-                programs.push(ProgramStats {
-                    name: names.get(&prog.id).cloned().unwrap_or_default(),
-                    runs: prog.run_cnt,
-                    run_time_ns: prog.run_time_ns,
-                });
+            for prog in progs {
+                let (runs, time) = self
+                    .stats_at_ready
+                    .get(&prog.id)
+                    .copied()
+                    .unwrap_or_default();
+                let runs = prog.run_cnt.saturating_sub(runs);
+                if runs > 0 {
+                    programs.push(ProgramStats {
+                        name: names.get(&prog.id).cloned().unwrap_or_default(),
+                        runs,
+                        run_time_ns: prog.run_time_ns.saturating_sub(time),
+                    });
+                }
             }
         }
         let end_rss_kib = kernel::vm_rss_kib(pid)?;

@@ -19,6 +19,25 @@ pub enum Kind {
     Churn,
     /// getppid: a syscall nsipc does not trace.
     Getppid,
+    /// open("/dev/null") + close: syscalls nsipc does not trace, with a kernel allocation and
+    /// free (the file) each.
+    OpenClose,
+    /// fork; the child exits at once; wait: task creation and exit, which nsipc hooks, with no
+    /// IPC.
+    ForkExit,
+    /// hackbench (`perf bench sched messaging`, 4 groups): processes passing messages over
+    /// sockets, no IPC call, a kfree per message.
+    Hackbench,
+}
+
+impl Kind {
+    /// Its name on the command line (`fork-exit`).
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .expect("no variant is skipped")
+            .get_name()
+            .to_owned()
+    }
 }
 
 #[derive(clap::Args)]
@@ -79,13 +98,16 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
         Kind::Storm => (storm(n)?, 6 * n, 6 * n),
         Kind::Churn => (churn(n)?, 2 * n, n),
         Kind::Getppid => (getppid(n), 0, 0),
+        Kind::OpenClose => (open_close(n)?, 0, 0),
+        Kind::ForkExit => (fork_exit(n)?, 0, 0),
+        Kind::Hackbench => (hackbench(n)?, 0, 0),
     };
     let ns = monotonic_ns() - start;
     let cpu_ns = cpu_ns() - start_cpu;
     println!(
         "{}",
         json!({
-            "kind": format!("{:?}", args.kind).to_lowercase(),
+            "kind": args.kind.name(),
             "iterations": n,
             "ops": ops,
             "events": events,
@@ -140,23 +162,28 @@ fn churn(iterations: u64) -> Result<u64> {
                 libc::_exit(if ok { 0 } else { 1 });
             }
         }
-        let mut status = 0;
-        loop {
-            // SAFETY: status is a valid out-pointer.
-            let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
-            if ret == pid {
-                break;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err).context("waitpid");
-            }
-        }
+        let status = wait_for(pid)?;
         if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
             bail!("unshare(CLONE_NEWIPC) failed in the child (wait status {status})");
         }
     }
     Ok(iterations)
+}
+
+/// Reaps child `pid`; returns its wait status.
+fn wait_for(pid: libc::pid_t) -> Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out-pointer.
+        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if ret == pid {
+            return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err).context("waitpid");
+        }
+    }
 }
 
 fn getppid(iterations: u64) -> u64 {
@@ -165,4 +192,56 @@ fn getppid(iterations: u64) -> u64 {
         unsafe { libc::syscall(libc::SYS_getppid) };
     }
     iterations
+}
+
+/// Returns the syscalls made (an open and a close per iteration).
+fn open_close(iterations: u64) -> Result<u64> {
+    let path = c"/dev/null";
+    for _ in 0..iterations {
+        // SAFETY: a NUL-terminated path; the fd is closed at once.
+        unsafe {
+            let fd = check(libc::open(path.as_ptr(), libc::O_RDONLY), "open(/dev/null)")?;
+            check(libc::close(fd), "close")?;
+        }
+    }
+    Ok(2 * iterations)
+}
+
+/// Returns the iterations: a fork and the child's exit each.
+fn fork_exit(iterations: u64) -> Result<u64> {
+    for _ in 0..iterations {
+        // SAFETY: this process is single-threaded; the child only calls _exit.
+        let pid = check(unsafe { libc::fork() }, "fork")?;
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe { libc::_exit(0) };
+        }
+        wait_for(pid)?;
+    }
+    Ok(iterations)
+}
+
+/// hackbench's groups, and its senders and receivers per group (perf's default).
+const HACKBENCH_GROUPS: u64 = 4;
+const HACKBENCH_FDS: u64 = 20;
+
+/// Runs `perf bench sched messaging` with `loops` loops; returns the messages passed: each of a
+/// group's senders writes `loops` messages to each of its receivers.
+fn hackbench(loops: u64) -> Result<u64> {
+    let out = std::process::Command::new("perf")
+        .args(["bench", "sched", "messaging", "-g"])
+        .arg(HACKBENCH_GROUPS.to_string())
+        .arg("-l")
+        .arg(loops.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running perf bench sched messaging (package linux-perf)")?;
+    if !out.status.success() {
+        bail!(
+            "perf bench sched messaging failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(HACKBENCH_GROUPS * HACKBENCH_FDS * HACKBENCH_FDS * loops)
 }

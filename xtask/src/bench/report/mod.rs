@@ -43,6 +43,8 @@ pub struct ForcedLoss {
 }
 
 pub struct Profile {
+    /// The workload's name.
+    pub workload: &'static str,
     pub setup: Setup,
     pub run: Run,
 }

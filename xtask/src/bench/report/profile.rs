@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
+use crate::bench::COLLATERAL;
 
 impl Report<'_> {
     pub(super) fn profile(&self, out: &mut String) {
@@ -23,7 +24,7 @@ impl Report<'_> {
              when the caller is one that frees such objects) and writing `shm.freed` \
              records.\n"
         );
-        for profile in &self.profiles {
+        for profile in self.profiles.iter().filter(|p| p.workload == "storm") {
             let Some(traced) = &profile.run.traced else {
                 continue;
             };
@@ -53,5 +54,70 @@ impl Report<'_> {
             }
             let _ = writeln!(out);
         }
+        self.collateral(out);
+    }
+
+    /// The probes' run time on work they do not trace, as a share of that work's CPU time.
+    fn collateral(&self, out: &mut String) {
+        let rows: Vec<_> = self
+            .profiles
+            .iter()
+            .filter(|p| COLLATERAL.contains(&p.workload))
+            .filter_map(|p| Some((p, p.run.traced.as_ref()?)))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "## The cost to work nsipc does not trace (one run each, eBPF statistics on)\n\n\
+             Every program's `run_time_ns` summed from the tracer's attachment to its stop (all of \
+             the machine's hits in that time, the workload's and everyone else's; not the \
+             tracer's own start-up), against the workload's own CPU time. The elapsed \
+             and CPU overheads of these workloads per setup are in their sections above; this \
+             is the part spent inside the programs (what the tracepoint backend's syscall \
+             slow path costs besides is only in those).\n\n\
+             | workload | setup | workload CPU ms | program runs | program ms | share of the \
+             workload's CPU | busiest program (runs, ns/run) |\n|---|---|---:|---:|---:|---:|---|"
+        );
+        for (profile, traced) in rows {
+            let runs: u64 = traced.programs.iter().map(|p| p.runs).sum();
+            let total: u64 = traced.programs.iter().map(|p| p.run_time_ns).sum();
+            let cpu = profile.run.measured.cpu_seconds;
+            let busiest = traced
+                .programs
+                .iter()
+                .filter(|p| p.runs > 0)
+                .max_by_key(|p| p.run_time_ns)
+                .map_or("—".to_owned(), |p| {
+                    format!(
+                        "{} ({}, {:.0})",
+                        p.name,
+                        p.runs,
+                        p.run_time_ns as f64 / p.runs as f64
+                    )
+                });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {:.1} | {:.2}% | {} |",
+                profile.workload,
+                profile.setup.label(),
+                cpu * 1e3,
+                runs,
+                total as f64 / 1e6,
+                collateral_share(total, cpu) * 100.0,
+                busiest
+            );
+        }
+        let _ = writeln!(out);
+    }
+}
+
+/// Program time over the workload's CPU time (0 when the workload took none).
+pub(super) fn collateral_share(program_ns: u64, workload_cpu_seconds: f64) -> f64 {
+    if workload_cpu_seconds > 0.0 {
+        program_ns as f64 / (workload_cpu_seconds * 1e9)
+    } else {
+        0.0
     }
 }
