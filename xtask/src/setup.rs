@@ -18,6 +18,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "stress-ng",
     // The cleanup tests list the kernel's BPF programs, links and maps with it.
     "bpftool",
+    // `cargo xtask manifest` installs kubernetes-validate into a venv of Debian's python3.
+    "python3-venv",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
