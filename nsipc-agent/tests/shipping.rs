@@ -45,6 +45,20 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A child that a failing test must not leave running: sent `signal` on drop unless it has
+/// been waited for.
+struct KillOnDrop(Child, libc::c_int);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: the pid is our unreaped child's.
+            unsafe { libc::kill(self.0.id() as i32, self.1) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The values of `key=` lines of a unit or drop-in.
 fn values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
     unit.lines()
@@ -165,7 +179,9 @@ mkdir -p /run/systemd/journal
 if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
 /lib/systemd/systemd-journald &
 journald=$!
-trap 'kill $journald 2>/dev/null || true' EXIT
+agent=
+trap 'kill $agent $journald 2>/dev/null || true' EXIT
+trap 'exit 1' TERM INT
 i=0
 until [ -S /run/systemd/journal/stdout ]; do
     i=$((i + 1)); [ $i -lt 100 ] || { echo "journald did not start" >&2; exit 1; }
@@ -201,7 +217,7 @@ fn the_stream_goes_through_journald_whole() {
     let unit = fs::read_to_string(UNIT).unwrap();
     // The tag the unit gives its lines, which `journalctl -t` and shippers match on.
     let ident = values(&unit, "SyslogIdentifier")[0].to_owned();
-    let mut journal = Command::new("unshare")
+    let journal = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(JOURNALD_SCRIPT)
         .arg("journald-test")
@@ -215,10 +231,11 @@ fn the_stream_goes_through_journald_whole() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("unshare");
+    let mut journal = KillOnDrop(journal, libc::SIGTERM);
     let start = Instant::now();
     while !ready.exists() {
         assert!(
-            journal.try_wait().unwrap().is_none(),
+            journal.0.try_wait().unwrap().is_none(),
             "the journald script ended before the agent was ready"
         );
         assert!(start.elapsed() < READY_WAIT, "the agent never got ready");
@@ -229,7 +246,7 @@ fn the_stream_goes_through_journald_whole() {
     // The agent writes what it read; its last events reach the journal before it stops.
     std::thread::sleep(Duration::from_secs(1));
     fs::write(&go, "").unwrap();
-    let status = wait_timeout(&mut journal, Duration::from_secs(60)).expect("the script ends");
+    let status = wait_timeout(&mut journal.0, Duration::from_secs(60)).expect("the script ends");
     assert!(status.success(), "the journald script failed: {status}");
 
     let text = fs::read_to_string(&cat).unwrap();
@@ -297,26 +314,33 @@ fn rotate_under_agent(dir: &Path, append: bool, bursts: usize) -> (Vec<Workload>
         open.write(true);
     }
     let file = open.create(true).mode(0o640).open(&log).unwrap();
-    let mut agent = Command::new(AGENT)
+    let agent = Command::new(AGENT)
         .args(unit_args())
         .stdout(file)
         .stderr(Stdio::piped())
         .spawn()
         .expect("nsipc-agent");
-    if let Err(why) = wait_for_lines(&mut agent, &log, "agent.ready", 1, |e| {
+    let mut agent = KillOnDrop(agent, libc::SIGKILL);
+    if let Err(why) = wait_for_lines(&mut agent.0, &log, "agent.ready", 1, |e| {
         e["event"] == "agent.ready"
     }) {
-        let _ = agent.kill();
-        let out = agent.wait_with_output().unwrap();
-        panic!("{why}: {}", String::from_utf8_lossy(&out.stderr));
+        let _ = agent.0.kill();
+        let _ = agent.0.wait();
+        let mut stderr = String::new();
+        let _ = agent.0.stderr.take().unwrap().read_to_string(&mut stderr);
+        panic!("{why}: {stderr}");
     }
     let mut workloads = Vec::new();
     for _ in 0..bursts {
         let workload = queue_workload(300, 100, Duration::from_millis(5));
         // The burst's last event is in the file before the rotation.
-        wait_for_lines(&mut agent, &log, "the burst's ends", workload.queues, |e| {
-            e["event"] == "msg.destroy" && workload.made(e)
-        })
+        wait_for_lines(
+            &mut agent.0,
+            &log,
+            "the burst's ends",
+            workload.queues,
+            |e| e["event"] == "msg.destroy" && workload.made(e),
+        )
         .unwrap();
         workloads.push(workload);
         let status = Command::new("logrotate")
@@ -331,10 +355,12 @@ fn rotate_under_agent(dir: &Path, append: bool, bursts: usize) -> (Vec<Workload>
     let last = queue_workload(300, 100, Duration::from_millis(5));
     workloads.push(last);
     std::thread::sleep(Duration::from_secs(1));
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let status = wait_timeout(&mut agent, Duration::from_secs(30)).expect("the agent stops");
+    // SAFETY: the pid is our unreaped child's.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    let status = wait_timeout(&mut agent.0, Duration::from_secs(30)).expect("the agent stops");
     let mut stderr = String::new();
     agent
+        .0
         .stderr
         .take()
         .unwrap()
