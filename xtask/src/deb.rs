@@ -18,6 +18,13 @@ const PACKAGE: &str = "nsipc-agent";
 const UNIT_PATH: &str = "lib/systemd/system/nsipc-agent.service";
 const BINARY_PATH: &str = "usr/bin/nsipc-agent";
 const DOC_DIR: &str = "usr/share/doc/nsipc-agent";
+/// packaging/examples/, installed in DOC_DIR/examples.
+const EXAMPLES: &[&str] = &[
+    "journal.conf",
+    "file-output.conf",
+    "nsipc-agent.tmpfiles.conf",
+    "nsipc-agent.logrotate",
+];
 
 /// Builds target/debian/nsipc-agent_<version>_<arch>.deb from the release build (which the
 /// caller made) and checks it; returns its path.
@@ -40,9 +47,17 @@ pub fn build_and_check() -> Result<PathBuf> {
         &stage.join(UNIT_PATH),
         0o644,
     )?;
-    for doc in ["README.md", "docs/events.md"] {
+    for doc in ["README.md", "docs/events.md", "docs/shipping.md"] {
         let name = Path::new(doc).file_name().expect("a file");
         install(&root.join(doc), &stage.join(DOC_DIR).join(name), 0o644)?;
+    }
+    // The shipping recipe's drop-ins and configs (docs/shipping.md), as Debian ships examples.
+    for example in EXAMPLES {
+        install(
+            &root.join("packaging/examples").join(example),
+            &stage.join(DOC_DIR).join("examples").join(example),
+            0o644,
+        )?;
     }
     write(&stage.join(DOC_DIR).join("copyright"), COPYRIGHT, 0o644)?;
     let control = format!(
@@ -106,14 +121,19 @@ fn check(deb: &Path, version: &str) -> Result<()> {
         deb.display()
     );
     let contents = command_output(Command::new("dpkg-deb").arg("--contents").arg(deb))?;
-    for (path, mode) in [
-        (BINARY_PATH, "-rwxr-xr-x root/root"),
-        (UNIT_PATH, "-rw-r--r-- root/root"),
-        (
-            "usr/share/doc/nsipc-agent/copyright",
+    let mut files = vec![
+        (BINARY_PATH.to_owned(), "-rwxr-xr-x root/root"),
+        (UNIT_PATH.to_owned(), "-rw-r--r-- root/root"),
+        (format!("{DOC_DIR}/copyright"), "-rw-r--r-- root/root"),
+        (format!("{DOC_DIR}/shipping.md"), "-rw-r--r-- root/root"),
+    ];
+    for example in EXAMPLES {
+        files.push((
+            format!("{DOC_DIR}/examples/{example}"),
             "-rw-r--r-- root/root",
-        ),
-    ] {
+        ));
+    }
+    for (path, mode) in files {
         ensure!(
             contents
                 .lines()

@@ -1,10 +1,12 @@
-//! Project tasks: `cargo xtask setup | build | trace | test | lint | vm-test | bench`.
+//! Project tasks: `cargo xtask setup | build | trace | test | deb | image | manifest | lint |
+//! vm-test | bench`.
 //!
 //! Every task that needs the eBPF toolchain runs `setup` first; setup checks before it installs,
 //! so it is quick when everything is there.
 
 mod bench;
 mod deb;
+mod manifest;
 mod setup;
 mod vm;
 
@@ -37,7 +39,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up and run every test: unit tests and the privileged tests against the running
-    /// kernel (needs root), formatting and clippy on both sides, and the .deb's checks.
+    /// kernel (needs root), formatting and clippy on both sides, the .deb's checks and the
+    /// DaemonSet manifest's.
     Test,
     /// Build target/debian/nsipc-agent_<version>_<arch>.deb (the agent, its systemd unit, the
     /// docs) and check it.
@@ -45,6 +48,10 @@ enum Task {
     /// Build the container image the DaemonSet runs (packaging/daemonset.yaml):
     /// nsipc-agent:<version>, with `docker import` (needs root; starts dockerd if needed).
     Image,
+    /// Validate packaging/daemonset.yaml against the Kubernetes schemas (strict, offline) of
+    /// several Kubernetes releases with kubernetes-validate (installed into a venv under
+    /// ~/.cache/nsipc-agent/), and check that a misspelt field is refused.
+    Manifest,
     /// cargo fmt --check and clippy (userspace and eBPF).
     Lint,
     /// Run the privileged tests on the host's kernel and, under qemu, on Debian's newest 6.1
@@ -124,7 +131,8 @@ fn main() -> Result<()> {
             ]))?;
             lint()?;
             // The tests built the release agent the package carries.
-            deb::build_and_check().map(drop)
+            deb::build_and_check()?;
+            manifest::check()
         }
         Task::Deb => {
             setup::ensure()?;
@@ -141,6 +149,11 @@ fn main() -> Result<()> {
             run(Command::new(root.join("packaging/image.sh"))
                 .arg(root.join("target/release/nsipc-agent"))
                 .arg(format!("nsipc-agent:{}", env!("CARGO_PKG_VERSION"))))
+        }
+        Task::Manifest => {
+            // Only Python is needed, not the eBPF toolchain.
+            setup::ensure_debian_packages(&["python3-venv"])?;
+            manifest::check()
         }
         Task::Lint => {
             setup::ensure()?;

@@ -18,6 +18,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "stress-ng",
     // The cleanup tests list the kernel's BPF programs, links and maps with it.
     "bpftool",
+    // `cargo xtask manifest` installs kubernetes-validate into a venv of Debian's python3.
+    "python3-venv",
+    // The shipping recipe's test (docs/shipping.md) rotates the agent's file with it, and
+    // reads the stream back from a private journald with journalctl (package systemd).
+    "logrotate",
+    "systemd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
