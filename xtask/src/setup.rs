@@ -18,6 +18,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "stress-ng",
     // The cleanup tests list the kernel's BPF programs, links and maps with it.
     "bpftool",
+    // The metrics test scrapes the agent with the real Prometheus and queries its HTTP API.
+    "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
