@@ -48,6 +48,9 @@ pub enum AgentEvent<'a> {
         /// The cgroup hierarchy tasks are attributed to containers by (`memory`, `unified`…);
         /// null when none is (no `container` fields then).
         cgroup_hierarchy: Option<&'a str>,
+        /// Where `/metrics` is served (`--metrics-addr`); absent when it is not.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metrics_addr: Option<String>,
     },
     /// Records the probes could not write because the ring buffer was full.
     #[serde(rename = "agent.lost")]

@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -48,7 +48,10 @@ pub enum Command {
         sudo nsipc-agent trace | jq -c 'select(.host_ipc) | {event, container: .container.name}'\n  \
         sudo nsipc-agent trace | jq -c 'select(.event | startswith(\"ipc_ns.\"))'\n  \
         sudo nsipc-agent trace --ring-buffer-size 64M > events.jsonl\n  \
-        sudo nsipc-agent trace --backend kprobe | jq -c 'select(.event == \"agent.ready\") | .hooks'")]
+        sudo nsipc-agent trace --backend kprobe | jq -c 'select(.event == \"agent.ready\") | .hooks'\n  \
+        sudo nsipc-agent trace --metrics-addr 127.0.0.1:9464 > events.jsonl   # and Prometheus metrics\n  \
+        sudo nsipc-agent trace --output none --metrics-addr 127.0.0.1:9464   # metrics only, no stream\n  \
+        curl -s http://127.0.0.1:9464/metrics | grep '^nsipc_ipc_objects'")]
     Trace(TraceArgs),
 
     /// Print every live IPC namespace and the SysV IPC objects inside it as JSON Lines, then
@@ -114,8 +117,27 @@ impl Backend {
     }
 }
 
+/// What `trace` writes on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// JSON Lines: one object per event.
+    Json,
+    /// Nothing: for hosts that want only the metrics (needs --metrics-addr).
+    None,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
+    /// What to write on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    pub output: OutputFormat,
+
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (off by default; 127.0.0.1:9464 keeps
+    /// them on this host): live namespaces and objects, shm bytes, lines by kind, losses, the
+    /// agent's CPU and memory. Documented in docs/events.md.
+    #[arg(long, value_name = "IP:PORT", required_if_eq("output", "none"))]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Which kind of kernel probes to use.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
@@ -304,6 +326,32 @@ mod tests {
         };
         assert_eq!(args.backend, Backend::Auto);
         assert_eq!(args.ring_buffer_size, 8 << 20);
+    }
+
+    #[test]
+    fn metrics_and_output() {
+        let trace = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["nsipc-agent", "trace"].iter().chain(args))?;
+            let Command::Trace(args) = cli.command else {
+                panic!("not trace");
+            };
+            Ok::<_, clap::Error>(args)
+        };
+        let args = trace(&[]).unwrap();
+        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(args.metrics_addr, None);
+        let args = trace(&["--metrics-addr", "127.0.0.1:9464"]).unwrap();
+        assert_eq!(args.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        let args = trace(&["--output", "none", "--metrics-addr", "[::1]:9464"]).unwrap();
+        assert_eq!(args.output, OutputFormat::None);
+        // No stream and no metrics would be nothing at all: a usage error.
+        let err = trace(&["--output", "none"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--metrics-addr"), "{err}");
+        for bad in ["9464", "localhost:9464", "127.0.0.1", "1.2.3.4:99999"] {
+            assert!(trace(&["--metrics-addr", bad]).is_err(), "{bad}");
+        }
+        assert!(trace(&["--output", "yaml"]).is_err());
     }
 
     #[test]

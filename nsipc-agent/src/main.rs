@@ -16,6 +16,7 @@ mod json;
 mod kernel;
 mod kfree_check;
 mod lifecycle;
+mod metrics;
 mod names;
 mod probes;
 #[cfg(test)]
@@ -55,6 +56,8 @@ fn main() -> ExitCode {
                     raw: args.raw,
                     cmdline: !args.no_cmdline,
                     backend: args.backend.wanted(),
+                    output: args.output,
+                    metrics_addr: args.metrics_addr,
                 })
                 .await
             }

@@ -375,6 +375,7 @@ proptest! {
         let clock = WallClock::now();
         let attribution = two_containers();
         let mut engine = Engine::new(2);
+        engine.keep_shm_sizes();
         let mut derived = Vec::new();
         for record in &records {
             let mut event = decode(&bytes_of(record)).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -406,6 +407,7 @@ proptest! {
     ) {
         let ns = NsRef { id: 42, inum: 4026532177, life: 0 };
         let mut engine = Engine::new(2);
+        engine.keep_shm_sizes();
         let mut out = Vec::new();
         let task = |pid| crate::decode::Task {
             pid, tid: pid, ppid: 1, uid: 0, euid: 0, comm: [b'x'; COMM_LEN], cgroup: 0,
@@ -466,6 +468,7 @@ proptest! {
         let host = NsRef { id: 1, inum: HOST_IPC_NS_INUM, life: 0 };
         let ns = NsRef { id: 42, inum: 4026532177, life: 0 };
         let mut engine = Engine::new(2);
+        engine.keep_shm_sizes();
         let mut out = Vec::new();
         let task = |pid| crate::decode::Task {
             pid, tid: pid, ppid: 1, uid: 0, euid: 0, comm: [b'x'; COMM_LEN], cgroup: 0,
@@ -506,6 +509,7 @@ proptest! {
     #[test]
     fn the_engine_state_follows_its_stream(records in vec(small_world_records(), 1..150)) {
         let mut engine = Engine::new(2);
+        engine.keep_shm_sizes();
         let mut derived = Vec::new();
         let mut reported = std::collections::BTreeSet::new();
         for record in &records {

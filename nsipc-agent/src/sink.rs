@@ -20,6 +20,8 @@ const BUFFER_BYTES: usize = 64 * 1024;
 pub struct JsonLines<W: Write> {
     buf: Vec<u8>,
     out: W,
+    /// `--output none`: lines are counted by the caller but neither made nor written.
+    discard: bool,
 }
 
 fn reader_gone(err: &io::Error) -> bool {
@@ -31,11 +33,21 @@ impl<W: Write> JsonLines<W> {
         Self {
             buf: Vec::with_capacity(BUFFER_BYTES),
             out,
+            discard: false,
         }
+    }
+
+    /// From now on, writes nothing (`--output none`): `out` is never written to again.
+    pub fn discard(&mut self) {
+        self.buf = Vec::new();
+        self.discard = true;
     }
 
     /// Appends one line. I/O errors other than a closed pipe are real errors.
     pub fn write<T: Serialize>(&mut self, value: &T) -> io::Result<SinkState> {
+        if self.discard {
+            return Ok(SinkState::Open);
+        }
         let start = self.buf.len();
         if let Err(err) = serde_json::to_writer(&mut self.buf, value) {
             // Nothing half-written goes out.
@@ -47,6 +59,9 @@ impl<W: Write> JsonLines<W> {
 
     /// Appends one line that `write` puts into the buffer (an object, no newline).
     pub fn write_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> io::Result<SinkState> {
+        if self.discard {
+            return Ok(SinkState::Open);
+        }
         write(&mut self.buf);
         self.end_line()
     }
@@ -65,6 +80,9 @@ impl<W: Write> JsonLines<W> {
     }
 
     pub fn flush(&mut self) -> io::Result<SinkState> {
+        if self.discard {
+            return Ok(SinkState::Open);
+        }
         let result = self
             .out
             .write_all(&self.buf)
@@ -128,6 +146,17 @@ mod tests {
             lines,
             [r#"{"event":"a","s":"q\"\n\u0001"}"#, r#"{"event":"b"}"#]
         );
+    }
+
+    #[test]
+    fn a_discarding_sink_writes_nothing() {
+        let mut sink = JsonLines::new(ClosedPipe);
+        sink.discard();
+        assert_eq!(sink.write(&json!({"event": "a"})).unwrap(), SinkState::Open);
+        let mut called = false;
+        sink.write_with(|_| called = true).unwrap();
+        assert!(!called, "no line is made");
+        assert_eq!(sink.flush().unwrap(), SinkState::Open);
     }
 
     #[test]

@@ -24,6 +24,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // reads the stream back from a private journald with journalctl (package systemd).
     "logrotate",
     "systemd",
+    // The metrics test scrapes the agent with the real Prometheus and queries its HTTP API.
+    "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -138,6 +138,10 @@ impl Inventory {
                 object: o.object(),
                 id: o.perm.id,
                 key: o.perm.key,
+                size: match o.detail {
+                    ObjectDetail::Shm { size, .. } => size,
+                    ObjectDetail::Msg { .. } | ObjectDetail::Sem { .. } => 0,
+                },
             })
             .collect();
         (namespaces, objects)

@@ -84,6 +84,10 @@ pub struct Engine {
     dead: Vec<(ObjectId, ObjectState)>,
     /// Live objects, all namespaces together.
     objects_live: usize,
+    /// (inum, id) → size in bytes of each live shm segment, for the metrics' gauges: kept
+    /// apart from the objects' packed state, only for segments, and only when asked
+    /// ([`Self::keep_shm_sizes`]): without metrics the engine's memory stays as it was.
+    shm_sizes: Option<Map<(u32, i32), u64>>,
     /// Emptied object maps of dead namespaces, for new ones: namespaces come and go without
     /// allocating (up to [`SPARE_MAPS`] small ones are kept).
     spare_maps: Vec<ObjectMap>,
@@ -121,6 +125,18 @@ pub struct Engine {
     records_lost: bool,
 }
 
+/// One live namespace as the metrics show it ([`Engine::namespace_gauges`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceGauge {
+    pub inum: u32,
+    pub objects: ObjectCounts,
+    /// Bytes of its live shm segments, as their creators asked (`/proc/sysvipc/shm`'s `size`);
+    /// 0 unless the engine keeps sizes ([`Engine::keep_shm_sizes`]).
+    pub shm_bytes: u64,
+    /// The container it belongs to, [`ContainerRef::NONE`] for none.
+    pub container: ContainerRef,
+}
+
 /// A removal of an object not known yet.
 #[derive(Clone, Copy, Debug)]
 struct EarlyRemoval {
@@ -147,6 +163,7 @@ impl Engine {
             torn_down: Map::default(),
             dead: Vec::new(),
             objects_live: 0,
+            shm_sizes: None,
             spare_maps: Vec::with_capacity(SPARE_MAPS),
             members: Map::default(),
             host_ipc: HashSet::new(),
@@ -164,6 +181,45 @@ impl Engine {
     /// How many namespaces and objects the engine holds, together: what its memory follows.
     pub fn population(&self) -> usize {
         self.namespaces.len() + self.objects_live
+    }
+
+    /// Keeps each live segment's size from now on (call it before the first event), for
+    /// [`Self::namespace_gauges`]' `shm_bytes`.
+    pub fn keep_shm_sizes(&mut self) {
+        self.shm_sizes.get_or_insert_with(Map::default);
+    }
+
+    /// Each live namespace's objects and shm bytes (0 unless [`Self::keep_shm_sizes`]), and the container it belongs to (the first
+    /// seen living there, its creator's): the metrics' gauges, made when scraped. Costs a look
+    /// at every live object.
+    pub fn namespace_gauges(&self, out: &mut Vec<NamespaceGauge>) {
+        out.clear();
+        out.extend(self.namespaces.iter().map(|(&inum, ns)| {
+            let mut objects = ObjectCounts::default();
+            let mut shm_bytes = 0u64;
+            for &(object, id) in ns.objects.keys() {
+                objects.add(object, 1);
+                if object == IpcObject::Shm {
+                    let size = self
+                        .shm_sizes
+                        .as_ref()
+                        .and_then(|sizes| sizes.get(&(inum, id)).copied())
+                        .unwrap_or(0);
+                    shm_bytes = shm_bytes.saturating_add(size);
+                }
+            }
+            NamespaceGauge {
+                inum,
+                objects,
+                shm_bytes,
+                container: self
+                    .members
+                    .get(&inum)
+                    .and_then(|members| members.first().copied())
+                    .unwrap_or(ContainerRef::NONE),
+            }
+        }));
+        out.sort_unstable_by_key(|gauge| gauge.inum);
     }
 
     /// Live namespaces and objects.
@@ -218,7 +274,8 @@ impl Engine {
                     id: id as i32,
                 };
                 // A get of an object already known opens it; only a new one was created.
-                if self.insert_object(obj_key, key, Some(ts), task.pid) {
+                let size = if object == IpcObject::Shm { size } else { 0 };
+                if self.insert_object(obj_key, key, size, Some(ts), task.pid) {
                     if ns.inum == HOST_IPC_NS_INUM && task.container.is_some() {
                         self.made_in_host.insert(obj_key, task.container);
                     }
@@ -528,6 +585,30 @@ impl Engine {
                 "{} live objects counted, {objects} held",
                 self.objects_live
             ));
+        }
+        let mut segments: Vec<(u32, i32)> = self
+            .namespaces
+            .iter()
+            .flat_map(|(&inum, ns)| {
+                ns.objects
+                    .keys()
+                    .filter(|(object, _)| *object == IpcObject::Shm)
+                    .map(move |&(_, id)| (inum, id))
+            })
+            .collect();
+        let mut sized: Vec<(u32, i32)> = self
+            .shm_sizes
+            .iter()
+            .flat_map(|sizes| sizes.keys().copied())
+            .collect();
+        segments.sort_unstable();
+        sized.sort_unstable();
+        // Without sizes kept, none is.
+        if self.shm_sizes.is_none() {
+            segments.clear();
+        }
+        if segments != sized {
+            return Err(format!("sizes of segments {sized:?}, live {segments:?}"));
         }
         if let Some(inum) = self
             .torn_down

@@ -22,11 +22,12 @@ impl Engine {
     }
 
     /// Records a new object of a namespace the engine knows, made by process `creator` (0:
-    /// not seen); returns false if it was known.
+    /// not seen), of `size` bytes for a segment; returns false if it was known.
     pub(super) fn insert_object(
         &mut self,
         key: ObjectKey,
         ipc_key: i32,
+        size: u64,
         created_ns: Option<u64>,
         creator: u32,
     ) -> bool {
@@ -39,6 +40,11 @@ impl Engine {
             Entry::Vacant(vacant) => vacant.insert(ObjectState::new(ipc_key, created_ns, creator)),
         };
         self.objects_live += 1;
+        if key.object == IpcObject::Shm
+            && let Some(sizes) = &mut self.shm_sizes
+        {
+            sizes.insert((key.ns, key.id), size);
+        }
         self.count_creation(creator);
         self.index_key(key.object, ipc_key, key.ns);
         true
@@ -151,6 +157,9 @@ impl Engine {
             self.unindex_key(key.object, state.key, key.ns);
         }
         if key.object == IpcObject::Shm {
+            if let Some(sizes) = &mut self.shm_sizes {
+                sizes.remove(&(key.ns, key.id));
+            }
             self.attachments.retain(|_, attached| *attached != key);
         }
         out.push(Lifecycle::ObjectDestroy {

@@ -30,6 +30,8 @@ pub struct ExistingObject {
     pub object: IpcObject,
     pub id: i32,
     pub key: i32,
+    /// A segment's size in bytes (0 for queues and semaphore sets): for the metrics.
+    pub size: u64,
 }
 
 /// What a resynchronisation changed.
@@ -174,7 +176,7 @@ impl Engine {
                 ts,
                 out,
             );
-            self.insert_object(key, existing.key, None, 0);
+            self.insert_object(key, existing.key, existing.size, None, 0);
             out.push(Lifecycle::ObjectExists {
                 ts,
                 ns,

@@ -156,6 +156,9 @@ impl Engine {
         shrink(&mut self.keys);
         shrink(&mut self.namespaces);
         shrink(&mut self.attachments);
+        if let Some(sizes) = &mut self.shm_sizes {
+            shrink(sizes);
+        }
         let removed = &mut self.removed_segments;
         if let Some(capacity) = shrunk_capacity(removed.len(), removed.capacity()) {
             removed.shrink_to(capacity);

@@ -13,6 +13,7 @@ use crate::{
 };
 
 mod containers;
+mod gauges;
 mod json;
 mod keys;
 mod memory;
@@ -103,6 +104,8 @@ impl Harness {
     /// An engine started as `trace` starts one: with the host's namespace inventoried.
     fn new() -> Self {
         let mut engine = Engine::new(AGENT_PID);
+        // As `trace --metrics-addr` has it: every test checks the sizes kept too.
+        engine.keep_shm_sizes();
         engine.observe_existing(
             0,
             &[ExistingNamespace {
@@ -264,6 +267,7 @@ fn listed(ns: u32, object: IpcObject, id: i32, key: i32) -> ExistingObject {
         object,
         id,
         key,
+        size: 0,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The counts the stream keeps of itself and the lines that report them: records lost
 //! (`agent.lost`), probe runs the kernel skipped (`agent.missed`), and the totals in
-//! `agent.stop`. Both losses ask for a resynchronisation ([`super::resync`]).
+//! `agent.stop`. Both losses ask for a resynchronisation ([`super::resync`]). The same counts,
+//! with lines by kind and the engine's gauges, are what `/metrics` shows ([`crate::metrics`]).
 
 use std::{collections::BTreeMap, io::Write};
 
@@ -8,15 +9,28 @@ use anyhow::Result;
 
 use super::Stream;
 use crate::{
-    agent_events::AgentEvent,
+    agent_events::{AgentEvent, ResyncCause},
+    inventory::Inventory,
+    metrics::{LineKind, NamespaceMetrics, Snapshot},
     probes::Probes,
     render::{Rfc3339, kind_name},
     sink::SinkState,
 };
 
-/// Counts reported in `agent.stop`.
-#[derive(Default)]
+/// The `after` of `agent.resync`, in [`Counters::resyncs`] order.
+const RESYNC_CAUSES: [(ResyncCause, &str); 3] = [
+    (ResyncCause::Lost, "lost"),
+    (ResyncCause::KfreeSkipped, "kfree_skipped"),
+    (ResyncCause::KfreeUnverified, "kfree_unverified"),
+];
+
+/// Counts reported in `agent.stop` and `/metrics`.
 pub(super) struct Counters {
+    /// Lines written, by [`LineKind`]: one increment per line, the metrics' only cost on the
+    /// hot path.
+    pub(super) lines: [u64; LineKind::COUNT],
+    /// `agent.resync` lines by cause ([`RESYNC_CAUSES`]).
+    pub(super) resyncs: [u64; RESYNC_CAUSES.len()],
     pub(super) events: u64,
     pub(super) lost_reported: u64,
     /// `lost_reported` per slot of the probes' `LOST` map (per record kind).
@@ -29,6 +43,43 @@ pub(super) struct Counters {
     pub(super) kfree_skipped_seen: u64,
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            lines: [0; LineKind::COUNT],
+            resyncs: [0; RESYNC_CAUSES.len()],
+            events: 0,
+            lost_reported: 0,
+            lost_reported_per_slot: Vec::new(),
+            missed_reported: 0,
+            decode_errors: 0,
+            late_destroys: 0,
+            kfree_skipped_seen: 0,
+        }
+    }
+}
+
+impl Counters {
+    /// Counts one line of `kind`.
+    #[inline]
+    pub(super) fn line(&mut self, kind: LineKind) {
+        self.lines[kind.index()] += 1;
+    }
+
+    /// Counts the startup inventory's lines (`snapshot::write_lines`).
+    pub(super) fn inventory_lines(&mut self, inventory: &Inventory) {
+        self.lines[LineKind::NS_EXISTS.index()] += inventory.namespaces.len() as u64;
+        for object in &inventory.objects {
+            self.line(LineKind::object_exists(object.object()));
+        }
+    }
+
+    pub(super) fn resync(&mut self, after: ResyncCause) {
+        if let Some(at) = RESYNC_CAUSES.iter().position(|(cause, _)| *cause == after) {
+            self.resyncs[at] += 1;
+        }
+    }
+}
 impl<W: Write> Stream<W> {
     /// Reports records lost since the last report (`agent.lost`). The engine's state may be
     /// wrong after them: [`Self::resync_if_due`] makes it right again.
@@ -88,7 +139,48 @@ impl<W: Write> Stream<W> {
         }
         self.resync_pending = true;
         let event = event(self.now(), total - reported, total);
-        Ok(self.sink.write(&event)?)
+        self.write_agent(&event)
+    }
+
+    /// What `/metrics` shows now: the counters, and the engine's gauges with each
+    /// namespace's container.
+    pub(crate) fn metrics_snapshot(&self) -> Snapshot {
+        let counters = &self.counters;
+        let mut gauges = Vec::new();
+        self.engine.namespace_gauges(&mut gauges);
+        let namespaces = gauges
+            .iter()
+            .map(|gauge| NamespaceMetrics {
+                inum: gauge.inum,
+                objects: gauge.objects,
+                shm_bytes: gauge.shm_bytes,
+                container: self
+                    .attribution
+                    .get(gauge.container)
+                    .map(|known| (known.container.id.clone(), known.container.name.clone())),
+            })
+            .collect();
+        // Every record kind, from 0, as `agent.lost` names them.
+        let mut lost: BTreeMap<&'static str, u64> = (1..nsipc_common::LOST_SLOTS)
+            .map(|slot| (kind_name(slot), 0))
+            .collect();
+        for (slot, &count) in counters.lost_reported_per_slot.iter().enumerate() {
+            if count > 0 || slot != 0 {
+                *lost.entry(kind_name(slot as u32)).or_default() += count;
+            }
+        }
+        Snapshot {
+            namespaces,
+            lines: counters.lines.to_vec(),
+            lost: lost.into_iter().collect(),
+            decode_errors: counters.decode_errors,
+            resyncs: RESYNC_CAUSES
+                .iter()
+                .zip(counters.resyncs)
+                .map(|(&(_, after), count)| (after, count))
+                .collect(),
+            missed: counters.missed_reported,
+        }
     }
 
     /// Writes `agent.stop` with the stream's totals: `reason` is the signal that ended it, and

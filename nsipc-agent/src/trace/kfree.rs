@@ -66,6 +66,6 @@ impl<W: Write> Stream<W> {
             ms: outcome.elapsed.as_millis() as u64,
             error,
         };
-        Ok(self.sink.write(&event)?)
+        self.write_agent(&event)
     }
 }

@@ -12,6 +12,7 @@ mod stream;
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -28,10 +29,12 @@ pub(crate) use self::stream::Stream;
 use crate::{
     agent_events::AgentEvent,
     attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
+    cli::OutputFormat,
     containers::MetadataRoots,
     filter::FilterSpec,
     inventory, kernel,
     lifecycle::Lifecycle,
+    metrics::Metrics,
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
     render::clock_ns,
     sink::{SinkState, stdout_reader_gone},
@@ -59,6 +62,10 @@ pub struct TraceOptions {
     pub backend: Option<Backend>,
     /// Which lines to write.
     pub filter: FilterSpec,
+    /// Json, or no stream at all (metrics only).
+    pub output: OutputFormat,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Why the stream ended.
@@ -74,6 +81,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     kernel::check_privileges()?;
+    // Bound before anything loads: an address in use fails the start, not a stream later.
+    let metrics = options.metrics_addr.map(Metrics::serve).transpose()?;
     let btf = kernel::load_btf(&options.btf_path)?;
     let hierarchy = CgroupHierarchy::of_this_host();
     let offsets = kernel::kernel_offsets(&btf, hierarchy.as_ref())
@@ -110,6 +119,13 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw)
         .attributing(attribution)
         .filtering(options.filter);
+    if metrics.is_some() {
+        stream.engine.keep_shm_sizes();
+    }
+    let writes_stdout = options.output != OutputFormat::None;
+    if !writes_stdout {
+        stream = stream.discarding();
+    }
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();
@@ -135,6 +151,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     snapshot::write_lines(&inventory, &mut stream.sink, &|inum| {
         generations.get(&inum).copied()
     })?;
+    stream.counters.inventory_lines(&inventory);
 
     let release = kernel::release();
     let ready = AgentEvent::Ready {
@@ -159,6 +176,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         inventory_objects: objects.len(),
         inventory_ms,
         cgroup_hierarchy: cgroup_hierarchy.as_deref(),
+        metrics_addr: metrics.as_ref().map(|metrics| metrics.addr.to_string()),
     };
     stream.write_agent(&ready)?;
     stream.start_kfree_check();
@@ -188,9 +206,12 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                     || stream.report_missed(&probes)? == SinkState::ReaderGone
                     || stream.resync_if_due(ring.get_mut())? == SinkState::ReaderGone
                     || stream.check_late_frees(ring.get_mut())? == SinkState::ReaderGone
-                    || stdout_reader_gone()
+                    || (writes_stdout && stdout_reader_gone())
                 {
                     break Ending::ReaderGone;
+                }
+                if let Some(metrics) = &metrics {
+                    metrics.answer(|| stream.metrics_snapshot());
                 }
                 stream.release_memory_after_deaths();
             }

@@ -112,8 +112,9 @@ impl<W: Write> Stream<W> {
             &racing,
             &mut self.derived,
         );
+        self.counters.resync(after);
         if self.write_derived()? == SinkState::ReaderGone
-            || self.sink.write(&AgentEvent::Resync {
+            || self.write_agent(&AgentEvent::Resync {
                 time: self.now(),
                 after,
                 namespaces_gone: counts.namespaces_gone,

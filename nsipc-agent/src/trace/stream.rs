@@ -20,6 +20,7 @@ use crate::{
     kernel,
     kfree_check::KfreeCheck,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
+    metrics::LineKind,
     render::{KernelEventJson, Rfc3339, WallClock},
     sink::{JsonLines, SinkState},
 };
@@ -31,7 +32,7 @@ pub(crate) struct Stream<W: Write> {
     pub(super) counters: Counters,
     pub(super) engine: Engine,
     /// Which container each task is in.
-    attribution: Attribution,
+    pub(super) attribution: Attribution,
     /// Which event lines are written (None: all).
     filter: Option<Filter>,
     raw: bool,
@@ -92,6 +93,12 @@ impl<W: Write> Stream<W> {
     /// Attributes tasks to containers with `attribution` (without it, none is in one).
     pub(crate) fn attributing(mut self, attribution: Attribution) -> Self {
         self.attribution = attribution;
+        self
+    }
+
+    /// Writes no line (`--output none`): they are still counted, for the metrics.
+    pub(crate) fn discarding(mut self) -> Self {
+        self.sink.discard();
         self
     }
 
@@ -179,7 +186,7 @@ impl<W: Write> Stream<W> {
             error: error.to_string(),
             total,
         };
-        Ok(self.sink.write(&event)?)
+        self.write_agent(&event)
     }
 
     /// Decodes and writes everything waiting in the ring buffer.
@@ -199,13 +206,16 @@ impl<W: Write> Stream<W> {
                 .filter
                 .as_mut()
                 .is_none_or(|filter| filter.raw(event, &self.attribution))
-            && self.sink.write(&KernelEventJson {
+        {
+            self.counters.line(LineKind::of_kernel(&event.body));
+            if self.sink.write(&KernelEventJson {
                 event,
                 clock: &self.clock,
                 attribution: &self.attribution,
             })? == SinkState::ReaderGone
-        {
-            return Ok(SinkState::ReaderGone);
+            {
+                return Ok(SinkState::ReaderGone);
+            }
         }
         self.derived.clear();
         self.engine.apply(event, &mut self.derived);
@@ -231,6 +241,7 @@ impl<W: Write> Stream<W> {
             {
                 continue;
             }
+            self.counters.line(LineKind::of_lifecycle(lifecycle));
             let json = LifecycleJson {
                 event: lifecycle,
                 clock: &self.clock,
@@ -244,6 +255,7 @@ impl<W: Write> Stream<W> {
     }
 
     pub(super) fn write_agent(&mut self, event: &AgentEvent<'_>) -> Result<SinkState> {
+        self.counters.line(LineKind::of_agent(event));
         Ok(self.sink.write(event)?)
     }
 }

@@ -15,6 +15,7 @@ fn inventory_then_replayed_events_give_no_duplicates_or_ghosts() {
             object: IpcObject::Msg,
             id: 0,
             key: 7,
+            size: 0,
         }],
         &mut out,
     );
