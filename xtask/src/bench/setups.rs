@@ -36,17 +36,20 @@ pub enum Setup {
     AgentNull,
     /// `nsipc-agent trace | xtask bench-reader`.
     AgentPipe,
+    /// `nsipc-agent trace --metrics-addr 127.0.0.1:PORT > /dev/null`, scraped every second.
+    AgentMetrics,
     /// `bpftrace -e nsipc.bt > /dev/null`.
     Bpftrace,
 }
 
 impl Setup {
     /// In the order of the report (and of the first round).
-    pub const ALL: [Setup; 5] = [
+    pub const ALL: [Setup; 6] = [
         Setup::Bare,
         Setup::Floor,
         Setup::AgentNull,
         Setup::AgentPipe,
+        Setup::AgentMetrics,
         Setup::Bpftrace,
     ];
 
@@ -56,6 +59,7 @@ impl Setup {
             Setup::Floor => "floor",
             Setup::AgentNull => "nsipc-agent > /dev/null",
             Setup::AgentPipe => "nsipc-agent | reader",
+            Setup::AgentMetrics => "nsipc-agent --metrics-addr > /dev/null",
             Setup::Bpftrace => "bpftrace > /dev/null",
         }
     }
@@ -124,6 +128,8 @@ pub struct Traced {
     pub reader_cpu_ns: Option<u64>,
     /// Filled when asked to profile.
     pub programs: Vec<ProgramStats>,
+    /// The metrics endpoint's scrapes that succeeded (metrics setup only).
+    pub scrapes: Option<u64>,
 }
 
 enum Reader {
@@ -145,6 +151,8 @@ pub struct Tracer {
     attach_seconds: f64,
     cpu_at_ready_ns: u64,
     prog_ids: Vec<u32>,
+    /// Scrapes the agent's metrics endpoint while it runs (metrics setup only).
+    scraper: Option<Scraper>,
     /// Each program's (runs, run time) once attached: a profile counts from there, so the
     /// tracer's own start-up (its inventory's frees, say) is not charged to the workload.
     stats_at_ready: BTreeMap<u32, (u64, u64)>,
@@ -190,22 +198,28 @@ impl Tracer {
         comm_prefix: &str,
     ) -> Result<Self> {
         let mut cmd;
+        let mut metrics = None;
         match setup {
             Setup::Bare => unreachable!("nothing to start"),
             Setup::Floor => {
                 cmd = Command::new(&tools.agent);
                 cmd.arg("bench-floor").stdout(Stdio::piped());
             }
-            Setup::AgentNull | Setup::AgentPipe => {
+            Setup::AgentNull | Setup::AgentPipe | Setup::AgentMetrics => {
                 cmd = Command::new(&tools.agent);
                 cmd.arg("trace");
+                if setup == Setup::AgentMetrics {
+                    metrics = Some(Scraper::address()?);
+                    cmd.arg("--metrics-addr")
+                        .arg(metrics.expect("set").to_string());
+                }
                 if let Some(size) = options.ring_buffer_size {
                     cmd.args(["--ring-buffer-size", size]);
                 }
                 if options.raw {
                     cmd.arg("--raw");
                 }
-                cmd.stdout(if setup == Setup::AgentNull {
+                cmd.stdout(if setup != Setup::AgentPipe {
                     Stdio::null()
                 } else {
                     Stdio::piped()
@@ -243,11 +257,13 @@ impl Tracer {
             attach_seconds: 0.0,
             cpu_at_ready_ns: 0,
             prog_ids: Vec::new(),
+            scraper: None,
             stats_at_ready: BTreeMap::new(),
             map_ids: Vec::new(),
         };
         tracer.wait_attached(tools)?;
         tracer.attach_seconds = spawned.elapsed().as_secs_f64();
+        tracer.scraper = metrics.map(Scraper::start);
         let pid = tracer.process.pid();
         tracer.cpu_at_ready_ns = kernel::cpu_ns(pid)?;
         let fds = kernel::bpf_fds(pid)?;
@@ -302,7 +318,7 @@ impl Tracer {
             }
             let attached = match self.setup {
                 // Every program through a bpf_link.
-                Setup::AgentNull | Setup::AgentPipe => {
+                Setup::AgentNull | Setup::AgentPipe | Setup::AgentMetrics => {
                     fds.links >= hooks && links_seen.1.elapsed() >= LINKS_SETTLED
                 }
                 // A perf event per tracepoint plus one output buffer per CPU.
@@ -365,7 +381,8 @@ impl Tracer {
         }
         let end_rss_kib = kernel::vm_rss_kib(pid)?;
         // The /dev/null stream cannot be read: its loss counter is read from the kernel.
-        let mut lost = if self.setup == Setup::AgentNull {
+        let scrapes = self.scraper.take().map(Scraper::stop).transpose()?;
+        let mut lost = if matches!(self.setup, Setup::AgentNull | Setup::AgentMetrics) {
             kernel::per_cpu_counter(&self.map_ids, "LOST")?
         } else {
             None
@@ -457,6 +474,74 @@ impl Tracer {
             workload_events,
             reader_cpu_ns,
             programs,
+            scrapes,
         })
     }
+}
+
+/// How often the metrics setup's endpoint is scraped: more often than Prometheus' default
+/// (every 15 s or minute), so that its cost shows.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A thread that GETs `/metrics` every [`SCRAPE_INTERVAL`], as Prometheus would.
+struct Scraper {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: thread::JoinHandle<Result<u64>>,
+}
+
+impl Scraper {
+    /// A free loopback port for the agent to listen on.
+    fn address() -> Result<std::net::SocketAddr> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .context("finding a free loopback port for the metrics endpoint")?;
+        Ok(listener.local_addr()?)
+    }
+
+    fn start(address: std::net::SocketAddr) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            // One at once, then every interval, and a last one when the workload is over: a
+            // run shorter than the interval is scraped too.
+            let mut scrapes = 0;
+            loop {
+                scrape(address)?;
+                scrapes += 1;
+                if stopped.recv_timeout(SCRAPE_INTERVAL).is_ok() {
+                    scrape(address)?;
+                    return Ok(scrapes + 1);
+                }
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops scraping; returns the scrapes made (each one a 200 with `nsipc_` metrics).
+    fn stop(self) -> Result<u64> {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the metrics scraper panicked"))?
+    }
+}
+
+fn scrape(address: std::net::SocketAddr) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        .with_context(|| format!("connecting to the agent's metrics endpoint {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .context("reading a metrics scrape")?;
+    if !response.starts_with("HTTP/1.") || !response.contains(" 200 ") {
+        bail!(
+            "the metrics endpoint answered {:?}",
+            response.lines().next()
+        );
+    }
+    if !response.contains("nsipc_events_total") {
+        bail!("a metrics scrape had no nsipc_events_total");
+    }
+    Ok(())
 }

@@ -108,6 +108,9 @@ impl Report<'_> {
              - **nsipc-agent | reader**: the same into a pipe read by another process \
              (`xtask bench-reader`, which counts lines, the workload's events by comm, and \
              `agent.lost`).\n\
+             - **nsipc-agent --metrics-addr > /dev/null**: the first, with its Prometheus \
+             endpoint on loopback scraped every second by the bench ({scrapes} scrapes in all, \
+             each a 200 with the agent's metrics): the endpoint's cost.\n\
              - **bpftrace > /dev/null**: `xtask/src/bench/nsipc.bt`, the same syscalls and \
              filters on {bpftrace_probes} probes (bpftrace reads a syscall's arguments at its \
              entry tracepoint and keeps them in a map until its exit; nsipc reads them at the \
@@ -129,6 +132,12 @@ impl Report<'_> {
              is ru_maxrss (= VmHWM, start-up included).\n",
             hooks = self.hooks,
             bpftrace_probes = self.bpftrace_probes,
+            scrapes = self
+                .results
+                .iter()
+                .flat_map(|r| r.runs.values().flatten())
+                .filter_map(|run| run.traced.as_ref()?.scrapes)
+                .sum::<u64>(),
         );
     }
 }

@@ -139,7 +139,7 @@ impl Report<'_> {
 
     /// The largest loss of the agent setups over all runs of `workload`.
     pub(super) fn agent_max_lost(&self, workload: usize) -> Option<u64> {
-        [Setup::AgentNull, Setup::AgentPipe]
+        [Setup::AgentNull, Setup::AgentPipe, Setup::AgentMetrics]
             .iter()
             .flat_map(|s| self.runs(workload, *s))
             .map(|r| r.traced.as_ref().and_then(|t| t.lost))

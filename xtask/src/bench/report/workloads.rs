@@ -19,7 +19,9 @@ use crate::bench::{
 fn events(setup: Setup, run: &Run) -> Option<u64> {
     let traced = run.traced.as_ref()?;
     match setup {
-        Setup::AgentNull => Some(run.measured.expected_events? - traced.lost?),
+        Setup::AgentNull | Setup::AgentMetrics => {
+            Some(run.measured.expected_events? - traced.lost?)
+        }
         _ => traced.events,
     }
 }
@@ -108,13 +110,16 @@ impl Report<'_> {
                 out,
                 "- {name}, agent overhead / floor overhead: {} (/dev/null) and {} (pipe) \
                  elapsed, {} (/dev/null) and {} (pipe) workload CPU. bpftrace overhead / agent \
-                 overhead: {} elapsed, {} workload CPU.",
+                 overhead: {} elapsed, {} workload CPU. Agent with metrics scraped / without: \
+                 {} elapsed, {} workload CPU.",
                 ratio(Metric::Elapsed, Setup::AgentNull, Setup::Floor),
                 ratio(Metric::Elapsed, Setup::AgentPipe, Setup::Floor),
                 ratio(Metric::Cpu, Setup::AgentNull, Setup::Floor),
                 ratio(Metric::Cpu, Setup::AgentPipe, Setup::Floor),
                 ratio(Metric::Elapsed, Setup::Bpftrace, Setup::AgentNull),
                 ratio(Metric::Cpu, Setup::Bpftrace, Setup::AgentNull),
+                ratio(Metric::Elapsed, Setup::AgentMetrics, Setup::AgentNull),
+                ratio(Metric::Cpu, Setup::AgentMetrics, Setup::AgentNull),
             );
         }
         if any_noise.get() {
