@@ -17,6 +17,7 @@ mod kernel;
 mod kfree_check;
 mod lifecycle;
 mod names;
+mod pretty;
 mod probes;
 #[cfg(test)]
 mod proptests;
@@ -38,6 +39,12 @@ static ALLOCATOR: alloc_count::CountingAllocator = alloc_count::CountingAllocato
 fn main() -> ExitCode {
     alloc_count::return_freed_memory_promptly();
     let cli = Cli::parse();
+    // Pretty on a terminal, JSON into a pipe or a file, unless asked: decided once, here.
+    let format = match &cli.command {
+        Command::Trace(args) => args.output.format_for_stdout(),
+        Command::Snapshot(output) => output.format_for_stdout(),
+        _ => sink::Format::Json,
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -55,12 +62,13 @@ fn main() -> ExitCode {
                     raw: args.raw,
                     cmdline: !args.no_cmdline,
                     backend: args.backend.wanted(),
+                    format,
                 })
                 .await
             }
             Command::Check(args) => check::run(&args.btf),
             // Blocking /proc reads and short-lived helper threads; nothing else runs meanwhile.
-            Command::Snapshot => snapshot::run(),
+            Command::Snapshot(_) => snapshot::run(format),
             Command::BenchFloor(args) => {
                 bench::floor(bench::FloorOptions {
                     btf_path: args.btf,
@@ -68,7 +76,7 @@ fn main() -> ExitCode {
                 })
                 .await
             }
-            Command::BenchJson(args) => bench::json_path(args.records),
+            Command::BenchJson(args) => bench::json_path(args.records, args.format()),
             Command::BenchMemory(args) => bench::engine_memory(args.namespaces, args.objects),
         }
     });

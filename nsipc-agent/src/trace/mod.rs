@@ -34,7 +34,7 @@ use crate::{
     lifecycle::Lifecycle,
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
     render::clock_ns,
-    sink::{SinkState, stdout_reader_gone},
+    sink::{Format, SinkState, stdout_reader_gone},
     snapshot,
     stop_watchdog::{self, WatchedStdout},
 };
@@ -59,6 +59,8 @@ pub struct TraceOptions {
     pub backend: Option<Backend>,
     /// Which lines to write.
     pub filter: FilterSpec,
+    /// How.
+    pub format: Format,
 }
 
 /// Why the stream ended.
@@ -109,7 +111,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     .with_cmdlines(options.cmdline);
     let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw)
         .attributing(attribution)
-        .filtering(options.filter);
+        .filtering(options.filter)
+        .formatting(options.format);
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();

@@ -21,7 +21,7 @@ use crate::{
     kfree_check::KfreeCheck,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     render::{KernelEventJson, Rfc3339, WallClock},
-    sink::{JsonLines, SinkState},
+    sink::{Format, JsonLines, SinkState},
 };
 
 /// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
@@ -92,6 +92,12 @@ impl<W: Write> Stream<W> {
     /// Attributes tasks to containers with `attribution` (without it, none is in one).
     pub(crate) fn attributing(mut self, attribution: Attribution) -> Self {
         self.attribution = attribution;
+        self
+    }
+
+    /// Writes the lines in `format` (JSON unless told).
+    pub(crate) fn formatting(mut self, format: Format) -> Self {
+        self.sink = self.sink.formatting(format);
         self
     }
 
@@ -236,7 +242,7 @@ impl<W: Write> Stream<W> {
                 clock: &self.clock,
                 attribution: &self.attribution,
             };
-            if self.sink.write_with(|buf| json.write_line(buf))? == SinkState::ReaderGone {
+            if self.sink.write(&json)? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
             }
         }
