@@ -95,6 +95,33 @@ pub enum Command {
     /// The lifecycle engine's memory with many live namespaces and objects.
     #[command(hide = true)]
     BenchMemory(BenchMemoryArgs),
+    /// Write the man pages (nsipc-agent.1, one per subcommand) into DIR, for packaging.
+    #[command(hide = true)]
+    Man(ManArgs),
+    /// Print the completion script for a shell on stdout, for packaging.
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Where to write them (made if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Shells completion scripts are made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -477,6 +504,11 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("trace"), "{help}");
         assert!(!help.contains("bench"), "{help}");
+        assert!(!help.contains("completions"), "{help}");
+        assert!(!help.contains("man "), "{help}");
+        assert!(Cli::try_parse_from(["nsipc-agent", "completions", "fish"]).is_ok());
+        assert!(Cli::try_parse_from(["nsipc-agent", "completions", "tcsh"]).is_err());
+        assert!(Cli::try_parse_from(["nsipc-agent", "man", "/tmp/x"]).is_ok());
         assert!(Cli::try_parse_from(["nsipc-agent", "bench-json", "--records", "10"]).is_ok());
     }
 }

@@ -17,6 +17,7 @@ mod kernel;
 mod kfree_check;
 mod lifecycle;
 mod names;
+mod packaging;
 mod pretty;
 mod probes;
 #[cfg(test)]
@@ -78,6 +79,10 @@ fn main() -> ExitCode {
             }
             Command::BenchJson(args) => bench::json_path(args.records, args.format()),
             Command::BenchMemory(args) => bench::engine_memory(args.namespaces, args.objects),
+            Command::Man(args) => packaging::man_pages(&args.dir),
+            Command::Completions(args) => {
+                packaging::completions(args.shell, &mut std::io::stdout().lock())
+            }
         }
     });
     match result {

@@ -18,6 +18,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "stress-ng",
     // The cleanup tests list the kernel's BPF programs, links and maps with it.
     "bpftool",
+    // The packaging test reads the installed man page and completes with the installed
+    // bash completion, as an operator would.
+    "man-db",
+    "bash-completion",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
