@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
+    pretty::{Head, PrettyLine, Tone, Who},
     probes::{Backend, FreeHooks, HookChoice},
     render::Rfc3339,
+    sink::EventLine,
 };
 
 #[derive(Serialize)]
@@ -119,6 +121,161 @@ pub enum AgentEvent<'a> {
     },
 }
 
+impl AgentEvent<'_> {
+    fn head(&self) -> (&'static str, &Rfc3339, Tone) {
+        match self {
+            AgentEvent::Ready { time, .. } => ("agent.ready", time, Tone::Agent),
+            AgentEvent::Lost { time, .. } => ("agent.lost", time, Tone::Error),
+            AgentEvent::Missed { time, .. } => ("agent.missed", time, Tone::Warn),
+            AgentEvent::Resync { time, .. } => ("agent.resync", time, Tone::Agent),
+            AgentEvent::KfreeCheck { time, ok, .. } => (
+                "agent.kfree_check",
+                time,
+                if *ok { Tone::Agent } else { Tone::Warn },
+            ),
+            AgentEvent::DecodeError { time, .. } => ("agent.decode_error", time, Tone::Error),
+            AgentEvent::Stop { time, .. } => ("agent.stop", time, Tone::Agent),
+        }
+    }
+}
+
+impl EventLine for AgentEvent<'_> {
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(buf, self)
+    }
+
+    fn pretty(&self, line: &mut PrettyLine<'_>) {
+        let (kind, time, tone) = self.head();
+        line.head(&Head {
+            time: time.0,
+            kind,
+            tone,
+            ns: None,
+            who: Who::Nobody,
+            task: None,
+        });
+        match self {
+            AgentEvent::Ready {
+                version,
+                backend,
+                degraded,
+                frees,
+                kernel,
+                programs,
+                pid,
+                inventory_namespaces,
+                inventory_objects,
+                inventory_ms,
+                cgroup_hierarchy,
+                ..
+            } => {
+                line.name("version", version)
+                    .name("backend", backend.name())
+                    .name("frees", frees.name())
+                    .uint("programs", *programs as u64)
+                    .text("kernel", kernel.as_bytes())
+                    .uint("pid", (*pid).into())
+                    .uint("namespaces", *inventory_namespaces as u64)
+                    .uint("objects", *inventory_objects as u64)
+                    .duration("inventory", inventory_ms * 1_000_000);
+                if let Some(hierarchy) = cgroup_hierarchy {
+                    line.text("cgroups", hierarchy.as_bytes());
+                }
+                for (i, (hook, choice)) in degraded.iter().enumerate() {
+                    if i == 0 {
+                        line.name("degraded", hook);
+                    } else {
+                        line.raw(",").raw(hook);
+                    }
+                    line.raw("(").raw(choice.backend.name()).raw(")");
+                }
+            }
+            AgentEvent::Lost {
+                count,
+                total,
+                kinds,
+                ..
+            } => {
+                line.uint("count", *count).uint("total", *total);
+                for (i, (kind, count)) in kinds.iter().enumerate() {
+                    if i == 0 {
+                        line.name("kinds", kind);
+                    } else {
+                        line.raw(",").raw(kind);
+                    }
+                    line.raw("=").raw_uint(*count);
+                }
+            }
+            AgentEvent::Missed { count, total, .. } => {
+                line.uint("count", *count).uint("total", *total);
+            }
+            AgentEvent::Resync {
+                after,
+                namespaces_gone,
+                namespaces_found,
+                objects_gone,
+                objects_found,
+                ..
+            } => {
+                line.name("after", after.as_str())
+                    .uint("namespaces_gone", *namespaces_gone)
+                    .uint("namespaces_found", *namespaces_found)
+                    .uint("objects_gone", *objects_gone)
+                    .uint("objects_found", *objects_found);
+            }
+            AgentEvent::KfreeCheck {
+                ok,
+                namespace_free_seen,
+                segment_free_seen,
+                ms,
+                error,
+                ..
+            } => {
+                line.name("ok", if *ok { "true" } else { "false" });
+                if !ok {
+                    line.name(
+                        "namespace_free_seen",
+                        if *namespace_free_seen {
+                            "true"
+                        } else {
+                            "false"
+                        },
+                    )
+                    .name(
+                        "segment_free_seen",
+                        if *segment_free_seen { "true" } else { "false" },
+                    );
+                }
+                line.duration("took", ms * 1_000_000);
+                if let Some(error) = error {
+                    line.text("error", error.as_bytes());
+                }
+            }
+            AgentEvent::DecodeError { error, total, .. } => {
+                line.text("error", error.as_bytes()).uint("total", *total);
+            }
+            AgentEvent::Stop {
+                reason,
+                events,
+                lost,
+                missed,
+                decode_errors,
+                late_destroys,
+                kfree_skipped,
+                ..
+            } => {
+                line.name("reason", reason)
+                    .uint("events", *events)
+                    .uint("lost", *lost)
+                    .uint("missed", *missed)
+                    .uint("decode_errors", *decode_errors)
+                    .uint("late_destroys", *late_destroys)
+                    .uint("kfree_skipped", *kfree_skipped);
+            }
+        }
+    }
+}
+
 /// Why the agent resynchronised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,4 +288,31 @@ pub enum ResyncCause {
     KfreeSkipped,
     /// The startup check of the frees failed (`agent.kfree_check`): every 10 s.
     KfreeUnverified,
+}
+
+impl ResyncCause {
+    /// Its name in the stream (`after`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncCause::Lost => "lost",
+            ResyncCause::KfreeSkipped => "kfree_skipped",
+            ResyncCause::KfreeUnverified => "kfree_unverified",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resync_causes_are_named_as_in_the_json() {
+        for cause in [
+            ResyncCause::Lost,
+            ResyncCause::KfreeSkipped,
+            ResyncCause::KfreeUnverified,
+        ] {
+            assert_eq!(serde_json::to_value(cause).unwrap(), cause.as_str());
+        }
+    }
 }

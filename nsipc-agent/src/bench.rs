@@ -32,6 +32,7 @@ use crate::{
     lifecycle::Engine,
     names::IpcObject,
     probes::Probes,
+    sink::Format,
     trace::{IDLE_POLL, Stream},
 };
 
@@ -155,9 +156,11 @@ fn json_attribution() -> Attribution {
     attribution
 }
 
-/// The default `trace` path: decode, attribution, lifecycle engine, JSON.
-fn json_stream<W: Write>(out: W) -> Stream<W> {
-    Stream::new(out, false).attributing(json_attribution())
+/// The default `trace` path: decode, attribution, lifecycle engine, JSON (or `format`).
+fn json_stream<W: Write>(out: W, format: Format) -> Stream<W> {
+    Stream::new(out, false)
+        .attributing(json_attribution())
+        .formatting(format)
 }
 
 /// The bytes a probe writes for one record of the benchmark's workload process, in cgroup
@@ -255,12 +258,14 @@ fn feed(
 /// time, and this thread's CPU time, which is what one core would need on a machine not shared
 /// with anything else, and the heap allocations the path made (the hot path should make none).
 /// The difference is what attributing an event to its container costs.
-pub fn json_path(records: u64) -> Result<()> {
+///
+/// `format`: what the lines are (`--output pretty`: the human view's cost, on the same path).
+pub fn json_path(records: u64, format: Format) -> Result<()> {
     // More distinct records than fit in the CPU's L1 cache, fewer than would test the memory.
     let host_samples = storm_records(6 * 1024, HOST_CGROUP);
     let container_samples = storm_records(6 * 1024, CONTAINER_CGROUP);
-    let mut host = json_stream(ByteCounter::default());
-    let mut container = json_stream(ByteCounter::default());
+    let mut host = json_stream(ByteCounter::default(), format);
+    let mut container = json_stream(ByteCounter::default(), format);
     let (mut host_cost, mut container_cost) = (Cost::default(), Cost::default());
     for round in 0..ROUNDS {
         let part = records * round / ROUNDS..records * (round + 1) / ROUNDS;
@@ -490,7 +495,7 @@ mod tests {
             // copy for its join into the second. Per namespace, not per event.
             (CONTAINER_CGROUP, 3),
         ] {
-            let mut stream = json_stream(ByteCounter::default());
+            let mut stream = json_stream(ByteCounter::default(), Format::Json);
             let storm = storm_records(6 * 64, cgroup);
             for round in 0..50 {
                 allocations_for(&mut stream, &mixed_round(round, cgroup));
@@ -513,6 +518,52 @@ mod tests {
         let start = alloc_count::allocations();
         drop(std::hint::black_box(Vec::<u8>::with_capacity(10)));
         assert_eq!(alloc_count::allocations(), start + 1);
+    }
+
+    /// The human view writes the storm's lines without allocating either: a line per record,
+    /// as the JSON path.
+    #[test]
+    fn the_pretty_path_does_not_allocate_for_the_storm() {
+        let format = Format::Pretty(crate::pretty::Style::new(true));
+        for cgroup in [HOST_CGROUP, CONTAINER_CGROUP] {
+            let storm = storm_records(6 * 64, cgroup);
+            let mut stream = json_stream(ByteCounter::default(), format);
+            for _ in 0..20 {
+                allocations_for(&mut stream, &storm);
+            }
+            for round in 0..50 {
+                assert_eq!(
+                    allocations_for(&mut stream, &storm),
+                    0,
+                    "cgroup {cgroup}, round {round}"
+                );
+            }
+
+            let mut stream = json_stream(Vec::new(), format);
+            feed_lines(&mut stream, &storm);
+            stream.sink.flush().unwrap();
+            let out = String::from_utf8(stream.sink.get_ref().clone()).unwrap();
+            let lines: Vec<&str> = out
+                .lines()
+                .filter(|line| !line.contains("container.host_ipc"))
+                .collect();
+            assert_eq!(lines.len(), storm.len(), "a line per storm record");
+            let last = lines.last().unwrap();
+            assert!(last.contains("\x1b[31msem.destroy\x1b[0m"), "{last}");
+            assert!(last.contains("/nsipc-bench-wl"), "{last}");
+            let who = if cgroup == HOST_CGROUP {
+                " host "
+            } else {
+                " nsipc-bench-wl "
+            };
+            assert!(last.contains(who), "{last}");
+        }
+    }
+
+    fn feed_lines(stream: &mut Stream<Vec<u8>>, records: &[[u8; Record::SIZE]]) {
+        for bytes in records {
+            stream.record(bytes).unwrap();
+        }
     }
 
     #[test]
@@ -554,7 +605,7 @@ mod tests {
 
     /// The lines of six storm records in cgroup `cgroup`, through the benchmark's path.
     fn storm_lines(cgroup: u64) -> Vec<Value> {
-        let mut stream = json_stream(Vec::new());
+        let mut stream = json_stream(Vec::new(), Format::Json);
         for bytes in storm_records(6, cgroup) {
             stream.record(&bytes).unwrap();
         }

@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{
     filter::{EVENT_NAMES, FilterSpec, glob_match},
     kernel::DEFAULT_BTF_PATH,
+    pretty::Style,
     probes,
+    sink::Format,
 };
 
 #[derive(Debug, Parser)]
@@ -15,10 +17,11 @@ use crate::{
     name = "nsipc-agent",
     version,
     about = "See Linux IPC namespaces and the SysV IPC objects (message queues, shared memory, \
-             semaphores) inside them, as a JSON Lines stream",
+             semaphores) inside them, as a JSON Lines stream (one line per event for people on \
+             a terminal)",
     after_help = "Examples:\n  \
-        sudo nsipc-agent trace\n  \
-        sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get\")'\n  \
+        sudo nsipc-agent trace   # on a terminal: one line per event, for people\n  \
+        sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get\")'   # piped: JSON Lines\n  \
         sudo nsipc-agent trace | jq -c 'select(.ns != 4026531839)'   # everything outside the host namespace\n  \
         sudo nsipc-agent snapshot   # what exists now: namespaces, what holds them, their objects\n\n\
         Every event is documented in docs/events.md."
@@ -30,7 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Stream IPC namespace and SysV IPC events as JSON Lines on stdout (needs root).
+    /// Stream IPC namespace and SysV IPC events on stdout: JSON Lines, or one line per event
+    /// for people on a terminal (needs root).
     ///
     /// The stream starts with what already exists (`ipc_ns.exists`, `msg.exists`, …), then
     /// `agent.ready` once every probe is attached; events follow as they happen, each naming
@@ -42,6 +46,9 @@ pub enum Command {
     /// they are most of the stream (PostgreSQL with SysV shared memory, a connection per
     /// transaction: 7 214 of 7 235 lines); `--events=-shm.attach,-shm.detach` leaves them out.
     #[command(after_help = "Examples:\n  \
+        sudo nsipc-agent trace --events 'msg.*,shm.*'   # on a terminal: the human view\n  \
+        sudo nsipc-agent trace --output pretty --color never | tee ipc.log   # the human view, plain\n  \
+        sudo nsipc-agent trace --output json   # JSON Lines on a terminal too\n  \
         sudo nsipc-agent trace | jq -c 'select(.event == \"msg.get_failed\")'\n  \
         sudo nsipc-agent trace --container producer --events 'msg.*,ipc_ns.*'\n  \
         sudo nsipc-agent trace --events=-shm.attach,-shm.detach   # all but attachments\n  \
@@ -54,20 +61,21 @@ pub enum Command {
         curl -s http://127.0.0.1:9464/metrics | grep '^nsipc_ipc_objects'")]
     Trace(TraceArgs),
 
-    /// Print every live IPC namespace and the SysV IPC objects inside it as JSON Lines, then
-    /// exit (needs root).
+    /// Print every live IPC namespace and the SysV IPC objects inside it, then exit (needs
+    /// root).
     ///
     /// Namespaces are found through whatever holds them: a thread in them, an open namespace
     /// fd, or a bind mount of one (which `lsns` misses). One `ipc_ns.exists` line per
     /// namespace comes first, then one `msg.exists`, `shm.exists` or `sem.exists` line per
     /// object.
     #[command(after_help = "Examples:\n  \
+        sudo nsipc-agent snapshot   # on a terminal: one line per namespace and object\n  \
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"ipc_ns.exists\") | {ns, pids: [.processes[].pid], held_by}'\n  \
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"shm.exists\" and .nattch > 0) | {ns, id, key, size}'\n  \
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"ipc_ns.exists\" and (.processes | length) == 0)'   # held only by fds or mounts\n  \
         sudo nsipc-agent snapshot | jq -s 'map(select(has(\"key\"))) | group_by(.ns) | map({ns: .[0].ns, objects: length})'\n\n\
         The events are documented in docs/events.md.")]
-    Snapshot,
+    Snapshot(OutputArgs),
 
     /// Report what this kernel allows, as one JSON object: release, BTF, lockdown, and for
     /// each backend (fentry, kprobe, tracepoint) which hooks load and attach here, and why
@@ -90,6 +98,33 @@ pub enum Command {
     /// The lifecycle engine's memory with many live namespaces and objects.
     #[command(hide = true)]
     BenchMemory(BenchMemoryArgs),
+    /// Write the man pages (nsipc-agent.1, one per subcommand) into DIR, for packaging.
+    #[command(hide = true)]
+    Man(ManArgs),
+    /// Print the completion script for a shell on stdout, for packaging.
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Where to write them (made if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Shells completion scripts are made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,20 +152,77 @@ impl Backend {
     }
 }
 
-/// What `trace` writes on stdout.
+/// How the events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// JSON Lines: one object per event.
+    /// JSON Lines, one object per event: the stable format (docs/events.md).
     Json,
-    /// Nothing: for hosts that want only the metrics (needs --metrics-addr).
+    /// One aligned line per event for people: time, kind, namespace, container, pid/comm,
+    /// keys in hex, modes in octal. Not a stable format: parse the JSON.
+    Pretty,
+    /// Nothing: for hosts that want only the metrics (`trace` with --metrics-addr).
     None,
+}
+
+/// When the pretty output is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// When stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// How to write the events [default: pretty when stdout is a terminal, json otherwise].
+    #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Output")]
+    pub output: Option<OutputFormat>,
+
+    /// Colour the pretty output's event kinds (JSON is never coloured).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        default_value_t = ColorChoice::Auto,
+        help_heading = "Output"
+    )]
+    pub color: ColorChoice,
+}
+
+impl OutputArgs {
+    /// The format asked for, or the one for where stdout goes: pretty on a terminal, JSON
+    /// into a pipe or a file. `no_color`: NO_COLOR is set (and not empty), which `auto` obeys.
+    pub fn format(&self, stdout_is_terminal: bool, no_color: bool) -> Format {
+        let pretty = match self.output {
+            Some(OutputFormat::Json) => false,
+            Some(OutputFormat::Pretty) => true,
+            Some(OutputFormat::None) => return Format::None,
+            None => stdout_is_terminal,
+        };
+        if !pretty {
+            return Format::Json;
+        }
+        let color = match self.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => stdout_is_terminal && !no_color,
+        };
+        Format::Pretty(Style::new(color))
+    }
+
+    /// [`Self::format`] for this process's stdout and environment.
+    pub fn format_for_stdout(&self) -> Format {
+        use std::io::IsTerminal as _;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        self.format(std::io::stdout().is_terminal(), no_color)
+    }
 }
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// What to write on stdout.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// Serve Prometheus metrics at http://IP:PORT/metrics (off by default; 127.0.0.1:9464 keeps
     /// them on this host): live namespaces and objects, shm bytes, lines by kind, losses, the
@@ -254,6 +346,24 @@ pub struct BenchJsonArgs {
     /// How many records to decode and serialize.
     #[arg(long, default_value_t = 2_000_000)]
     pub records: u64,
+
+    /// The format to write them in (into a writer that discards).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    pub output: OutputFormat,
+
+    /// Colour the pretty lines.
+    #[arg(long)]
+    pub color: bool,
+}
+
+impl BenchJsonArgs {
+    pub fn format(&self) -> Format {
+        match self.output {
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Pretty => Format::Pretty(Style::new(self.color)),
+            OutputFormat::None => Format::None,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -338,12 +448,12 @@ mod tests {
             Ok::<_, clap::Error>(args)
         };
         let args = trace(&[]).unwrap();
-        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(args.output.output, None);
         assert_eq!(args.metrics_addr, None);
         let args = trace(&["--metrics-addr", "127.0.0.1:9464"]).unwrap();
         assert_eq!(args.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         let args = trace(&["--output", "none", "--metrics-addr", "[::1]:9464"]).unwrap();
-        assert_eq!(args.output, OutputFormat::None);
+        assert_eq!(args.output.output, Some(OutputFormat::None));
         // No stream and no metrics would be nothing at all: a usage error.
         let err = trace(&["--output", "none"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
@@ -354,11 +464,77 @@ mod tests {
         assert!(trace(&["--output", "yaml"]).is_err());
     }
 
-    #[test]
-    fn snapshot_takes_no_arguments() {
+    fn snapshot_takes_only_the_output_options() {
         let cli = Cli::try_parse_from(["nsipc-agent", "snapshot"]).unwrap();
-        assert!(matches!(cli.command, Command::Snapshot));
+        let Command::Snapshot(output) = cli.command else {
+            panic!("not snapshot: {:?}", cli.command);
+        };
+        assert_eq!((output.output, output.color), (None, ColorChoice::Auto));
+        let cli = Cli::try_parse_from(["nsipc-agent", "snapshot", "--output", "pretty"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Snapshot(OutputArgs {
+                output: Some(OutputFormat::Pretty),
+                ..
+            })
+        ));
         assert!(Cli::try_parse_from(["nsipc-agent", "snapshot", "--bogus"]).is_err());
+        assert!(Cli::try_parse_from(["nsipc-agent", "snapshot", "--output", "yaml"]).is_err());
+        assert!(Cli::try_parse_from(["nsipc-agent", "snapshot", "--color", "sometimes"]).is_err());
+    }
+
+    fn output(args: &[&str]) -> OutputArgs {
+        let cli = Cli::try_parse_from(["nsipc-agent", "trace"].iter().chain(args)).unwrap();
+        let Command::Trace(trace) = cli.command else {
+            unreachable!()
+        };
+        trace.output
+    }
+
+    #[test]
+    fn pretty_on_a_terminal_json_into_a_pipe_unless_asked() {
+        let pretty = |color| Format::Pretty(Style::new(color));
+        // (flags, stdout is a terminal, NO_COLOR set) → format
+        for (args, terminal, no_color, format) in [
+            (&[][..], true, false, pretty(true)),
+            (&[], true, true, pretty(false)),
+            (&[], false, false, Format::Json),
+            (&["--color", "always"], false, false, Format::Json),
+            (&["--output", "json"], true, false, Format::Json),
+            (
+                &["--output", "json", "--color", "always"],
+                true,
+                false,
+                Format::Json,
+            ),
+            (&["--output", "pretty"], false, false, pretty(false)),
+            (&["--output", "pretty"], true, false, pretty(true)),
+            (
+                &["--output", "pretty", "--color", "always"],
+                false,
+                false,
+                pretty(true),
+            ),
+            (
+                &["--output", "pretty", "--color", "always"],
+                true,
+                true,
+                pretty(true),
+            ),
+            (
+                &["--output", "pretty", "--color", "never"],
+                true,
+                false,
+                pretty(false),
+            ),
+            (&["--color", "never"], true, false, pretty(false)),
+        ] {
+            assert_eq!(
+                output(args).format(terminal, no_color),
+                format,
+                "{args:?} terminal {terminal} NO_COLOR {no_color}"
+            );
+        }
     }
 
     #[test]
@@ -366,6 +542,11 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("trace"), "{help}");
         assert!(!help.contains("bench"), "{help}");
+        assert!(!help.contains("completions"), "{help}");
+        assert!(!help.contains("man "), "{help}");
+        assert!(Cli::try_parse_from(["nsipc-agent", "completions", "fish"]).is_ok());
+        assert!(Cli::try_parse_from(["nsipc-agent", "completions", "tcsh"]).is_err());
+        assert!(Cli::try_parse_from(["nsipc-agent", "man", "/tmp/x"]).is_ok());
         assert!(Cli::try_parse_from(["nsipc-agent", "bench-json", "--records", "10"]).is_ok());
     }
 }

@@ -18,6 +18,8 @@ mod kfree_check;
 mod lifecycle;
 mod metrics;
 mod names;
+mod packaging;
+mod pretty;
 mod probes;
 #[cfg(test)]
 mod proptests;
@@ -39,6 +41,18 @@ static ALLOCATOR: alloc_count::CountingAllocator = alloc_count::CountingAllocato
 fn main() -> ExitCode {
     alloc_count::return_freed_memory_promptly();
     let cli = Cli::parse();
+    // Pretty on a terminal, JSON into a pipe or a file, unless asked: decided once, here.
+    let format = match &cli.command {
+        Command::Trace(args) => args.output.format_for_stdout(),
+        Command::Snapshot(output) if output.output == Some(cli::OutputFormat::None) => {
+            return fail(&anyhow::anyhow!(
+                "snapshot --output none would print nothing: `none` is for `trace \
+                 --metrics-addr`; use json or pretty"
+            ));
+        }
+        Command::Snapshot(output) => output.format_for_stdout(),
+        _ => sink::Format::Json,
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -56,14 +70,14 @@ fn main() -> ExitCode {
                     raw: args.raw,
                     cmdline: !args.no_cmdline,
                     backend: args.backend.wanted(),
-                    output: args.output,
+                    format,
                     metrics_addr: args.metrics_addr,
                 })
                 .await
             }
             Command::Check(args) => check::run(&args.btf),
             // Blocking /proc reads and short-lived helper threads; nothing else runs meanwhile.
-            Command::Snapshot => snapshot::run(),
+            Command::Snapshot(_) => snapshot::run(format),
             Command::BenchFloor(args) => {
                 bench::floor(bench::FloorOptions {
                     btf_path: args.btf,
@@ -71,8 +85,12 @@ fn main() -> ExitCode {
                 })
                 .await
             }
-            Command::BenchJson(args) => bench::json_path(args.records),
+            Command::BenchJson(args) => bench::json_path(args.records, args.format()),
             Command::BenchMemory(args) => bench::engine_memory(args.namespaces, args.objects),
+            Command::Man(args) => packaging::man_pages(&args.dir),
+            Command::Completions(args) => {
+                packaging::completions(args.shell, &mut std::io::stdout().lock())
+            }
         }
     });
     match result {

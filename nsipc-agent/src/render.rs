@@ -8,8 +8,11 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
     attribution::Attribution,
+    containers::Container,
     decode::{Body, KernelEvent, SysResult, Task},
     names::{IpcObject, ctl_cmd_name, errno_name},
+    pretty::{Head, PrettyLine, Tone, Who},
+    sink::EventLine,
 };
 
 /// Turns CLOCK_MONOTONIC timestamps (what probes record) into wall-clock time.
@@ -366,6 +369,164 @@ impl Serialize for KernelEventJson<'_> {
             }
         }
         map.end()
+    }
+}
+
+/// A syscall's failure in the human view: ` errno ENOENT`; nothing on success.
+fn pretty_result<T>(line: &mut PrettyLine<'_>, result: &SysResult<T>) {
+    if let Err(errno) = result {
+        match errno_name(*errno) {
+            Some(name) => line.name("errno", name),
+            None => line.int("errno", (*errno).into()),
+        };
+    }
+}
+
+impl EventLine for KernelEventJson<'_> {
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(buf, self)
+    }
+
+    fn pretty(&self, line: &mut PrettyLine<'_>) {
+        let event = self.event;
+        let has_task = !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. });
+        let container = self
+            .attribution
+            .get(event.task.container)
+            .map(|known| &known.container);
+        let containers: [&Container; 1];
+        let failed = match &event.body {
+            Body::Get { result, .. }
+            | Body::Ctl { result, .. }
+            | Body::ShmAttach { result, .. }
+            | Body::ShmDetach { result, .. }
+            | Body::Unshare { result, .. }
+            | Body::Setns { result, .. }
+            | Body::Clone { result, .. } => result.is_err(),
+            Body::ProcessExit
+            | Body::NsFreed
+            | Body::ShmFreed { .. }
+            | Body::CgroupMkdir { .. }
+            | Body::CgroupRmdir { .. } => false,
+        };
+        line.head(&Head {
+            time: self.clock.wall_time(event.ts_ns),
+            kind: event_name(&event.body),
+            // Syscalls as they came: only failures stand out.
+            tone: if failed { Tone::Warn } else { Tone::Plain },
+            ns: Some(event.ns.inum),
+            who: match (has_task, container) {
+                (false, _) => Who::Nobody,
+                (true, None) => Who::Host,
+                (true, Some(container)) => {
+                    containers = [container];
+                    Who::Containers(&containers)
+                }
+            },
+            task: has_task.then(|| (event.task.pid, event.task.comm_bytes())),
+        });
+        match &event.body {
+            Body::Get {
+                object,
+                key,
+                flags,
+                size,
+                result,
+            } => {
+                line.key(*key).octal("flags", *flags as u32 as u64);
+                match object {
+                    IpcObject::Msg => {}
+                    IpcObject::Shm => drop(line.uint("size", *size)),
+                    IpcObject::Sem => drop(line.uint("nsems", *size)),
+                }
+                if let Ok(id) = result {
+                    line.int("id", *id);
+                }
+                pretty_result(line, result);
+            }
+            Body::Ctl {
+                object,
+                id,
+                cmd,
+                semnum,
+                result,
+                ..
+            } => {
+                line.int("id", (*id).into());
+                match ctl_cmd_name(*object, *cmd) {
+                    Some(name) => line.name("cmd", name),
+                    None => line.int("cmd", (*cmd).into()),
+                };
+                if *object == IpcObject::Sem {
+                    line.int("semnum", (*semnum).into());
+                }
+                pretty_result(line, result);
+            }
+            Body::ShmAttach { id, result, .. } => {
+                line.int("id", (*id).into());
+                match result {
+                    Ok(addr) => drop(line.hex("addr", *addr as u64)),
+                    Err(_) => pretty_result(line, result),
+                }
+            }
+            Body::ShmDetach { addr, result } => {
+                line.hex("addr", *addr);
+                pretty_result(line, result);
+            }
+            Body::Unshare {
+                flags,
+                from,
+                result,
+            } => {
+                line.switch(from.inum, event.ns.inum).hex("flags", *flags);
+                pretty_result(line, result);
+            }
+            Body::Setns {
+                fd,
+                nstype,
+                from,
+                result,
+            } => {
+                line.switch(from.inum, event.ns.inum)
+                    .int("fd", (*fd).into())
+                    .hex("nstype", *nstype as u32 as u64);
+                pretty_result(line, result);
+            }
+            Body::Clone {
+                flags,
+                child_pid,
+                from,
+                result,
+            } => {
+                line.switch(from.inum, event.ns.inum).hex("flags", *flags);
+                if result.is_ok() {
+                    line.uint("child", (*child_pid).into());
+                }
+                pretty_result(line, result);
+            }
+            Body::ProcessExit | Body::NsFreed => {}
+            Body::ShmFreed {
+                id,
+                key,
+                ns_dying,
+                ns_freed,
+                rmid_forced,
+            } => {
+                line.key(*key).int("id", (*id).into());
+                for (set, word) in [
+                    (*ns_dying, "ns_dying"),
+                    (*ns_freed, "ns_freed"),
+                    (*rmid_forced, "rmid_forced"),
+                ] {
+                    if set {
+                        line.flag(word);
+                    }
+                }
+            }
+            Body::CgroupMkdir { cgroup } | Body::CgroupRmdir { cgroup, .. } => {
+                line.uint("cgroup", *cgroup);
+            }
+        }
     }
 }
 

@@ -1,8 +1,29 @@
-//! The JSON Lines output: one object per line on stdout, buffered, flushed after each batch.
+//! The output: one line per event on stdout, buffered, flushed after each batch. A JSON
+//! object per line (the stable format), or with `--output pretty` the human view
+//! ([`crate::pretty`]); both are written from the same event values ([`EventLine`]).
 
 use std::io::{self, Write};
 
-use serde::Serialize;
+use crate::pretty::{PrettyLine, Style};
+
+/// What the lines are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JSON Lines (docs/events.md).
+    Json,
+    /// The human view.
+    Pretty(Style),
+    /// No lines at all (`--output none`, for metrics only): they are still counted.
+    None,
+}
+
+/// An event the stream writes as one line, in either format.
+pub trait EventLine {
+    /// Appends the JSON object, without the newline.
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()>;
+    /// Writes the human view's line.
+    fn pretty(&self, line: &mut PrettyLine<'_>);
+}
 
 /// Whether the reader of the stream is still there.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,12 +37,13 @@ pub enum SinkState {
 const BUFFER_BYTES: usize = 64 * 1024;
 
 /// Lines are written into a buffer of our own rather than a `BufWriter`, so that the hot path
-/// can format straight into it ([`JsonLines::write_with`]) without a `Write` call per field.
+/// can format straight into it ([`EventLine`]) without a `Write` call per field. JSON unless
+/// made [`JsonLines::formatting`] otherwise.
 pub struct JsonLines<W: Write> {
     buf: Vec<u8>,
     out: W,
-    /// `--output none`: lines are counted by the caller but neither made nor written.
-    discard: bool,
+    /// How lines are written.
+    format: Format,
 }
 
 fn reader_gone(err: &io::Error) -> bool {
@@ -33,36 +55,33 @@ impl<W: Write> JsonLines<W> {
         Self {
             buf: Vec::with_capacity(BUFFER_BYTES),
             out,
-            discard: false,
+            format: Format::Json,
         }
     }
 
-    /// From now on, writes nothing (`--output none`): `out` is never written to again.
-    pub fn discard(&mut self) {
-        self.buf = Vec::new();
-        self.discard = true;
+    /// Writes lines in `format`; with [`Format::None`], `out` is never written to again.
+    pub fn formatting(mut self, format: Format) -> Self {
+        if format == Format::None {
+            self.buf = Vec::new();
+        }
+        self.format = format;
+        self
     }
 
     /// Appends one line. I/O errors other than a closed pipe are real errors.
-    pub fn write<T: Serialize>(&mut self, value: &T) -> io::Result<SinkState> {
-        if self.discard {
-            return Ok(SinkState::Open);
+    pub fn write<T: EventLine + ?Sized>(&mut self, value: &T) -> io::Result<SinkState> {
+        match self.format {
+            Format::Json => {
+                let start = self.buf.len();
+                if let Err(err) = value.json(&mut self.buf) {
+                    // Nothing half-written goes out.
+                    self.buf.truncate(start);
+                    return Err(err.into());
+                }
+            }
+            Format::Pretty(style) => value.pretty(&mut PrettyLine::new(&mut self.buf, style)),
+            Format::None => return Ok(SinkState::Open),
         }
-        let start = self.buf.len();
-        if let Err(err) = serde_json::to_writer(&mut self.buf, value) {
-            // Nothing half-written goes out.
-            self.buf.truncate(start);
-            return Err(err.into());
-        }
-        self.end_line()
-    }
-
-    /// Appends one line that `write` puts into the buffer (an object, no newline).
-    pub fn write_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> io::Result<SinkState> {
-        if self.discard {
-            return Ok(SinkState::Open);
-        }
-        write(&mut self.buf);
         self.end_line()
     }
 
@@ -80,7 +99,7 @@ impl<W: Write> JsonLines<W> {
     }
 
     pub fn flush(&mut self) -> io::Result<SinkState> {
-        if self.discard {
+        if self.format == Format::None {
             return Ok(SinkState::Open);
         }
         let result = self
@@ -119,9 +138,19 @@ pub fn stdout_reader_gone() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    impl EventLine for Value {
+        fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+            serde_json::to_writer(buf, self)
+        }
+
+        fn pretty(&self, line: &mut PrettyLine<'_>) {
+            line.raw(self["event"].as_str().unwrap_or("?"));
+        }
+    }
 
     struct ClosedPipe;
     impl Write for ClosedPipe {
@@ -149,14 +178,23 @@ mod tests {
     }
 
     #[test]
-    fn a_discarding_sink_writes_nothing() {
-        let mut sink = JsonLines::new(ClosedPipe);
-        sink.discard();
+    fn a_sink_without_format_writes_nothing() {
+        let mut sink = JsonLines::new(ClosedPipe).formatting(Format::None);
         assert_eq!(sink.write(&json!({"event": "a"})).unwrap(), SinkState::Open);
-        let mut called = false;
-        sink.write_with(|_| called = true).unwrap();
-        assert!(!called, "no line is made");
         assert_eq!(sink.flush().unwrap(), SinkState::Open);
+    }
+
+    #[test]
+    fn the_format_chooses_how_each_value_is_written() {
+        let mut sink = JsonLines::new(Vec::new()).formatting(Format::Pretty(Style::new(false)));
+        sink.write(&json!({"event": "a"})).unwrap();
+        sink.write(&json!({"event": "b"})).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(sink.get_ref(), b"a\nb\n");
+        let mut sink = JsonLines::new(Vec::new()).formatting(Format::Json);
+        sink.write(&json!({"event": "a"})).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(sink.get_ref(), b"{\"event\":\"a\"}\n");
     }
 
     #[test]

@@ -10,8 +10,9 @@ use crate::{
     containers::{Container, MetadataRoots, container_of_cgroup},
     inventory::{self, FdHolder, Inventory, MountHolder, NamespaceInfo, ObjectDetail, ObjectInfo},
     kernel,
+    pretty::{Head, PrettyLine, Tone, Who},
     render::{KeyHex, ModeOctal, Rfc3339},
-    sink::{JsonLines, SinkState},
+    sink::{EventLine, Format, JsonLines, SinkState},
 };
 
 /// Status bits the kernel keeps in a segment's mode (include/linux/shm.h): marked for removal
@@ -19,10 +20,10 @@ use crate::{
 const SHM_DEST: u32 = 0o1000;
 const SHM_LOCKED: u32 = 0o2000;
 
-pub fn run() -> Result<()> {
+pub fn run(format: Format) -> Result<()> {
     kernel::check_snapshot_privileges()?;
     let inventory = inventory::take_inventory()?;
-    write(&inventory, io::stdout().lock()).context("writing to stdout")?;
+    write(&inventory, io::stdout().lock(), format).context("writing to stdout")?;
     if !inventory.unreadable.is_empty() {
         eprintln!(
             "nsipc-agent: warning: {}",
@@ -47,8 +48,8 @@ fn unreadable_warning(pids: &[u32]) -> String {
 }
 
 /// Writes every line; stops quietly if the reader went away (`| head`).
-fn write<W: Write>(inventory: &Inventory, out: W) -> io::Result<()> {
-    let mut sink = JsonLines::new(out);
+fn write<W: Write>(inventory: &Inventory, out: W, format: Format) -> io::Result<()> {
+    let mut sink = JsonLines::new(out).formatting(format);
     if write_lines(inventory, &mut sink, &|_| None)? == SinkState::ReaderGone {
         return Ok(());
     }
@@ -117,17 +118,7 @@ impl Serialize for NamespaceJson<'_> {
         map.serialize_entry("time", &Rfc3339(ns.seen_at))?;
         put_ns(&mut map, ns.inum, ns.ns_id, self.1)?;
         map.serialize_entry("processes", &ns.processes)?;
-        let mut containers: Vec<Container> = Vec::new();
-        for container in ns
-            .container_cgroups
-            .iter()
-            .filter_map(|path| container_of_cgroup(path, &MetadataRoots::default()))
-        {
-            if !containers.iter().any(|known| known.id == container.id) {
-                containers.push(container);
-            }
-        }
-        map.serialize_entry("containers", &containers)?;
+        map.serialize_entry("containers", &self.containers())?;
         map.serialize_entry(
             "held_by",
             &HeldBy {
@@ -139,7 +130,114 @@ impl Serialize for NamespaceJson<'_> {
     }
 }
 
+impl NamespaceJson<'_> {
+    /// The containers of the namespace's processes, each once.
+    fn containers(&self) -> Vec<Container> {
+        let mut containers: Vec<Container> = Vec::new();
+        for container in self
+            .0
+            .container_cgroups
+            .iter()
+            .filter_map(|path| container_of_cgroup(path, &MetadataRoots::default()))
+        {
+            if !containers.iter().any(|known| known.id == container.id) {
+                containers.push(container);
+            }
+        }
+        containers
+    }
+}
+
+/// Processes named in an `ipc_ns.exists` line of the human view; the rest are counted.
+const PRETTY_PROCESSES: usize = 3;
+
+impl EventLine for NamespaceJson<'_> {
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(buf, self)
+    }
+
+    fn pretty(&self, line: &mut PrettyLine<'_>) {
+        let ns = self.0;
+        let containers = self.containers();
+        let containers: Vec<&Container> = containers.iter().collect();
+        line.head(&Head {
+            time: ns.seen_at,
+            kind: "ipc_ns.exists",
+            tone: Tone::Plain,
+            ns: Some(ns.inum),
+            who: Who::Containers(&containers),
+            task: None,
+        });
+        // `processes 2: 42/sleep 43/perl`, the first few of them.
+        line.uint("processes", ns.processes.len() as u64);
+        for (i, process) in ns.processes.iter().take(PRETTY_PROCESSES).enumerate() {
+            line.raw(if i == 0 { ": " } else { " " })
+                .raw_uint(process.pid.into())
+                .raw("/")
+                .raw_text(process.comm.as_bytes());
+        }
+        if ns.processes.len() > PRETTY_PROCESSES {
+            line.raw(" +")
+                .raw_uint((ns.processes.len() - PRETTY_PROCESSES) as u64);
+        }
+        if !ns.fds.is_empty() {
+            line.uint("fds", ns.fds.len() as u64);
+        }
+        if !ns.mounts.is_empty() {
+            line.uint("mounts", ns.mounts.len() as u64);
+            for (i, mount) in ns.mounts.iter().enumerate() {
+                line.raw(if i == 0 { ": " } else { " " })
+                    .raw_text(mount.mount_point.as_os_str().as_encoded_bytes());
+            }
+        }
+    }
+}
+
 struct ObjectJson<'a>(&'a ObjectInfo, Option<u32>);
+
+impl EventLine for ObjectJson<'_> {
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(buf, self)
+    }
+
+    fn pretty(&self, line: &mut PrettyLine<'_>) {
+        let object = self.0;
+        let perm = &object.perm;
+        line.head(&Head {
+            time: object.seen_at,
+            kind: match object.detail {
+                ObjectDetail::Msg { .. } => "msg.exists",
+                ObjectDetail::Shm { .. } => "shm.exists",
+                ObjectDetail::Sem { .. } => "sem.exists",
+            },
+            tone: Tone::Plain,
+            ns: Some(object.ns),
+            who: Who::Nobody,
+            task: None,
+        });
+        line.key(perm.key)
+            .int("id", perm.id.into())
+            .mode(perm.mode)
+            .uint("uid", perm.uid.into());
+        match object.detail {
+            ObjectDetail::Msg { cbytes, qnum, .. } => {
+                line.uint("qnum", qnum).uint("cbytes", cbytes);
+            }
+            ObjectDetail::Shm { size, nattch, cpid } => {
+                line.uint("size", size)
+                    .uint("nattch", nattch)
+                    .uint("cpid", cpid.into());
+                if perm.mode & SHM_DEST != 0 {
+                    line.flag("dest");
+                }
+                if perm.mode & SHM_LOCKED != 0 {
+                    line.flag("locked");
+                }
+            }
+            ObjectDetail::Sem { nsems } => drop(line.uint("nsems", nsems.into())),
+        }
+    }
+}
 
 impl Serialize for ObjectJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -199,7 +297,7 @@ mod tests {
 
     fn lines(inventory: &Inventory) -> Vec<Value> {
         let mut out = Vec::new();
-        write(inventory, &mut out).unwrap();
+        write(inventory, &mut out, Format::Json).unwrap();
         String::from_utf8(out)
             .unwrap()
             .lines()
@@ -335,6 +433,97 @@ mod tests {
                                "mode": 0o600, "mode_octal": "600",
                                "nsems": 3})
             )
+        );
+    }
+
+    /// The human view of the same values, in UTC.
+    fn pretty_lines(inventory: &Inventory) -> Vec<String> {
+        let mut out = Vec::new();
+        let style = crate::pretty::Style {
+            color: false,
+            utc: true,
+        };
+        write(inventory, &mut out, Format::Pretty(style)).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_human_view_has_a_line_per_namespace_and_object() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5_000_000);
+        let process = |pid, comm: &str| ProcessInfo {
+            pid,
+            tids: None,
+            comm: comm.into(),
+            uid: 0,
+            container: None,
+        };
+        let object = |detail, perm| ObjectInfo {
+            ns: 4026532177,
+            ns_id: None,
+            seen_at: at,
+            perm,
+            detail,
+        };
+        let inventory = Inventory {
+            namespaces: vec![NamespaceInfo {
+                inum: 4026532177,
+                ns_id: None,
+                seen_at: at,
+                processes: ["a", "b", "c", "d", "e"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, comm)| process(40 + i as u32, comm))
+                    .collect(),
+                container_cgroups: vec![format!("/docker/{}", "ab".repeat(32))],
+                fds: vec![FdHolder {
+                    pid: 50,
+                    comm: "sh".into(),
+                    fd: 3,
+                }],
+                mounts: vec![MountHolder {
+                    pid: 1,
+                    mnt_ns: 4026531841,
+                    mount_point: PathBuf::from("/run/ipc/x"),
+                }],
+            }],
+            objects: vec![
+                object(
+                    ObjectDetail::Shm {
+                        size: 4096,
+                        nattch: 2,
+                        cpid: 42,
+                    },
+                    perm(1, 0x5eed, 0o1640),
+                ),
+                object(
+                    ObjectDetail::Msg {
+                        cbytes: 5,
+                        qnum: 1,
+                        qbytes: None,
+                    },
+                    perm(0, -1, 0o600),
+                ),
+                object(ObjectDetail::Sem { nsems: 3 }, perm(2, 0, 0o44)),
+            ],
+            unreadable: Vec::new(),
+        };
+        assert_eq!(
+            pretty_lines(&inventory),
+            [
+                // The container has no name on this machine: its id's first 12 digits.
+                "22:13:20.005 ipc_ns.exists      4026532177 abababababab -                    \
+                 processes 5: 40/a 41/b 42/c +2 fds 1 mounts 1: /run/ipc/x",
+                "22:13:20.005 shm.exists         4026532177 -            -                    \
+                 key 0x00005eed id 1 mode 0640 uid 1000 size 4096 nattch 2 cpid 42 dest",
+                "22:13:20.005 msg.exists         4026532177 -            -                    \
+                 key 0xffffffff id 0 mode 0600 uid 1000 qnum 1 cbytes 5",
+                "22:13:20.005 sem.exists         4026532177 -            -                    \
+                 key 0x00000000 id 2 mode 0044 uid 1000 nsems 3",
+            ]
         );
     }
 

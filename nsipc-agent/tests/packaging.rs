@@ -1,7 +1,8 @@
 //! The systemd unit the .deb installs (packaging/nsipc-agent.service), as systemd and the
 //! kernel see it: `systemd-analyze verify` finds nothing to say, and the agent, run with
 //! exactly the unit's `CapabilityBoundingSet` and `ExecStart` arguments, starts, inventories a
-//! namespace held only by a process, traces, and stops cleanly on SIGTERM. Needs root.
+//! namespace held only by a process, traces, and stops cleanly on SIGTERM. The .deb itself
+//! installs with dpkg, and its man pages and bash completion work as installed. Needs root.
 
 mod support;
 
@@ -93,6 +94,94 @@ fn the_agent_works_with_the_units_capabilities_only() {
     let last = stopped.events.last().expect("a stream");
     assert_eq!(last["event"], "agent.stop", "{last}");
     assert_eq!(last["reason"], "SIGTERM");
+}
+
+const PACKAGE: &str = "nsipc-agent";
+
+/// The package `cargo xtask deb` built (`cargo xtask test` builds it before the tests), installed
+/// with `dpkg -i` as an operator would: `nsipc-agent --version`, `man nsipc-agent` (and a
+/// subcommand's page), and bash completing `nsipc-agent tr<TAB>` through bash-completion's own
+/// loader; then `dpkg -r` takes it all away again.
+#[test]
+fn the_deb_installs_with_its_man_pages_and_completions() {
+    require_root();
+    let version = env!("CARGO_PKG_VERSION");
+    let arch = sh("dpkg --print-architecture");
+    let deb = format!(
+        "{}/../target/debian/{PACKAGE}_{version}_{}.deb",
+        env!("CARGO_MANIFEST_DIR"),
+        arch.trim()
+    );
+    assert!(
+        std::path::Path::new(&deb).exists(),
+        "no {deb}: build it with `cargo xtask deb` (`cargo xtask test` does before the tests)"
+    );
+    let installed_before = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", PACKAGE])
+        .output()
+        .is_ok_and(|out| out.stdout.ends_with(b"install ok installed"));
+    let _cleanup = Cleanup(if installed_before {
+        String::new()
+    } else {
+        format!("dpkg -r {PACKAGE}")
+    });
+    sh(&format!("DEBIAN_FRONTEND=noninteractive dpkg -i {deb}"));
+
+    assert_eq!(
+        sh(&format!("{PACKAGED_AGENT} --version")).trim(),
+        format!("{PACKAGE} {version}")
+    );
+    let listed = sh(&format!("dpkg -L {PACKAGE}"));
+    for path in [
+        "/usr/share/man/man1/nsipc-agent.1.gz",
+        "/usr/share/man/man1/nsipc-agent-trace.1.gz",
+        "/usr/share/bash-completion/completions/nsipc-agent",
+        "/usr/share/zsh/vendor-completions/_nsipc-agent",
+        "/usr/share/fish/vendor_completions.d/nsipc-agent.fish",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == path),
+            "{path} not in:\n{listed}"
+        );
+    }
+
+    // man finds and renders the pages (plain ASCII, wide enough not to break names).
+    let man = |page: &str| sh(&format!("LC_ALL=C MANWIDTH=200 man {page} | col -b"));
+    let main = man(PACKAGE);
+    assert!(
+        main.contains("nsipc-agent - See Linux IPC namespaces"),
+        "{main}"
+    );
+    assert!(main.contains("nsipc-agent-trace(1)"), "{main}");
+    assert!(main.contains("trace"), "{main}");
+    let trace = man("nsipc-agent-trace");
+    assert!(trace.contains("--output"), "{trace}");
+
+    // bash-completion's loader finds the script by the command's name, as on <TAB>.
+    let complete = |words: &str| {
+        sh(&format!(
+            "bash -c '. /usr/share/bash-completion/bash_completion
+             __load_completion nsipc-agent || exit 3
+             function=$(complete -p nsipc-agent | sed -E \"s/.* -F ([^ ]+) .*/\\1/\")
+             COMP_WORDS=({words}); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+             COMP_LINE=\"{words}\"; COMP_POINT=${{#COMP_LINE}}
+             \"$function\" nsipc-agent \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"
+             echo \"${{COMPREPLY[@]}}\"'"
+        ))
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(complete("nsipc-agent tr"), "trace");
+    assert_eq!(complete("nsipc-agent trace --outp"), "--output");
+
+    if !installed_before {
+        sh(&format!("dpkg -r {PACKAGE}"));
+        assert!(!std::path::Path::new(PACKAGED_AGENT).exists());
+        assert!(!std::path::Path::new("/usr/share/man/man1/nsipc-agent.1.gz").exists());
+        assert!(
+            !std::path::Path::new("/usr/share/bash-completion/completions/nsipc-agent").exists()
+        );
+    }
 }
 
 /// The inum of `pid`'s IPC namespace once it differs from this process's (unshare has run).

@@ -1,6 +1,8 @@
 //! `cargo xtask deb`: the Debian package operators install: the agent in /usr/bin, its systemd
-//! unit (packaging/nsipc-agent.service, least privilege), the docs. Built with dpkg-deb from a
-//! staged tree, then checked: its fields, its files, and the packaged agent running.
+//! unit (packaging/nsipc-agent.service, least privilege), its man pages and shell completions
+//! (which the agent itself makes from its command line: `nsipc-agent man DIR`, `nsipc-agent
+//! completions SHELL`), the docs. Built with dpkg-deb from a staged tree, then checked: its
+//! fields, its files, and the packaged agent running.
 
 use std::{
     fs,
@@ -25,6 +27,23 @@ const EXAMPLES: &[&str] = &[
     "nsipc-agent.tmpfiles.conf",
     "nsipc-agent.logrotate",
 ];
+const MAN_DIR: &str = "usr/share/man/man1";
+/// The man pages `nsipc-agent man` writes: the command's and one per subcommand.
+const MAN_PAGES: [&str; 4] = [
+    "nsipc-agent.1",
+    "nsipc-agent-trace.1",
+    "nsipc-agent-snapshot.1",
+    "nsipc-agent-check.1",
+];
+/// Each shell's completion script, where Debian's bash-completion, zsh and fish look for them.
+const COMPLETIONS: [(&str, &str); 3] = [
+    ("bash", "usr/share/bash-completion/completions/nsipc-agent"),
+    ("zsh", "usr/share/zsh/vendor-completions/_nsipc-agent"),
+    (
+        "fish",
+        "usr/share/fish/vendor_completions.d/nsipc-agent.fish",
+    ),
+];
 
 /// Builds target/debian/nsipc-agent_<version>_<arch>.deb from the release build (which the
 /// caller made) and checks it; returns its path.
@@ -37,11 +56,13 @@ pub fn build_and_check() -> Result<PathBuf> {
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
     }
-    install(
-        &root.join("target/release/nsipc-agent"),
-        &stage.join(BINARY_PATH),
-        0o755,
-    )?;
+    let agent = root.join("target/release/nsipc-agent");
+    install(&agent, &stage.join(BINARY_PATH), 0o755)?;
+    install_man_pages(&agent, &out.join("man"), &stage.join(MAN_DIR))?;
+    for (shell, path) in COMPLETIONS {
+        let script = command_bytes(Command::new(&agent).args(["completions", shell]))?;
+        write_bytes(&stage.join(path), &script, 0o644)?;
+    }
     install(
         &root.join("packaging/nsipc-agent.service"),
         &stage.join(UNIT_PATH),
@@ -133,6 +154,16 @@ fn check(deb: &Path, version: &str) -> Result<()> {
             "-rw-r--r-- root/root",
         ));
     }
+    files.extend(
+        MAN_PAGES
+            .iter()
+            .map(|page| (format!("{MAN_DIR}/{page}.gz"), "-rw-r--r-- root/root")),
+    );
+    files.extend(
+        COMPLETIONS
+            .iter()
+            .map(|(_, path)| (path.to_string(), "-rw-r--r-- root/root")),
+    );
     for (path, mode) in files {
         ensure!(
             contents
@@ -152,7 +183,42 @@ fn check(deb: &Path, version: &str) -> Result<()> {
         agent_version == format!("{PACKAGE} {version}"),
         "the packaged agent says {agent_version:?}"
     );
+    // The pages are roff for the command they are named after; the bash script completes it.
+    for page in MAN_PAGES {
+        let roff = command_output(
+            Command::new("gzip")
+                .arg("-dc")
+                .arg(unpacked.join(MAN_DIR).join(format!("{page}.gz"))),
+        )?;
+        let title = format!(".TH {} 1", page.trim_end_matches(".1"));
+        ensure!(roff.contains(&title), "{page} has no {title:?}:\n{roff}");
+    }
+    let bash = fs::read_to_string(unpacked.join(COMPLETIONS[0].1))?;
+    ensure!(
+        bash.contains("complete -F ") && bash.contains(" nsipc-agent\n"),
+        "the bash completion does not complete nsipc-agent:\n{bash}"
+    );
     fs::remove_dir_all(&unpacked)?;
+    Ok(())
+}
+
+/// Has the agent write its man pages into `scratch`, and puts each, compressed as Debian wants
+/// them (`gzip -9n`: no name nor time in the header, so the package is reproducible), in `dir`.
+fn install_man_pages(agent: &Path, scratch: &Path, dir: &Path) -> Result<()> {
+    if scratch.exists() {
+        fs::remove_dir_all(scratch)?;
+    }
+    run(Command::new(agent).arg("man").arg(scratch))?;
+    for page in MAN_PAGES {
+        let gzipped = command_bytes(Command::new("gzip").arg("-9nc").arg(scratch.join(page)))?;
+        write_bytes(&dir.join(format!("{page}.gz")), &gzipped, 0o644)?;
+    }
+    let made = fs::read_dir(scratch)?.count();
+    ensure!(
+        made == MAN_PAGES.len(),
+        "nsipc-agent man wrote {made} pages, the package ships {MAN_PAGES:?}"
+    );
+    fs::remove_dir_all(scratch)?;
     Ok(())
 }
 
@@ -175,11 +241,17 @@ fn write_bytes(to: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 
 /// A command's stdout, trimmed, when it succeeds.
 fn command_output(cmd: &mut Command) -> Result<String> {
+    let stdout = command_bytes(cmd)?;
+    Ok(String::from_utf8_lossy(&stdout).trim().to_owned())
+}
+
+/// A command's stdout as it wrote it, when it succeeds.
+fn command_bytes(cmd: &mut Command) -> Result<Vec<u8>> {
     let output = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     ensure!(
         output.status.success(),
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    Ok(output.stdout)
 }

@@ -38,9 +38,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up and run every test: unit tests and the privileged tests against the running
-    /// kernel (needs root), formatting and clippy on both sides, the .deb's checks and the
-    /// DaemonSet manifest's.
+    /// Set up and run every test: the .deb's checks, unit tests and the privileged tests
+    /// against the running kernel (needs root; they install the .deb), formatting and clippy
+    /// on both sides, and the DaemonSet manifest's validation.
     Test,
     /// Build target/debian/nsipc-agent_<version>_<arch>.deb (the agent, its systemd unit, the
     /// docs) and check it.
@@ -120,7 +120,7 @@ fn main() -> Result<()> {
                     "the privileged tests load eBPF programs and need root: run `sudo cargo xtask test`"
                 );
             }
-            run(cargo().args([
+            let test = [
                 "test",
                 "--workspace",
                 "--exclude",
@@ -128,10 +128,13 @@ fn main() -> Result<()> {
                 "--release",
                 "--features",
                 PRIVILEGED_TESTS,
-            ]))?;
-            lint()?;
-            // The tests built the release agent the package carries.
+            ];
+            // Build first, then package the release agent the tests run (the packaging test
+            // installs that .deb with dpkg), then test.
+            run(cargo().args(test).arg("--no-run"))?;
             deb::build_and_check()?;
+            run(cargo().args(test))?;
+            lint()?;
             manifest::check()
         }
         Task::Deb => {

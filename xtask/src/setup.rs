@@ -26,6 +26,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
     // The metrics test scrapes the agent with the real Prometheus and queries its HTTP API.
     "prometheus",
+    // The packaging test reads the installed man page and completes with the installed
+    // bash completion, as an operator would.
+    "man-db",
+    "bash-completion",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

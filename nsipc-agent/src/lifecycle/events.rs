@@ -6,10 +6,13 @@ use nsipc_common::HOST_IPC_NS_INUM;
 
 use crate::{
     attribution::Attribution,
+    containers::Container,
     decode::{ContainerRef, Task},
     json::{Fields, Key, Line, SerdeFields, key},
     names::{IpcObject, errno_name},
+    pretty::{Head, PrettyLine, Tone, Who},
     render::{KeyHex, ModeOctal, WallClock},
+    sink::EventLine,
 };
 
 /// One life of an IPC namespace.
@@ -615,5 +618,225 @@ impl Serialize for LifecycleJson<'_> {
         let mut map = serializer.serialize_map(None)?;
         self.fields(&mut SerdeFields(&mut map))?;
         map.end()
+    }
+}
+
+impl EventLine for LifecycleJson<'_> {
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        self.write_line(buf);
+        Ok(())
+    }
+
+    fn pretty(&self, line: &mut PrettyLine<'_>) {
+        let event = self.event;
+        let known = |c: ContainerRef| self.attribution.get(c).map(|known| &known.container);
+        let task_container = event.task().and_then(|task| known(task.container));
+        // The containers a namespace's end names; else the one the event is about (without
+        // allocating: the storm's lines are of this kind).
+        let one: [&Container; 1];
+        let many: Vec<&Container>;
+        let named: &[&Container] = match event {
+            Lifecycle::NsDestroy { containers, .. } => {
+                many = containers.iter().filter_map(|&c| known(c)).collect();
+                &many
+            }
+            Lifecycle::ObjectOrphaned { container, .. } => match known(*container) {
+                Some(container) => {
+                    one = [container];
+                    &one
+                }
+                None => &[],
+            },
+            _ => match task_container {
+                Some(container) => {
+                    one = [container];
+                    &one
+                }
+                None => &[],
+            },
+        };
+        let who = match event.task() {
+            Some(_) if task_container.is_none() => Who::Host,
+            _ => Who::Containers(named),
+        };
+        line.head(&Head {
+            time: self.clock.wall_time(event.ts()),
+            kind: event.name(),
+            tone: event.tone(),
+            ns: Some(event.ns().inum),
+            who,
+            task: event.task().map(|task| (task.pid, task.comm_bytes())),
+        });
+        match event {
+            Lifecycle::NsExists { .. } | Lifecycle::ContainerHostIpc { .. } => {}
+            Lifecycle::NsCreate {
+                ns,
+                from,
+                via,
+                child_pid,
+                ..
+            } => {
+                line.switch(from.inum, ns.inum).name(
+                    "via",
+                    match via {
+                        Via::Unshare => "unshare",
+                        Via::Clone => "clone",
+                    },
+                );
+                if let Some(child_pid) = child_pid {
+                    line.uint("child", (*child_pid).into());
+                }
+            }
+            Lifecycle::NsJoin {
+                ns,
+                from,
+                into_host,
+                kind,
+                members,
+                ..
+            } => {
+                line.switch(from.inum, ns.inum).name("join", kind.as_str());
+                if *into_host {
+                    line.flag("into_host");
+                }
+                let members: Vec<&Container> = members.iter().filter_map(|&c| known(c)).collect();
+                if !members.is_empty() {
+                    line.containers("ns_containers", &members);
+                }
+            }
+            Lifecycle::NsDestroy {
+                lifetime_ns,
+                destroyed,
+                reason,
+                late,
+                ..
+            } => {
+                line.name("reason", reason.as_str());
+                if let Some(lifetime_ns) = lifetime_ns {
+                    line.duration("lifetime", *lifetime_ns);
+                }
+                line.name("objects_destroyed", "msg=")
+                    .raw_uint(destroyed.msg.into())
+                    .raw(",shm=")
+                    .raw_uint(destroyed.shm.into())
+                    .raw(",sem=")
+                    .raw_uint(destroyed.sem.into());
+                if *late {
+                    line.flag("late");
+                }
+            }
+            Lifecycle::ObjectExists { id, key, .. } | Lifecycle::ShmRemove { id, key, .. } => {
+                line.key(*key).int("id", (*id).into());
+            }
+            Lifecycle::ObjectCreate {
+                object,
+                id,
+                key,
+                mode,
+                size,
+                ..
+            } => {
+                line.key(*key).int("id", (*id).into()).mode(*mode as u32);
+                match object {
+                    IpcObject::Msg => {}
+                    IpcObject::Shm => drop(line.uint("size", *size)),
+                    IpcObject::Sem => drop(line.uint("nsems", *size)),
+                }
+            }
+            Lifecycle::ObjectDestroy {
+                id,
+                key,
+                reason,
+                lifetime_ns,
+                late,
+                ..
+            } => {
+                line.key(*key)
+                    .int("id", (*id).into())
+                    .name("reason", reason.as_str());
+                if let Some(lifetime_ns) = lifetime_ns {
+                    line.duration("lifetime", *lifetime_ns);
+                }
+                if *late {
+                    line.flag("late");
+                }
+            }
+            Lifecycle::ObjectOrphaned { id, key, cause, .. } => {
+                line.key(*key)
+                    .int("id", (*id).into())
+                    .name("cause", cause.as_str());
+                if let OrphanCause::CreatorExited { pid } = cause {
+                    line.uint("creator_pid", (*pid).into());
+                }
+            }
+            Lifecycle::ShmAttach { id, key, addr, .. } => {
+                if let Some(key) = key {
+                    line.key(*key);
+                }
+                line.int("id", (*id).into()).hex("addr", *addr);
+            }
+            Lifecycle::ShmDetach { id, key, addr, .. } => {
+                if let Some(key) = key {
+                    line.key(*key);
+                }
+                if let Some(id) = id {
+                    line.int("id", (*id).into());
+                }
+                line.hex("addr", *addr);
+            }
+            Lifecycle::GetFailed {
+                key,
+                errno,
+                key_lives_in,
+                ..
+            } => {
+                line.key(*key);
+                match errno_name(*errno) {
+                    Some(name) => line.name("errno", name),
+                    None => line.int("errno", (*errno).into()),
+                };
+                // Where the key does live, and who lives there: `key_lives_in 4026532177(web)`.
+                for (i, home) in key_lives_in.iter().enumerate() {
+                    if i == 0 {
+                        line.uint("key_lives_in", home.ns.inum.into());
+                    } else {
+                        line.raw(",").raw_uint(home.ns.inum.into());
+                    }
+                    let mut containers = home.containers.iter().filter_map(|&c| known(c));
+                    if let Some(first) = containers.next() {
+                        line.raw("(").raw_container(first);
+                        for container in containers {
+                            line.raw(",").raw_container(container);
+                        }
+                        line.raw(")");
+                    }
+                }
+            }
+        }
+        // A container's task in the host's namespace (`--ipc=host`), as `host_ipc` says in
+        // the JSON; `container.host_ipc` says it by its kind.
+        if task_container.is_some()
+            && event.ns().inum == HOST_IPC_NS_INUM
+            && !matches!(event, Lifecycle::ContainerHostIpc { .. })
+        {
+            line.flag("host_ipc");
+        }
+    }
+}
+
+impl Lifecycle {
+    /// The family of the event's kind, for its colour in the human view.
+    fn tone(&self) -> Tone {
+        match self {
+            Lifecycle::NsExists { .. } | Lifecycle::ObjectExists { .. } => Tone::Plain,
+            Lifecycle::NsCreate { .. } | Lifecycle::ObjectCreate { .. } => Tone::Create,
+            Lifecycle::NsDestroy { .. } | Lifecycle::ObjectDestroy { .. } => Tone::Destroy,
+            Lifecycle::ShmRemove { .. } => Tone::Remove,
+            Lifecycle::NsJoin { .. } => Tone::Join,
+            Lifecycle::ShmAttach { .. } | Lifecycle::ShmDetach { .. } => Tone::Attach,
+            Lifecycle::GetFailed { .. }
+            | Lifecycle::ContainerHostIpc { .. }
+            | Lifecycle::ObjectOrphaned { .. } => Tone::Warn,
+        }
     }
 }

@@ -29,7 +29,6 @@ pub(crate) use self::stream::Stream;
 use crate::{
     agent_events::AgentEvent,
     attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
-    cli::OutputFormat,
     containers::MetadataRoots,
     filter::FilterSpec,
     inventory, kernel,
@@ -37,7 +36,7 @@ use crate::{
     metrics::Metrics,
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
     render::clock_ns,
-    sink::{SinkState, stdout_reader_gone},
+    sink::{Format, SinkState, stdout_reader_gone},
     snapshot,
     stop_watchdog::{self, WatchedStdout},
 };
@@ -62,8 +61,8 @@ pub struct TraceOptions {
     pub backend: Option<Backend>,
     /// Which lines to write.
     pub filter: FilterSpec,
-    /// Json, or no stream at all (metrics only).
-    pub output: OutputFormat,
+    /// How the lines are written: JSON, pretty, or none at all (metrics only).
+    pub format: Format,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -118,14 +117,12 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     .with_cmdlines(options.cmdline);
     let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw)
         .attributing(attribution)
-        .filtering(options.filter);
+        .filtering(options.filter)
+        .formatting(options.format);
     if metrics.is_some() {
         stream.engine.keep_shm_sizes();
     }
-    let writes_stdout = options.output != OutputFormat::None;
-    if !writes_stdout {
-        stream = stream.discarding();
-    }
+    let writes_stdout = options.format != Format::None;
     // What already exists, after the probes are attached so that nothing born in between is
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();

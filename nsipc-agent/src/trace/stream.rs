@@ -22,7 +22,7 @@ use crate::{
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     metrics::LineKind,
     render::{KernelEventJson, Rfc3339, WallClock},
-    sink::{JsonLines, SinkState},
+    sink::{Format, JsonLines, SinkState},
 };
 
 /// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
@@ -96,9 +96,9 @@ impl<W: Write> Stream<W> {
         self
     }
 
-    /// Writes no line (`--output none`): they are still counted, for the metrics.
-    pub(crate) fn discarding(mut self) -> Self {
-        self.sink.discard();
+    /// Writes the lines in `format` (JSON unless told).
+    pub(crate) fn formatting(mut self, format: Format) -> Self {
+        self.sink = self.sink.formatting(format);
         self
     }
 
@@ -247,7 +247,7 @@ impl<W: Write> Stream<W> {
                 clock: &self.clock,
                 attribution: &self.attribution,
             };
-            if self.sink.write_with(|buf| json.write_line(buf))? == SinkState::ReaderGone {
+            if self.sink.write(&json)? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
             }
         }
