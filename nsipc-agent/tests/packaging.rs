@@ -146,7 +146,13 @@ fn the_deb_installs_with_its_man_pages_and_completions() {
     }
 
     // man finds and renders the pages (plain ASCII, wide enough not to break names).
-    let man = |page: &str| sh(&format!("LC_ALL=C MANWIDTH=200 man {page} | col -b"));
+    // Words compared with single spaces: man justifies its lines.
+    let man = |page: &str| {
+        sh(&format!("LC_ALL=C MANWIDTH=200 man {page} | col -b"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let main = man(PACKAGE);
     assert!(
         main.contains("nsipc-agent - See Linux IPC namespaces"),
@@ -297,7 +303,27 @@ fn the_daemonset_pod_runs_as_its_spec_says() {
     agent.wait_for("the held namespace in the inventory", |e| {
         e["event"] == "ipc_ns.exists" && e["ns"] == inum
     });
-    agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
+    let ready = agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
+    // The spec's metrics port, scraped in the pod's network namespace as Prometheus would at
+    // the pod's address (dockerd runs here with no bridge: the container has only loopback).
+    let port = spec["ports"][0]["containerPort"].as_u64().unwrap();
+    assert_eq!(ready["metrics_addr"], format!("0.0.0.0:{port}"), "{ready}");
+    let pid = sh(&format!("docker inspect -f '{{{{.State.Pid}}}}' {name}"));
+    let metrics = sh(&format!(
+        "nsenter -t {} -n bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; \
+         printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'",
+        pid.trim()
+    ));
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let namespaces = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nsipc_ipc_namespaces "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no nsipc_ipc_namespaces in:\n{metrics}"));
+    assert!(
+        namespaces >= 2.0,
+        "the host's and the held one at least: {metrics}"
+    );
     let _ = holder.kill();
     let _ = holder.wait();
     sh(&format!("docker stop {name}"));
