@@ -274,8 +274,9 @@ impl Engine {
                     id: id as i32,
                 };
                 // A get of an object already known opens it; only a new one was created.
-                let size = if object == IpcObject::Shm { size } else { 0 };
-                if self.insert_object(obj_key, key, size, Some(ts), task.pid) {
+                // `size` is a set's nsems for semget: only a segment's is bytes.
+                let shm_bytes = if object == IpcObject::Shm { size } else { 0 };
+                if self.insert_object(obj_key, key, shm_bytes, Some(ts), task.pid) {
                     if ns.inum == HOST_IPC_NS_INUM && task.container.is_some() {
                         self.made_in_host.insert(obj_key, task.container);
                     }

@@ -13,15 +13,17 @@ fn get_creates_once_then_opens() {
             id,
             key,
             mode,
+            size,
             ns: created_in,
             ..
         } = &out[0]
         else {
             panic!("{out:?}")
         };
+        // The get's size argument as the kernel took it: a set's nsems, a segment's bytes.
         assert_eq!(
-            (*id, *key, *mode, created_in.inum),
-            (7, 0x1234, 0o600, NS_A)
+            (*id, *key, *mode, *size, created_in.inum),
+            (7, 0x1234, 0o600, 4096, NS_A)
         );
         assert!(
             h.get(ns(NS_A, 42), object, 0x1234, 7).is_empty(),
