@@ -1,5 +1,6 @@
 //! `cargo xtask deb`: the Debian package operators install: the agent in /usr/bin, its systemd
-//! unit (packaging/nsipc-agent.service, least privilege), the docs. Built with dpkg-deb from a
+//! unit (packaging/nsipc-agent.service, least privilege), the docs (the event reference and
+//! its JSON Schema). Built with dpkg-deb from a
 //! staged tree, then checked: its fields, its files, and the packaged agent running.
 
 use std::{
@@ -40,7 +41,7 @@ pub fn build_and_check() -> Result<PathBuf> {
         &stage.join(UNIT_PATH),
         0o644,
     )?;
-    for doc in ["README.md", "docs/events.md"] {
+    for doc in ["README.md", "docs/events.md", "docs/events.schema.json"] {
         let name = Path::new(doc).file_name().expect("a file");
         install(&root.join(doc), &stage.join(DOC_DIR).join(name), 0o644)?;
     }
@@ -111,6 +112,14 @@ fn check(deb: &Path, version: &str) -> Result<()> {
         (UNIT_PATH, "-rw-r--r-- root/root"),
         (
             "usr/share/doc/nsipc-agent/copyright",
+            "-rw-r--r-- root/root",
+        ),
+        (
+            "usr/share/doc/nsipc-agent/events.md",
+            "-rw-r--r-- root/root",
+        ),
+        (
+            "usr/share/doc/nsipc-agent/events.schema.json",
             "-rw-r--r-- root/root",
         ),
     ] {
