@@ -24,6 +24,8 @@ mod probes;
 #[cfg(test)]
 mod proptests;
 mod render;
+#[cfg(test)]
+mod schema;
 mod sink;
 mod snapshot;
 mod stop_watchdog;

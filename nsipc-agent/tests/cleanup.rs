@@ -171,7 +171,7 @@ impl PipedAgent {
             .expect("spawning nsipc-agent");
         let mut stdout = child.stdout.take().expect("piped stdout");
         let ready = std::iter::from_fn(|| read_line_unbuffered(&mut stdout))
-            .map(|line| serde_json::from_str::<Value>(&line).expect("a JSON line"))
+            .map(|line| event_line(&line))
             .find(|event| event["event"] == "agent.ready")
             .expect("the agent ended before agent.ready");
         let ids = attached_by(child.id(), &ready);
@@ -251,7 +251,7 @@ fn a_reader_that_leaves_ends_the_agent_quietly() {
     let head = head.wait_with_output().expect("waiting for head");
     let line = String::from_utf8(head.stdout).expect("utf-8");
     assert_eq!(line.lines().count(), 1, "{line}");
-    let event: Value = serde_json::from_str(&line).expect("one JSON line");
+    let event: Value = event_line(line.trim_end());
     assert!(event["event"].is_string(), "{event}");
     let (status, stderr, ids) = agent.wait();
     assert!(status.success(), "{status}: {stderr}");

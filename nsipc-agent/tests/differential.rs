@@ -120,10 +120,10 @@ fn stopping_mid_workload_invents_no_destroy_reason() {
             let mut reasons: HashMap<(Value, Value), BTreeMap<String, usize>> = HashMap::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                let event = event_line(&line);
                 if !line.contains("agent.") && !line.contains("\"shm.") {
                     continue;
                 }
-                let event: Value = serde_json::from_str(&line).expect("JSON");
                 let life = event.get("ns_id").or_else(|| event.get("ns_gen")).cloned();
                 let place = (event["ns"].clone(), life.unwrap_or(Value::Null));
                 match event["event"].as_str().unwrap_or_default() {

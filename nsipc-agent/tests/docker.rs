@@ -142,19 +142,37 @@ fn the_example_story_runs_with_real_podman_containers() {
 fn the_example_story_with(engine: Engine) {
     require_root();
     let key = unique_key(engine.key_salt + 0xf);
+    let events_file = std::env::temp_dir().join(format!(
+        "nsipc-container-story-{}-{}.jsonl",
+        engine.program,
+        std::process::id()
+    ));
     let out = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/container-story.sh"
     ))
     .args([engine.program, env!("CARGO_BIN_EXE_nsipc-agent")])
     .env("STORY_KEY", key.to_string())
+    .env("STORY_EVENTS", &events_file)
     .output()
     .expect("running examples/container-story.sh");
+    // The agent's own stream, which the script kept, validates line by line (the script exits
+    // without waiting for the agent: a last line still being written is left out).
+    let stream = std::fs::read_to_string(&events_file).expect("the stream the script kept");
+    let _ = std::fs::remove_file(&events_file);
+    let mut validated = 0;
+    for line in stream.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        event_line(line.trim_end());
+        validated += 1;
+    }
+    assert!(validated > 0, "the script kept an empty stream");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    // What it prints is jq's view of the stream (no `time`, containers by name): not lines of
+    // the stream, so not the schema's.
     let story: Vec<Value> = stdout
         .lines()
         .filter(|line| line.starts_with('{'))
@@ -275,7 +293,7 @@ fn the_story_with(engine: Engine) {
     let listed: Vec<Value> = String::from_utf8(snapshot.stdout)
         .unwrap()
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
+        .map(event_line)
         .filter(|e: &Value| e["event"] == "ipc_ns.exists" && e["ns"].as_u64() == Some(producer_ns))
         .collect();
     assert_eq!(listed.len(), 1, "{listed:#?}");

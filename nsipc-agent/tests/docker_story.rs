@@ -57,10 +57,7 @@ fn the_docker_story_is_told_step_by_step() {
     );
     let text = std::fs::read_to_string(&events_file).expect("the stream the script kept");
     let _ = std::fs::remove_file(&events_file);
-    let events: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let events: Vec<Value> = text.lines().map(event_line).collect();
 
     // What the programs themselves said.
     let line = |prefix: &str| -> &str {

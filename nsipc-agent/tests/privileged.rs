@@ -140,7 +140,7 @@ fn keys_in_hex_and_modes_in_octal_are_what_ipcs_prints() {
     let snapshot: Vec<serde_json::Value> = out
         .lines()
         .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(event_line)
         .collect();
 
     // This life of the inum (other tests may make others meanwhile): the negative key's get.
@@ -531,4 +531,35 @@ fn check_reports_what_the_kernel_allows() {
         );
     }
     eprintln!("check: kfree callers {callers:?}");
+}
+
+/// The validation every line read here goes through refuses what the agent must not write: a
+/// real `agent.ready` line passes, and the same line with a field too many, one missing, or a
+/// backend that does not exist, is refused, with the line in the error.
+#[test]
+fn the_stream_reader_refuses_lines_the_schema_does_not_allow() {
+    let agent = Agent::start(&[]);
+    let ready = agent
+        .events
+        .iter()
+        .find(|e| e["event"] == "agent.ready")
+        .expect("agent.ready")
+        .clone();
+    drop(agent);
+    assert!(validate_line(&ready.to_string()).is_ok());
+    let mut extra = ready.clone();
+    extra["colour"] = json!("red");
+    let mut missing = ready.clone();
+    missing.as_object_mut().unwrap().remove("hooks");
+    let mut backend = ready.clone();
+    backend["backend"] = json!("uprobe");
+    for wrong in [extra, missing, backend] {
+        let line = wrong.to_string();
+        let error = validate_line(&line).expect_err(&line);
+        assert!(error.contains(&line), "{error}");
+    }
+    assert!(
+        validate_line("{\"event\": \"agent.ready\"").is_err(),
+        "not JSON"
+    );
 }

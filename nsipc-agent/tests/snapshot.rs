@@ -54,10 +54,7 @@ impl Snapshot {
             "snapshot failed ({}): {stderr}",
             output.status
         );
-        let lines = stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
+        let lines = stdout.lines().map(event_line).collect();
         Snapshot { pid, lines, stderr }
     }
 

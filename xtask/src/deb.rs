@@ -1,8 +1,9 @@
 //! `cargo xtask deb`: the Debian package operators install: the agent in /usr/bin, its systemd
 //! unit (packaging/nsipc-agent.service, least privilege), its man pages and shell completions
 //! (which the agent itself makes from its command line: `nsipc-agent man DIR`, `nsipc-agent
-//! completions SHELL`), the docs. Built with dpkg-deb from a staged tree, then checked: its
-//! fields, its files, and the packaged agent running.
+//! completions SHELL`), the docs (the event reference and its JSON Schema, the shipping recipe).
+//! Built with dpkg-deb from a staged tree, then checked: its fields, its files, and the
+//! packaged agent running.
 
 use std::{
     fs,
@@ -68,7 +69,12 @@ pub fn build_and_check() -> Result<PathBuf> {
         &stage.join(UNIT_PATH),
         0o644,
     )?;
-    for doc in ["README.md", "docs/events.md", "docs/shipping.md"] {
+    for doc in [
+        "README.md",
+        "docs/events.md",
+        "docs/events.schema.json",
+        "docs/shipping.md",
+    ] {
         let name = Path::new(doc).file_name().expect("a file");
         install(&root.join(doc), &stage.join(DOC_DIR).join(name), 0o644)?;
     }
@@ -153,6 +159,9 @@ fn check(deb: &Path, version: &str) -> Result<()> {
             format!("{DOC_DIR}/examples/{example}"),
             "-rw-r--r-- root/root",
         ));
+    }
+    for doc in ["events.md", "events.schema.json"] {
+        files.push((format!("{DOC_DIR}/{doc}"), "-rw-r--r-- root/root"));
     }
     files.extend(
         MAN_PAGES

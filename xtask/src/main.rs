@@ -1,5 +1,5 @@
-//! Project tasks: `cargo xtask setup | build | trace | test | deb | image | manifest | lint |
-//! vm-test | bench`.
+//! Project tasks: `cargo xtask setup | build | trace | test | lint | schema | deb | image |
+//! manifest | vm-test | bench`.
 //!
 //! Every task that needs the eBPF toolchain runs `setup` first; setup checks before it installs,
 //! so it is quick when everything is there.
@@ -54,6 +54,9 @@ enum Task {
     Manifest,
     /// cargo fmt --check and clippy (userspace and eBPF).
     Lint,
+    /// Regenerate docs/events.schema.json, the JSON Schema of every line the agent writes,
+    /// from the agent's own line writers; then check that docs/events.md documents what it has.
+    Schema,
     /// Run the privileged tests on the host's kernel and, under qemu, on Debian's newest 6.1
     /// and 6.12 cloud kernels; print a kernel × backend matrix (needs root for the host).
     VmTest {
@@ -162,6 +165,10 @@ fn main() -> Result<()> {
             setup::ensure()?;
             lint()
         }
+        Task::Schema => {
+            setup::ensure()?;
+            schema()
+        }
         Task::VmTest {
             kernels,
             backends,
@@ -242,6 +249,43 @@ fn lint() -> Result<()> {
             "-D",
             "warnings",
         ]))
+}
+
+/// The schema is inferred from the lines the agent's writers make of samples of every kind (a
+/// unit test of nsipc-agent, src/schema/): that test writes the file when `NSIPC_WRITE_SCHEMA`
+/// is set, and compares it otherwise. The other schema tests then check the reference against
+/// the new file.
+fn schema() -> Result<()> {
+    let test = |write: bool, filter: &str, exact: bool| {
+        let mut cmd = cargo();
+        cmd.args([
+            "test",
+            "--release",
+            "--package",
+            "nsipc-agent",
+            "--bin",
+            "nsipc-agent",
+            "--",
+            filter,
+        ]);
+        if exact {
+            cmd.arg("--exact");
+        }
+        if write {
+            cmd.env("NSIPC_WRITE_SCHEMA", "1");
+        } else {
+            cmd.env_remove("NSIPC_WRITE_SCHEMA");
+        }
+        run(&mut cmd)
+    };
+    test(
+        true,
+        "schema::tests::the_checked_in_schema_is_what_the_code_writes",
+        true,
+    )?;
+    test(false, "schema::", false)?;
+    eprintln!("xtask: docs/events.schema.json written and checked");
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {

@@ -5,7 +5,11 @@
 use std::{
     io::{BufRead as _, BufReader},
     process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio},
-    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, channel},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -89,16 +93,131 @@ pub struct Agent {
     pub events: Vec<Value>,
 }
 
+/// The schema every line of the stream must validate against (generated from the agent's
+/// writers by `cargo xtask schema`), built in: `cargo xtask vm-test` runs these binaries in VMs
+/// without the source tree.
+const SCHEMA: &str = include_str!("../../../docs/events.schema.json");
+
+fn schema() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema: Value = serde_json::from_str(SCHEMA).expect("the schema is JSON");
+        // The counts as the test process ends (the test harness exits through exit(3)).
+        // SAFETY: registers a plain function without arguments.
+        unsafe { libc::atexit(tally_at_exit) };
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("docs/events.schema.json is a valid schema")
+    })
+}
+
+/// Lines validated against the schema, refused by it, and not JSON at all, by this test
+/// process.
+static VALIDATED: AtomicU64 = AtomicU64::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+static NOT_JSON: AtomicU64 = AtomicU64::new(0);
+
+/// `$NSIPC_SCHEMA_TALLY/<test binary>.<pid>`, when set.
+fn tally_path() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("NSIPC_SCHEMA_TALLY")?;
+    let exe = std::env::current_exe().ok()?;
+    let name = exe.file_name()?.to_string_lossy().into_owned();
+    let _ = std::fs::create_dir_all(&dir);
+    Some(std::path::Path::new(&dir).join(format!("{name}.{}", std::process::id())))
+}
+
+/// Writes this process's counts to [`tally_path`], for a run to report how many lines were
+/// validated.
+fn write_tally() {
+    let Some(path) = tally_path() else { return };
+    let _ = std::fs::write(
+        path,
+        format!(
+            "validated {} refused {} not_json {}\n",
+            VALIDATED.load(Ordering::Relaxed),
+            REFUSED.load(Ordering::Relaxed),
+            NOT_JSON.load(Ordering::Relaxed),
+        ),
+    );
+}
+
+/// Keeps a bad line's error beside the counts (a reader thread's error reaches the test only
+/// if the test reads that far).
+fn note_bad_line(error: &str) {
+    write_tally();
+    if let Some(path) = tally_path() {
+        use std::io::Write as _;
+        if let Ok(mut file) =
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path.with_extension(format!(
+                    "{}.bad",
+                    path.extension().unwrap_or_default().to_string_lossy()
+                )))
+        {
+            let _ = writeln!(file, "{error}");
+        }
+    }
+}
+
+extern "C" fn tally_at_exit() {
+    write_tally();
+}
+
+/// `line` parsed and validated against docs/events.schema.json, not counted; the error (with
+/// the line) when it is not JSON or the schema refuses it.
+pub fn validate_line(line: &str) -> Result<Value, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}: {line}"))?;
+    refusal(&value).map_or(Ok(value), |error| Err(format!("{error}: {line}")))
+}
+
+/// Why the schema refuses `value`, if it does.
+fn refusal(value: &Value) -> Option<String> {
+    schema().validate(value).err().map(|error| {
+        format!(
+            "docs/events.schema.json refuses the line: {error} (at {})",
+            error.instance_path()
+        )
+    })
+}
+
+/// One line of the agent's stdout, [`validate_line`]d and counted.
+pub fn check_line(line: &str) -> Result<Value, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        NOT_JSON.fetch_add(1, Ordering::Relaxed);
+        let error = format!("not JSON: {e}: {line}");
+        note_bad_line(&error);
+        error
+    })?;
+    if let Some(error) = refusal(&value) {
+        REFUSED.fetch_add(1, Ordering::Relaxed);
+        let error = format!("{error}: {line}");
+        note_bad_line(&error);
+        return Err(error);
+    }
+    if VALIDATED.fetch_add(1, Ordering::Relaxed) % 1000 == 999 {
+        write_tally();
+    }
+    Ok(value)
+}
+
+/// [`check_line`], panicking with the line and the error.
+pub fn event_line(line: &str) -> Value {
+    check_line(line).unwrap_or_else(|error| panic!("the agent printed a bad line: {error}"))
+}
+
 fn read_lines(stdout: ChildStdout) -> Receiver<Result<Value, String>> {
     let (tx, rx) = channel();
     thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            let parsed = serde_json::from_str::<Value>(&line).map_err(|e| format!("{e}: {line}"));
-            if tx.send(parsed).is_err() {
+            if tx.send(check_line(&line)).is_err() {
                 break;
             }
         }
+        write_tally();
     });
     rx
 }
@@ -161,7 +280,7 @@ impl Agent {
                 self.events.push(event.clone());
                 Some(event)
             }
-            Ok(Err(bad_line)) => panic!("the agent printed a line that is not JSON: {bad_line}"),
+            Ok(Err(error)) => panic!("the agent printed a bad line: {error}"),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
         }
     }
@@ -256,6 +375,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        write_tally();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

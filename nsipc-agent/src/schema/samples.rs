@@ -1,0 +1,885 @@
+//! Lines of every kind the agent writes, made by the writers `trace` and `snapshot` use:
+//! [`KernelEventJson`] (raw events, through serde_json as the sink writes them),
+//! [`LifecycleJson::write_line`] (lifecycle events, the hot path's [`Line`](crate::json::Line)
+//! writer), [`snapshot::write_lines`] (the inventory's lines) and [`AgentEvent`] (serde
+//! derive). Each optional field is present in some sample and absent in another, and each
+//! value of a field with a closed set of values (reasons, errno and command names, backends…)
+//! appears: the schema is inferred from these lines, so what they leave out it refuses.
+//!
+//! The `all_*` lists are exhaustive by construction: each has a `match` with no wildcard, so a
+//! new variant does not compile until it is sampled.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
+
+use crate::{
+    agent_events::{AgentEvent, ResyncCause},
+    attribution::Attribution,
+    containers::{Container, Pod, Runtime},
+    decode::{Body, ContainerRef, KernelEvent, SysResult, Task},
+    inventory::{
+        FdHolder, Inventory, IpcPerm, MountHolder, NamespaceInfo, ObjectDetail, ObjectInfo,
+        ProcessInfo,
+    },
+    lifecycle::{
+        DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts,
+        OrphanCause, Via,
+    },
+    names::IpcObject,
+    probes::{Backend, FreeHooks, HookChoice},
+    render::{KernelEventJson, WallClock, kind_name},
+    sink::JsonLines,
+    snapshot,
+};
+
+pub fn all_objects() -> [IpcObject; 3] {
+    let _exhaustive = |o: IpcObject| match o {
+        IpcObject::Msg | IpcObject::Shm | IpcObject::Sem => {}
+    };
+    [IpcObject::Msg, IpcObject::Shm, IpcObject::Sem]
+}
+
+fn all_runtimes() -> [Runtime; 6] {
+    let _exhaustive = |r: Runtime| match r {
+        Runtime::Docker
+        | Runtime::Podman
+        | Runtime::Containerd
+        | Runtime::CriO
+        | Runtime::Lxc
+        | Runtime::SystemdNspawn => {}
+    };
+    [
+        Runtime::Docker,
+        Runtime::Podman,
+        Runtime::Containerd,
+        Runtime::CriO,
+        Runtime::Lxc,
+        Runtime::SystemdNspawn,
+    ]
+}
+
+/// The reasons the engine gives an object of this kind (`last_detach` and `rmid_forced` are a
+/// segment's only), and a namespace (`None`).
+fn destroy_reasons(object: Option<IpcObject>) -> Vec<DestroyReason> {
+    let _exhaustive = |r: DestroyReason| match r {
+        DestroyReason::Rmid
+        | DestroyReason::LastDetach
+        | DestroyReason::NamespaceTeardown
+        | DestroyReason::RmidForced
+        | DestroyReason::Freed
+        | DestroyReason::Unknown => {}
+    };
+    match object {
+        None => vec![DestroyReason::Freed, DestroyReason::Unknown],
+        Some(IpcObject::Shm) => vec![
+            DestroyReason::Rmid,
+            DestroyReason::LastDetach,
+            DestroyReason::NamespaceTeardown,
+            DestroyReason::RmidForced,
+            DestroyReason::Unknown,
+        ],
+        Some(IpcObject::Msg | IpcObject::Sem) => vec![
+            DestroyReason::Rmid,
+            DestroyReason::NamespaceTeardown,
+            DestroyReason::Unknown,
+        ],
+    }
+}
+
+fn all_join_kinds() -> [JoinKind; 3] {
+    let _exhaustive = |k: JoinKind| match k {
+        JoinKind::Exec | JoinKind::Share | JoinKind::Setns => {}
+    };
+    [JoinKind::Exec, JoinKind::Share, JoinKind::Setns]
+}
+
+fn all_vias() -> [Via; 2] {
+    let _exhaustive = |v: Via| match v {
+        Via::Unshare | Via::Clone => {}
+    };
+    [Via::Unshare, Via::Clone]
+}
+
+fn all_orphan_causes() -> [OrphanCause; 2] {
+    let _exhaustive = |c: OrphanCause| match c {
+        OrphanCause::ContainerEnded | OrphanCause::CreatorExited { .. } => {}
+    };
+    [
+        OrphanCause::ContainerEnded,
+        OrphanCause::CreatorExited { pid: 4242 },
+    ]
+}
+
+fn all_resync_causes() -> [ResyncCause; 3] {
+    let _exhaustive = |c: ResyncCause| match c {
+        ResyncCause::Lost | ResyncCause::KfreeSkipped | ResyncCause::KfreeUnverified => {}
+    };
+    [
+        ResyncCause::Lost,
+        ResyncCause::KfreeSkipped,
+        ResyncCause::KfreeUnverified,
+    ]
+}
+
+fn all_free_hooks() -> [FreeHooks; 3] {
+    let _exhaustive = |f: FreeHooks| match f {
+        FreeHooks::Fentry | FreeHooks::Kprobe | FreeHooks::Kfree => {}
+    };
+    [FreeHooks::Fentry, FreeHooks::Kprobe, FreeHooks::Kfree]
+}
+
+/// The signals that end `trace` with an `agent.stop` (trace/mod.rs's `Ending::Signal`).
+const STOP_SIGNALS: [&str; 2] = ["SIGINT", "SIGTERM"];
+
+/// Every errno value the kernel has (and one past them, which has no name here): named ones
+/// are written as names, the others as numbers.
+fn errnos() -> impl Iterator<Item = i32> {
+    (1..=133).chain([4095])
+}
+
+/// The sample's own process as a task, so that its command line can be read from /proc (the
+/// `cmdline` field), and a task whose process is gone (no `cmdline`).
+struct Tasks {
+    live: Task,
+    gone: Task,
+}
+
+fn tasks() -> Tasks {
+    let own_comm = std::fs::read("/proc/self/comm").expect("reading /proc/self/comm");
+    let own_comm = own_comm.strip_suffix(b"\n").unwrap_or(&own_comm);
+    let mut comm = [0u8; nsipc_common::COMM_LEN];
+    let n = own_comm.len().min(comm.len() - 1);
+    comm[..n].copy_from_slice(&own_comm[..n]);
+    let live = Task {
+        pid: std::process::id(),
+        tid: std::process::id(),
+        ppid: 1,
+        uid: 0,
+        euid: 0,
+        comm,
+        cgroup: 0,
+        container: ContainerRef::NONE,
+    };
+    let mut gone_comm = [0u8; nsipc_common::COMM_LEN];
+    gone_comm[..6].copy_from_slice(b"ipcmk\xff");
+    let gone = Task {
+        pid: u32::MAX - 1,
+        tid: u32::MAX - 1,
+        // The parent is not known (0): no `ppid`.
+        ppid: 0,
+        uid: 1000,
+        euid: 1001,
+        comm: gone_comm,
+        cgroup: 77,
+        container: ContainerRef::NONE,
+    };
+    Tasks { live, gone }
+}
+
+/// An attribution that knows a container of every runtime, with and without a name and a pod,
+/// and the command line of this process.
+fn attribution(live: &Task) -> (Attribution, Vec<ContainerRef>) {
+    let mut attribution = Attribution::none().with_cmdlines(true);
+    attribution.note_process(live, 0);
+    assert!(
+        attribution.cmdline(live).is_some(),
+        "this process's command line is readable"
+    );
+    let refs = all_runtimes()
+        .into_iter()
+        .enumerate()
+        .map(|(i, runtime)| {
+            attribution.intern(Container {
+                id: format!("{i:x}").repeat(64),
+                runtime,
+                name: (i % 2 == 0).then(|| format!("c{i}")),
+                pod: (i % 3 == 0).then(|| Pod {
+                    name: "web-0".into(),
+                    namespace: "default".into(),
+                    uid: "6f0c1b1e-1".into(),
+                }),
+            })
+        })
+        .collect();
+    (attribution, refs)
+}
+
+const LIVE_NS: NsRef = NsRef {
+    id: 4105,
+    inum: 4026532177,
+    life: 0,
+};
+
+/// Namespace refs with and without a kernel id (kernels before 6.18).
+fn ns_refs() -> [NsRef; 3] {
+    [
+        LIVE_NS,
+        NsRef {
+            id: 0,
+            inum: 4026532178,
+            life: 0,
+        },
+        NsRef {
+            id: 1,
+            inum: HOST_IPC_NS_INUM,
+            life: 0,
+        },
+    ]
+}
+
+/// Namespace identities with an `ns_id` and with an `ns_gen`.
+fn idents() -> [NsIdent; 3] {
+    [
+        NsIdent {
+            inum: 4026532177,
+            id: 4105,
+            generation: 1,
+        },
+        NsIdent {
+            inum: 4026532178,
+            id: 0,
+            generation: 2,
+        },
+        NsIdent {
+            inum: HOST_IPC_NS_INUM,
+            id: 1,
+            generation: 1,
+        },
+    ]
+}
+
+fn results(success: i64) -> Vec<SysResult<i64>> {
+    std::iter::once(Ok(success))
+        .chain(errnos().map(Err))
+        .collect()
+}
+
+/// The bodies of every raw event kind, with every result, command and option.
+fn bodies() -> Vec<Body> {
+    let mut bodies = Vec::new();
+    let [a, b, _] = ns_refs();
+    for object in all_objects() {
+        for result in results(3) {
+            for (key, flags) in [(0x5eed, 0o1600), (0, 0o666), (-1, 0o3644)] {
+                bodies.push(Body::Get {
+                    object,
+                    key,
+                    flags,
+                    size: 4096,
+                    result,
+                });
+            }
+        }
+        // Every command number, named or not, with and without IPC_64.
+        for cmd in (0..=24).chain((0..=24).map(|c| c | 0x100)) {
+            for result in [Ok(0), Err(libc::EINVAL), Err(4095)] {
+                bodies.push(Body::Ctl {
+                    object,
+                    id: 7,
+                    cmd,
+                    semnum: 2,
+                    still_listed: false,
+                    result,
+                });
+            }
+        }
+    }
+    for result in results(0x7f00_0000_0000) {
+        bodies.push(Body::ShmAttach {
+            id: 5,
+            requested_addr: 0,
+            flags: 4096,
+            result,
+        });
+        bodies.push(Body::ShmDetach {
+            addr: 0x7f00_0000_0000,
+            result,
+        });
+    }
+    for from in [a, b] {
+        for result in results(0) {
+            bodies.push(Body::Unshare {
+                flags: 0x0800_0000,
+                from,
+                result,
+            });
+            bodies.push(Body::Setns {
+                fd: 3,
+                nstype: 0x0800_0000,
+                from,
+                result,
+            });
+        }
+        for result in results(200) {
+            bodies.push(Body::Clone {
+                flags: 0x0800_0011,
+                child_pid: 199,
+                from,
+                result,
+            });
+        }
+    }
+    bodies.push(Body::ProcessExit);
+    bodies.push(Body::NsFreed);
+    for (ns_dying, ns_freed, rmid_forced) in [(false, false, false), (true, true, true)] {
+        bodies.push(Body::ShmFreed {
+            id: 3,
+            key: 0x5eed,
+            ns_dying,
+            ns_freed,
+            rmid_forced,
+        });
+    }
+    bodies.push(Body::CgroupMkdir { cgroup: 77 });
+    bodies.push(Body::CgroupRmdir {
+        cgroup: 77,
+        container: ContainerRef::NONE,
+    });
+    // Every body variant is here: a new one does not compile until it is.
+    let _exhaustive = |body: Body| match body {
+        Body::Get { .. }
+        | Body::Ctl { .. }
+        | Body::ShmAttach { .. }
+        | Body::ShmDetach { .. }
+        | Body::Unshare { .. }
+        | Body::Setns { .. }
+        | Body::Clone { .. }
+        | Body::ProcessExit
+        | Body::NsFreed
+        | Body::ShmFreed { .. }
+        | Body::CgroupMkdir { .. }
+        | Body::CgroupRmdir { .. } => {}
+    };
+    bodies
+}
+
+/// The raw events' lines (`trace --raw`), as the sink writes them.
+fn raw_lines(
+    out: &mut Vec<String>,
+    tasks: &Tasks,
+    attribution: &Attribution,
+    containers: &[ContainerRef],
+) {
+    let clock = WallClock::with_offset(1_700_000_000_000_000_000);
+    for (i, body) in bodies().into_iter().enumerate() {
+        // Each body with the tasks in turn: in a container or not, in the host's namespace or
+        // not, its command line known or not, its parent known or not.
+        for variant in 0..4 {
+            let mut task = if variant % 2 == 0 {
+                tasks.live
+            } else {
+                tasks.gone
+            };
+            task.container = if variant >= 2 {
+                containers[i % containers.len()]
+            } else {
+                ContainerRef::NONE
+            };
+            let ns = ns_refs()[(i + variant) % 3];
+            let event = KernelEvent {
+                ts_ns: 5_000 + i as u64,
+                task,
+                ns,
+                body,
+            };
+            out.push(
+                serde_json::to_string(&KernelEventJson {
+                    event: &event,
+                    clock: &clock,
+                    attribution,
+                })
+                .expect("a raw event serializes"),
+            );
+        }
+    }
+}
+
+/// Every lifecycle event, with and without each of its optional parts.
+fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
+    let mut events = Vec::new();
+    let [with_id, with_gen, host] = idents();
+    let ts = 1_000;
+    let homes = vec![
+        KeyHome {
+            ns: with_id,
+            containers: containers.to_vec(),
+        },
+        KeyHome {
+            ns: with_gen,
+            containers: Vec::new(),
+        },
+    ];
+    for task in [tasks.live, tasks.gone] {
+        for ns in [with_id, with_gen, host] {
+            events.push(Lifecycle::NsExists { ts, ns });
+            for (via, child_pid) in all_vias().into_iter().zip([None, Some(199)]) {
+                for from in [with_id, with_gen] {
+                    events.push(Lifecycle::NsCreate {
+                        ts,
+                        task,
+                        ns,
+                        from,
+                        via,
+                        child_pid,
+                    });
+                }
+            }
+            for kind in all_join_kinds() {
+                for (from, members) in [(with_id, containers.to_vec()), (with_gen, Vec::new())] {
+                    events.push(Lifecycle::NsJoin {
+                        ts,
+                        task,
+                        ns,
+                        from,
+                        into_host: ns.inum == HOST_IPC_NS_INUM,
+                        kind,
+                        members,
+                    });
+                }
+            }
+            for reason in destroy_reasons(None) {
+                for (lifetime_ns, late, members) in [
+                    (Some(5_000), false, containers.to_vec()),
+                    (None, reason == DestroyReason::Freed, Vec::new()),
+                ] {
+                    events.push(Lifecycle::NsDestroy {
+                        ts,
+                        ns,
+                        containers: members,
+                        lifetime_ns,
+                        destroyed: ObjectCounts {
+                            msg: 1,
+                            shm: 2,
+                            sem: 0,
+                        },
+                        reason,
+                        late,
+                    });
+                }
+            }
+            for object in all_objects() {
+                events.push(Lifecycle::ObjectExists {
+                    ts,
+                    ns,
+                    object,
+                    id: 0,
+                    key: -5,
+                });
+                events.push(Lifecycle::ObjectCreate {
+                    ts,
+                    task,
+                    ns,
+                    object,
+                    id: 32768,
+                    key: 0x5eed,
+                    mode: 0o600,
+                    size: 4096,
+                });
+                for reason in destroy_reasons(Some(object)) {
+                    let task = (reason == DestroyReason::Rmid).then_some(task);
+                    for (lifetime_ns, late) in [(Some(5_000), false), (None, true)] {
+                        events.push(Lifecycle::ObjectDestroy {
+                            ts,
+                            task,
+                            ns,
+                            object,
+                            id: 1,
+                            key: 0,
+                            reason,
+                            lifetime_ns,
+                            late,
+                        });
+                    }
+                }
+                for errno in errnos() {
+                    events.push(Lifecycle::GetFailed {
+                        ts,
+                        task,
+                        ns,
+                        object,
+                        key: 0x5eed,
+                        flags: 0o600,
+                        errno,
+                        key_lives_in: if errno % 2 == 0 {
+                            homes.clone()
+                        } else {
+                            Vec::new()
+                        },
+                    });
+                }
+                for cause in all_orphan_causes() {
+                    for &container in [ContainerRef::NONE].iter().chain(containers) {
+                        events.push(Lifecycle::ObjectOrphaned {
+                            ts,
+                            ns,
+                            object,
+                            id: 2,
+                            key: 0x5eed,
+                            container,
+                            cause,
+                        });
+                    }
+                }
+            }
+            events.push(Lifecycle::ShmRemove {
+                ts,
+                task,
+                ns,
+                id: 3,
+                key: 0x5eed,
+            });
+            for key in [Some(0x5eed), None] {
+                events.push(Lifecycle::ShmAttach {
+                    ts,
+                    task,
+                    ns,
+                    id: 3,
+                    key,
+                    addr: 0x7f00_0000_0000,
+                });
+                for id in [Some(3), None] {
+                    events.push(Lifecycle::ShmDetach {
+                        ts,
+                        task,
+                        ns,
+                        id,
+                        key,
+                        addr: 0x7f00_0000_0000,
+                    });
+                }
+            }
+            events.push(Lifecycle::ContainerHostIpc { ts, task, ns });
+        }
+    }
+    // Every variant is here: a new one does not compile until it is.
+    let _exhaustive = |event: &Lifecycle| match event {
+        Lifecycle::NsExists { .. }
+        | Lifecycle::NsCreate { .. }
+        | Lifecycle::NsJoin { .. }
+        | Lifecycle::NsDestroy { .. }
+        | Lifecycle::ObjectExists { .. }
+        | Lifecycle::ObjectCreate { .. }
+        | Lifecycle::ObjectDestroy { .. }
+        | Lifecycle::ShmRemove { .. }
+        | Lifecycle::ShmAttach { .. }
+        | Lifecycle::ShmDetach { .. }
+        | Lifecycle::GetFailed { .. }
+        | Lifecycle::ContainerHostIpc { .. }
+        | Lifecycle::ObjectOrphaned { .. } => {}
+    };
+    events
+}
+
+/// The lifecycle events' lines, as the hot path writes them, each in a container and not.
+fn lifecycle_lines(
+    out: &mut Vec<String>,
+    tasks: &Tasks,
+    attribution: &Attribution,
+    containers: &[ContainerRef],
+) {
+    let clock = WallClock::with_offset(1_700_000_000_000_000_000);
+    for (i, mut event) in lifecycles(tasks, containers).into_iter().enumerate() {
+        for container in [ContainerRef::NONE, containers[i % containers.len()]] {
+            match &mut event {
+                Lifecycle::NsCreate { task, .. }
+                | Lifecycle::NsJoin { task, .. }
+                | Lifecycle::ObjectCreate { task, .. }
+                | Lifecycle::ShmRemove { task, .. }
+                | Lifecycle::ShmAttach { task, .. }
+                | Lifecycle::ShmDetach { task, .. }
+                | Lifecycle::GetFailed { task, .. }
+                | Lifecycle::ContainerHostIpc { task, .. }
+                | Lifecycle::ObjectDestroy {
+                    task: Some(task), ..
+                } => task.container = container,
+                _ => {}
+            }
+            let mut buf = Vec::new();
+            LifecycleJson {
+                event: &event,
+                clock: &clock,
+                attribution,
+            }
+            .write_line(&mut buf);
+            out.push(String::from_utf8(buf).expect("lines are UTF-8"));
+        }
+    }
+}
+
+/// The inventory's lines (`snapshot`, and `trace` at its start), with and without `ns_id`,
+/// `ns_gen` and every optional part.
+fn inventory_lines(out: &mut Vec<String>) {
+    let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let docker_id = "ab".repeat(32);
+    let namespace = |inum, ns_id, full: bool| NamespaceInfo {
+        inum,
+        ns_id,
+        seen_at: at,
+        processes: if full {
+            vec![
+                ProcessInfo {
+                    pid: 42,
+                    tids: None,
+                    comm: "sleep".into(),
+                    uid: 0,
+                    container: Some(docker_id.clone()),
+                },
+                ProcessInfo {
+                    pid: 43,
+                    tids: Some(vec![44]),
+                    comm: "perl".into(),
+                    uid: 1000,
+                    container: None,
+                },
+            ]
+        } else {
+            Vec::new()
+        },
+        container_cgroups: if full {
+            vec![format!("/docker/{docker_id}")]
+        } else {
+            Vec::new()
+        },
+        fds: if full {
+            vec![FdHolder {
+                pid: 50,
+                comm: "sh".into(),
+                fd: 3,
+            }]
+        } else {
+            Vec::new()
+        },
+        mounts: if full {
+            vec![MountHolder {
+                pid: 1,
+                mnt_ns: 4026531841,
+                mount_point: PathBuf::from("/run/ipc/x"),
+            }]
+        } else {
+            Vec::new()
+        },
+    };
+    let perm = |id, key, mode| IpcPerm {
+        id,
+        key,
+        uid: 1000,
+        gid: 100,
+        cuid: 0,
+        cgid: 0,
+        mode,
+    };
+    let object = |ns, ns_id, detail, perm| ObjectInfo {
+        ns,
+        ns_id,
+        seen_at: at,
+        perm,
+        detail,
+    };
+    let mut objects = Vec::new();
+    for (ns, ns_id) in [(4026532177, Some(4105)), (4026532178, None)] {
+        for qbytes in [Some(16384), None] {
+            objects.push(object(
+                ns,
+                ns_id,
+                ObjectDetail::Msg {
+                    cbytes: 5,
+                    qnum: 1,
+                    qbytes,
+                },
+                perm(0, 0x1234, 0o600),
+            ));
+        }
+        for mode in [0o640, 0o3600] {
+            objects.push(object(
+                ns,
+                ns_id,
+                ObjectDetail::Shm {
+                    size: 4096,
+                    nattch: 1,
+                    cpid: 42,
+                },
+                perm(1, 0, mode),
+            ));
+        }
+        objects.push(object(
+            ns,
+            ns_id,
+            ObjectDetail::Sem { nsems: 3 },
+            perm(2, -5, 0o600),
+        ));
+    }
+    let inventory = Inventory {
+        namespaces: vec![
+            namespace(4026532177, Some(4105), true),
+            namespace(4026532178, None, false),
+            namespace(4026532179, None, true),
+        ],
+        objects,
+        unreadable: Vec::new(),
+    };
+    let mut buf = Vec::new();
+    {
+        let mut sink = JsonLines::new(&mut buf);
+        // `snapshot`: no generations; `trace`: the generation where there is no ns_id.
+        snapshot::write_lines(&inventory, &mut sink, &|_| None).expect("writing to memory");
+        snapshot::write_lines(&inventory, &mut sink, &|_| Some(1)).expect("writing to memory");
+        sink.flush().expect("writing to memory");
+    }
+    out.extend(
+        String::from_utf8(buf)
+            .expect("lines are UTF-8")
+            .lines()
+            .map(str::to_owned),
+    );
+}
+
+/// The agent's own lines, as the sink writes them.
+fn agent_lines(out: &mut Vec<String>) {
+    let time = || crate::render::Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+    let refused: BTreeMap<Backend, String> = [
+        (Backend::Fentry, "fentry refused: EINVAL".to_owned()),
+        (Backend::Kprobe, "no such function".to_owned()),
+    ]
+    .into();
+    let choices = [
+        HookChoice {
+            backend: Backend::Tracepoint,
+            refused: refused.clone(),
+        },
+        HookChoice {
+            backend: Backend::Kprobe,
+            refused: BTreeMap::new(),
+        },
+    ];
+    let degraded: BTreeMap<&str, &HookChoice> =
+        [("msgget", &choices[0]), ("shmat", &choices[1])].into();
+    let frees_refused: BTreeMap<FreeHooks, String> = all_free_hooks()
+        .into_iter()
+        .map(|hooks| (hooks, format!("{} refused", hooks.name())))
+        .collect();
+    let no_frees_refused = BTreeMap::new();
+    let mut events: Vec<AgentEvent<'_>> = Vec::new();
+    for (i, backend) in Backend::ALL.into_iter().enumerate() {
+        for frees in all_free_hooks() {
+            events.push(AgentEvent::Ready {
+                time: time(),
+                version: env!("CARGO_PKG_VERSION"),
+                backend,
+                hooks: [("msgget", backend), ("shmat", Backend::Tracepoint)].into(),
+                degraded: if i == 0 {
+                    degraded.clone()
+                } else {
+                    BTreeMap::new()
+                },
+                frees,
+                frees_refused: if frees == FreeHooks::Kfree {
+                    &frees_refused
+                } else {
+                    &no_frees_refused
+                },
+                kernel: "6.18.0",
+                programs: 30,
+                ns_id: i == 0,
+                host_ns: HOST_IPC_NS_INUM,
+                ring_buffer_bytes: 1 << 22,
+                pid: 4242,
+                inventory_namespaces: 3,
+                inventory_objects: 10,
+                inventory_ms: 12,
+                cgroup_hierarchy: [Some("unified"), Some("memory"), None][i],
+                metrics_addr: (i == 1).then(|| "127.0.0.1:9464".to_owned()),
+            });
+        }
+    }
+    let kinds: BTreeMap<&'static str, u64> = (0..=nsipc_common::LOST_SLOTS)
+        .map(|slot| (kind_name(slot), u64::from(slot) + 1))
+        .collect();
+    events.push(AgentEvent::Lost {
+        time: time(),
+        count: kinds.values().sum(),
+        total: 1000,
+        kinds,
+    });
+    events.push(AgentEvent::Missed {
+        time: time(),
+        count: 3,
+        total: 7,
+    });
+    for after in all_resync_causes() {
+        events.push(AgentEvent::Resync {
+            time: time(),
+            after,
+            namespaces_gone: 1,
+            namespaces_found: 2,
+            objects_gone: 3,
+            objects_found: 4,
+        });
+    }
+    for (ok, error) in [(true, None), (false, Some("inconclusive: 3 records lost"))] {
+        events.push(AgentEvent::KfreeCheck {
+            time: time(),
+            ok,
+            namespace_free_seen: ok,
+            segment_free_seen: ok,
+            ms: 40,
+            error,
+        });
+    }
+    events.push(AgentEvent::DecodeError {
+        time: time(),
+        error: "a record of 12 bytes".into(),
+        total: 1,
+    });
+    for reason in STOP_SIGNALS {
+        events.push(AgentEvent::Stop {
+            time: time(),
+            reason,
+            events: 100,
+            lost: 0,
+            missed: 0,
+            decode_errors: 0,
+            late_destroys: 0,
+            kfree_skipped: 0,
+        });
+    }
+    let _exhaustive = |event: &AgentEvent<'_>| match event {
+        AgentEvent::Ready { .. }
+        | AgentEvent::Lost { .. }
+        | AgentEvent::Missed { .. }
+        | AgentEvent::Resync { .. }
+        | AgentEvent::KfreeCheck { .. }
+        | AgentEvent::DecodeError { .. }
+        | AgentEvent::Stop { .. } => {}
+    };
+    let mut buf = Vec::new();
+    {
+        let mut sink = JsonLines::new(&mut buf);
+        for event in &events {
+            sink.write(event).expect("writing to memory");
+        }
+        sink.flush().expect("writing to memory");
+    }
+    out.extend(
+        String::from_utf8(buf)
+            .expect("lines are UTF-8")
+            .lines()
+            .map(str::to_owned),
+    );
+}
+
+/// Every sample line, in the order of the writers above.
+pub fn lines() -> Vec<String> {
+    let tasks = tasks();
+    let (attribution, containers) = attribution(&tasks.live);
+    let mut out = Vec::new();
+    raw_lines(&mut out, &tasks, &attribution, &containers);
+    lifecycle_lines(&mut out, &tasks, &attribution, &containers);
+    inventory_lines(&mut out);
+    agent_lines(&mut out);
+    out
+}
