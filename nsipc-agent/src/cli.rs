@@ -464,6 +464,7 @@ mod tests {
         assert!(trace(&["--output", "yaml"]).is_err());
     }
 
+    #[test]
     fn snapshot_takes_only_the_output_options() {
         let cli = Cli::try_parse_from(["nsipc-agent", "snapshot"]).unwrap();
         let Command::Snapshot(output) = cli.command else {
