@@ -15,6 +15,8 @@ use crate::{
 pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -43,16 +45,45 @@ pub fn check_privileges() -> Result<()> {
     )
 }
 
-/// `snapshot` joins other IPC namespaces with setns, which needs CAP_SYS_ADMIN (reading every
-/// process's /proc entries needs root's other capabilities too).
-pub fn check_snapshot_privileges() -> Result<()> {
-    if effective_capabilities()? & (1 << CAP_SYS_ADMIN) != 0 {
+/// What `trace` and `snapshot` need besides loading programs, and why; found by running the
+/// agent with one of them dropped (nsipc-agent/tests/packaging.rs). CAP_SYS_ADMIN also allows
+/// loading the programs, as CAP_BPF and CAP_PERFMON do.
+const INVENTORY_CAPABILITIES: [(u32, &str, &str); 3] = [
+    (
+        CAP_SYS_ADMIN,
+        "CAP_SYS_ADMIN",
+        "joining other IPC namespaces with setns to read their objects, and loading the \
+         probes (as CAP_BPF with CAP_PERFMON would)",
+    ),
+    (
+        CAP_SYS_PTRACE,
+        "CAP_SYS_PTRACE",
+        "reading other processes' namespace links and open files in /proc; without it, \
+         namespaces held by other processes would go unseen",
+    ),
+    (
+        CAP_DAC_READ_SEARCH,
+        "CAP_DAC_READ_SEARCH",
+        "reading container metadata that root does not own: rootless Podman's, in its \
+         user's home",
+    ),
+];
+
+/// `trace` and `snapshot` inventory every namespace and object through /proc and setns: a
+/// capability missing would leave some out, silently, so its absence is an error.
+pub fn check_inventory_privileges(command: &str) -> Result<()> {
+    let caps = effective_capabilities()?;
+    let missing: Vec<String> = INVENTORY_CAPABILITIES
+        .iter()
+        .filter(|(cap, ..)| caps & (1 << cap) == 0)
+        .map(|(_, name, why)| format!("{name}, for {why}"))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     bail!(
-        "nsipc-agent snapshot needs root: reading the objects inside other IPC namespaces \
-         joins them with setns, which requires CAP_SYS_ADMIN, which this process does not \
-         have; run it with sudo"
+        "`{command}` needs root, or at least what this process lacks: {}. Run it with sudo",
+        missing.join("; ")
     )
 }
 

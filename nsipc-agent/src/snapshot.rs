@@ -21,7 +21,7 @@ const SHM_DEST: u32 = 0o1000;
 const SHM_LOCKED: u32 = 0o2000;
 
 pub fn run(format: Format) -> Result<()> {
-    kernel::check_snapshot_privileges()?;
+    kernel::check_inventory_privileges("snapshot")?;
     let inventory = inventory::take_inventory()?;
     write(&inventory, io::stdout().lock(), format).context("writing to stdout")?;
     if !inventory.unreadable.is_empty() {

@@ -79,6 +79,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     // rather than killing the process half-loaded.
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // The inventory's needs first: they include what loading the probes needs.
+    kernel::check_inventory_privileges("trace")?;
     kernel::check_privileges()?;
     // Bound before anything loads: an address in use fails the start, not a stream later.
     let metrics = options.metrics_addr.map(Metrics::serve).transpose()?;
