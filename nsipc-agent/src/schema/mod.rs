@@ -106,6 +106,33 @@ mod tests {
         assert_eq!(kinds.len(), EVENT_NAMES.len() + 11, "{kinds:?}");
     }
 
+    /// One name selects one kind of line: no event name is written by two writers (the raw
+    /// records', the lifecycle engine's, the inventory's, the agent's own), whose lines would
+    /// differ in shape under one name, as `--raw`'s `shm.attach` did (the raw and the
+    /// lifecycle attach, two lines per `shmat`) and a resynchronisation's `ipc_ns.exists` did
+    /// (no `processes`, no `held_by`).
+    #[test]
+    fn each_event_name_has_one_writer() {
+        let mut writers: std::collections::BTreeMap<String, BTreeSet<&str>> =
+            std::collections::BTreeMap::new();
+        for (writer, lines) in samples::lines_by_writer() {
+            for line in lines {
+                let value: Value = serde_json::from_str(&line).unwrap();
+                let name = value["event"].as_str().expect("an event name").to_owned();
+                writers.entry(name).or_default().insert(writer);
+            }
+        }
+        let shared: Vec<_> = writers
+            .iter()
+            .filter(|(_, writers)| writers.len() > 1)
+            .collect();
+        assert!(
+            shared.is_empty(),
+            "event names written by several writers: {shared:?}"
+        );
+        assert_eq!(writers.len(), crate::metrics::LINE_KINDS.len());
+    }
+
     fn validator() -> jsonschema::Validator {
         jsonschema::options()
             .should_validate_formats(true)
