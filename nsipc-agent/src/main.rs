@@ -16,6 +16,7 @@ mod json;
 mod kernel;
 mod kfree_check;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod names;
 mod packaging;

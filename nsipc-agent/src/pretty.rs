@@ -803,6 +803,7 @@ mod event_lines {
             key: 0x5eed,
             flags: 0o600,
             errno: libc::ENOENT,
+            limit: None,
             key_lives_in: vec![
                 KeyHome {
                     ns: ns(4026532178),

@@ -196,6 +196,9 @@ impl Serialize for NamespaceJson<'_> {
                 mounts: &ns.mounts,
             },
         )?;
+        if let Some(limits) = &ns.limits {
+            map.serialize_entry("limits", limits)?;
+        }
         map.end()
     }
 }
@@ -430,6 +433,7 @@ mod tests {
                     mnt_ns: 4026531841,
                     mount_point: PathBuf::from("/run/ipc/x"),
                 }],
+                limits: None,
             }],
             objects: vec![
                 object(
@@ -560,6 +564,7 @@ mod tests {
                     mnt_ns: 4026531841,
                     mount_point: PathBuf::from("/run/ipc/x"),
                 }],
+                limits: None,
             }],
             objects: vec![
                 object(
@@ -619,6 +624,7 @@ mod tests {
                 container_cgroups: Vec::new(),
                 fds: Vec::new(),
                 mounts: Vec::new(),
+                limits: None,
             }],
             objects: vec![ObjectInfo {
                 ns: 4026531839,
@@ -653,6 +659,7 @@ mod tests {
             container_cgroups: Vec::new(),
             fds: Vec::new(),
             mounts: Vec::new(),
+            limits: None,
         };
         let inventory = Inventory {
             namespaces: vec![namespace(4026532177, None), namespace(4026532178, Some(9))],

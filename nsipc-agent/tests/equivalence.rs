@@ -91,6 +91,9 @@ fn normalized(events: &[Value], created: &[u64]) -> Vec<String> {
                 "from_ns_gen",
                 "lifetime_ns",
                 "addr",
+                // Read when the agent handles the record, through the creator: there or not
+                // as timing has it (a short `unshare ... true` may be gone by then).
+                "limits",
             ] {
                 e.remove(field);
             }

@@ -505,6 +505,7 @@ fn namespace_held_only_by_an_open_fd() {
             "event": "ipc_ns.exists", "time": entry["time"], "ns": ns, "ns_id": entry["ns_id"],
             "processes": [], "containers": [],
             "held_by": {"fds": [{"pid": pid, "comm": "sleep", "fd": 3}], "mounts": []},
+            "limits": limits_inside(&format!("--ipc=/proc/{pid}/fd/3")),
         })
     );
     let kernel = kernel_objects(&format!("/proc/{pid}/fd/3"));

@@ -17,7 +17,10 @@ use super::{
     procfs::{thread_ipc_ns, vanished},
     sysvipc::{self, IpcPerm},
 };
-use crate::names::IpcObject;
+use crate::{
+    limits::{self, Limits},
+    names::IpcObject,
+};
 
 /// `NS_GET_ID`, `_IOR(0xb7, 13, __u64)` (include/uapi/linux/nsfs.h, Linux 6.18+).
 const NS_GET_ID: libc::c_ulong = 0x8008_b70d;
@@ -32,24 +35,27 @@ pub(super) fn open_namespace<'a>(
     sources: impl IntoIterator<Item = &'a PathBuf>,
 ) -> Result<Option<File>> {
     for path in sources {
-        match open_retrying_refusals(path) {
-            Ok(file) => {
-                let meta = file
-                    .metadata()
-                    .with_context(|| format!("stat of {}", path.display()))?;
-                if meta.ino() == u64::from(inum) {
-                    return Ok(Some(file));
-                }
-            }
-            Err(err) if vanished(&err) => {}
-            Err(err) => {
-                return Err(err).with_context(|| {
-                    format!("opening IPC namespace {inum} through {}", path.display())
-                });
-            }
+        if let Some(file) = open_namespace_at(inum, path)? {
+            return Ok(Some(file));
         }
     }
     Ok(None)
+}
+
+/// Opens the namespace `inum` through `path`; `None` when it no longer leads there (or
+/// anywhere). Allocates nothing when the path is gone.
+pub(super) fn open_namespace_at(inum: u32, path: &Path) -> Result<Option<File>> {
+    match open_retrying_refusals(path) {
+        Ok(file) => {
+            let meta = file
+                .metadata()
+                .with_context(|| format!("stat of {}", path.display()))?;
+            Ok((meta.ino() == u64::from(inum)).then_some(file))
+        }
+        Err(err) if vanished(&err) => Ok(None),
+        Err(err) => Err(err)
+            .with_context(|| format!("opening IPC namespace {inum} through {}", path.display())),
+    }
 }
 
 /// How often, and how far apart, a refused namespace link is tried again.
@@ -82,10 +88,12 @@ pub(super) fn namespace_id(ns: &File) -> Option<u64> {
     (rc == 0).then_some(id)
 }
 
-/// The objects of one namespace and when they were read.
+/// The objects of one namespace and when they were read, and its limits.
 pub(super) struct Read {
     pub seen_at: SystemTime,
     pub objects: Vec<(IpcPerm, ObjectDetail)>,
+    /// `None` when its /proc/sys files could not be read (the objects still are).
+    pub limits: Option<Limits>,
 }
 
 /// Reads the namespace's `/proc/sysvipc/*` on a helper thread that joins it with setns and
@@ -131,5 +139,64 @@ fn read_here_after_setns(ns: File, inum: u32) -> Result<Read> {
             objects.extend(completed);
         }
     }
-    Ok(Read { seen_at, objects })
+    Ok(Read {
+        seen_at,
+        objects,
+        limits: read_limits_here().ok(),
+    })
+}
+
+/// Reads the namespace's IPC sysctls on a helper thread that joins it, as
+/// [`read_objects_in`] reads its objects.
+pub(super) fn read_limits_in(ns: File, inum: u32) -> Result<Limits> {
+    thread::Builder::new()
+        .name(super::HELPER_THREAD_NAME.to_owned())
+        .spawn(move || {
+            // SAFETY: as in read_here_after_setns: this helper thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("setns(CLONE_NEWIPC), which needs CAP_SYS_ADMIN");
+            }
+            drop(ns);
+            let here = thread_ipc_ns()?;
+            ensure!(here == inum, "setns led to IPC namespace {here}");
+            read_limits_here()
+        })
+        .context("starting a thread to enter the namespace")?
+        .join()
+        .map_err(|_| anyhow!("the thread reading the namespace panicked"))?
+}
+
+/// The IPC sysctls of this thread's IPC namespace: /proc/sys/kernel/{msg*,shm*,sem} (and
+/// /proc/sys/fs/mqueue/*, where the kernel has them) show the namespace of the thread that
+/// reads them.
+fn read_limits_here() -> Result<Limits> {
+    let read = |file: &str| -> Result<String> {
+        let path = format!("/proc/sys/{file}");
+        fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+    };
+    let one = |file: &str| -> Result<u64> {
+        let text = read(file)?;
+        limits::parse_one(&text).with_context(|| format!("/proc/sys/{file}: {text:?}"))
+    };
+    let [msgmni, msgmax, msgmnb, shmmax, shmall, shmmni, sem] = limits::KERNEL_FILES;
+    let sem_text = read(sem)?;
+    let [semmsl, semmns, semopm, semmni] =
+        limits::parse_sem(&sem_text).with_context(|| format!("/proc/sys/{sem}: {sem_text:?}"))?;
+    let [queues_max, msg_max, msgsize_max] = limits::MQUEUE_FILES.map(|file| one(file).ok());
+    Ok(Limits {
+        msgmni: one(msgmni)?,
+        msgmax: one(msgmax)?,
+        msgmnb: one(msgmnb)?,
+        shmmax: one(shmmax)?,
+        shmall: one(shmall)?,
+        shmmni: one(shmmni)?,
+        semmsl,
+        semmns,
+        semopm,
+        semmni,
+        mq_queues_max: queues_max,
+        mq_msg_max: msg_max,
+        mq_msgsize_max: msgsize_max,
+    })
 }

@@ -9,6 +9,7 @@ use crate::{
     containers::Container,
     decode::{ContainerRef, Task},
     json::{Fields, Key, Line, SerdeFields, key},
+    limits::{LimitHit, Limits},
     names::{IpcObject, errno_name},
     pretty::{Head, PrettyLine, Tone, Who},
     render::{KeyHex, ModeOctal, WallClock},
@@ -125,6 +126,9 @@ pub enum Lifecycle {
         from: NsIdent,
         via: Via,
         child_pid: Option<u32>,
+        /// Its IPC sysctls, read by the agent (not the engine) when it wrote the event:
+        /// `None` when no thread of the creator (or the clone's child) was in it any more.
+        limits: Option<Box<Limits>>,
     },
     NsJoin {
         ts: u64,
@@ -213,6 +217,9 @@ pub enum Lifecycle {
         errno: i32,
         /// Other namespaces where a live object of this type has this key.
         key_lives_in: Vec<KeyHome>,
+        /// The limit an `ENOSPC`/`EINVAL` hit, when the namespace's limits were given
+        /// ([`super::Engine::apply_with_limits`]).
+        limit: Option<LimitHit>,
     },
     /// A container's task seen in the host's IPC namespace for the first time
     /// (`--ipc=host`).
@@ -425,6 +432,7 @@ impl LifecycleJson<'_> {
                 from,
                 via,
                 child_pid,
+                limits,
                 ..
             } => {
                 put_ns_ident(
@@ -441,6 +449,10 @@ impl LifecycleJson<'_> {
                 )?;
                 if let Some(child_pid) = child_pid {
                     f.uint(key!("child_pid"), (*child_pid).into())?;
+                }
+                if let Some(limits) = limits {
+                    let json = serde_json::to_string(limits).expect("numbers serialize");
+                    f.raw(key!("limits"), &json)?;
                 }
             }
             Lifecycle::NsJoin {
@@ -571,6 +583,7 @@ impl LifecycleJson<'_> {
                 flags,
                 errno,
                 key_lives_in,
+                limit,
                 ..
             } => {
                 put_key(f, *key)?;
@@ -607,6 +620,10 @@ impl LifecycleJson<'_> {
                         .iter()
                         .map(|line| std::str::from_utf8(line).expect("JSON is UTF-8")),
                 )?;
+                if let Some(limit) = limit {
+                    let json = serde_json::to_string(limit).expect("numbers and a name serialize");
+                    f.raw(key!("limit"), &json)?;
+                }
             }
         }
         Ok(())
@@ -788,6 +805,7 @@ impl EventLine for LifecycleJson<'_> {
                 key,
                 errno,
                 key_lives_in,
+                limit,
                 ..
             } => {
                 line.key(*key);
@@ -795,6 +813,18 @@ impl EventLine for LifecycleJson<'_> {
                     Some(name) => line.name("errno", name),
                     None => line.int("errno", (*errno).into()),
                 };
+                // The limit it hit: `limit msgmni=2 used 2`, `limit shmmax=4096 asked 8192`.
+                if let Some(limit) = limit {
+                    line.name("limit", limit.name)
+                        .raw("=")
+                        .raw_uint(limit.value);
+                    if let Some(used) = limit.used {
+                        line.uint("used", used);
+                    }
+                    if let Some(asked) = limit.asked {
+                        line.uint("asked", asked);
+                    }
+                }
                 // Where the key does live, and who lives there: `key_lives_in 4026532177(web)`.
                 for (i, home) in key_lives_in.iter().enumerate() {
                     if i == 0 {

@@ -30,6 +30,7 @@ pub use self::resync::{ExistingNamespace, ExistingObject};
 use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};
 use crate::{
     decode::{Body, ContainerRef, KernelEvent, Task},
+    limits::{self, Limits, NsUse},
     names::IpcObject,
 };
 
@@ -123,6 +124,9 @@ pub struct Engine {
     /// Records were lost (or probe runs skipped) since the last resynchronisation: the engine
     /// cannot tell what a namespace ending unseen still held.
     records_lost: bool,
+    /// The limits of the namespace of the event being applied, given by
+    /// [`Self::apply_with_limits`] for a failed get: the engine reads nothing itself.
+    given_limits: Option<Limits>,
 }
 
 /// One live namespace as the metrics show it ([`Engine::namespace_gauges`]).
@@ -169,6 +173,7 @@ impl Engine {
             host_ipc: HashSet::new(),
             unannounced: HashSet::new(),
             records_lost: false,
+            given_limits: None,
             made_in_host: Map::default(),
             live_by_creator: Map::default(),
             orphans_at_last_detach: Map::default(),
@@ -234,6 +239,46 @@ impl Engine {
         self.records_lost = true;
     }
 
+    /// Applies one kernel event as [`Self::apply`] does, with the limits of its namespace as the
+    /// agent just read them: a failed get (`ENOSPC`, `EINVAL`) then says which limit it hit,
+    /// and how much of it the namespace's live objects, as the engine knows them, use.
+    pub fn apply_with_limits(
+        &mut self,
+        event: &KernelEvent,
+        limits: Option<Limits>,
+        out: &mut Vec<Lifecycle>,
+    ) {
+        self.given_limits = limits;
+        self.apply(event, out);
+        self.given_limits = None;
+    }
+
+    /// What namespace `inum` uses, as far as the engine knows: its live objects by type, and
+    /// the bytes of its segments when the engine keeps their sizes. Costs a look at each of
+    /// its objects (only for a failed get that hit a limit).
+    pub fn namespace_use(&self, inum: u32) -> NsUse {
+        let mut used = NsUse {
+            shm_bytes: self.shm_sizes.as_ref().map(|_| 0),
+            ..NsUse::default()
+        };
+        let Some(ns) = self.namespaces.get(&inum) else {
+            return used;
+        };
+        for &(object, id) in ns.objects.keys() {
+            match object {
+                IpcObject::Msg => used.msg += 1,
+                IpcObject::Sem => used.sem += 1,
+                IpcObject::Shm => {
+                    used.shm += 1;
+                    if let (Some(bytes), Some(sizes)) = (&mut used.shm_bytes, &self.shm_sizes) {
+                        *bytes = bytes.saturating_add(sizes.get(&(inum, id)).copied().unwrap_or(0));
+                    }
+                }
+            }
+        }
+        used
+    }
+
     /// Applies one kernel event, appending what it means to `out`.
     pub fn apply(&mut self, event: &KernelEvent, out: &mut Vec<Lifecycle>) {
         // Frees run in a kworker or an RCU callback, exits in the namespace being left: no
@@ -297,8 +342,8 @@ impl Engine {
                 object,
                 key,
                 flags,
+                size,
                 result: Err(errno),
-                ..
             } => {
                 let ns = self.ident(event.ns, ts, out);
                 let key_lives_in = if key == IPC_PRIVATE {
@@ -306,6 +351,9 @@ impl Engine {
                 } else {
                     self.key_lives_in(object, key, ns.inum)
                 };
+                let limit = self.given_limits.take().and_then(|limits| {
+                    limits::hit(object, errno, size, &limits, &self.namespace_use(ns.inum))
+                });
                 out.push(Lifecycle::GetFailed {
                     ts,
                     task,
@@ -315,6 +363,7 @@ impl Engine {
                     flags,
                     errno,
                     key_lives_in,
+                    limit,
                 });
             }
             Body::Ctl {
@@ -399,6 +448,7 @@ impl Engine {
                     from,
                     via: Via::Unshare,
                     child_pid: None,
+                    limits: None,
                 });
             }
             Body::Clone {
@@ -415,6 +465,7 @@ impl Engine {
                     from,
                     via: Via::Clone,
                     child_pid: Some(child_pid),
+                    limits: None,
                 });
             }
             Body::Setns {

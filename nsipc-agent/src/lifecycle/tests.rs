@@ -16,6 +16,7 @@ mod containers;
 mod gauges;
 mod json;
 mod keys;
+mod limits;
 mod memory;
 mod namespaces;
 mod objects;

@@ -257,6 +257,7 @@ mod tests {
                 from: ns,
                 via: Via::Unshare,
                 child_pid: None,
+                limits: None,
             },
             Lifecycle::NsJoin {
                 ts: 0,
@@ -340,6 +341,7 @@ mod tests {
                     flags: 0,
                     errno: 2,
                     key_lives_in: Vec::new(),
+                    limit: None,
                 },
                 Lifecycle::ObjectOrphaned {
                     ts: 0,

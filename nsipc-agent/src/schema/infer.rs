@@ -21,6 +21,8 @@ const DEFS: &[(&str, &str)] = &[
     ("mounts", "mount_holder"),
     ("key_lives_in_ns", "key_home"),
     ("objects_destroyed", "object_counts"),
+    ("limits", "limits"),
+    ("limit", "limit_hit"),
     ("degraded.*", "hook_choice"),
 ];
 

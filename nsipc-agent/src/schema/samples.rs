@@ -30,6 +30,7 @@ use crate::{
         DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts,
         OrphanCause, Via,
     },
+    limits::{self, LimitHit},
     names::IpcObject,
     probes::{Backend, FreeHooks, HookChoice},
     render::{KernelEventJson, WallClock, kind_name},
@@ -138,6 +139,25 @@ const STOP_SIGNALS: [&str; 2] = ["SIGINT", "SIGTERM"];
 
 /// Every errno value the kernel has (and one past them, which has no name here): named ones
 /// are written as names, the others as numbers.
+/// The limit a failed get names: a count with its use for `ENOSPC`, a size with what was asked
+/// for `EINVAL`.
+fn sample_limit(object: IpcObject, errno: i32) -> Option<LimitHit> {
+    let (name, asked) = match (object, errno) {
+        (IpcObject::Msg, libc::ENOSPC) => ("msgmni", None),
+        (IpcObject::Shm, libc::ENOSPC) => ("shmmni", None),
+        (IpcObject::Sem, libc::ENOSPC) => ("semmni", None),
+        (IpcObject::Shm, libc::EINVAL) => ("shmmax", Some(8192)),
+        (IpcObject::Sem, libc::EINVAL) => ("semmsl", Some(300)),
+        _ => return None,
+    };
+    Some(LimitHit {
+        name,
+        value: 4096,
+        used: asked.is_none().then_some(4096),
+        asked,
+    })
+}
+
 fn errnos() -> impl Iterator<Item = i32> {
     (1..=133).chain([4095])
 }
@@ -420,6 +440,9 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
         for ns in [with_id, with_gen, host] {
             for (via, child_pid) in all_vias().into_iter().zip([None, Some(199)]) {
                 for from in [with_id, with_gen] {
+                    // Limits with and without fs.mqueue, and none (the creator gone).
+                    let limits =
+                        (from == with_id).then(|| Box::new(limits::sample(child_pid.is_none())));
                     events.push(Lifecycle::NsCreate {
                         ts,
                         task,
@@ -427,6 +450,7 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
                         from,
                         via,
                         child_pid,
+                        limits,
                     });
                 }
             }
@@ -504,6 +528,7 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
                         } else {
                             Vec::new()
                         },
+                        limit: sample_limit(object, errno),
                     });
                 }
                 for cause in all_orphan_causes() {
@@ -639,6 +664,7 @@ fn inventory_lines(out: &mut Vec<String>) {
         } else {
             Vec::new()
         },
+        limits: full.then(|| limits::sample(inum == 4026532177)),
         fds: if full {
             vec![FdHolder {
                 pid: 50,

@@ -151,6 +151,13 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         generations.get(&inum).copied()
     })?;
     stream.counters.inventory_lines(&inventory);
+    for ns in &inventory.namespaces {
+        let reader = ns.processes.first().map(|process| {
+            let tid = process.tids.as_ref().and_then(|tids| tids.first());
+            (process.pid, tid.copied().unwrap_or(process.pid))
+        });
+        stream.know_limits(ns.inum, reader, ns.limits);
+    }
 
     let release = kernel::release();
     let ready = AgentEvent::Ready {

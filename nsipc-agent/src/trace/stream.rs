@@ -3,6 +3,7 @@
 //! allocator's free memory back.
 
 use std::{
+    collections::HashMap,
     io::Write,
     time::{Instant, SystemTime},
 };
@@ -17,9 +18,10 @@ use crate::{
     decode::{Body, DecodeError, KernelEvent, decode},
     filter::{Filter, FilterSpec},
     free_check::FreeCheck,
-    kernel,
+    inventory, kernel,
     kfree_check::KfreeCheck,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
+    limits::Limits,
     metrics::LineKind,
     render::{KernelEventJson, Rfc3339, WallClock},
     sink::{Format, JsonLines, SinkState},
@@ -56,6 +58,19 @@ pub(crate) struct Stream<W: Write> {
     /// population at the previous tick.
     peak_population: usize,
     last_population: usize,
+    /// Per live namespace the stream announced with its limits: a task that was in it (its
+    /// creator, or a clone's child) and the limits last read there, for a failed get whose
+    /// task is gone before the agent reads the namespace's limits. Only namespaces made while
+    /// the agent ran, or found by the startup inventory, have an entry; dropped at their end.
+    known_limits: HashMap<u32, KnownLimits>,
+}
+
+/// What the stream knows of a namespace's limits: see [`Stream::known_limits`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KnownLimits {
+    /// (pid, tid) of a task seen in it.
+    reader: Option<(u32, u32)>,
+    limits: Option<Limits>,
 }
 
 /// Deaths, net of births, after which the allocator's free memory is given back to the system
@@ -88,6 +103,7 @@ impl<W: Write> Stream<W> {
             free_check: FreeCheck::default(),
             peak_population: 0,
             last_population: 0,
+            known_limits: HashMap::new(),
         }
     }
 
@@ -219,8 +235,86 @@ impl<W: Write> Stream<W> {
             }
         }
         self.derived.clear();
-        self.engine.apply(event, &mut self.derived);
+        let limits = self.limits_for_failed_get(event);
+        self.engine
+            .apply_with_limits(event, limits, &mut self.derived);
+        self.read_created_limits();
         self.write_derived()
+    }
+
+    /// Keeps the limits the startup inventory read in each namespace, for failed gets whose
+    /// task is gone before the agent can read them again.
+    /// `reader`: (pid, tid) of a task in it.
+    pub(crate) fn know_limits(
+        &mut self,
+        inum: u32,
+        reader: Option<(u32, u32)>,
+        limits: Option<Limits>,
+    ) {
+        self.known_limits
+            .insert(inum, KnownLimits { reader, limits });
+    }
+
+    /// For a get that failed with `ENOSPC` or `EINVAL` (what limits cause), the limits of its
+    /// namespace now: read through the failing task if it is still there (within about 50 ms
+    /// of the failure, when the record is read), else through a task known to be in it (its
+    /// creator), else the last values read there (at its creation or by the inventory).
+    /// Read lazily, here, because a limit is what the failure needs, and a program can lower
+    /// one at any time after its namespace is made (`echo 2 > /proc/sys/kernel/msgmni`).
+    fn limits_for_failed_get(&mut self, event: &KernelEvent) -> Option<Limits> {
+        let Body::Get {
+            result: Err(errno), ..
+        } = event.body
+        else {
+            return None;
+        };
+        if errno != libc::ENOSPC && errno != libc::EINVAL {
+            return None;
+        }
+        let inum = event.ns.inum;
+        let known = self.known_limits.get(&inum).copied().unwrap_or_default();
+        let fresh =
+            inventory::read_limits_of_task(event.task.pid, event.task.tid, inum).or_else(|| {
+                known
+                    .reader
+                    .and_then(|(pid, tid)| inventory::read_limits_of_task(pid, tid, inum))
+            });
+        if let Some(limits) = fresh
+            && let Some(entry) = self.known_limits.get_mut(&inum)
+        {
+            entry.limits = Some(limits);
+        }
+        fresh.or(known.limits)
+    }
+
+    /// Reads the limits of the namespaces whose `ipc_ns.create` the engine just derived, through
+    /// their creator (or a clone's child).
+    fn read_created_limits(&mut self) {
+        for event in &mut self.derived {
+            if let Lifecycle::NsCreate {
+                task,
+                ns,
+                child_pid,
+                limits,
+                ..
+            } = event
+            {
+                // A clone's child: CLONE_NEWIPC excludes CLONE_THREAD, so its tid is its pid.
+                let reader = match child_pid {
+                    Some(child) => (*child, *child),
+                    None => (task.pid, task.tid),
+                };
+                let read = inventory::read_limits_of_task(reader.0, reader.1, ns.inum);
+                *limits = read.map(Box::new);
+                self.known_limits.insert(
+                    ns.inum,
+                    KnownLimits {
+                        reader: Some(reader),
+                        limits: read,
+                    },
+                );
+            }
+        }
     }
 
     /// Writes the lifecycle events the engine just derived.
@@ -244,6 +338,9 @@ impl<W: Write> Stream<W> {
             })
             .count() as u64;
         for lifecycle in &self.derived {
+            if let Lifecycle::NsDestroy { ns, .. } = lifecycle {
+                self.known_limits.remove(&ns.inum);
+            }
             if let Some(filter) = &mut self.filter
                 && !filter.lifecycle(lifecycle, &self.attribution)
             {
@@ -316,6 +413,7 @@ mod tests {
                     fd: 3,
                 }],
                 mounts: Vec::new(),
+                limits: None,
             }],
             objects: vec![ObjectInfo {
                 ns: 4026532177,

@@ -461,3 +461,35 @@ pub fn field(event: &Value, name: &str) -> i64 {
         .as_i64()
         .unwrap_or_else(|| panic!("no integer {name} in {event}"))
 }
+
+/// The IPC sysctls `nsenter ARGS` shows inside a namespace, as the agent's `limits` object.
+pub fn limits_inside(nsenter_args: &str) -> serde_json::Value {
+    let out = sh(&format!(
+        "nsenter {nsenter_args} sh -c 'cd /proc/sys/kernel && cat msgmni msgmax msgmnb \
+         shmmax shmall shmmni sem && if [ -d /proc/sys/fs/mqueue ]; then \
+         cd /proc/sys/fs/mqueue && cat queues_max msg_max msgsize_max; fi'"
+    ));
+    let values: Vec<u64> = out.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let names = [
+        "msgmni",
+        "msgmax",
+        "msgmnb",
+        "shmmax",
+        "shmall",
+        "shmmni",
+        "semmsl",
+        "semmns",
+        "semopm",
+        "semmni",
+        "mq_queues_max",
+        "mq_msg_max",
+        "mq_msgsize_max",
+    ];
+    assert!(values.len() == 10 || values.len() == 13, "{out:?}");
+    names
+        .iter()
+        .zip(values)
+        .map(|(name, value)| (name.to_string(), serde_json::json!(value)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
