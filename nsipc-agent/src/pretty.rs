@@ -703,6 +703,7 @@ mod event_lines {
         lifecycle::{
             DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts,
         },
+        limits::LimitHit,
         names::IpcObject,
         render::{KernelEventJson, Rfc3339, WallClock},
         sink::{EventLine, Format, JsonLines},
@@ -824,6 +825,56 @@ mod event_lines {
         assert!(
             colour.starts_with("22:13:20.000 \x1b[33mmsg.get_failed\x1b[0m     4026532177 "),
             "{colour:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_get_names_the_limit_it_hit() {
+        let attribution = Attribution::none();
+        let failed = |object, errno, limit| Lifecycle::GetFailed {
+            ts: 5_000,
+            task: task(77, b"ipcmk", ContainerRef::NONE),
+            ns: ns(4026532177),
+            object,
+            key: 0,
+            flags: 0o1644,
+            errno,
+            limit: Some(limit),
+            key_lives_in: Vec::new(),
+        };
+        let (plain, _) = lifecycle(
+            &failed(
+                IpcObject::Msg,
+                libc::ENOSPC,
+                LimitHit {
+                    asked: None,
+                    name: "msgmni",
+                    used: Some(2),
+                    value: 2,
+                },
+            ),
+            &attribution,
+        );
+        assert!(
+            plain.ends_with("key 0x00000000 errno ENOSPC limit msgmni=2 used 2"),
+            "{plain:?}"
+        );
+        let (plain, _) = lifecycle(
+            &failed(
+                IpcObject::Shm,
+                libc::EINVAL,
+                LimitHit {
+                    asked: Some(16384),
+                    name: "shmmax",
+                    used: None,
+                    value: 8192,
+                },
+            ),
+            &attribution,
+        );
+        assert!(
+            plain.ends_with("errno EINVAL limit shmmax=8192 asked 16384"),
+            "{plain:?}"
         );
     }
 
