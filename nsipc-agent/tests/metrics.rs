@@ -17,7 +17,9 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{AGENT, Agent, parse_ns_link, require_root, trace_command, wait_timeout};
+use support::{
+    AGENT, Agent, limits_inside, parse_ns_link, require_root, trace_command, wait_timeout,
+};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
@@ -341,6 +343,19 @@ fn prometheus_sees_the_kernels_objects_and_the_streams_lines() {
         );
         assert_eq!(bytes.len(), 1, "{bytes:?}");
         assert_eq!(bytes[0].2, shm_bytes, "namespace {}", ns.inum);
+        // Its limits on objects, read by the agent at its creation, as /proc/sys has them.
+        let limits = limits_inside(&format!("-t {} --ipc", ns.holder.id()));
+        let gauges: BTreeMap<String, f64> = prometheus
+            .query(&format!("nsipc_namespace_ipc_limit{selector}"), scraped)
+            .into_iter()
+            .map(|(labels, _, value)| (labels["kind"].clone(), value))
+            .collect();
+        let expected: BTreeMap<String, f64> =
+            [("msg", "msgmni"), ("shm", "shmmni"), ("sem", "semmni")]
+                .into_iter()
+                .map(|(kind, name)| (kind.to_owned(), limits[name].as_f64().unwrap()))
+                .collect();
+        assert_eq!(gauges, expected, "namespace {}", ns.inum);
     }
     // What the test made, beside what the kernel shows: not a vacuous comparison.
     assert_eq!(

@@ -56,6 +56,17 @@ pub struct NamespaceMetrics {
     pub shm_bytes: u64,
     /// The container it belongs to: id, and name where the runtime tells one.
     pub container: Option<(String, Option<String>)>,
+    /// Its limits on objects by type (msgmni, shmmni, semmni), when the agent read them.
+    pub limits: Option<ObjectLimits>,
+}
+
+/// A namespace's limits on its objects, by type: `kernel.msgmni`, `kernel.shmmni` and
+/// `kernel.sem`'s fourth value, `semmni`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectLimits {
+    pub msg: u64,
+    pub shm: u64,
+    pub sem: u64,
 }
 
 /// The event loop's end of the metrics: scrapes waiting for a snapshot.

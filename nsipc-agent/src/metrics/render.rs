@@ -266,6 +266,27 @@ impl Collector for Exposition {
         )?;
         gauge(
             encoder,
+            "nsipc_namespace_ipc_limit",
+            "Each live IPC namespace's limit on its objects, by type (kernel.msgmni, \
+             kernel.shmmni, kernel.sem's semmni), as last read inside it.",
+            None,
+            (0..namespaces.len()).flat_map(|i| {
+                namespaces[i].limits.into_iter().flat_map(move |limits| {
+                    OBJECT_KINDS.iter().map(move |&(object, kind)| {
+                        let mut labels = ns_labels(i);
+                        labels.push(("kind", Escaped(kind)));
+                        let limit = match object {
+                            IpcObject::Msg => limits.msg,
+                            IpcObject::Shm => limits.shm,
+                            IpcObject::Sem => limits.sem,
+                        };
+                        (labels, limit)
+                    })
+                })
+            }),
+        )?;
+        gauge(
+            encoder,
             "nsipc_namespace_shm_size",
             "Size of the live shm segments of each live IPC namespace.",
             Some(&Unit::Bytes),
@@ -322,7 +343,10 @@ impl Collector for Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{lifecycle::ObjectCounts, metrics::NamespaceMetrics};
+    use crate::{
+        lifecycle::ObjectCounts,
+        metrics::{NamespaceMetrics, ObjectLimits},
+    };
 
     fn snapshot() -> Snapshot {
         let mut lines = vec![0; LINE_KINDS.len()];
@@ -338,6 +362,7 @@ mod tests {
                     },
                     shm_bytes: 0,
                     container: None,
+                    limits: None,
                 },
                 NamespaceMetrics {
                     inum: 4026532177,
@@ -348,6 +373,11 @@ mod tests {
                     },
                     shm_bytes: 4096,
                     container: Some(("abc123".into(), Some("we\"ird\\na\nme".into()))),
+                    limits: Some(ObjectLimits {
+                        msg: 2,
+                        shm: 4096,
+                        sem: 32000,
+                    }),
                 },
             ],
             lines,
@@ -376,6 +406,8 @@ mod tests {
             "nsipc_namespace_ipc_objects{ns=\"4026531839\",kind=\"msg\"} 1",
             "nsipc_namespace_ipc_objects{ns=\"4026531839\",kind=\"sem\"} 0",
             "nsipc_namespace_shm_size_bytes{ns=\"4026531839\"} 0",
+            "nsipc_namespace_ipc_limit{ns=\"4026532177\",container_id=\"abc123\",\
+             container_name=\"we\\\"ird\\\\na\\nme\",kind=\"msg\"} 2",
             "nsipc_events_total{event=\"ipc_ns.create\"} 3",
             "nsipc_events_total{event=\"agent.stop\"} 0",
             "nsipc_lost_records_total{kind=\"msg.get\"} 5",
@@ -393,6 +425,13 @@ mod tests {
             .filter(|line| line.starts_with("nsipc_events_total{"))
             .count();
         assert_eq!(events, LINE_KINDS.len());
+        // A namespace whose limits were not read has no limit series.
+        assert!(
+            !samples
+                .iter()
+                .any(|line| line.starts_with("nsipc_namespace_ipc_limit{ns=\"4026531839\"")),
+            "{text}"
+        );
         assert!(text.contains("# TYPE nsipc_events counter\n"), "{text}");
         assert!(
             text.contains("# TYPE nsipc_ipc_namespaces gauge\n"),

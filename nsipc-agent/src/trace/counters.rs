@@ -11,7 +11,7 @@ use super::Stream;
 use crate::{
     agent_events::{AgentEvent, ResyncCause},
     inventory::Inventory,
-    metrics::{LineKind, NamespaceMetrics, Snapshot},
+    metrics::{LineKind, NamespaceMetrics, ObjectLimits, Snapshot},
     probes::Probes,
     render::{Rfc3339, kind_name},
     sink::SinkState,
@@ -158,6 +158,11 @@ impl<W: Write> Stream<W> {
                     .attribution
                     .get(gauge.container)
                     .map(|known| (known.container.id.clone(), known.container.name.clone())),
+                limits: self.limits_of(gauge.inum).map(|limits| ObjectLimits {
+                    msg: limits.msgmni,
+                    shm: limits.shmmni,
+                    sem: limits.semmni,
+                }),
             })
             .collect();
         // Every record kind, from 0, as `agent.lost` names them.

@@ -287,6 +287,12 @@ impl<W: Write> Stream<W> {
         fresh.or(known.limits)
     }
 
+    /// The limits last read in namespace `inum` (at its creation, by the startup inventory,
+    /// or for a failed get), if any.
+    pub(crate) fn limits_of(&self, inum: u32) -> Option<Limits> {
+        self.known_limits.get(&inum).and_then(|known| known.limits)
+    }
+
     /// Reads the limits of the namespaces whose `ipc_ns.create` the engine just derived, through
     /// their creator (or a clone's child).
     fn read_created_limits(&mut self) {
