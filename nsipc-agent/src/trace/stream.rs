@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     io::Write,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Result;
@@ -71,7 +71,12 @@ pub(crate) struct KnownLimits {
     /// (pid, tid) of a task seen in it.
     reader: Option<(u32, u32)>,
     limits: Option<Limits>,
+    /// When `limits` were read for a failed get (not at the creation, nor by the inventory).
+    failed_get_read: Option<Instant>,
 }
+
+/// How often, at most, a namespace's limits are read for its failed gets.
+const FAILED_GET_READ_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Deaths, net of births, after which the allocator's free memory is given back to the system
 /// (a namespace or an object each: with tens of bytes apiece, about a megabyte).
@@ -251,8 +256,14 @@ impl<W: Write> Stream<W> {
         reader: Option<(u32, u32)>,
         limits: Option<Limits>,
     ) {
-        self.known_limits
-            .insert(inum, KnownLimits { reader, limits });
+        self.known_limits.insert(
+            inum,
+            KnownLimits {
+                reader,
+                limits,
+                failed_get_read: None,
+            },
+        );
     }
 
     /// For a get that failed with `ENOSPC` or `EINVAL` (what limits cause), the limits of its
@@ -261,6 +272,11 @@ impl<W: Write> Stream<W> {
     /// creator), else the last values read there (at its creation or by the inventory).
     /// Read lazily, here, because a limit is what the failure needs, and a program can lower
     /// one at any time after its namespace is made (`echo 2 > /proc/sys/kernel/msgmni`).
+    ///
+    /// A storm of such failures (a program retrying its msgget) reads a namespace at most every
+    /// [`FAILED_GET_READ_INTERVAL`]: each read costs a thread and a setns (about 0.1 ms), and
+    /// the values read for the previous failure serve meanwhile. Values read at the creation
+    /// never do (the creator may have lowered a limit since).
     fn limits_for_failed_get(&mut self, event: &KernelEvent) -> Option<Limits> {
         let Body::Get {
             result: Err(errno), ..
@@ -273,16 +289,21 @@ impl<W: Write> Stream<W> {
         }
         let inum = event.ns.inum;
         let known = self.known_limits.get(&inum).copied().unwrap_or_default();
+        if let (Some(limits), Some(at)) = (known.limits, known.failed_get_read)
+            && at.elapsed() < FAILED_GET_READ_INTERVAL
+        {
+            return Some(limits);
+        }
         let fresh =
             inventory::read_limits_of_task(event.task.pid, event.task.tid, inum).or_else(|| {
                 known
                     .reader
                     .and_then(|(pid, tid)| inventory::read_limits_of_task(pid, tid, inum))
             });
-        if let Some(limits) = fresh
-            && let Some(entry) = self.known_limits.get_mut(&inum)
-        {
+        if let Some(limits) = fresh {
+            let entry = self.known_limits.entry(inum).or_default();
             entry.limits = Some(limits);
+            entry.failed_get_read = Some(Instant::now());
         }
         fresh.or(known.limits)
     }
@@ -317,6 +338,7 @@ impl<W: Write> Stream<W> {
                     KnownLimits {
                         reader: Some(reader),
                         limits: read,
+                        failed_get_read: None,
                     },
                 );
             }
