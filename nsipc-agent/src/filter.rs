@@ -22,44 +22,9 @@ use crate::{
     render::event_name,
 };
 
-/// Every event kind a filter can select.
-pub const EVENT_NAMES: &[&str] = &[
-    "ipc_ns.create",
-    "ipc_ns.join",
-    "ipc_ns.destroy",
-    "msg.create",
-    "shm.create",
-    "sem.create",
-    "msg.destroy",
-    "shm.destroy",
-    "sem.destroy",
-    "shm.remove",
-    "shm.attach",
-    "shm.detach",
-    "msg.get_failed",
-    "shm.get_failed",
-    "sem.get_failed",
-    "container.host_ipc",
-    "msg.orphaned",
-    "shm.orphaned",
-    "sem.orphaned",
-    "msg.get",
-    "shm.get",
-    "sem.get",
-    "msg.ctl",
-    "shm.ctl",
-    "sem.ctl",
-    "shm.shmat",
-    "shm.shmdt",
-    "ipc_ns.unshare",
-    "ipc_ns.setns",
-    "ipc_ns.clone",
-    "process.exit",
-    "ipc_ns.freed",
-    "shm.freed",
-    "cgroup.mkdir",
-    "cgroup.rmdir",
-];
+/// Every event kind a filter can select: the stream's kinds ([`crate::metrics::LINE_KINDS`])
+/// but those always written.
+pub const EVENT_NAMES: &[&str] = &crate::metrics::SELECTABLE_KINDS;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterSpec {

@@ -1,7 +1,10 @@
 //! `nsipc-agent snapshot`: the inventory as JSON Lines, then exit. `ipc_ns.exists` per
 //! namespace, then `msg.exists` / `shm.exists` / `sem.exists` per object (docs/events.md).
 
-use std::io::{self, Write};
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+};
 
 use anyhow::{Context as _, Result};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -10,6 +13,8 @@ use crate::{
     containers::{Container, MetadataRoots, container_of_cgroup},
     inventory::{self, FdHolder, Inventory, MountHolder, NamespaceInfo, ObjectDetail, ObjectInfo},
     kernel,
+    lifecycle::Lifecycle,
+    names::IpcObject,
     pretty::{Head, PrettyLine, Tone, Who},
     render::{KeyHex, ModeOctal, Rfc3339},
     sink::{EventLine, Format, JsonLines, SinkState},
@@ -85,8 +90,73 @@ pub fn write_lines<W: Write>(
     Ok(SinkState::Open)
 }
 
+/// The entries of an inventory a resynchronisation compared the engine with, by what the
+/// engine's `exists` events name: what it found is written as the startup inventory's lines
+/// are (with `processes`, `held_by`, the object's owner and mode…), not as a line of its own
+/// under the same name.
+pub struct Found<'a> {
+    namespaces: HashMap<u32, &'a NamespaceInfo>,
+    objects: HashMap<(u32, IpcObject, i32), &'a ObjectInfo>,
+}
+
+impl<'a> Found<'a> {
+    pub fn new(inventory: &'a Inventory) -> Self {
+        Self {
+            namespaces: inventory
+                .namespaces
+                .iter()
+                .map(|ns| (ns.inum, ns))
+                .collect(),
+            objects: inventory
+                .objects
+                .iter()
+                .map(|object| ((object.ns, object.object(), object.perm.id), object))
+                .collect(),
+        }
+    }
+
+    /// The inventory's line for an `exists` event of the engine, with the engine's `ns_gen`
+    /// where the kernel has no `ns_id`; None for other events (and for what the inventory
+    /// does not hold, which the engine does not report found).
+    pub fn line(&self, event: &Lifecycle) -> Option<InventoryLine<'a>> {
+        match event {
+            Lifecycle::NsExists { ns, .. } => self
+                .namespaces
+                .get(&ns.inum)
+                .map(|info| InventoryLine::Namespace(NamespaceJson(info, Some(ns.generation)))),
+            Lifecycle::ObjectExists { ns, object, id, .. } => self
+                .objects
+                .get(&(ns.inum, *object, *id))
+                .map(|info| InventoryLine::Object(ObjectJson(info, Some(ns.generation)))),
+            _ => None,
+        }
+    }
+}
+
+/// One line of an inventory.
+pub enum InventoryLine<'a> {
+    Namespace(NamespaceJson<'a>),
+    Object(ObjectJson<'a>),
+}
+
+impl EventLine for InventoryLine<'_> {
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            InventoryLine::Namespace(line) => line.json(buf),
+            InventoryLine::Object(line) => line.json(buf),
+        }
+    }
+
+    fn pretty(&self, line: &mut PrettyLine<'_>) {
+        match self {
+            InventoryLine::Namespace(ns) => ns.pretty(line),
+            InventoryLine::Object(object) => object.pretty(line),
+        }
+    }
+}
+
 /// A namespace, and the `ns_gen` to write where it has no `ns_id`.
-struct NamespaceJson<'a>(&'a NamespaceInfo, Option<u32>);
+pub struct NamespaceJson<'a>(&'a NamespaceInfo, Option<u32>);
 
 #[derive(serde::Serialize)]
 struct HeldBy<'a> {
@@ -193,7 +263,8 @@ impl EventLine for NamespaceJson<'_> {
     }
 }
 
-struct ObjectJson<'a>(&'a ObjectInfo, Option<u32>);
+/// An object, and the `ns_gen` to write where its namespace has no `ns_id`.
+pub struct ObjectJson<'a>(&'a ObjectInfo, Option<u32>);
 
 impl EventLine for ObjectJson<'_> {
     fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {

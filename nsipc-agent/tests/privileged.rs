@@ -574,8 +574,8 @@ fn fallbacks_are_the_helpers_the_kernel_is_too_old_for() {
 }
 
 /// The validation every line read here goes through refuses what the agent must not write: a
-/// real `agent.ready` line passes, and the same line with a field too many, one missing, or a
-/// backend that does not exist, is refused, with the line in the error.
+/// real `agent.ready` line passes, and the same line with a field too many, one missing (`time`
+/// too), or a backend that does not exist, is refused, with the line in the error.
 #[test]
 fn the_stream_reader_refuses_lines_the_schema_does_not_allow() {
     let agent = Agent::start(&[]);
@@ -593,7 +593,9 @@ fn the_stream_reader_refuses_lines_the_schema_does_not_allow() {
     missing.as_object_mut().unwrap().remove("hooks");
     let mut backend = ready.clone();
     backend["backend"] = json!("uprobe");
-    for wrong in [extra, missing, backend] {
+    let mut untimed = ready.clone();
+    untimed.as_object_mut().unwrap().remove("time");
+    for wrong in [extra, missing, backend, untimed] {
         let line = wrong.to_string();
         let error = validate_line(&line).expect_err(&line);
         assert!(error.contains(&line), "{error}");

@@ -579,6 +579,21 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
         .iter()
         .filter(|e| e["reason"] == "unknown")
         .count();
+    // What a resynchronisation found, written as the inventory writes it (the schema every
+    // line was validated against requires `processes` and `held_by` of `ipc_ns.exists`).
+    let first_resync = stopped
+        .events
+        .iter()
+        .position(|e| e["event"] == "agent.resync")
+        .unwrap_or(stopped.events.len());
+    let found = stopped.events[first_resync..]
+        .iter()
+        .filter(|e| {
+            e["event"]
+                .as_str()
+                .is_some_and(|name| name.ends_with(".exists"))
+        })
+        .count();
     let uncreated: Vec<&Value> = replay
         .births
         .iter()
@@ -588,7 +603,7 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
         "resync: {namespaces_churned} namespaces churned; {} agent.lost, {} agent.resync, {} \
          destroys with reason unknown, {} of them then removed by a printed record; {} \
          printed unshares of the workload, {} without ipc_ns.create; {} contradictions; {} \
-         final differences",
+         final differences; {found} exists lines after the first resynchronisation",
         count("agent.lost"),
         count("agent.resync"),
         unknown,

@@ -53,8 +53,9 @@ pub struct NamespaceInfo {
     /// Processes with threads in it.
     pub processes: Vec<ProcessInfo>,
     /// The cgroup paths of those processes that name containers, each once, first seen first:
-    /// resolved to containers only when the namespace is written (`snapshot`, `trace`'s start),
-    /// not for the inventories that resynchronise `trace`.
+    /// resolved to containers only when the namespace is written (`snapshot`, `trace`'s start,
+    /// and a namespace a resynchronisation of `trace` found), not for every namespace of the
+    /// inventories that resynchronise `trace`.
     pub container_cgroups: Vec<String>,
     /// Open namespace fds referring to it.
     pub fds: Vec<FdHolder>,

@@ -58,6 +58,26 @@ pub const LINE_KINDS: [&str; LineKind::COUNT] = [
     "agent.stop",
 ];
 
+/// How many kinds `--events` can select: every kind but the always written ones (the
+/// inventory's `ipc_ns.exists` and `*.exists`, and the agent's own lines).
+const SELECTABLE_COUNT: usize = LineKind::COUNT - 4 - (LineKind::COUNT - LineKind::AGENT as usize);
+
+/// The kinds `--events` can select, in [`LINE_KINDS`] order: built from it, so that a new kind
+/// is selectable (and counted) under one name, written once.
+pub const SELECTABLE_KINDS: [&str; SELECTABLE_COUNT] = {
+    let mut names = [""; SELECTABLE_COUNT];
+    let (mut kind, mut n) = (0, 0);
+    while kind < LineKind::COUNT {
+        if !LineKind(kind as u8).always_written() {
+            names[n] = LINE_KINDS[kind];
+            n += 1;
+        }
+        kind += 1;
+    }
+    assert!(n == SELECTABLE_COUNT);
+    names
+};
+
 /// A kind of line: an index into [`LINE_KINDS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LineKind(u8);
@@ -86,6 +106,13 @@ impl LineKind {
     #[cfg(test)]
     pub fn name(self) -> &'static str {
         LINE_KINDS[self.0 as usize]
+    }
+
+    /// The inventory's and the agent's own lines: written whatever `--events` says.
+    pub const fn always_written(self) -> bool {
+        self.0 == Self::NS_EXISTS.0
+            || (self.0 >= Self::OBJECT_EXISTS && self.0 < Self::OBJECT_EXISTS + 3)
+            || self.0 >= Self::AGENT
     }
 
     pub fn index(self) -> usize {
@@ -174,6 +201,18 @@ mod tests {
         for name in EVENT_NAMES {
             assert!(LINE_KINDS.contains(name), "{name}");
         }
+    }
+
+    /// `--events` selects every kind but the inventory's and the agent's own lines.
+    #[test]
+    fn selectable_kinds_are_all_but_the_inventory_and_agent_lines() {
+        let by_name: Vec<&str> = LINE_KINDS
+            .iter()
+            .copied()
+            .filter(|name| !name.ends_with(".exists") && !name.starts_with("agent."))
+            .collect();
+        assert_eq!(SELECTABLE_KINDS.to_vec(), by_name);
+        assert_eq!(EVENT_NAMES, SELECTABLE_KINDS);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-pub use self::kinds::{LINE_KINDS, LineKind};
+pub use self::kinds::{LINE_KINDS, LineKind, SELECTABLE_KINDS};
 pub use self::render::{CONTENT_TYPE, render};
 use crate::lifecycle::ObjectCounts;
 

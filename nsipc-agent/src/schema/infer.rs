@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
+use super::common;
+
 /// Object values under these fields (or the items of these lists, or the values of these
 /// maps) are one type each, kept once in `$defs` and referred to.
 const DEFS: &[(&str, &str)] = &[
@@ -206,12 +208,35 @@ fn render_record(record: &Record, kind: Option<&str>) -> Value {
             required.push(json!(name));
         }
     }
-    json!({
+    let mut schema = json!({
         "type": "object",
         "properties": properties,
         "required": required,
         "additionalProperties": false,
-    })
+    });
+    // A kind's line: the common fields that come together where they are optional (a destroy's
+    // task fields, a line's `container` and `host_ipc`), as docs/events.md has them.
+    if let Some(kind) = kind
+        && !common::is_agent_line(kind)
+    {
+        let is_required = |field: &str| required.iter().any(|r| r == field);
+        let dependent: Map<String, Value> = common::TOGETHER
+            .iter()
+            .filter(|(field, _)| properties.contains_key(*field))
+            .filter_map(|(field, others)| {
+                let others: Vec<&str> = others
+                    .iter()
+                    .copied()
+                    .filter(|other| !is_required(other))
+                    .collect();
+                (!others.is_empty()).then(|| (field.to_string(), json!(others)))
+            })
+            .collect();
+        if !dependent.is_empty() {
+            schema["dependentRequired"] = Value::Object(dependent);
+        }
+    }
+    schema
 }
 
 fn render(acc: &Acc, field: &str) -> Value {

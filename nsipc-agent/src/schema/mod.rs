@@ -8,6 +8,7 @@
 //! values. The tests here keep the checked-in file equal to what the code writes, and
 //! docs/events.md and the schema in agreement.
 
+pub mod common;
 mod docs;
 mod infer;
 mod samples;
@@ -104,6 +105,102 @@ mod tests {
             assert!(kinds.contains(name), "{name} has no sample");
         }
         assert_eq!(kinds.len(), EVENT_NAMES.len() + 11, "{kinds:?}");
+    }
+
+    /// One name selects one kind of line: no event name is written by two writers (the raw
+    /// records', the lifecycle engine's, the inventory's, the agent's own), whose lines would
+    /// differ in shape under one name, as `--raw`'s `shm.attach` did (the raw and the
+    /// lifecycle attach, two lines per `shmat`) and a resynchronisation's `ipc_ns.exists` did
+    /// (no `processes`, no `held_by`).
+    #[test]
+    fn each_event_name_has_one_writer() {
+        let mut writers: std::collections::BTreeMap<String, BTreeSet<&str>> =
+            std::collections::BTreeMap::new();
+        for (writer, lines) in samples::lines_by_writer() {
+            for line in lines {
+                let value: Value = serde_json::from_str(&line).unwrap();
+                let name = value["event"].as_str().expect("an event name").to_owned();
+                writers.entry(name).or_default().insert(writer);
+            }
+        }
+        let shared: Vec<_> = writers
+            .iter()
+            .filter(|(_, writers)| writers.len() > 1)
+            .collect();
+        assert!(
+            shared.is_empty(),
+            "event names written by several writers: {shared:?}"
+        );
+        assert_eq!(writers.len(), crate::metrics::LINE_KINDS.len());
+    }
+
+    /// docs/events.md's common fields on every line of every kind, as each writer writes it:
+    /// `event` and `time` on each, a task's fields together, `host_ipc` with `container`, a
+    /// namespace's identity with its inum (and only one of `ns_id` and `ns_gen`), `key_hex`
+    /// with `key`, `mode_octal` with `mode`, `ret` (and `errno` on failure) on the raw
+    /// syscall events. The schema requires them as well.
+    #[test]
+    fn every_line_of_every_kind_has_the_common_fields() {
+        let mut kinds = BTreeSet::new();
+        let mut raw_kinds = BTreeSet::new();
+        for (writer, lines) in samples::lines_by_writer() {
+            for line in lines {
+                let value: Value = serde_json::from_str(&line).unwrap();
+                let problems = common::missing(&value);
+                assert!(problems.is_empty(), "{writer}: {problems:?}: {line}");
+                let name = value["event"].as_str().unwrap().to_owned();
+                if writer == "raw" && value.get("ret").is_some() {
+                    raw_kinds.insert(name.clone());
+                }
+                kinds.insert(name);
+            }
+        }
+        // Every kind was checked, and the syscall events are the raw kinds with `ret`.
+        let all: BTreeSet<String> = crate::metrics::LINE_KINDS
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(kinds, all);
+        let syscalls: BTreeSet<String> = common::SYSCALL_EVENTS
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(raw_kinds, syscalls);
+        // The schema requires them: `event` and `time` on every kind, the others together.
+        let schema = generate();
+        for branch in schema["oneOf"].as_array().unwrap() {
+            let required = branch["required"].as_array().unwrap();
+            for field in common::EVERY_LINE {
+                assert!(
+                    required.iter().any(|r| r == field),
+                    "{}: {field} not required",
+                    branch["title"]
+                );
+            }
+        }
+        let validator = validator();
+        let shmat = json!({"event": "shm.shmat", "time": "2026-12-06T20:00:00.123456789Z",
+                           "pid": 7, "tid": 7, "uid": 0, "comm": "x", "ns": 1, "id": 3,
+                           "flags": 0, "requested_addr": 0, "addr": 4096, "ret": 4096});
+        assert!(
+            validator.is_valid(&shmat),
+            "{:?}",
+            validator.validate(&shmat)
+        );
+        let destroy = json!({"event": "msg.destroy", "time": "2026-12-06T20:00:00.123456789Z",
+                             "pid": 7, "tid": 7, "uid": 0, "comm": "x", "ns": 1, "ns_id": 2,
+                             "id": 0, "key": 0, "key_hex": "0x00000000", "reason": "rmid"});
+        assert!(
+            validator.is_valid(&destroy),
+            "{:?}",
+            validator.validate(&destroy)
+        );
+        for (line, field) in [(&shmat, "time"), (&destroy, "comm"), (&destroy, "time")] {
+            let mut line = line.clone();
+            line.as_object_mut().unwrap().remove(field);
+            assert!(!common::missing(&line).is_empty(), "{field}: {line}");
+            assert!(!validator.is_valid(&line), "without {field}: {line}");
+        }
     }
 
     fn validator() -> jsonschema::Validator {

@@ -414,9 +414,10 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
             containers: Vec::new(),
         },
     ];
+    // `ipc_ns.exists` and `*.exists` are not here: the stream writes those as the inventory
+    // does ([`snapshot::Found`], sampled with the inventory's lines).
     for task in [tasks.live, tasks.gone] {
         for ns in [with_id, with_gen, host] {
-            events.push(Lifecycle::NsExists { ts, ns });
             for (via, child_pid) in all_vias().into_iter().zip([None, Some(199)]) {
                 for from in [with_id, with_gen] {
                     events.push(Lifecycle::NsCreate {
@@ -463,13 +464,6 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
                 }
             }
             for object in all_objects() {
-                events.push(Lifecycle::ObjectExists {
-                    ts,
-                    ns,
-                    object,
-                    id: 0,
-                    key: -5,
-                });
                 events.push(Lifecycle::ObjectCreate {
                     ts,
                     task,
@@ -728,6 +722,33 @@ fn inventory_lines(out: &mut Vec<String>) {
         // `snapshot`: no generations; `trace`: the generation where there is no ns_id.
         snapshot::write_lines(&inventory, &mut sink, &|_| None).expect("writing to memory");
         snapshot::write_lines(&inventory, &mut sink, &|_| Some(1)).expect("writing to memory");
+        // What a resynchronisation found: the engine's `exists` events, written as the
+        // inventory's lines (trace/stream.rs).
+        let found = snapshot::Found::new(&inventory);
+        let ns_ident = |inum: u32| NsIdent {
+            inum,
+            id: 0,
+            generation: 3,
+        };
+        for ns in &inventory.namespaces {
+            let event = Lifecycle::NsExists {
+                ts: 1_000,
+                ns: ns_ident(ns.inum),
+            };
+            sink.write(&found.line(&event).expect("an inventory line"))
+                .expect("writing to memory");
+        }
+        for object in &inventory.objects {
+            let event = Lifecycle::ObjectExists {
+                ts: 1_000,
+                ns: ns_ident(object.ns),
+                object: object.object(),
+                id: object.perm.id,
+                key: object.perm.key,
+            };
+            sink.write(&found.line(&event).expect("an inventory line"))
+                .expect("writing to memory");
+        }
         sink.flush().expect("writing to memory");
     }
     out.extend(
@@ -879,12 +900,28 @@ fn agent_lines(out: &mut Vec<String>) {
 
 /// Every sample line, in the order of the writers above.
 pub fn lines() -> Vec<String> {
+    lines_by_writer()
+        .into_iter()
+        .flat_map(|(_, lines)| lines)
+        .collect()
+}
+
+/// The sample lines of each writer, by its name: `raw`, `lifecycle`, `inventory`, `agent`.
+pub fn lines_by_writer() -> [(&'static str, Vec<String>); 4] {
     let tasks = tasks();
     let (attribution, containers) = attribution(&tasks.live);
-    let mut out = Vec::new();
-    raw_lines(&mut out, &tasks, &attribution, &containers);
-    lifecycle_lines(&mut out, &tasks, &attribution, &containers);
-    inventory_lines(&mut out);
-    agent_lines(&mut out);
-    out
+    let mut raw = Vec::new();
+    raw_lines(&mut raw, &tasks, &attribution, &containers);
+    let mut lifecycle = Vec::new();
+    lifecycle_lines(&mut lifecycle, &tasks, &attribution, &containers);
+    let mut inventory = Vec::new();
+    inventory_lines(&mut inventory);
+    let mut agent = Vec::new();
+    agent_lines(&mut agent);
+    [
+        ("raw", raw),
+        ("lifecycle", lifecycle),
+        ("inventory", inventory),
+        ("agent", agent),
+    ]
 }

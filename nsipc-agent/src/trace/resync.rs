@@ -16,8 +16,10 @@ use crate::{
     agent_events::{AgentEvent, ResyncCause},
     decode::{KernelEvent, decode},
     inventory,
+    lifecycle::Lifecycle,
     names::IpcObject,
     sink::SinkState,
+    snapshot::Found,
 };
 
 /// The shortest time between two resynchronisations after lost records.
@@ -113,7 +115,19 @@ impl<W: Write> Stream<W> {
             &mut self.derived,
         );
         self.counters.resync(after);
-        let written = self.write_derived()?;
+        // What it found is written as the inventory's own lines; indexed only when there is
+        // some (an inventory can list a hundred thousand objects).
+        let found = self
+            .derived
+            .iter()
+            .any(|event| {
+                matches!(
+                    event,
+                    Lifecycle::NsExists { .. } | Lifecycle::ObjectExists { .. }
+                )
+            })
+            .then(|| Found::new(&inventory));
+        let written = self.write_derived_found(found.as_ref())?;
         // A resync's batch can hold a destroy for every object on the host (after a mass death
         // whose frees were skipped: 66 020 lines, 7 MiB of capacity, in the memory bench),
         // and a Vec keeps its capacity: it is given back now, resyncs being rare.

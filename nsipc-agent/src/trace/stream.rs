@@ -23,6 +23,7 @@ use crate::{
     metrics::LineKind,
     render::{KernelEventJson, Rfc3339, WallClock},
     sink::{Format, JsonLines, SinkState},
+    snapshot::Found,
 };
 
 /// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
@@ -224,6 +225,13 @@ impl<W: Write> Stream<W> {
 
     /// Writes the lifecycle events the engine just derived.
     pub(super) fn write_derived(&mut self) -> Result<SinkState> {
+        self.write_derived_found(None)
+    }
+
+    /// Writes the lifecycle events the engine derived from a resynchronisation with an
+    /// inventory, `found`: its `exists` events as that inventory's own lines, which is how the
+    /// startup inventory writes them (one shape per event name).
+    pub(super) fn write_derived_found(&mut self, found: Option<&Found<'_>>) -> Result<SinkState> {
         self.counters.late_destroys += self
             .derived
             .iter()
@@ -242,12 +250,24 @@ impl<W: Write> Stream<W> {
                 continue;
             }
             self.counters.line(LineKind::of_lifecycle(lifecycle));
-            let json = LifecycleJson {
-                event: lifecycle,
-                clock: &self.clock,
-                attribution: &self.attribution,
+            let state = match found.and_then(|found| found.line(lifecycle)) {
+                Some(line) => self.sink.write(&line)?,
+                None => {
+                    debug_assert!(
+                        !matches!(
+                            lifecycle,
+                            Lifecycle::NsExists { .. } | Lifecycle::ObjectExists { .. }
+                        ),
+                        "an exists event without its inventory entry: {lifecycle:?}"
+                    );
+                    self.sink.write(&LifecycleJson {
+                        event: lifecycle,
+                        clock: &self.clock,
+                        attribution: &self.attribution,
+                    })?
+                }
             };
-            if self.sink.write(&json)? == SinkState::ReaderGone {
+            if state == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
             }
         }
@@ -262,7 +282,99 @@ impl<W: Write> Stream<W> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::Value;
+
     use super::*;
+    use crate::inventory::{
+        FdHolder, Inventory, IpcPerm, NamespaceInfo, ObjectDetail, ObjectInfo, ProcessInfo,
+    };
+
+    /// What a resynchronisation finds is written as the startup inventory writes it: its
+    /// `ipc_ns.exists` with `processes`, `containers` and `held_by`, its `msg.exists` with the
+    /// owner and mode, each with the `time` it was seen, not a thinner line of the same name.
+    #[test]
+    fn what_a_resync_finds_is_written_as_the_inventory_writes_it() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let inventory = Inventory {
+            namespaces: vec![NamespaceInfo {
+                inum: 4026532177,
+                ns_id: None,
+                seen_at: at,
+                processes: vec![ProcessInfo {
+                    pid: 42,
+                    tids: None,
+                    comm: "sleep".into(),
+                    uid: 0,
+                    container: None,
+                }],
+                container_cgroups: Vec::new(),
+                fds: vec![FdHolder {
+                    pid: 50,
+                    comm: "sh".into(),
+                    fd: 3,
+                }],
+                mounts: Vec::new(),
+            }],
+            objects: vec![ObjectInfo {
+                ns: 4026532177,
+                ns_id: None,
+                seen_at: at,
+                perm: IpcPerm {
+                    id: 0,
+                    key: 0x5eed,
+                    uid: 1000,
+                    gid: 100,
+                    cuid: 1000,
+                    cgid: 100,
+                    mode: 0o600,
+                },
+                detail: ObjectDetail::Msg {
+                    cbytes: 0,
+                    qnum: 0,
+                    qbytes: Some(16384),
+                },
+            }],
+            unreadable: Vec::new(),
+        };
+        let mut stream = Stream::new(Vec::new(), false);
+        let (namespaces, objects) = inventory.existing();
+        stream.derived.clear();
+        let counts = stream.engine.resync(
+            5_000,
+            false,
+            &namespaces,
+            &objects,
+            &[],
+            &mut stream.derived,
+        );
+        assert_eq!((counts.namespaces_found, counts.objects_found), (1, 1));
+        stream
+            .write_derived_found(Some(&Found::new(&inventory)))
+            .unwrap();
+        stream.sink.flush().unwrap();
+        let lines: Vec<Value> = std::str::from_utf8(stream.sink.get_ref())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(names, ["ipc_ns.exists", "msg.exists"]);
+        let time = "2023-11-14T22:13:20.000000000Z";
+        let ns = &lines[0];
+        assert_eq!(ns["time"], time, "{ns}");
+        assert_eq!(ns["ns_gen"], 1, "{ns}");
+        assert_eq!(ns["processes"][0]["pid"], 42, "{ns}");
+        assert_eq!(ns["containers"], serde_json::json!([]), "{ns}");
+        assert_eq!(ns["held_by"]["fds"][0]["fd"], 3, "{ns}");
+        let msg = &lines[1];
+        assert_eq!(msg["time"], time, "{msg}");
+        assert_eq!(msg["ns_gen"], 1, "{msg}");
+        assert_eq!(msg["uid"], 1000, "{msg}");
+        assert_eq!(msg["mode_octal"], "600", "{msg}");
+        assert_eq!(msg["qbytes"], 16384, "{msg}");
+    }
 
     #[test]
     fn memory_is_given_back_after_mass_deaths_only() {

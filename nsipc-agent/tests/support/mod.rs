@@ -16,6 +16,9 @@ use std::{
 
 use serde_json::Value;
 
+/// docs/events.md's common fields as rules, the agent's own file (it needs only serde_json).
+#[path = "../../src/schema/common.rs"]
+pub mod common;
 pub mod model;
 pub mod seeds;
 
@@ -173,14 +176,17 @@ pub fn validate_line(line: &str) -> Result<Value, String> {
     refusal(&value).map_or(Ok(value), |error| Err(format!("{error}: {line}")))
 }
 
-/// Why the schema refuses `value`, if it does.
+/// Why the schema refuses `value`, if it does, or what it lacks of docs/events.md's common
+/// fields (`time` on every line, a task's fields together…), which the schema requires too.
 fn refusal(value: &Value) -> Option<String> {
-    schema().validate(value).err().map(|error| {
-        format!(
+    if let Err(error) = schema().validate(value) {
+        return Some(format!(
             "docs/events.schema.json refuses the line: {error} (at {})",
             error.instance_path()
-        )
-    })
+        ));
+    }
+    let missing = common::missing(value);
+    (!missing.is_empty()).then(|| format!("the line lacks common fields: {missing:?}"))
 }
 
 /// One line of the agent's stdout, [`validate_line`]d and counted.
