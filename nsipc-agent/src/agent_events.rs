@@ -33,6 +33,8 @@ pub enum AgentEvent<'a> {
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         frees_refused: &'a BTreeMap<FreeHooks, String>,
         kernel: &'a str,
+        /// Helpers this kernel lacks, and what the probes do instead ([`crate::kernel::fallbacks`]).
+        fallbacks: BTreeMap<&'static str, &'static str>,
         /// eBPF programs attached.
         programs: usize,
         /// Whether the kernel gives namespaces a never-reused 64-bit id (`ns_id` fields).
@@ -161,6 +163,7 @@ impl EventLine for AgentEvent<'_> {
                 degraded,
                 frees,
                 kernel,
+                fallbacks,
                 programs,
                 pid,
                 inventory_namespaces,
@@ -188,6 +191,13 @@ impl EventLine for AgentEvent<'_> {
                         line.raw(",").raw(hook);
                     }
                     line.raw("(").raw(choice.backend.name()).raw(")");
+                }
+                for (i, helper) in fallbacks.keys().enumerate() {
+                    if i == 0 {
+                        line.name("without", helper);
+                    } else {
+                        line.raw(",").raw(helper);
+                    }
                 }
             }
             AgentEvent::Lost {

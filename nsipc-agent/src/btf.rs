@@ -44,6 +44,8 @@ pub enum BtfError {
     NoMember(String, String),
     #[error("the kernel's struct {0} member {1} is not an array")]
     NotArray(String, String),
+    #[error("the kernel's BTF has no function {0}, or not with that many parameters")]
+    NoFunction(String),
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct Btf {
     strings: Vec<u8>,
     /// Struct name → type ids (a name can appear more than once, e.g. forward declarations).
     structs_by_name: HashMap<String, Vec<u32>>,
+    /// Name offsets of every enumerator (of enums and 64-bit enums).
+    enumerators: Vec<u32>,
 }
 
 fn u16_at(data: &[u8], at: usize) -> Result<u16, BtfError> {
@@ -110,6 +114,7 @@ impl Btf {
             members: Vec::new(),
             nelems: 0,
         }];
+        let mut enumerators = Vec::new();
         let mut at = 0;
         while at < type_section.len() {
             let name_off = u32_at(type_section, at)?;
@@ -130,8 +135,26 @@ impl Btf {
                     nelems = u32_at(type_section, at + 8)?;
                     12
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-                KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                KIND_ENUM | KIND_ENUM64 => {
+                    // btf_enum { name_off, val }; btf_enum64 { name_off, val_lo32, val_hi32 }
+                    let size = if kind == KIND_ENUM { 8 } else { 12 };
+                    for i in 0..vlen {
+                        enumerators.push(u32_at(type_section, at + size * i)?);
+                    }
+                    size * vlen
+                }
+                KIND_FUNC_PROTO => {
+                    // btf_param { name_off, type }, kept as members at offset 0
+                    for i in 0..vlen {
+                        members.push(Member {
+                            name_off: u32_at(type_section, at + 8 * i)?,
+                            type_id: u32_at(type_section, at + 8 * i + 4)?,
+                            bit_offset: 0,
+                        });
+                    }
+                    8 * vlen
+                }
+                KIND_DATASEC => 12 * vlen,
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let m = at + 12 * i;
@@ -168,6 +191,7 @@ impl Btf {
             types,
             strings,
             structs_by_name: HashMap::new(),
+            enumerators,
         };
         for (id, ty) in btf.types.iter().enumerate() {
             if ty.kind == KIND_STRUCT || ty.kind == KIND_UNION {
@@ -234,6 +258,42 @@ impl Btf {
             .ok_or_else(|| BtfError::NotArray(struct_name.to_owned(), member.to_owned()))
     }
 
+    /// Whether some enum has an enumerator called `name`: `BPF_FUNC_task_pt_regs` in `enum
+    /// bpf_func_id` says the kernel has that helper.
+    pub fn has_enumerator(&self, name: &str) -> bool {
+        self.enumerators.iter().any(|&off| self.name(off) == name)
+    }
+
+    /// Whether the kernel has a function called `name` (a BTF `FUNC`).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.types
+            .iter()
+            .any(|ty| ty.kind == KIND_FUNC && self.name(ty.name_off) == name)
+    }
+
+    /// Whether parameter `n` of function `func` points to a struct this BTF defines, not to a
+    /// forward declaration: what an fentry program needs to read it. (5.10's BTF gives the
+    /// syscall wrappers `const struct pt_regs *` of a forward-declared `pt_regs`.)
+    pub fn param_points_to_struct(&self, func: &str, n: usize) -> Result<bool, BtfError> {
+        let missing = || BtfError::NoFunction(func.to_owned());
+        let function = self
+            .types
+            .iter()
+            .find(|ty| ty.kind == KIND_FUNC && self.name(ty.name_off) == func)
+            .ok_or_else(missing)?;
+        let param = self
+            .types
+            .get(function.type_ref as usize)
+            .filter(|proto| proto.kind == KIND_FUNC_PROTO)
+            .and_then(|proto| proto.members.get(n))
+            .ok_or_else(missing)?;
+        Ok(self
+            .resolve(param.type_id)
+            .filter(|ty| ty.kind == KIND_PTR)
+            .and_then(|ptr| self.resolve(ptr.type_ref))
+            .is_some_and(|target| target.kind == KIND_STRUCT))
+    }
+
     /// `sizeof(struct struct_name)`.
     pub fn struct_size(&self, struct_name: &str) -> Result<u32, BtfError> {
         self.structs_by_name
@@ -273,9 +333,13 @@ mod tests {
     use super::*;
 
     /// Builds a BTF blob: `typedef int chunk_t[64]; struct outer { int a; union { struct { int
-    /// pad; long deep; }; }; const chunk_t slots; long pair[2]; }`.
+    /// pad; long deep; }; }; const chunk_t slots; long pair[2]; }`, `enum ids { ID_A, ID_B }`,
+    /// a 64-bit `enum wide { WIDE_C }`, a function `do_it` and `void take(struct outer *a,
+    /// struct fwd *b)` where `struct fwd` is only declared.
     fn sample_blob() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0deep\0pad\0long\0slots\0pair\0chunk_t\0".to_vec();
+        let strings =
+            b"\0int\0outer\0a\0deep\0pad\0long\0slots\0pair\0chunk_t\0ids\0ID_A\0ID_B\0wide\0WIDE_C\0do_it\0take\0fwd\0b\0"
+                .to_vec();
         let off = |s: &str| {
             let needle = [s.as_bytes(), b"\0"].concat();
             strings
@@ -333,6 +397,34 @@ mod tests {
         push(&[0, info(KIND_CONST, 0), 8]);
         // 10: long[2]
         push(&[0, info(KIND_ARRAY, 0), 0, 2, 1, 2]);
+        // 11: enum ids { ID_A = 0, ID_B = 1 }
+        push(&[
+            off("ids"),
+            info(KIND_ENUM, 2),
+            4,
+            off("ID_A"),
+            0,
+            off("ID_B"),
+            1,
+        ]);
+        // 12: enum wide { WIDE_C = 1 << 40 }: btf_enum64 { name_off, val_lo32, val_hi32 }
+        push(&[
+            off("wide"),
+            info(KIND_ENUM64, 1),
+            8,
+            off("WIDE_C"),
+            0,
+            1 << 8,
+        ]);
+        // 13: void do_it(void), its prototype left out (FUNC's type is not followed)
+        push(&[off("do_it"), info(KIND_FUNC, 0), 0]);
+        // 14: struct outer *; 15: struct fwd; (a forward declaration) 16: struct fwd *
+        push(&[0, info(KIND_PTR, 0), 5]);
+        push(&[off("fwd"), info(KIND_FWD, 0), 0]);
+        push(&[0, info(KIND_PTR, 0), 15]);
+        // 17: void (struct outer *a, struct fwd *b); 18: its function, take
+        push(&[0, info(KIND_FUNC_PROTO, 2), 0, off("a"), 14, off("b"), 16]);
+        push(&[off("take"), info(KIND_FUNC, 0), 17]);
 
         let mut blob = Vec::new();
         blob.extend(BTF_MAGIC.to_le_bytes());
@@ -395,6 +487,35 @@ mod tests {
     }
 
     #[test]
+    fn finds_enumerators_and_functions_by_name() {
+        let btf = Btf::parse(&sample_blob()).unwrap();
+        for name in ["ID_A", "ID_B", "WIDE_C"] {
+            assert!(btf.has_enumerator(name), "{name}");
+        }
+        for name in ["ids", "wide", "do_it", "ID_"] {
+            assert!(!btf.has_enumerator(name), "{name} is no enumerator");
+        }
+        // The function comes after the enums: found, so their entries were skipped exactly.
+        assert!(btf.has_function("do_it"));
+        assert!(!btf.has_function("outer"), "a struct is no function");
+        assert!(!btf.has_function("ID_A"));
+    }
+
+    #[test]
+    fn tells_pointers_to_structs_from_pointers_to_declarations() {
+        let btf = Btf::parse(&sample_blob()).unwrap();
+        assert_eq!(btf.param_points_to_struct("take", 0), Ok(true));
+        assert_eq!(btf.param_points_to_struct("take", 1), Ok(false));
+        for (func, n) in [("take", 2), ("do_it", 0), ("nothere", 0)] {
+            assert_eq!(
+                btf.param_points_to_struct(func, n),
+                Err(BtfError::NoFunction(func.into())),
+                "{func} {n}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_bad_magic_and_truncation() {
         assert_eq!(Btf::parse(&[0, 0, 0, 0]).err(), Some(BtfError::BadMagic));
         let blob = sample_blob();
@@ -424,5 +545,8 @@ mod tests {
         // XA_CHUNK_SIZE: 64, or 16 with CONFIG_BASE_SMALL.
         let slots = btf.member_array_len("xa_node", "slots").unwrap();
         assert!(slots == 64 || slots == 16, "xa_node.slots[{slots}]");
+        // enum bpf_func_id, since the first helper; a function every kernel has.
+        assert!(btf.has_enumerator("BPF_FUNC_map_lookup_elem"));
+        assert!(btf.has_function("schedule"));
     }
 }

@@ -28,6 +28,8 @@ struct Report<'a> {
     kfree_callers: &'a [String],
     /// The cgroup hierarchy tasks are attributed to containers by (None: none is).
     cgroup_hierarchy: Option<String>,
+    /// Helpers the kernel lacks, and what the probes do instead.
+    fallbacks: BTreeMap<&'static str, &'static str>,
     #[serde(flatten)]
     capabilities: &'a Capabilities,
     auto: Auto<'a>,
@@ -81,6 +83,7 @@ pub fn run(btf_path: &Path) -> Result<()> {
         lockdown: lockdown_mode(),
         kfree_callers: &kfree_callers.functions,
         cgroup_hierarchy: attributed_hierarchy(hierarchy.as_ref(), &offsets),
+        fallbacks: kernel::fallbacks(&offsets),
         capabilities: &capabilities,
         auto: Auto {
             backend,

@@ -1,7 +1,7 @@
 //! What the running kernel offers: privileges, BTF, tracefs, and the struct layout the probes
 //! read. Every check fails with one sentence that says what is missing.
 
-use std::{fs, path::Path};
+use std::{collections::BTreeMap, fs, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -254,10 +254,7 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         ipc_ns_id: btf
             .member_offset("ns_common", "ns_id")
             .map_or(NO_OFFSET, |id| ns + id),
-        ipc_ns_refcount: ns
-            + btf
-                .member_offset("ns_common", "__ns_ref")
-                .or_else(|_| btf.member_offset("ns_common", "count"))?,
+        ipc_ns_refcount: ipc_ns_refcount(btf, ns)?,
         ipc_ns_shm_rmid_forced: btf.member_offset("ipc_namespace", "shm_rmid_forced")?,
         ipc_ns_ids: btf.member_offset("ipc_namespace", "ids")?,
         ipc_ids_size: btf.struct_size("ipc_ids")?,
@@ -276,7 +273,70 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         pt_regs_si: btf.member_offset("pt_regs", "si")?,
         pt_regs_dx: btf.member_offset("pt_regs", "dx")?,
         pt_regs_r10: btf.member_offset("pt_regs", "r10")?,
+        pt_regs_orig_ax: btf.member_offset("pt_regs", "orig_ax")?,
+        task_btf: btf.has_enumerator("BPF_FUNC_get_current_task_btf").into(),
+        task_pt_regs: btf.has_enumerator("BPF_FUNC_task_pt_regs").into(),
+        // Every wrapper has the one prototype; msgget stands for all.
+        wrapper_regs: btf
+            .param_points_to_struct("__x64_sys_msgget", 0)
+            .unwrap_or(false)
+            .into(),
+        task_stack: btf.member_offset("task_struct", "stack")?,
+        stack_pt_regs: thread_size(btf) - btf.struct_size("pt_regs")?,
     })
+}
+
+/// What the probes do instead where the running kernel lacks a helper they would rather use:
+/// helper → its stand-in. Empty on 5.15 and later. Nothing is lost either way (the matrix runs
+/// the same tests on 5.10); the stand-ins cost a little more per record.
+pub fn fallbacks(offsets: &KernelOffsets) -> BTreeMap<&'static str, &'static str> {
+    let mut fallbacks = BTreeMap::new();
+    if offsets.task_btf == 0 {
+        fallbacks.insert(
+            "bpf_get_current_task_btf",
+            "kernel structures read with bpf_probe_read_kernel (before 5.11)",
+        );
+    }
+    if offsets.task_pt_regs == 0 {
+        fallbacks.insert(
+            "bpf_task_pt_regs",
+            "syscall arguments read at the top of the task's kernel stack, checked against \
+             the syscall number (before 5.15; tracepoint backend)",
+        );
+    }
+    if offsets.wrapper_regs == 0 {
+        fallbacks.insert(
+            "btf_syscall_wrapper_regs",
+            "fentry and fexit read syscall arguments at the top of the task's kernel stack, \
+             checked against the syscall number (the BTF declares the wrappers' struct \
+             pt_regs but does not define it: 5.10)",
+        );
+    }
+    fallbacks
+}
+
+/// Where the namespace's reference count is: `ns_common.__ns_ref` (6.18), `ns_common.count`
+/// (5.11 to 6.17), or `ipc_namespace.count` (before 5.11, when each namespace kind kept its
+/// own), given `ns`, the offset of `ipc_namespace.ns`.
+fn ipc_ns_refcount(btf: &Btf, ns: u32) -> Result<u32> {
+    if let Ok(count) = btf
+        .member_offset("ns_common", "__ns_ref")
+        .or_else(|_| btf.member_offset("ns_common", "count"))
+    {
+        return Ok(ns + count);
+    }
+    Ok(btf.member_offset("ipc_namespace", "count")?)
+}
+
+/// x86-64's `THREAD_SIZE`, the size of a task's kernel stack: `PAGE_SIZE << (2 +
+/// KASAN_STACK_ORDER)` (arch/x86/include/asm/page_64_types.h), where KASAN_STACK_ORDER is 1
+/// on a kernel built with KASAN, whose BTF then has `kasan_report`. Only kernels without
+/// `bpf_task_pt_regs` (before 5.15) need it, and on those the stack's top has no padding
+/// (`TOP_OF_KERNEL_STACK_PADDING` is 0 on x86-64 before FRED, 6.9).
+fn thread_size(btf: &Btf) -> u32 {
+    const PAGE_SIZE: u32 = 4096;
+    let kasan_stack_order = u32::from(btf.has_function("kasan_report"));
+    PAGE_SIZE << (2 + kasan_stack_order)
 }
 
 #[cfg(test)]
@@ -319,6 +379,14 @@ mod tests {
         }
         // 64 slots per node: every distribution kernel (CONFIG_BASE_SMALL=n), this one too.
         assert_eq!(offsets.xa_chunk_shift, 6);
+        // This host runs 6.18: both helpers are there (5.11, 5.15).
+        assert_eq!(
+            (offsets.task_btf, offsets.task_pt_regs, offsets.wrapper_regs),
+            (1, 1, 1)
+        );
+        assert_eq!(offsets.pt_regs_orig_ax, 120);
+        // 16 KiB of stack without KASAN, less the 168 bytes of pt_regs.
+        assert_eq!(offsets.stack_pt_regs, 16384 - 168);
     }
 
     #[test]

@@ -533,6 +533,46 @@ fn check_reports_what_the_kernel_allows() {
     eprintln!("check: kfree callers {callers:?}");
 }
 
+/// The helpers the probes do without are those the running kernel is too old for, by its
+/// version, where the agent decides from the kernel's BTF: bpf_get_current_task_btf came in
+/// 5.11, bpf_task_pt_regs in 5.15. Of the matrix's kernels, 5.10 alone has BTF that only
+/// declares the syscall wrappers' `struct pt_regs`. `check` and `agent.ready` name the same.
+#[test]
+fn fallbacks_are_the_helpers_the_kernel_is_too_old_for() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap());
+    let version = (numbers.next().unwrap(), numbers.next().unwrap());
+    let mut expected = Vec::new();
+    if version < (5, 11) {
+        expected.push("bpf_get_current_task_btf");
+    }
+    if version < (5, 15) {
+        expected.push("bpf_task_pt_regs");
+    }
+    if version < (5, 11) {
+        expected.push("btf_syscall_wrapper_regs");
+    }
+    let helpers = |fallbacks: &serde_json::Value| -> Vec<String> {
+        fallbacks
+            .as_object()
+            .unwrap_or_else(|| panic!("fallbacks is no object: {fallbacks}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(helpers(&check()["fallbacks"]), expected, "{release}");
+    let agent = Agent::start(&[]);
+    let ready = agent
+        .events
+        .iter()
+        .find(|e| e["event"] == "agent.ready")
+        .expect("agent.ready");
+    assert_eq!(helpers(&ready["fallbacks"]), expected, "{release}");
+}
+
 /// The validation every line read here goes through refuses what the agent must not write: a
 /// real `agent.ready` line passes, and the same line with a field too many, one missing (`time`
 /// too), or a backend that does not exist, is refused, with the line in the error.

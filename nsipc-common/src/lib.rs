@@ -153,6 +153,28 @@ pub struct KernelOffsets {
     /// `pt_regs.r10`: the fourth syscall argument (the syscall ABI's stand-in for `cx`, which
     /// the `syscall` instruction overwrites)
     pub pt_regs_r10: u32,
+    /// `pt_regs.orig_ax`: the syscall number, which checks that the registers read are the
+    /// current syscall's
+    pub pt_regs_orig_ax: u32,
+    /// Not an offset: 1 if the kernel has `bpf_get_current_task_btf` (5.11+), whose pointer
+    /// the probes read fields through with plain loads; 0 on older kernels, where the probes
+    /// take `bpf_get_current_task` and read every field with `bpf_probe_read_kernel`. The
+    /// verifier sees the value (frozen `.rodata`) and drops the other path.
+    pub task_btf: u32,
+    /// Not an offset: 1 if the kernel has `bpf_task_pt_regs` (5.15+); 0 on older kernels,
+    /// where a syscall's saved user registers are found at the top of the task's stack
+    /// (`task_pt_regs()`: `task->stack + THREAD_SIZE - sizeof(struct pt_regs)`)
+    pub task_pt_regs: u32,
+    /// Not an offset: 1 if the BTF types the x86-64 syscall wrappers' `regs` argument (a
+    /// pointer to `struct pt_regs`), which fentry/fexit programs then read; 0 where it points
+    /// to a forward declaration (5.10), which the verifier refuses to let them read: they find
+    /// the registers at the top of the task's stack instead, as for `task_pt_regs`
+    pub wrapper_regs: u32,
+    /// `task_struct.stack`
+    pub task_stack: u32,
+    /// Not an offset into a struct: `THREAD_SIZE - sizeof(struct pt_regs)`, where in the
+    /// task's stack its saved user registers are, for kernels without `bpf_task_pt_regs`
+    pub stack_pt_regs: u32,
 }
 
 impl KernelOffsets {
@@ -192,6 +214,12 @@ impl KernelOffsets {
         pt_regs_si: NO_OFFSET,
         pt_regs_dx: NO_OFFSET,
         pt_regs_r10: NO_OFFSET,
+        pt_regs_orig_ax: NO_OFFSET,
+        task_btf: 0,
+        task_pt_regs: 0,
+        wrapper_regs: 0,
+        task_stack: NO_OFFSET,
+        stack_pt_regs: NO_OFFSET,
     };
 }
 

@@ -89,8 +89,9 @@ pub fn emit(
     entry.submit(flags as u64);
 }
 
+/// Counts a record of `kind` that could not be written (full ring buffer, unreadable call).
 #[inline(always)]
-fn count_lost(kind: EventKind) {
+pub fn count_lost(kind: EventKind) {
     if let Some(slot) = LOST.get_ptr_mut(kind as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs (no preemption).
         unsafe { *slot += 1 };

@@ -21,7 +21,10 @@ use aya_ebpf::{
 };
 use nsipc_common::{EventKind, NsRef, RECORD_ARGS};
 
-use crate::task::{current_task, load_field, offset, read_field};
+use crate::{
+    record::count_lost,
+    task::{current_task, load_field, offset, read_field},
+};
 
 pub type Args = [u64; RECORD_ARGS];
 
@@ -61,10 +64,15 @@ pub struct PendingCall {
 #[map(name = "PENDING")]
 static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
 
-/// An entry program: remembers the call for the exit program.
+/// An entry program: remembers the call for the exit program. `task` is the current task;
+/// `args` None: they could not be read, and the call counts as lost.
 #[inline(always)]
-pub fn on_enter(kind: EventKind, enter: Enter, args: Args) {
-    if let Some(call) = enter(current_task(), kind, args) {
+pub fn on_enter(task: *const u8, kind: EventKind, enter: Enter, args: Option<Args>) {
+    let Some(args) = args else {
+        count_lost(kind);
+        return;
+    };
+    if let Some(call) = enter(task, kind, args) {
         let pending = PendingCall {
             kind: kind as u32,
             _pad: 0,
@@ -89,9 +97,21 @@ pub fn on_exit(kind: EventKind, exit: Exit, ret: i64) {
     }
 }
 
-/// An fexit program that sees arguments and return value at once: no map in between.
+/// An exit program that sees arguments and return value at once: no map in between. `args`
+/// None: they could not be read, and the call counts as lost.
 #[inline(always)]
-pub fn on_return(task: *const u8, kind: EventKind, enter: Enter, exit: Exit, args: Args, ret: i64) {
+pub fn on_return(
+    task: *const u8,
+    kind: EventKind,
+    enter: Enter,
+    exit: Exit,
+    args: Option<Args>,
+    ret: i64,
+) {
+    let Some(args) = args else {
+        count_lost(kind);
+        return;
+    };
     if let Some(call) = enter(task, kind, args) {
         exit(task, kind, call, ret);
     }
@@ -127,6 +147,10 @@ pub fn tracepoint_ret(ctx: &TracePointContext) -> i64 {
 
 /// The `n`th argument of the hooked kernel function, whatever the program type.
 pub trait FunctionArgs: EbpfContext {
+    /// Whether the verifier types the arguments by the kernel's BTF (fentry, fexit), and so
+    /// refuses to let a program read one the BTF does not define.
+    const TYPED_ARGS: bool = true;
+
     fn function_arg(&self, n: usize) -> u64;
 
     /// Reads a field of the `struct pt_regs *` the wrapper gets. fentry/fexit programs see it
@@ -138,6 +162,8 @@ pub trait FunctionArgs: EbpfContext {
 }
 
 impl FunctionArgs for aya_ebpf::programs::ProbeContext {
+    const TYPED_ARGS: bool = false;
+
     #[inline(always)]
     fn function_arg(&self, n: usize) -> u64 {
         self.arg(n).unwrap_or(0)
@@ -177,22 +203,51 @@ fn syscall_arg_offset(n: usize) -> u32 {
     }
 }
 
-/// The first `N` syscall arguments, from the `regs` argument of `__x64_sys_<name>`.
-#[inline(always)]
-pub fn wrapper_args<const N: usize, C: FunctionArgs>(ctx: &C) -> Args {
-    regs_args::<N>(ctx.function_arg(0) as *const u8, C::read_regs_field)
-}
-
 /// The first `N` arguments of the current thread's syscall, from the user registers the entry
 /// code saved on its kernel stack (`task_pt_regs`). The syscall does not change them, so they
 /// are still there at its exit tracepoint: no entry program and no map in between. `task` is
 /// the current task.
 #[inline(always)]
-pub fn current_syscall_args<const N: usize>(task: *const u8) -> Args {
+pub fn current_syscall_args<const N: usize>(task: *const u8, nr: i64) -> Option<Args> {
+    if offset!(task_pt_regs) == 0 {
+        return stack_syscall_args::<N>(task, nr);
+    }
     // SAFETY: `task` is the trusted pointer bpf_get_current_task_btf returned, which is what
     // bpf_task_pt_regs takes.
     let regs = unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task as *mut _) };
-    regs_args::<N>(regs as *const u8, load_field)
+    Some(regs_args::<N>(regs as *const u8, load_field))
+}
+
+/// The first `N` arguments of syscall `nr` of the wrapper `ctx` is in, from its `regs`
+/// argument; where the kernel's BTF leaves that untyped (5.10), from the task's stack.
+#[inline(always)]
+pub fn wrapper_args<const N: usize, C: FunctionArgs>(
+    ctx: &C,
+    task: *const u8,
+    nr: i64,
+) -> Option<Args> {
+    if C::TYPED_ARGS && offset!(wrapper_regs) == 0 {
+        return stack_syscall_args::<N>(task, nr);
+    }
+    Some(regs_args::<N>(
+        ctx.function_arg(0) as *const u8,
+        C::read_regs_field,
+    ))
+}
+
+/// The first `N` arguments of the current thread's syscall `nr`, from the registers saved at
+/// the top of its kernel stack, where `task_pt_regs()` finds them: for kernels without
+/// `bpf_task_pt_regs` (before 5.15) or with untyped wrapper arguments. That they hold syscall
+/// `nr` (`orig_ax`) checks the stack size userspace assumed; if they do not, the arguments
+/// are unknown (None), and the caller counts the call as lost.
+#[inline(always)]
+fn stack_syscall_args<const N: usize>(task: *const u8, nr: i64) -> Option<Args> {
+    let stack: *const u8 = read_field(task, offset!(task_stack))?;
+    let regs = stack.wrapping_add(offset!(stack_pt_regs) as usize);
+    if read_field::<i64>(regs, offset!(pt_regs_orig_ax))? != nr {
+        return None;
+    }
+    Some(regs_args::<N>(regs, read_field))
 }
 
 /// The first `N` syscall arguments in a saved `struct pt_regs`, each read with `read`.
@@ -210,17 +265,19 @@ fn regs_args<const N: usize>(regs: *const u8, read: fn(*const u8, u32) -> Option
 /// An fexit program gets the return value after the wrapper's one argument.
 pub const WRAPPER_RET_ARG: usize = 1;
 
-/// Defines every program that watches one syscall. With `fentry = NAME` (and two tracepoint
-/// programs), an entry program carries the call to the exit program, for calls whose record
-/// needs the state at entry; without, the exit program alone sees arguments and return value:
-/// fexit gets both, and the `sys_exit_*` tracepoint reads the arguments from the saved user
-/// registers ([`current_syscall_args`]).
+/// Defines every program that watches one syscall, x86-64 syscall number `nr`. With `fentry =
+/// NAME` (and two tracepoint programs), an entry program carries the call to the exit program,
+/// for calls whose record needs the state at entry; without, the exit program alone sees
+/// arguments and return value: fexit gets both, and the `sys_exit_*` tracepoint reads the
+/// arguments from the saved user registers ([`current_syscall_args`]).
 macro_rules! syscall_hooks {
-    (@kprobe $kind:expr, $n:literal, $enter:path, $exit:path,
+    (@kprobe $kind:expr, $n:literal, $nr:literal, $enter:path, $exit:path,
         kprobe($kprobe:ident, $kretprobe:ident)) => {
         #[aya_ebpf::macros::kprobe]
         pub fn $kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
-            $crate::syscall::on_enter($kind, $enter, $crate::syscall::wrapper_args::<$n, _>(&ctx));
+            let task = $crate::task::current_task();
+            let args = $crate::syscall::wrapper_args::<$n, _>(&ctx, task, $nr);
+            $crate::syscall::on_enter(task, $kind, $enter, args);
             0
         }
 
@@ -230,16 +287,17 @@ macro_rules! syscall_hooks {
             0
         }
     };
-    ($kind:expr, nargs = $n:literal, enter = $enter:path, exit = $exit:path,
+    ($kind:expr, nr = $nr:literal, nargs = $n:literal, enter = $enter:path, exit = $exit:path,
         tracepoint($tp_enter:ident, $tp_exit:ident),
         kprobe($kprobe:ident, $kretprobe:ident),
         fentry = $fentry:ident, fexit = $fexit:ident $(,)?) => {
-        $crate::syscall::syscall_hooks!(@kprobe $kind, $n, $enter, $exit,
+        $crate::syscall::syscall_hooks!(@kprobe $kind, $n, $nr, $enter, $exit,
             kprobe($kprobe, $kretprobe));
 
         #[aya_ebpf::macros::tracepoint]
         pub fn $tp_enter(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            $crate::syscall::on_enter($kind, $enter, $crate::syscall::tracepoint_args::<$n>(&ctx));
+            let args = $crate::syscall::tracepoint_args::<$n>(&ctx);
+            $crate::syscall::on_enter($crate::task::current_task(), $kind, $enter, Some(args));
             0
         }
 
@@ -251,7 +309,9 @@ macro_rules! syscall_hooks {
 
         #[aya_ebpf::macros::fentry]
         pub fn $fentry(ctx: aya_ebpf::programs::FEntryContext) -> u32 {
-            $crate::syscall::on_enter($kind, $enter, $crate::syscall::wrapper_args::<$n, _>(&ctx));
+            let task = $crate::task::current_task();
+            let args = $crate::syscall::wrapper_args::<$n, _>(&ctx, task, $nr);
+            $crate::syscall::on_enter(task, $kind, $enter, args);
             0
         }
 
@@ -262,38 +322,28 @@ macro_rules! syscall_hooks {
             0
         }
     };
-    ($kind:expr, nargs = $n:literal, enter = $enter:path, exit = $exit:path,
+    ($kind:expr, nr = $nr:literal, nargs = $n:literal, enter = $enter:path, exit = $exit:path,
         tracepoint($tp_exit:ident),
         kprobe($kprobe:ident, $kretprobe:ident),
         fexit = $fexit:ident $(,)?) => {
-        $crate::syscall::syscall_hooks!(@kprobe $kind, $n, $enter, $exit,
+        $crate::syscall::syscall_hooks!(@kprobe $kind, $n, $nr, $enter, $exit,
             kprobe($kprobe, $kretprobe));
 
         #[aya_ebpf::macros::tracepoint]
         pub fn $tp_exit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
             let task = $crate::task::current_task();
-            $crate::syscall::on_return(
-                task,
-                $kind,
-                $enter,
-                $exit,
-                $crate::syscall::current_syscall_args::<$n>(task),
-                $crate::syscall::tracepoint_ret(&ctx),
-            );
+            let args = $crate::syscall::current_syscall_args::<$n>(task, $nr);
+            let ret = $crate::syscall::tracepoint_ret(&ctx);
+            $crate::syscall::on_return(task, $kind, $enter, $exit, args, ret);
             0
         }
 
         #[aya_ebpf::macros::fexit]
         pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> u32 {
             let ret: i64 = ctx.arg($crate::syscall::WRAPPER_RET_ARG);
-            $crate::syscall::on_return(
-                $crate::task::current_task(),
-                $kind,
-                $enter,
-                $exit,
-                $crate::syscall::wrapper_args::<$n, _>(&ctx),
-                ret,
-            );
+            let task = $crate::task::current_task();
+            let args = $crate::syscall::wrapper_args::<$n, _>(&ctx, task, $nr);
+            $crate::syscall::on_return(task, $kind, $enter, $exit, args, ret);
             0
         }
     };

@@ -1,13 +1,22 @@
 //! Reading kernel structures through offsets userspace took from the running kernel's BTF.
 //!
-//! kernel: include/linux/sched.h: struct task_struct { ... pid_t pid; pid_t tgid; ... struct nsproxy *nsproxy; ... }
-//! kernel: include/linux/nsproxy.h: struct nsproxy { ... struct ipc_namespace *ipc_ns; ... }
-//! kernel: include/linux/ipc_namespace.h: struct ipc_namespace { struct ipc_ids ids[3]; ... struct ns_common ns; ... }
-//! kernel: include/linux/ns_common.h: struct ns_common { ... unsigned int inum; ... u64 ns_id (6.18) }
-//! kernel: include/linux/sched.h: struct task_struct { ... struct css_set __rcu *cgroups; ... }
-//! kernel: include/linux/cgroup-defs.h: struct css_set { struct cgroup_subsys_state *subsys[CGROUP_SUBSYS_COUNT]; ... struct cgroup *dfl_cgrp; ... }
-//! kernel: include/linux/cgroup-defs.h: struct cgroup_subsys_state { struct cgroup *cgroup; ... }, struct cgroup { struct cgroup_subsys_state self; ... struct kernfs_node *kn; ... }
-//! kernel: include/linux/kernfs.h: struct kernfs_node { ... u64 id; ... } (5.5+; the directory's inode number on 64-bit)
+//! Each `kernel:` note names, in brackets, the kernels it was checked on: those of the VM
+//! matrix (`cargo xtask vm-test`: Debian's 5.10, 6.1, 6.12) and the host's 6.18, where every
+//! hook is attached and every probe test run.
+//!
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/sched.h: struct task_struct { ... pid_t pid; pid_t tgid; ... struct nsproxy *nsproxy; ... }
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/nsproxy.h: struct nsproxy { ... struct ipc_namespace *ipc_ns; ... }
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/ipc_namespace.h: struct ipc_namespace { struct ipc_ids ids[3]; ... struct ns_common ns; ... }
+//!   (5.10: `refcount_t count` comes first, the namespace's reference count; 5.11 moved it to
+//!   ns_common.count, 6.18 renamed it ns_common.__ns_ref)
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/sched.h: struct task_struct { ... void *stack; ... }, and
+//!   arch/x86/include/asm/processor.h: task_pt_regs(task) is `task->stack + THREAD_SIZE -
+//!   TOP_OF_KERNEL_STACK_PADDING` less one `struct pt_regs` (read so before 5.15's bpf_task_pt_regs)
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/ns_common.h: struct ns_common { ... unsigned int inum; ... u64 ns_id (6.18) }
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/sched.h: struct task_struct { ... struct css_set __rcu *cgroups; ... }
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/cgroup-defs.h: struct css_set { struct cgroup_subsys_state *subsys[CGROUP_SUBSYS_COUNT]; ... struct cgroup *dfl_cgrp; ... }
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/cgroup-defs.h: struct cgroup_subsys_state { struct cgroup *cgroup; ... }, struct cgroup { struct cgroup_subsys_state self; ... struct kernfs_node *kn; ... }
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/kernfs.h: struct kernfs_node { ... u64 id; ... } (5.5+; the directory's inode number on 64-bit)
 
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
 use nsipc_common::{KernelOffsets, NO_OFFSET, NsRef, ns_life};
@@ -45,8 +54,15 @@ pub fn read_field<T>(base: *const u8, offset: u32) -> Option<T> {
 /// NULL pointer as zero: no helper call, several times cheaper than [`read_field`], which the
 /// hot paths pay for on every record. The offsets come from the frozen `.rodata`, so the
 /// verifier sees them as constants and checks each load against the kernel's BTF.
+///
+/// On a kernel without `bpf_get_current_task_btf` (before 5.11) the task is a plain address,
+/// and every field is read with [`read_field`] instead; `task_btf` is a constant the verifier
+/// knows, so each kernel keeps one of the two paths and pays nothing for the other.
 #[inline(always)]
 pub fn load_field<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
+    if offset!(task_btf) == 0 {
+        return read_field(base, offset);
+    }
     if base.is_null() || offset == NO_OFFSET {
         return None;
     }
@@ -102,10 +118,15 @@ pub fn ipc_ns_of(task: *const u8) -> NsRef {
     ns_ref(ipc_ns_ptr_of(task))
 }
 
-/// The current `struct task_struct *`, as a BTF pointer.
+/// The current `struct task_struct *`: a BTF pointer, or before 5.11 a plain address (see
+/// [`load_field`]).
 #[inline(always)]
 pub fn current_task() -> *const u8 {
-    // SAFETY: bpf_get_current_task_btf has no preconditions.
+    if offset!(task_btf) == 0 {
+        // SAFETY: no preconditions.
+        return unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() } as *const u8;
+    }
+    // SAFETY: no preconditions.
     unsafe { aya_ebpf::helpers::generated::bpf_get_current_task_btf() as *const u8 }
 }
 

@@ -3,12 +3,12 @@
 //! fentry or kprobe ([`segment_freed_fentry`], [`namespace_freed_fentry`]), or where the kernel
 //! allows neither, among every `kfree` of the machine ([`kfree`]). Userspace attaches one way.
 //!
-//! kernel: ipc/namespace.c: static void free_ipc_ns(struct ipc_namespace *ns) ends with kfree(ns)
+//! kernel: [5.10 6.1 6.12 6.18] ipc/namespace.c: static void free_ipc_ns(struct ipc_namespace *ns) ends with kfree(ns)
 //!   (after sem_exit_ns, msg_exit_ns, shm_exit_ns destroyed every object left in it).
-//! kernel: ipc/shm.c: static void shm_rcu_free(struct rcu_head *head) does kfree(shp), an RCU
+//! kernel: [5.10 6.1 6.12 6.18] ipc/shm.c: static void shm_rcu_free(struct rcu_head *head) does kfree(shp), an RCU
 //!   grace period after shm_destroy(): at IPC_RMID with no attachment, at the last detach of a
 //!   removed segment (shmdt, munmap, exit, exec), by shm_rmid_forced, or at namespace teardown.
-//! kernel: include/trace/events/kmem.h: TRACE_EVENT(kfree, TP_PROTO(unsigned long call_site, const void *ptr))
+//! kernel: [5.10 6.1 6.12 6.18] include/trace/events/kmem.h: TRACE_EVENT(kfree, TP_PROTO(unsigned long call_site, const void *ptr))
 //!
 //! `kfree` is a raw tracepoint, not a perf one: a perf tracepoint's program is skipped whenever
 //! any BPF program (ours, or another tool's) runs on that CPU, and the frees here mostly come
@@ -17,7 +17,7 @@
 //! missed tracked free lost a destroy for good. A raw tracepoint's program is only skipped when
 //! it interrupts itself. Raw, not BTF (`tp_btf`): before 6.18 the verifier refuses to read the
 //! `const void *ptr` argument of a BTF tracepoint ("arg1 type UNKNOWN is not a struct").
-//! kernel: lib/idr.c + lib/xarray.c: ids->ipcs_idr maps an object's index to its kern_ipc_perm.
+//! kernel: [5.10 6.1 6.12 6.18] lib/idr.c + lib/xarray.c: ids->ipcs_idr maps an object's index to its kern_ipc_perm.
 
 use aya_ebpf::{
     Global,
@@ -288,9 +288,10 @@ fn on_kfree(ctx: &RawTracePointContext) {
 
 /// Where the kernel has them to hook (fentry or kprobes), the frees are seen at the exact
 /// functions that free a segment and tear a namespace down, and no program runs on the other
-/// kfrees of the machine. Checked in /proc/kallsyms on 6.1.0-57, 6.12.118 (Debian) and 6.18.
+/// kfrees of the machine. Checked in /proc/kallsyms on 5.10.0-46, 6.1.0-57, 6.12.118 (Debian)
+/// and 6.18.
 ///
-/// kernel: ipc/shm.c: static void shm_rcu_free(struct rcu_head *head): the RCU callback that
+/// kernel: [5.10 6.1 6.12 6.18] ipc/shm.c: static void shm_rcu_free(struct rcu_head *head): the RCU callback that
 ///   kfree()s the segment (address-taken, so never inlined); `head` is `&shp->shm_perm.rcu`.
 #[aya_ebpf::macros::fentry]
 pub fn segment_freed_fentry(ctx: FEntryContext) -> u32 {
@@ -305,7 +306,7 @@ pub fn segment_freed_kprobe(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// kernel: ipc/shm.c: void shm_exit_ns(struct ipc_namespace *ns): called by free_ipc_ns() (6.1
+/// kernel: [5.10 6.1 6.12 6.18] ipc/shm.c: void shm_exit_ns(struct ipc_namespace *ns): called by free_ipc_ns() (6.1
 ///   to 6.18: inlined into free_ipc(), the namespace free work) once the namespace's last
 ///   reference is gone, after sem_exit_ns() and msg_exit_ns() and before the inum is given back
 ///   and the memory freed. The namespace is as good as freed: its queues and semaphore sets are

@@ -385,6 +385,7 @@ mod tests {
                 frees: FreeHooks::Kfree,
                 frees_refused: &empty,
                 kernel: "6.18",
+                fallbacks: BTreeMap::new(),
                 programs: 0,
                 ns_id: true,
                 host_ns: 0,

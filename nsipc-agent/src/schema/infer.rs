@@ -27,10 +27,17 @@ const DEFS: &[(&str, &str)] = &[
 ];
 
 /// Objects under these fields are maps (any keys, values of one type), not records.
-const MAPS: &[&str] = &["hooks", "degraded", "kinds", "frees_refused", "refused"];
+const MAPS: &[&str] = &[
+    "hooks",
+    "degraded",
+    "kinds",
+    "frees_refused",
+    "refused",
+    "fallbacks",
+];
 
 /// Maps whose keys are a closed set (the values seen).
-const CLOSED_KEYS: &[&str] = &["kinds", "frees_refused", "refused"];
+const CLOSED_KEYS: &[&str] = &["kinds", "frees_refused", "refused", "fallbacks"];
 
 /// Fields whose string values are a closed set, from the agent's enums and name tables: the
 /// schema lists the values the samples have, and refuses others. (`hooks` is the map of hooks

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
+use nsipc_common::{HOST_IPC_NS_INUM, KernelOffsets, NsRef};
 
 use crate::{
     agent_events::{AgentEvent, ResyncCause},
@@ -830,6 +830,11 @@ fn agent_lines(out: &mut Vec<String>) {
                     &no_frees_refused
                 },
                 kernel: "6.18.0",
+                fallbacks: if i == 0 {
+                    crate::kernel::fallbacks(&KernelOffsets::UNKNOWN)
+                } else {
+                    BTreeMap::new()
+                },
                 programs: 30,
                 ns_id: i == 0,
                 host_ns: HOST_IPC_NS_INUM,

@@ -173,6 +173,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         frees: probes.frees,
         frees_refused: &probes.frees_refused,
         kernel: &release,
+        fallbacks: kernel::fallbacks(&offsets),
         programs: probes.attached,
         ns_id: offsets.ipc_ns_id != NO_OFFSET,
         host_ns: HOST_IPC_NS_INUM,

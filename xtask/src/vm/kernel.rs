@@ -1,6 +1,8 @@
 //! Debian's cloud kernels: the newest package of a series (apt-cache, in dpkg's version order),
 //! downloaded with apt-get, its `boot/` unpacked into the cache, and its config checked for what
-//! the initramfs needs built in.
+//! the initramfs needs built in. A series the machine's own Debian release does not carry (5.10,
+//! from Debian 11) comes from that release's archive, through a private sources list, package
+//! lists and cache under the vm cache: the machine's apt configuration is left alone.
 
 use std::{
     fs,
@@ -36,10 +38,88 @@ pub(super) struct Kernel {
     pub(super) vmlinuz: PathBuf,
 }
 
-/// The newest `linux-image-<series>.*-cloud-amd64` package apt can download, downloaded and
-/// unpacked into `cache` unless it already is there.
-pub(super) fn fetch_kernel(series: &str, cache: &Path) -> Result<Kernel> {
-    let (package, version) = newest_kernel_package(series)?;
+/// Where apt looks for a series' packages.
+#[derive(Clone, Copy)]
+pub(super) enum Archive {
+    /// The machine's own apt sources.
+    Host,
+    /// The main and security archives of this Debian release (e.g. `bullseye`).
+    Release(&'static str),
+}
+
+/// apt-get and apt-cache, reading the sources of one [`Archive`].
+struct Apt {
+    /// `-o` options that point apt at a private sources list, lists and cache; none for the host.
+    options: Vec<String>,
+    /// The private package lists, for [`Archive::Release`].
+    private_lists: Option<PathBuf>,
+}
+
+impl Apt {
+    /// For [`Archive::Release`], writes its sources list under `cache` (lists and the binary
+    /// cache go there too).
+    fn new(archive: Archive, cache: &Path) -> Result<Self> {
+        let Archive::Release(release) = archive else {
+            return Ok(Self {
+                options: Vec::new(),
+                private_lists: None,
+            });
+        };
+        let root = cache.join(format!("apt-{release}"));
+        let lists = root.join("lists");
+        let parts = root.join("sources.list.d");
+        for dir in [lists.join("partial"), parts.clone(), root.join("cache")] {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let sources = root.join("sources.list");
+        fs::write(
+            &sources,
+            format!(
+                "deb http://deb.debian.org/debian {release} main\n\
+                 deb http://deb.debian.org/debian-security {release}-security main\n"
+            ),
+        )
+        .with_context(|| format!("writing {}", sources.display()))?;
+        let option = |name: &str, path: &Path| format!("{name}={}", path.display());
+        Ok(Self {
+            options: [
+                option("Dir::Etc::sourcelist", &sources),
+                option("Dir::Etc::sourceparts", &parts),
+                option("Dir::State::Lists", &lists),
+                option("Dir::Cache", &root.join("cache")),
+            ]
+            .into_iter()
+            .flat_map(|o| ["-o".to_owned(), o])
+            .collect(),
+            private_lists: Some(lists),
+        })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.args(&self.options);
+        command
+    }
+
+    /// A private source has no package lists until its first update.
+    fn lists_missing(&self) -> bool {
+        self.private_lists.as_deref().is_some_and(|lists| {
+            fs::read_dir(lists)
+                .map(|entries| entries.flatten().all(|e| e.file_name() == "partial"))
+                .unwrap_or(true)
+        })
+    }
+}
+
+/// The newest `linux-image-<series>.*-cloud-amd64` package apt can download from `archive`,
+/// downloaded and unpacked into `cache` unless it already is there.
+pub(super) fn fetch_kernel(series: &str, archive: Archive, cache: &Path) -> Result<Kernel> {
+    let apt = Apt::new(archive, cache)?;
+    if apt.lists_missing() {
+        run(apt.command("apt-get").args(["update", "-qq"]))
+            .context("updating the package lists of a private apt source")?;
+    }
+    let (package, version) = newest_kernel_package(&apt, series)?;
     let release = package
         .strip_prefix("linux-image-")
         .expect("matched by is_series_package")
@@ -55,7 +135,8 @@ pub(super) fn fetch_kernel(series: &str, cache: &Path) -> Result<Kernel> {
         if !deb.is_file() {
             eprintln!("xtask: downloading {package} {version}");
             // The _apt user cannot write into target/; the download runs as the caller.
-            run(Command::new("apt-get")
+            run(apt
+                .command("apt-get")
                 .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
                 .arg(format!("{package}={version}"))
                 .current_dir(cache))
@@ -78,18 +159,19 @@ pub(super) fn fetch_kernel(series: &str, cache: &Path) -> Result<Kernel> {
 }
 
 /// Name and version of the newest downloadable kernel package of `series`.
-fn newest_kernel_package(series: &str) -> Result<(String, String)> {
-    let mut names = search_kernel_packages(series)?;
+fn newest_kernel_package(apt: &Apt, series: &str) -> Result<(String, String)> {
+    let mut names = search_kernel_packages(apt, series)?;
     if names.is_empty() {
         // A machine whose package lists were cleaned knows no kernel yet.
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        names = search_kernel_packages(series)?;
+        run(apt.command("apt-get").args(["update", "-qq"]))?;
+        names = search_kernel_packages(apt, series)?;
     }
     ensure!(
         !names.is_empty(),
         "apt knows no linux-image-{series}.*-cloud-amd64 package"
     );
-    let policy = Command::new("apt-cache")
+    let policy = apt
+        .command("apt-cache")
         .arg("policy")
         .args(&names)
         .output()
@@ -113,9 +195,10 @@ fn newest_kernel_package(series: &str) -> Result<(String, String)> {
     })
 }
 
-fn search_kernel_packages(series: &str) -> Result<Vec<String>> {
+fn search_kernel_packages(apt: &Apt, series: &str) -> Result<Vec<String>> {
     let pattern = format!("^linux-image-{}", series.replace('.', "\\."));
-    let out = Command::new("apt-cache")
+    let out = apt
+        .command("apt-cache")
         .args(["search", "--names-only", &pattern])
         .output()
         .context("running apt-cache search")?;

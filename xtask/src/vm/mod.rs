@@ -1,6 +1,6 @@
 //! `cargo xtask vm-test`: the privileged tests on several real kernels.
 //!
-//! The host runs them on its own kernel. Debian's cloud kernels (the newest 6.1 and 6.12) run
+//! The host runs them on its own kernel. Debian's cloud kernels (the newest 5.10, 6.1 and 6.12) run
 //! them under qemu, from an initramfs that holds the agent, the test binaries and every program
 //! the tests drive, all taken from this machine. qemu runs with TCG: nested KVM hung on these
 //! machines. Each (kernel, backend) cell is one run; the result is a matrix table, and the
@@ -25,18 +25,27 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
 struct Series {
     /// Debian's cloud kernel packages are `linux-image-<series>.*-cloud-amd64`.
     series: &'static str,
+    archive: kernel::Archive,
     backends: &'static [&'static str],
 }
 
 /// Debian's kernels have kprobes, and fentry loads there; the host refuses both, so there
 /// `auto` (which must pick tracepoints) is tested beside `tracepoint`.
 const DEBIAN_KERNELS: &[Series] = &[
+    // Debian 11's kernel: the oldest long-term kernel still common on container hosts.
+    Series {
+        series: "5.10",
+        archive: kernel::Archive::Release("bullseye"),
+        backends: &["tracepoint", "kprobe", "fentry"],
+    },
     Series {
         series: "6.1",
+        archive: kernel::Archive::Host,
         backends: &["tracepoint", "kprobe", "fentry"],
     },
     Series {
         series: "6.12",
+        archive: kernel::Archive::Host,
         backends: &["tracepoint", "kprobe", "fentry"],
     },
 ];
@@ -127,7 +136,7 @@ pub fn vm_test(options: &Options) -> Result<()> {
     if with_host && !setup::is_root() {
         bail!(
             "the host's privileged tests load eBPF programs and need root: run \
-             `sudo cargo xtask vm-test`, or `--kernels 6.1,6.12` for the VMs only"
+             `sudo cargo xtask vm-test`, or `--kernels 5.10,6.1,6.12` for the VMs only"
         );
     }
     setup::ensure()?;
@@ -141,7 +150,7 @@ pub fn vm_test(options: &Options) -> Result<()> {
     let mut vms = Vec::new();
     for series in DEBIAN_KERNELS.iter().filter(|s| selected(s.series)) {
         vms.push((
-            kernel::fetch_kernel(series.series, &cache)?,
+            kernel::fetch_kernel(series.series, series.archive, &cache)?,
             series.backends,
         ));
     }
