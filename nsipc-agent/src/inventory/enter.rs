@@ -116,7 +116,8 @@ pub(super) fn read_objects_in(ns: File, inum: u32) -> Result<Read> {
         .map_err(|_| anyhow!("the thread reading the namespace panicked"))?
 }
 
-fn read_here_after_setns(ns: File, inum: u32) -> Result<Read> {
+/// Moves this helper thread into the IPC namespace `ns`, and checks it is namespace `inum`.
+fn join_on_this_thread(ns: File, inum: u32) -> Result<()> {
     // SAFETY: setns on this helper thread only; an IPC namespace can be joined by one thread
     // of a multi-threaded process.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } != 0 {
@@ -126,6 +127,11 @@ fn read_here_after_setns(ns: File, inum: u32) -> Result<Read> {
     drop(ns);
     let here = thread_ipc_ns()?;
     ensure!(here == inum, "setns led to IPC namespace {here}");
+    Ok(())
+}
+
+fn read_here_after_setns(ns: File, inum: u32) -> Result<Read> {
+    join_on_this_thread(ns, inum)?;
     let seen_at = SystemTime::now();
     let mut objects = Vec::new();
     for object in [IpcObject::Msg, IpcObject::Shm, IpcObject::Sem] {
@@ -152,14 +158,7 @@ pub(super) fn read_limits_in(ns: File, inum: u32) -> Result<Limits> {
     thread::Builder::new()
         .name(super::HELPER_THREAD_NAME.to_owned())
         .spawn(move || {
-            // SAFETY: as in read_here_after_setns: this helper thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context("setns(CLONE_NEWIPC), which needs CAP_SYS_ADMIN");
-            }
-            drop(ns);
-            let here = thread_ipc_ns()?;
-            ensure!(here == inum, "setns led to IPC namespace {here}");
+            join_on_this_thread(ns, inum)?;
             read_limits_here()
         })
         .context("starting a thread to enter the namespace")?
