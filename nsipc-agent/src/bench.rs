@@ -1,20 +1,25 @@
-//! Hidden subcommands that `cargo xtask bench` drives; not part of the agent's interface.
+//! `nsipc-bench`, the commands `cargo xtask bench` drives: built only with the `bench` feature,
+//! so that the shipped `nsipc-agent` carries none of it (nor the counting allocator, nor the
+//! floor's eBPF object).
 //!
-//! - `bench-floor`: the floor tracer. The minimal programs of `nsipc-ebpf/src/bin/floor.rs` on
+//! - `floor`: the floor tracer. The minimal programs of `nsipc-ebpf/src/bin/floor.rs` on
 //!   the probes' hooks, drained by the same kind of event loop as `trace`, which discards.
-//! - `bench-json`: the decode + JSON path of `trace` alone, fed records shaped like the ones the
+//! - `json`: the decode + JSON path of `trace` alone, fed records shaped like the ones the
 //!   IPC storm workload makes the probes write, into a buffered writer that discards: once as
 //!   from a host task and once as from a container's, for the cost of attribution per event.
+//! - `memory`: the lifecycle engine's resident set with many live namespaces and objects.
 
 use std::{
     io::{self, Write},
     ops::Range,
     path::PathBuf,
+    process::ExitCode,
     time::Instant,
 };
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
+use clap::{Parser, Subcommand};
 use nsipc_common::{EventKind, HOST_IPC_NS_INUM, NsRef, Record};
 use serde_json::json;
 use tokio::{
@@ -24,19 +29,117 @@ use tokio::{
 };
 
 use crate::{
-    alloc_count,
+    alloc_count, allocator,
     attribution::Attribution,
+    cli::{OutputFormat, parse_ring_buffer_size},
     containers::{Container, Runtime},
     decode::{Body, ContainerRef, KernelEvent, Task},
-    kernel,
+    kernel::{self, DEFAULT_BTF_PATH},
     lifecycle::Engine,
     names::IpcObject,
+    pretty::Style,
     probes::Probes,
     sink::Format,
     trace::{IDLE_POLL, Stream},
 };
 
-pub struct FloorOptions {
+/// The bench binary's allocator counts allocations, as the unit tests' does.
+pub use crate::alloc_count::CountingAllocator;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nsipc-bench",
+    about = "The commands `cargo xtask bench` drives: the floor tracer, the JSON path alone, the \
+             lifecycle engine's memory"
+)]
+struct BenchCli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The benchmark floor: minimal programs on the probes' hooks, drained by a consumer that
+    /// discards (needs root).
+    Floor(FloorArgs),
+    /// The decode + JSON path alone.
+    Json(JsonArgs),
+    /// The lifecycle engine's memory with many live namespaces and objects.
+    Memory(MemoryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FloorArgs {
+    /// Size of the ring buffer, as for `trace`.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_buffer_size)]
+    ring_buffer_size: u32,
+
+    /// BTF of the running kernel (to attach the BTF tracepoints).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
+    btf: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct JsonArgs {
+    /// How many records to decode and serialize.
+    #[arg(long, default_value_t = 2_000_000)]
+    records: u64,
+
+    /// The format to write them in (into a writer that discards).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    output: OutputFormat,
+
+    /// Colour the pretty lines.
+    #[arg(long)]
+    color: bool,
+}
+
+impl JsonArgs {
+    fn format(&self) -> Format {
+        match self.output {
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Pretty => Format::Pretty(Style::new(self.color)),
+            OutputFormat::None => Format::None,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct MemoryArgs {
+    /// Live namespaces to create.
+    #[arg(long, default_value_t = 10_000)]
+    namespaces: u32,
+    /// Live objects to create, spread over the namespaces.
+    #[arg(long, default_value_t = 100_000)]
+    objects: u32,
+}
+
+/// The `nsipc-bench` command.
+pub fn main() -> ExitCode {
+    // The agent's allocator settings, so that the memory measured is the agent's.
+    allocator::return_freed_memory_promptly();
+    let cli = BenchCli::parse();
+    let result = match cli.command {
+        BenchCommand::Floor(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the event loop")
+            .and_then(|runtime| {
+                runtime.block_on(floor(FloorOptions {
+                    btf_path: args.btf,
+                    ring_buffer_bytes: args.ring_buffer_size,
+                }))
+            }),
+        BenchCommand::Json(args) => json_path(args.records, args.format()),
+        BenchCommand::Memory(args) => engine_memory(args.namespaces, args.objects),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => crate::fail(&err),
+    }
+}
+
+struct FloorOptions {
     pub btf_path: PathBuf,
     pub ring_buffer_bytes: u32,
 }
@@ -59,7 +162,7 @@ fn discard(ring: &mut RingBuf<MapData>) -> u64 {
 
 /// Runs the floor until SIGINT/SIGTERM. Prints `floor.ready` once attached and `floor.stop`
 /// with the records drained and the records the kernel could not buffer.
-pub async fn floor(options: FloorOptions) -> Result<()> {
+async fn floor(options: FloorOptions) -> Result<()> {
     kernel::check_privileges()?;
     kernel::ensure_tracefs()?;
     let (mut probes, ring) =
@@ -260,7 +363,7 @@ fn feed(
 /// The difference is what attributing an event to its container costs.
 ///
 /// `format`: what the lines are (`--output pretty`: the human view's cost, on the same path).
-pub fn json_path(records: u64, format: Format) -> Result<()> {
+fn json_path(records: u64, format: Format) -> Result<()> {
     // More distinct records than fit in the CPU's L1 cache, fewer than would test the memory.
     let host_samples = storm_records(6 * 1024, HOST_CGROUP);
     let container_samples = storm_records(6 * 1024, CONTAINER_CGROUP);
@@ -316,7 +419,7 @@ fn status_bytes(field: &str) -> Result<u64> {
 /// do after mass deaths (what `trace` keeps); `rss_after`: the engine dropped; `rss_peak`: the
 /// process's high-water mark (`VmHWM`, table growth included). `bytes_per_object` charges the
 /// whole growth to the objects (namespaces included).
-pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
+fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
     let mut engine = Engine::new(std::process::id());
     let mut out = Vec::new();
     let mut comm = [0u8; 16];
@@ -398,7 +501,7 @@ pub fn engine_memory(namespaces: u32, objects: u32) -> Result<()> {
     // The engine's big maps give their memory back by themselves; the object maps of dead
     // namespaces are small allocations that glibc keeps until told otherwise.
     let rss_dead = rss_bytes()?;
-    kernel::release_freed_memory();
+    allocator::release_freed_memory();
     let rss_released = rss_bytes()?;
     drop(engine);
     let rss_after = rss_bytes()?;

@@ -134,14 +134,6 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-/// Gives the memory freed since start-up back to the system. Loading parses the kernel's BTF
-/// (5 MB) several times into tens of MB of short-lived allocations; glibc keeps freed heap
-/// pages for reuse, and the agent would carry them for its whole life.
-pub fn release_freed_memory() {
-    // SAFETY: malloc_trim only reads and changes the allocator's own state.
-    unsafe { libc::malloc_trim(0) };
-}
-
 /// The shift of the sequence number in this kernel's SysV IPC ids (the kernel's
 /// `ipc_mni_shift`): [`IPCMNI_EXTEND_SHIFT`] when it was booted with `ipcmni_extend`, else
 /// [`IPCMNI_SHIFT`]. The variable itself cannot be read from here: the kernel's BTF describes

@@ -93,6 +93,7 @@ impl<W: Write> JsonLines<W> {
         Ok(SinkState::Open)
     }
 
+    #[cfg(any(test, feature = "bench"))]
     /// The writer underneath the buffer (what is still buffered is not in it yet).
     pub fn get_ref(&self) -> &W {
         &self.out

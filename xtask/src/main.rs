@@ -100,6 +100,8 @@ const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpftool", "stress-ng", "linux-per
 /// The feature that builds nsipc-agent's integration tests: they load the probes, root only
 /// (see nsipc-agent/Cargo.toml).
 pub const PRIVILEGED_TESTS: &str = "nsipc-agent/privileged-tests";
+/// The feature that builds `nsipc-bench`, the binary `cargo xtask bench` drives.
+const BENCH: &str = "nsipc-agent/bench";
 
 fn main() -> Result<()> {
     match Cli::parse().task {
@@ -192,7 +194,7 @@ fn main() -> Result<()> {
             }
             // The workload generator and the pipe reader are this program, built for release
             // so that their own loops cost as little as they can.
-            build(&["nsipc-agent", "xtask"])?;
+            build_with(&["nsipc-agent", "xtask"], &[BENCH])?;
             bench::run(&args, &workspace_root())
         }
         Task::BenchWorkload(args) => bench::workload::run(&args),
@@ -203,6 +205,11 @@ fn main() -> Result<()> {
 
 /// Release build of these packages.
 fn build(packages: &[&str]) -> Result<()> {
+    build_with(packages, &[])
+}
+
+/// Release build of these packages with these features (`nsipc-agent/bench`: the bench binary).
+fn build_with(packages: &[&str], features: &[&str]) -> Result<()> {
     // Build output goes to stderr so that `cargo xtask trace | jq` only sees the agent's stdout.
     let stderr = std::io::stderr()
         .as_fd()
@@ -212,6 +219,9 @@ fn build(packages: &[&str]) -> Result<()> {
     cmd.args(["build", "--release"]);
     for package in packages {
         cmd.args(["--package", package]);
+    }
+    for feature in features {
+        cmd.args(["--features", feature]);
     }
     run(cmd.stdout(stderr))
 }
@@ -227,6 +237,20 @@ fn lint() -> Result<()> {
         "--all-targets",
         "--features",
         PRIVILEGED_TESTS,
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // Above: the shipped configuration. The bench binary is built only with its feature.
+    run(cargo().args([
+        "clippy",
+        "--package",
+        "nsipc-agent",
+        "--bin",
+        "nsipc-bench",
+        "--features",
+        BENCH,
         "--release",
         "--",
         "-D",

@@ -195,8 +195,9 @@ impl Attribution {
         self.by_cgroup.insert(cgroup, container);
     }
 
+    #[cfg(any(test, feature = "bench"))]
     /// Attributes cgroup `cgroup` to `container` without looking either up: for a caller that
-    /// knows better than the hierarchy (`bench-json`, whose records come from no real cgroup).
+    /// knows better than the hierarchy (`nsipc-bench json`, whose records come from no real cgroup).
     pub fn assign(&mut self, cgroup: u64, container: Container) -> ContainerRef {
         let known = self.intern(container);
         self.remember(cgroup, known);

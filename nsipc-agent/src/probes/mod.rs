@@ -1,6 +1,8 @@
 //! Loading the eBPF object into the kernel and attaching its programs, each syscall hook with
 //! the backend asked for or the best one the kernel takes ([`hooks`]).
 
+#[cfg(any(test, feature = "bench"))]
+mod floor;
 mod hooks;
 mod kfree_callers;
 
@@ -14,7 +16,6 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
 };
 use hooks::{
     Attempts, COMMON, KFREE_TRACEPOINT, attach_frees, attach_hooks, attach_program, candidates,
@@ -171,9 +172,6 @@ pub fn capabilities(options: &LoadOptions<'_>) -> Result<Capabilities> {
     })
 }
 
-/// The benchmark floor (`nsipc-ebpf/src/bin/floor.rs`), built next to the probes.
-static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
-
 pub struct LoadOptions<'a> {
     pub offsets: KernelOffsets,
     pub kfree_callers: &'a KfreeCallers,
@@ -289,80 +287,6 @@ impl Probes {
         Ok(total)
     }
 
-    /// Loads the benchmark floor and attaches it to every hook the probes use: `floor_enter` on
-    /// each `sys_enter_*` tracepoint, `floor_exit` on each `sys_exit_*` one, and the floor's BTF
-    /// tracepoint of the same name as each of the probes'. The hook list is read from the
-    /// probes object, so the floor cannot drift from the probes.
-    pub fn load_floor_and_attach(
-        btf_path: &Path,
-        ring_buffer_bytes: u32,
-    ) -> Result<(Self, RingBuf<MapData>)> {
-        let wakeup_threshold = u64::from(ring_buffer_bytes / 8);
-        let btf = parse_btf(btf_path)?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
-            .map_max_entries(EVENTS_MAP, ring_buffer_bytes)
-            .load(FLOOR_OBJECT)
-            .context("the kernel refused the floor's eBPF maps or object")?;
-        let raw: &mut RawTracePoint = ebpf
-            .program_mut(FLOOR_RAW)
-            .ok_or_else(|| anyhow!("the floor object has no program {FLOOR_RAW}"))?
-            .try_into()?;
-        raw.load()
-            .with_context(|| format!("the kernel refused floor program {FLOOR_RAW}"))?;
-        for name in [FLOOR_ENTER, FLOOR_EXIT] {
-            let tracepoint: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("the floor object has no program {name}"))?
-                .try_into()?;
-            tracepoint
-                .load()
-                .with_context(|| format!("the kernel refused floor program {name}"))?;
-        }
-        let mut attached = 0;
-        for hook in probe_hooks()? {
-            match hook {
-                Hook::Syscall(tracepoint_name) => {
-                    let program = if tracepoint_name.starts_with("sys_enter_") {
-                        FLOOR_ENTER
-                    } else if tracepoint_name.starts_with("sys_exit_") {
-                        FLOOR_EXIT
-                    } else {
-                        bail!(
-                            "probe {tracepoint_name} is neither a sys_enter_ nor a sys_exit_ one"
-                        );
-                    };
-                    let tracepoint: &mut TracePoint = ebpf
-                        .program_mut(program)
-                        .expect("loaded above")
-                        .try_into()?;
-                    tracepoint
-                        .attach("syscalls", &tracepoint_name)
-                        .with_context(|| {
-                            format!("cannot attach to tracepoint syscalls:{tracepoint_name}")
-                        })?;
-                }
-                Hook::Btf(name) => {
-                    let program = ebpf.program_mut(&name).ok_or_else(|| {
-                        anyhow!("the floor has no BTF tracepoint {name}, which the probes use")
-                    })?;
-                    attach_program(&name, program, &name, &btf)?;
-                }
-                Hook::Raw(tracepoint) => {
-                    let raw: &mut RawTracePoint = ebpf
-                        .program_mut(FLOOR_RAW)
-                        .expect("loaded above")
-                        .try_into()?;
-                    raw.attach(&tracepoint)
-                        .with_context(|| format!("cannot attach to raw tracepoint {tracepoint}"))?;
-                }
-            }
-            attached += 1;
-        }
-        Self::take_maps(ebpf, attached)
-    }
-
     /// Keeps the programs and takes out the ring buffer and the lost-record counter.
     fn take_maps(mut ebpf: Ebpf, attached: usize) -> Result<(Self, RingBuf<MapData>)> {
         let ring = RingBuf::try_from(
@@ -424,47 +348,9 @@ impl Probes {
     }
 }
 
-/// The floor's programs for the syscall tracepoints (see `nsipc-ebpf/src/bin/floor.rs`).
-const FLOOR_ENTER: &str = "floor_enter";
-const FLOOR_RAW: &str = "floor_raw";
-const FLOOR_EXIT: &str = "floor_exit";
-
 fn parse_btf(path: &Path) -> Result<Btf> {
     Btf::parse_file(path, aya::Endianness::default())
         .with_context(|| format!("reading kernel BTF from {}", path.display()))
-}
-
-/// Where one of the probes attaches.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Hook {
-    /// `syscalls:<name>`.
-    Syscall(String),
-    /// The BTF tracepoint `<name>`.
-    Btf(String),
-    /// The raw tracepoint `<name>`.
-    Raw(String),
-}
-
-/// Every hook of the tracepoint backend, read from the object file without loading it (the
-/// floor is measured against that backend). A raw tracepoint (`kfree`) is listed once, however
-/// many copies of the program the probes attach there.
-fn probe_hooks() -> Result<Vec<Hook>> {
-    let object = aya_obj::Object::parse(PROBES_OBJECT).context("parsing the probes object")?;
-    let mut hooks: Vec<Hook> = object
-        .programs
-        .into_iter()
-        .filter_map(|(name, program)| match program.section {
-            aya_obj::ProgramSection::TracePoint => Some(Hook::Syscall(name)),
-            aya_obj::ProgramSection::BtfTracePoint => Some(Hook::Btf(name)),
-            aya_obj::ProgramSection::RawTracePoint => KFREE_COPIES
-                .contains(&name.as_str())
-                .then(|| Hook::Raw(KFREE_TRACEPOINT.to_owned())),
-            _ => None,
-        })
-        .collect();
-    hooks.sort();
-    hooks.dedup();
-    Ok(hooks)
 }
 
 /// `recursion_misses` of the program behind `fd` (BPF_OBJ_GET_INFO_BY_FD; Linux 5.12+, zero
@@ -557,47 +443,5 @@ mod tests {
             classified + COMMON.len() + frees.len(),
             object.programs.len()
         );
-    }
-
-    #[test]
-    fn the_floor_covers_every_hook_of_the_probes() {
-        let hooks = probe_hooks().unwrap();
-        assert!(hooks.contains(&Hook::Syscall("sys_enter_setns".into())));
-        assert!(hooks.contains(&Hook::Syscall("sys_exit_msgget".into())));
-        assert!(hooks.contains(&Hook::Btf("task_newtask".into())));
-        // Two copies of the kfree program, one hook.
-        assert_eq!(
-            hooks
-                .iter()
-                .filter(|h| matches!(h, Hook::Raw(_)))
-                .collect::<Vec<_>>(),
-            [&Hook::Raw("kfree".into())]
-        );
-        let floor = aya_obj::Object::parse(FLOOR_OBJECT).unwrap();
-        for hook in &hooks {
-            match hook {
-                Hook::Syscall(name) => assert!(
-                    name.starts_with("sys_enter_") || name.starts_with("sys_exit_"),
-                    "{name}"
-                ),
-                Hook::Btf(name) => assert!(
-                    matches!(
-                        floor.programs.get(name).map(|p| &p.section),
-                        Some(aya_obj::ProgramSection::BtfTracePoint)
-                    ),
-                    "the floor lacks BTF tracepoint {name}"
-                ),
-                Hook::Raw(_) => assert!(matches!(
-                    floor.programs.get(FLOOR_RAW).map(|p| &p.section),
-                    Some(aya_obj::ProgramSection::RawTracePoint)
-                )),
-            }
-        }
-        for name in [FLOOR_ENTER, FLOOR_EXIT] {
-            assert!(matches!(
-                floor.programs.get(name).map(|p| &p.section),
-                Some(aya_obj::ProgramSection::TracePoint)
-            ));
-        }
     }
 }

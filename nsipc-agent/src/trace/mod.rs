@@ -28,6 +28,7 @@ use tokio::{
 pub(crate) use self::stream::Stream;
 use crate::{
     agent_events::AgentEvent,
+    allocator,
     attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
     containers::MetadataRoots,
     filter::FilterSpec,
@@ -103,7 +104,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             .filter(|_| cgroup_hierarchy.is_some())
             .map_or(-1, |hierarchy| hierarchy.hierarchy_id),
     })?;
-    kernel::release_freed_memory();
+    allocator::release_freed_memory();
     // SAFETY: the ring buffer owns its map fd, and AsyncFd owns the ring buffer, so the fd
     // stays open and the same until AsyncFd is dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }

@@ -14,11 +14,12 @@ use aya::maps::{MapData, RingBuf};
 use super::counters::Counters;
 use crate::{
     agent_events::AgentEvent,
+    allocator,
     attribution::Attribution,
     decode::{Body, DecodeError, KernelEvent, decode},
     filter::{Filter, FilterSpec},
     free_check::FreeCheck,
-    inventory, kernel,
+    inventory,
     kfree_check::KfreeCheck,
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     limits::Limits,
@@ -28,7 +29,7 @@ use crate::{
     snapshot::Found,
 };
 
-/// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.
+/// The kernel records → JSON Lines path. `nsipc-bench json` measures it alone.
 pub(crate) struct Stream<W: Write> {
     pub(crate) sink: JsonLines<W>,
     clock: WallClock,
@@ -142,7 +143,7 @@ impl<W: Write> Stream<W> {
         self.last_population = population;
         self.peak_population = self.peak_population.max(population);
         if settled && fell_enough(self.peak_population, population) {
-            kernel::release_freed_memory();
+            allocator::release_freed_memory();
             self.peak_population = population;
         }
     }

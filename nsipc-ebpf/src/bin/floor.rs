@@ -1,7 +1,7 @@
 //! The benchmark floor: the least an eBPF tracer on nsipc's hooks can do and still stream one
 //! record per hook hit to userspace.
 //!
-//! `nsipc-agent bench-floor` attaches [`floor_enter`] to every `syscalls:sys_enter_*` and
+//! `nsipc-bench floor` attaches [`floor_enter`] to every `syscalls:sys_enter_*` and
 //! [`floor_exit`] to every `syscalls:sys_exit_*` tracepoint the nsipc probes use (the list comes
 //! from the nsipc object itself), plus the same two BTF tracepoints, and [`floor_raw`] to the
 //! raw tracepoint (`kfree`). Every hit of an exit-side

@@ -411,20 +411,20 @@ fn run_once(
 }
 
 fn run_json_path(tools: &Tools, records: u64) -> Result<JsonPath> {
-    let out = Command::new(&tools.agent)
-        .args(["bench-json", "--records"])
+    let out = Command::new(&tools.bench)
+        .args(["json", "--records"])
         .arg(records.to_string())
         .stderr(Stdio::inherit())
         .output()
-        .context("running nsipc-agent bench-json")?;
+        .context("running nsipc-bench json")?;
     if !out.status.success() {
-        bail!("nsipc-agent bench-json failed ({})", out.status);
+        bail!("nsipc-bench json failed ({})", out.status);
     }
-    let result: Value = serde_json::from_slice(&out.stdout).context("parsing bench-json")?;
+    let result: Value = serde_json::from_slice(&out.stdout).context("parsing nsipc-bench json")?;
     let field = |key: &str| {
         result[key]
             .as_u64()
-            .with_context(|| format!("bench-json: no {key}"))
+            .with_context(|| format!("nsipc-bench json: no {key}"))
     };
     Ok(JsonPath {
         records: field("records")?,
@@ -476,6 +476,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
     }
     let mut tools = Tools {
         agent: root.join("target/release/nsipc-agent"),
+        bench: root.join("target/release/nsipc-bench"),
         xtask: root.join("target/release/xtask"),
         hooks: None,
     };

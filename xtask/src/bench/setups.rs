@@ -30,7 +30,7 @@ const UNLOAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Setup {
     /// Nothing attached.
     Bare,
-    /// `nsipc-agent bench-floor`: minimal programs on the same hooks, a discarding consumer.
+    /// `nsipc-bench floor`: minimal programs on the same hooks, a discarding consumer.
     Floor,
     /// `nsipc-agent trace > /dev/null`.
     AgentNull,
@@ -79,6 +79,8 @@ pub fn bpftrace_probes() -> usize {
 /// The programs the setups run.
 pub struct Tools {
     pub agent: PathBuf,
+    /// `nsipc-bench`: the floor tracer and the JSON path alone.
+    pub bench: PathBuf,
     /// A release build of xtask: the workload generator and the pipe reader.
     pub xtask: PathBuf,
     /// Hooks of the nsipc probes, as the floor reported them.
@@ -202,8 +204,8 @@ impl Tracer {
         match setup {
             Setup::Bare => unreachable!("nothing to start"),
             Setup::Floor => {
-                cmd = Command::new(&tools.agent);
-                cmd.arg("bench-floor").stdout(Stdio::piped());
+                cmd = Command::new(&tools.bench);
+                cmd.arg("floor").stdout(Stdio::piped());
             }
             Setup::AgentNull | Setup::AgentPipe | Setup::AgentMetrics => {
                 cmd = Command::new(&tools.agent);

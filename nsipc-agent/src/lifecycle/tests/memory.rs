@@ -18,7 +18,7 @@ fn memory_follows_what_lives_through_a_storm() {
 }
 
 /// The engine's memory is mostly its object maps: keep an entry at 20 bytes (the key index's
-/// at 12, a namespace's at 72: 64, and since 2026-12 the life tag), what bench-memory's figure
+/// at 12, a namespace's at 72: 64, and since 2026-12 the life tag), what `nsipc-bench memory`'s figure
 /// was measured with.
 #[test]
 fn map_entries_stay_small() {

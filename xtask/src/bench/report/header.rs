@@ -96,7 +96,7 @@ impl Report<'_> {
             out,
             "Setups:\n\
              - **no tracing**.\n\
-             - **floor**: `nsipc-agent bench-floor`, a minimal eBPF program on the same {hooks} \
+             - **floor**: `nsipc-bench floor`, a minimal eBPF program on the same {hooks} \
              hooks as nsipc (empty at syscall entry and on `kfree`, where nsipc looks for the \
              frees of its objects among every kfree on the machine, and on the cgroup ones; at \
              syscall exit and on task creation and exit it writes one 128-byte record to a \

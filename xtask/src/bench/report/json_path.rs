@@ -1,4 +1,4 @@
-//! The JSON path section: `bench-json`'s events per second, and the cost of attribution per
+//! The JSON path section: `nsipc-bench json`'s events per second, and the cost of attribution per
 //! event (a container's task against a host task).
 
 use std::fmt::Write as _;
@@ -10,7 +10,7 @@ impl Report<'_> {
         let _ = writeln!(
             out,
             "## JSON path\n\n\
-             `nsipc-agent bench-json`: `trace`'s own decode + serialize code on one thread, fed \
+             `nsipc-bench json`: `trace`'s own decode + serialize code on one thread, fed \
              128-byte records shaped like the storm's (msg/shm/sem get and IPC_RMID, changing \
              ids and times) from a host task, into its 64 KiB buffered writer over a sink that \
              only counts bytes. Per CPU second of that thread (what one free core does) and per \

@@ -49,7 +49,7 @@ pub struct Profile {
     pub run: Run,
 }
 
-/// One `bench-json` run: the same records as from a host task and as from a container's.
+/// One `nsipc-bench json` run: the same records as from a host task and as from a container's.
 pub struct JsonPath {
     pub records: u64,
     pub ns: u64,
