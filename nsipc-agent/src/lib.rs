@@ -36,6 +36,7 @@ mod render;
 mod schema;
 mod sink;
 mod snapshot;
+mod stdout_queue;
 mod stop_watchdog;
 mod trace;
 

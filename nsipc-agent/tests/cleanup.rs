@@ -303,7 +303,7 @@ fn a_killed_agent_leaves_nothing_behind() {
 }
 
 /// The reader stops reading without closing the pipe (a stalled consumer) while a storm fills
-/// it: the agent, blocked writing, still ends on SIGTERM, says so on stderr, and the kernel
+/// it and the agent's queue: the agent, blocked writing, still ends on SIGTERM, says so on stderr, and the kernel
 /// releases everything.
 #[test]
 fn a_stalled_reader_does_not_keep_sigterm_from_stopping_the_agent() {
@@ -318,11 +318,19 @@ fn a_stalled_reader_does_not_keep_sigterm_from_stopping_the_agent() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawning the storm");
-    // A pipe holds 64 KiB and the agent buffers 64 KiB more: the storm fills both at once.
+    // A pipe holds 64 KiB and the agent queues 1 MiB more: the storm fills both at once, and
+    // the agent's stdout writer thread blocks in write(2).
     let pid = agent.child.id();
     let blocked = (0..100).any(|_| {
         thread::sleep(Duration::from_millis(50));
-        fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("pipe_write"))
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                fs::read_to_string(task.path().join("wchan"))
+                    .is_ok_and(|w| w.contains("pipe_write"))
+            })
     });
     let _ = storm.kill();
     let _ = storm.wait();

@@ -39,6 +39,7 @@ use crate::{
     render::clock_ns,
     sink::{Format, SinkState, stdout_reader_gone},
     snapshot,
+    stdout_queue::QueuedWriter,
     stop_watchdog::{self, WatchedStdout},
 };
 
@@ -118,7 +119,10 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     )
     .with_made_paths(probes.cgroup_paths.take())
     .with_cmdlines(options.cmdline);
-    let mut stream = Stream::new(WatchedStdout(std::io::stdout().lock()), options.raw)
+    // Lines go out on a thread of their own, so that a slow reader does not hold up the loop.
+    let stdout = QueuedWriter::start(|| WatchedStdout(std::io::stdout().lock()))
+        .context("starting the stdout writer thread")?;
+    let mut stream = Stream::new(stdout, options.raw)
         .attributing(attribution)
         .filtering(options.filter)
         .formatting(options.format);
