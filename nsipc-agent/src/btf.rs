@@ -60,11 +60,21 @@ struct Member {
 struct Type {
     name_off: u32,
     kind: u32,
-    /// The referenced type for modifiers and typedefs; the size in bytes for structs.
+    /// The referenced type for modifiers, typedefs and pointers, the element type for arrays;
+    /// the size in bytes for structs and ints.
     type_ref: u32,
     members: Vec<Member>,
     /// For an array: its number of elements (`btf_array.nelems`).
     nelems: u32,
+    /// For an int: its encoding (`BTF_INT_SIGNED` 1, `BTF_INT_CHAR` 2, `BTF_INT_BOOL` 4).
+    int_encoding: u32,
+}
+
+/// A function's return type and its parameters' names and types ([`Btf::canonical_type`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub ret: String,
+    pub params: Vec<(String, String)>,
 }
 
 /// The parsed type graph of one BTF blob.
@@ -113,6 +123,7 @@ impl Btf {
             type_ref: 0,
             members: Vec::new(),
             nelems: 0,
+            int_encoding: 0,
         }];
         let mut enumerators = Vec::new();
         let mut at = 0;
@@ -126,13 +137,22 @@ impl Btf {
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
             let mut nelems = 0;
+            let mut int_encoding = 0;
+            // An array's element type, kept where other kinds keep their referenced type.
+            let mut element = None;
             let extra = match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_INT => {
+                    // The top byte of the word after the header: BTF_INT_ENCODING.
+                    int_encoding = u32_at(type_section, at)? >> 24;
+                    4
+                }
+                KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
                 | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 KIND_ARRAY => {
                     // struct btf_array { __u32 type; __u32 index_type; __u32 nelems; }
                     nelems = u32_at(type_section, at + 8)?;
+                    element = Some(u32_at(type_section, at)?);
                     12
                 }
                 KIND_ENUM | KIND_ENUM64 => {
@@ -181,9 +201,10 @@ impl Btf {
             types.push(Type {
                 name_off,
                 kind,
-                type_ref: size_or_type,
+                type_ref: element.unwrap_or(size_or_type),
                 members,
                 nelems,
+                int_encoding,
             });
         }
 
@@ -307,6 +328,181 @@ impl Btf {
             .ok_or_else(|| BtfError::NoStruct(struct_name.to_owned()))
     }
 
+    /// A type as the kernel notes compare types: typedefs and qualifiers followed, ints by
+    /// signedness and width (`u64` for `unsigned long`, `long unsigned int` and `u64` alike),
+    /// `char` and `bool` by name, structs, unions and enums by name, pointers as `T *` and
+    /// arrays as `T[n]`: `struct task_struct *`, `struct ipc_ids[3]`.
+    pub fn canonical_type(&self, id: u32) -> String {
+        self.canonical_at(id, 0)
+    }
+
+    fn canonical_at(&self, id: u32, depth: u32) -> String {
+        let Some(ty) = self.types.get(id as usize).filter(|_| depth < 32) else {
+            return "?".to_owned();
+        };
+        let name = self.name(ty.name_off);
+        match ty.kind {
+            0 => "void".to_owned(),
+            KIND_INT if ty.int_encoding & 4 != 0 => "bool".to_owned(),
+            KIND_INT if name == "char" => "char".to_owned(),
+            KIND_INT => format!(
+                "{}{}",
+                if ty.int_encoding & 1 != 0 { "s" } else { "u" },
+                ty.type_ref * 8
+            ),
+            KIND_PTR => format!("{} *", self.canonical_at(ty.type_ref, depth + 1)),
+            KIND_ARRAY => format!(
+                "{}[{}]",
+                self.canonical_at(ty.type_ref, depth + 1),
+                ty.nelems
+            ),
+            KIND_STRUCT | KIND_FWD => format!("struct {name}"),
+            KIND_UNION => format!("union {name}"),
+            KIND_ENUM | KIND_ENUM64 => format!("enum {name}"),
+            KIND_FUNC_PROTO => "function".to_owned(),
+            KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                self.canonical_at(ty.type_ref, depth + 1)
+            }
+            _ => name.to_owned(),
+        }
+    }
+
+    /// A C type as written in a kernel note (`const char __user *`, `u64`, `unsigned long`,
+    /// `struct ipc_ids[3]`) in the form of [`Self::canonical_type`], its typedef names looked up
+    /// in this BTF. An array length that is not a number (`CGROUP_SUBSYS_COUNT`) becomes `[*]`.
+    pub fn canonical_c_type(&self, text: &str) -> Result<String, String> {
+        const QUALIFIERS: &[&str] = &[
+            "const", "volatile", "restrict", "__user", "__rcu", "__percpu", "__iomem", "__force",
+            "__kernel",
+        ];
+        const INT_WORDS: &[&str] = &["unsigned", "signed", "char", "short", "int", "long"];
+        let (base, dims) = text.split_once('[').map_or((text, ""), |(b, d)| (b, d));
+        let mut suffix = String::new();
+        if !dims.is_empty() {
+            for dim in format!("[{dims}").split_inclusive(']') {
+                let len = dim
+                    .strip_prefix('[')
+                    .and_then(|d| d.strip_suffix(']'))
+                    .map(str::trim)
+                    .ok_or_else(|| format!("cannot read the array length of {text:?}"))?;
+                if len.parse::<u32>().is_ok() {
+                    suffix.push_str(&format!("[{len}]"));
+                } else {
+                    suffix.push_str("[*]");
+                }
+            }
+        }
+        let spaced = base.replace('*', " * ");
+        let tokens: Vec<&str> = spaced
+            .split_whitespace()
+            .filter(|t| !QUALIFIERS.contains(t))
+            .collect();
+        let stars = tokens.iter().rev().take_while(|t| **t == "*").count();
+        let words = &tokens[..tokens.len() - stars];
+        if words.is_empty() || words.contains(&"*") {
+            return Err(format!("cannot read the C type {text:?}"));
+        }
+        let mut canonical = match words {
+            ["void"] => "void".to_owned(),
+            // include/linux/types.h: `#define rcu_head callback_head`.
+            ["struct", "rcu_head"] => "struct callback_head".to_owned(),
+            ["struct" | "union" | "enum", name] => format!("{} {name}", words[0]),
+            _ if words.iter().all(|w| INT_WORDS.contains(w)) => {
+                let unsigned = words.contains(&"unsigned");
+                let longs = words.iter().filter(|w| **w == "long").count();
+                let bits = if words.contains(&"char") {
+                    8
+                } else if words.contains(&"short") {
+                    16
+                } else if longs > 0 {
+                    64 // x86_64 is LP64
+                } else {
+                    32
+                };
+                if bits == 8 && !words.contains(&"unsigned") && !words.contains(&"signed") {
+                    "char".to_owned()
+                } else {
+                    format!("{}{bits}", if unsigned { "u" } else { "s" })
+                }
+            }
+            [name] => {
+                let id = self
+                    .types
+                    .iter()
+                    .position(|ty| ty.kind == KIND_TYPEDEF && self.name(ty.name_off) == *name)
+                    .ok_or_else(|| format!("the kernel's BTF has no type {name}"))?;
+                self.canonical_type(id as u32)
+            }
+            _ => return Err(format!("cannot read the C type {text:?}")),
+        };
+        for _ in 0..stars {
+            canonical.push_str(" *");
+        }
+        canonical.push_str(&suffix);
+        Ok(canonical)
+    }
+
+    /// Every BTF function called `func` (static functions of several files can share a name),
+    /// each as its return type and its parameters' names and types, in the form of
+    /// [`Self::canonical_type`].
+    pub fn function_signatures(&self, func: &str) -> Vec<Signature> {
+        self.types
+            .iter()
+            .filter(|ty| ty.kind == KIND_FUNC && self.name(ty.name_off) == func)
+            .filter_map(|ty| self.signature(ty.type_ref))
+            .collect()
+    }
+
+    /// The arguments of the tracepoint `event` as the kernel passes them to BPF: the prototype
+    /// of the typedef `btf_trace_<event>` every tracepoint has, without its leading `void *`.
+    pub fn trace_event_params(&self, event: &str) -> Option<Vec<(String, String)>> {
+        let typedef = format!("btf_trace_{event}");
+        let ty = self
+            .types
+            .iter()
+            .find(|ty| ty.kind == KIND_TYPEDEF && self.name(ty.name_off) == typedef)?;
+        let ptr = self.resolve(ty.type_ref).filter(|p| p.kind == KIND_PTR)?;
+        let mut signature = self.signature(ptr.type_ref)?;
+        if signature.params.is_empty() {
+            return None;
+        }
+        signature.params.remove(0);
+        Some(signature.params)
+    }
+
+    fn signature(&self, proto: u32) -> Option<Signature> {
+        let proto = self
+            .types
+            .get(proto as usize)
+            .filter(|p| p.kind == KIND_FUNC_PROTO)?;
+        Some(Signature {
+            ret: self.canonical_type(proto.type_ref),
+            params: proto
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        self.name(m.name_off).to_owned(),
+                        self.canonical_type(m.type_id),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// The type of `member` of `struct_name` (found as [`Self::member_offset`] finds members),
+    /// in the form of [`Self::canonical_type`].
+    pub fn member_type(&self, struct_name: &str, member: &str) -> Result<String, BtfError> {
+        let ids = self
+            .structs_by_name
+            .get(struct_name)
+            .ok_or_else(|| BtfError::NoStruct(struct_name.to_owned()))?;
+        ids.iter()
+            .find_map(|&id| self.find_member(&self.types[id as usize], member, 0))
+            .map(|(_, type_id)| self.canonical_type(type_id))
+            .ok_or_else(|| BtfError::NoMember(struct_name.to_owned(), member.to_owned()))
+    }
+
     /// The offset in bits and the type id of `member` in `ty`, looking inside anonymous structs
     /// and unions.
     fn find_member(&self, ty: &Type, member: &str, base_bits: u32) -> Option<(u32, u32)> {
@@ -329,16 +525,18 @@ impl Btf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Builds a BTF blob: `typedef int chunk_t[64]; struct outer { int a; union { struct { int
     /// pad; long deep; }; }; const chunk_t slots; long pair[2]; }`, `enum ids { ID_A, ID_B }`,
     /// a 64-bit `enum wide { WIDE_C }`, a function `do_it` and `void take(struct outer *a,
-    /// struct fwd *b)` where `struct fwd` is only declared.
-    fn sample_blob() -> Vec<u8> {
+    /// struct fwd *b)` where `struct fwd` is only declared; `typedef long unsigned int u64`,
+    /// the tracepoint `ev` (`typedef void (*btf_trace_ev)(void *, struct outer *o, u64 flags)`)
+    /// and `__x64_sys_ping`, whose prototype is take's.
+    pub(crate) fn sample_blob() -> Vec<u8> {
         let strings =
-            b"\0int\0outer\0a\0deep\0pad\0long\0slots\0pair\0chunk_t\0ids\0ID_A\0ID_B\0wide\0WIDE_C\0do_it\0take\0fwd\0b\0"
+            b"\0int\0outer\0a\0deep\0pad\0long\0slots\0pair\0chunk_t\0ids\0ID_A\0ID_B\0wide\0WIDE_C\0do_it\0take\0fwd\0b\0long unsigned int\0u64\0__data\0o\0flags\0btf_trace_ev\0__x64_sys_ping\0"
                 .to_vec();
         let off = |s: &str| {
             let needle = [s.as_bytes(), b"\0"].concat();
@@ -350,10 +548,9 @@ mod tests {
         let mut types = Vec::new();
         let mut push = |words: &[u32]| words.iter().for_each(|w| types.extend(w.to_le_bytes()));
         let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
-        // 1: int
-        push(&[off("int"), info(KIND_INT, 0), 4, 32]);
-        // 2: long
-        push(&[off("long"), info(KIND_INT, 0), 8, 64]);
+        // 1: int, 2: long (BTF_INT_SIGNED)
+        push(&[off("int"), info(KIND_INT, 0), 4, (1 << 24) | 32]);
+        push(&[off("long"), info(KIND_INT, 0), 8, (1 << 24) | 64]);
         // 3: anonymous struct { int pad; long deep; } at bit offsets 0 and 64
         push(&[
             0,
@@ -425,6 +622,26 @@ mod tests {
         // 17: void (struct outer *a, struct fwd *b); 18: its function, take
         push(&[0, info(KIND_FUNC_PROTO, 2), 0, off("a"), 14, off("b"), 16]);
         push(&[off("take"), info(KIND_FUNC, 0), 17]);
+        // 19: long unsigned int; 20: typedef u64; 21: void *
+        push(&[off("long unsigned int"), info(KIND_INT, 0), 8, 64]);
+        push(&[off("u64"), info(KIND_TYPEDEF, 0), 19]);
+        push(&[0, info(KIND_PTR, 0), 0]);
+        // 22: void (void *__data, struct outer *o, u64 flags); 23: a pointer to it; 24: the
+        // typedef btf_trace_ev; 25: __x64_sys_ping
+        push(&[
+            0,
+            info(KIND_FUNC_PROTO, 3),
+            0,
+            off("__data"),
+            21,
+            off("o"),
+            14,
+            off("flags"),
+            20,
+        ]);
+        push(&[0, info(KIND_PTR, 0), 22]);
+        push(&[off("btf_trace_ev"), info(KIND_TYPEDEF, 0), 23]);
+        push(&[off("__x64_sys_ping"), info(KIND_FUNC, 0), 17]);
 
         let mut blob = Vec::new();
         blob.extend(BTF_MAGIC.to_le_bytes());
@@ -513,6 +730,52 @@ mod tests {
                 "{func} {n}"
             );
         }
+    }
+
+    #[test]
+    fn names_types_as_the_notes_compare_them() {
+        let btf = Btf::parse(&sample_blob()).unwrap();
+        assert_eq!(btf.member_type("outer", "a"), Ok("s32".into()));
+        assert_eq!(btf.member_type("outer", "deep"), Ok("s64".into()));
+        assert_eq!(btf.member_type("outer", "slots"), Ok("s32[64]".into()));
+        assert_eq!(btf.member_type("outer", "pair"), Ok("s64[2]".into()));
+        for (c, canonical) in [
+            ("int", "s32"),
+            ("unsigned long", "u64"),
+            ("u64", "u64"),
+            ("const void *", "void *"),
+            ("char __user * *", "char * *"),
+            ("struct outer __rcu *", "struct outer *"),
+            ("long[2]", "s64[2]"),
+            ("struct x *[COUNT]", "struct x *[*]"),
+            ("unsigned char", "u8"),
+            ("struct rcu_head *", "struct callback_head *"),
+            ("char", "char"),
+        ] {
+            assert_eq!(btf.canonical_c_type(c).as_deref(), Ok(canonical), "{c}");
+        }
+        assert_eq!(
+            btf.canonical_c_type("key_t"),
+            Err("the kernel's BTF has no type key_t".into())
+        );
+        let take = &btf.function_signatures("take")[0];
+        assert_eq!(take.ret, "void");
+        assert_eq!(
+            take.params,
+            [
+                ("a".into(), "struct outer *".into()),
+                ("b".into(), "struct fwd *".into())
+            ]
+        );
+        assert_eq!(
+            btf.trace_event_params("ev"),
+            Some(vec![
+                ("o".into(), "struct outer *".into()),
+                ("flags".into(), "u64".into())
+            ])
+        );
+        assert_eq!(btf.trace_event_params("take"), None);
+        assert!(btf.function_signatures("ev").is_empty());
     }
 
     #[test]

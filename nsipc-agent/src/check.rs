@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     attribution::{CgroupHierarchy, attributed_hierarchy},
-    kernel,
+    kernel, kernel_notes,
     probes::{self, Backend, Capabilities, FreeHooks, KFREE_COPIES, KfreeCallers, LoadOptions},
 };
 
@@ -33,6 +33,8 @@ struct Report<'a> {
     #[serde(flatten)]
     capabilities: &'a Capabilities,
     auto: Auto<'a>,
+    /// The `kernel:` notes of the eBPF sources checked against this kernel's BTF.
+    kernel_notes: kernel_notes::Report,
 }
 
 #[derive(Serialize)]
@@ -56,6 +58,8 @@ pub fn run(btf_path: &Path) -> Result<()> {
     let hierarchy = CgroupHierarchy::of_this_host();
     let offsets = kernel::kernel_offsets(&btf, hierarchy.as_ref())
         .context("the kernel's BTF lacks a field the probes read")?;
+    let release = kernel::release();
+    let kernel_notes = kernel_notes::check_all(&btf, &release);
     drop(btf);
     kernel::ensure_tracefs()?;
     let kfree_callers = KfreeCallers::from_kallsyms();
@@ -75,7 +79,7 @@ pub fn run(btf_path: &Path) -> Result<()> {
         .find(|hooks| capabilities.frees.get(hooks).is_some_and(|o| o.ok));
     let report = Report {
         event: "agent.check",
-        kernel: kernel::release(),
+        kernel: release,
         btf: Btf {
             path: btf_path,
             present: true,
@@ -90,6 +94,7 @@ pub fn run(btf_path: &Path) -> Result<()> {
             hooks,
             frees,
         },
+        kernel_notes,
     };
     println!("{}", serde_json::to_string(&report)?);
     let hooks_total = capabilities

@@ -21,6 +21,7 @@ mod free_check;
 mod inventory;
 mod json;
 mod kernel;
+mod kernel_notes;
 mod kfree_check;
 mod lifecycle;
 mod limits;

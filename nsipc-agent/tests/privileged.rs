@@ -533,6 +533,33 @@ fn check_reports_what_the_kernel_allows() {
     eprintln!("check: kfree callers {callers:?}");
 }
 
+/// Every `kernel:` note of the eBPF sources (each hook's prototype, each struct member the probes
+/// read) holds on this kernel's BTF, as `check` reports. `cargo xtask vm-test` runs this in
+/// every cell of the VM matrix, so the notes are checked on each of its kernels.
+#[test]
+fn every_kernel_note_holds_on_this_kernel() {
+    let report = check();
+    let notes = &report["kernel_notes"];
+    let release = report["kernel"].as_str().unwrap();
+    assert_eq!(notes["failed"], json!([]), "{release}: {notes:#}");
+    let checked = notes["checked"].as_u64().unwrap();
+    assert!(checked > 0, "{notes}");
+    assert_eq!(notes["held"], checked, "{notes}");
+    assert_eq!(
+        notes["unverified_here"],
+        !notes["unlisted"].as_array().unwrap().is_empty(),
+        "{notes}"
+    );
+    eprintln!(
+        "kernel notes: {checked} held on {release}{}",
+        if notes["unverified_here"] == true {
+            format!(", news to {}", notes["unlisted"])
+        } else {
+            String::new()
+        }
+    );
+}
+
 /// The helpers the probes do without are those the running kernel is too old for, by its
 /// version, where the agent decides from the kernel's BTF: bpf_get_current_task_btf came in
 /// 5.11, bpf_task_pt_regs in 5.15. Of the matrix's kernels, 5.10 alone has BTF that only

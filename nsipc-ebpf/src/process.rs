@@ -1,8 +1,9 @@
 //! Task exits that matter for namespace lifetimes, and the cgroups tasks are attributed by.
 //!
-//! kernel: [5.10 6.1 6.12 6.18] include/trace/events/sched.h: sched_process_exit, TP_PROTO(struct task_struct *p, ...)
+//! kernel: [5.10 6.1 6.12 6.18] include/trace/events/sched.h: TRACE_EVENT(sched_process_exit, TP_PROTO(struct task_struct *p, bool group_dead (6.18)))
 //!   fired from do_exit() before exit_task_namespaces() drops the task's nsproxy reference.
-//!   (6.18 adds `bool group_dead`; only the first argument is read so older kernels load too.)
+//!   (Before 6.18 a DEFINE_EVENT of sched_process_template, without `bool group_dead`; only the
+//!   first argument is read so older kernels load too.)
 //! kernel: [5.10 6.1 6.12 6.18] include/trace/events/cgroup.h: DEFINE_EVENT(cgroup, cgroup_mkdir, TP_PROTO(struct cgroup *cgrp, const char *path))
 //!   fired from cgroup_mkdir() once the new cgroup's kernfs node exists (4.13+).
 //! kernel: [5.10 6.1 6.12 6.18] include/trace/events/cgroup.h: DEFINE_EVENT(cgroup, cgroup_rmdir, TP_PROTO(struct cgroup *cgrp, const char *path))

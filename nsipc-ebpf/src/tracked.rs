@@ -3,7 +3,7 @@
 //! fentry or kprobe ([`segment_freed_fentry`], [`namespace_freed_fentry`]), or where the kernel
 //! allows neither, among every `kfree` of the machine ([`kfree`]). Userspace attaches one way.
 //!
-//! kernel: [5.10 6.1 6.12 6.18] ipc/namespace.c: static void free_ipc_ns(struct ipc_namespace *ns) ends with kfree(ns)
+//! kernel: [5.10 6.1 6.12 6.18] ipc/namespace.c: static void free_ipc_ns(struct ipc_namespace *ns) (may be inlined) ends with kfree(ns)
 //!   (after sem_exit_ns, msg_exit_ns, shm_exit_ns destroyed every object left in it).
 //! kernel: [5.10 6.1 6.12 6.18] ipc/shm.c: static void shm_rcu_free(struct rcu_head *head) does kfree(shp), an RCU
 //!   grace period after shm_destroy(): at IPC_RMID with no attachment, at the last detach of a
@@ -17,7 +17,8 @@
 //! missed tracked free lost a destroy for good. A raw tracepoint's program is only skipped when
 //! it interrupts itself. Raw, not BTF (`tp_btf`): before 6.18 the verifier refuses to read the
 //! `const void *ptr` argument of a BTF tracepoint ("arg1 type UNKNOWN is not a struct").
-//! kernel: [5.10 6.1 6.12 6.18] lib/idr.c + lib/xarray.c: ids->ipcs_idr maps an object's index to its kern_ipc_perm.
+//! kernel: [5.10 6.1 6.12 6.18] include/linux/ipc_namespace.h: struct ipc_ids { ... struct idr ipcs_idr; ... }
+//!   which lib/idr.c and lib/xarray.c make map an object's index to its kern_ipc_perm.
 
 use aya_ebpf::{
     Global,
