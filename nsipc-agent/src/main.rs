@@ -1,6 +1,5 @@
 //! nsipc-agent: kernel record → decoder → (lifecycle engine) → JSON Lines sink.
 
-mod agent_events;
 mod alloc_count;
 mod attribution;
 mod bench;
@@ -12,22 +11,19 @@ mod decode;
 mod filter;
 mod free_check;
 mod inventory;
-mod json;
 mod kernel;
 mod kfree_check;
 mod lifecycle;
 mod limits;
 mod metrics;
 mod names;
+mod output;
 mod packaging;
-mod pretty;
 mod probes;
 #[cfg(test)]
 mod proptests;
-mod render;
 #[cfg(test)]
 mod schema;
-mod sink;
 mod snapshot;
 mod stop_watchdog;
 mod trace;
@@ -54,7 +50,7 @@ fn main() -> ExitCode {
             ));
         }
         Command::Snapshot(output) => output.format_for_stdout(),
-        _ => sink::Format::Json,
+        _ => output::sink::Format::Json,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,7 +15,7 @@ use crate::{
     decode::{Body, ContainerRef, DecodeError, KernelEvent, SysResult, decode, tests::bytes_of},
     lifecycle::{DestroyReason, Engine, Lifecycle, LifecycleJson},
     names::IpcObject,
-    render::{KernelEventJson, WallClock, event_name},
+    output::kernel_events::{KernelEventJson, WallClock, event_name},
     trace::Stream,
 };
 

@@ -9,7 +9,6 @@
 //! namespaces. Each namespace holds the map of its own objects, so that its death costs what
 //! it held, not what the whole machine holds.
 
-mod events;
 mod keys;
 mod members;
 mod namespaces;
@@ -22,12 +21,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use nsipc_common::HOST_IPC_NS_INUM;
 
-pub use self::events::{
+pub use self::resync::{ExistingNamespace, ExistingObject};
+use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};
+pub use crate::output::lifecycle_events::{
     DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts, OrphanCause,
     Via,
 };
-pub use self::resync::{ExistingNamespace, ExistingObject};
-use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};
 use crate::{
     decode::{Body, ContainerRef, KernelEvent, Task},
     limits::{self, Limits, NsUse},

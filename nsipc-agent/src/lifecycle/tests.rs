@@ -9,7 +9,7 @@ use crate::{
     decode::{Body, KernelEvent, Task},
     inventory::HELPER_THREAD_NAME,
     names::IpcObject,
-    render::{Rfc3339, WallClock},
+    output::kernel_events::{Rfc3339, WallClock},
 };
 
 mod containers;

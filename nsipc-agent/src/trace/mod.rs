@@ -27,17 +27,17 @@ use tokio::{
 
 pub(crate) use self::stream::Stream;
 use crate::{
-    agent_events::AgentEvent,
     attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
     containers::MetadataRoots,
     filter::FilterSpec,
     inventory, kernel,
     lifecycle::Lifecycle,
     metrics::Metrics,
+    output,
+    output::agent_events::AgentEvent,
+    output::kernel_events::clock_ns,
+    output::sink::{Format, SinkState, stdout_reader_gone},
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
-    render::clock_ns,
-    sink::{Format, SinkState, stdout_reader_gone},
-    snapshot,
     stop_watchdog::{self, WatchedStdout},
 };
 
@@ -147,7 +147,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             _ => None,
         })
         .collect();
-    snapshot::write_lines(&inventory, &mut stream.sink, &|inum| {
+    output::inventory::write_lines(&inventory, &mut stream.sink, &|inum| {
         generations.get(&inum).copied()
     })?;
     stream.counters.inventory_lines(&inventory);

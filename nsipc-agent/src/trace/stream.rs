@@ -13,7 +13,6 @@ use aya::maps::{MapData, RingBuf};
 
 use super::counters::Counters;
 use crate::{
-    agent_events::AgentEvent,
     attribution::Attribution,
     decode::{Body, DecodeError, KernelEvent, decode},
     filter::{Filter, FilterSpec},
@@ -23,9 +22,10 @@ use crate::{
     lifecycle::{Engine, Lifecycle, LifecycleJson},
     limits::Limits,
     metrics::LineKind,
-    render::{KernelEventJson, Rfc3339, WallClock},
-    sink::{Format, JsonLines, SinkState},
-    snapshot::Found,
+    output::agent_events::AgentEvent,
+    output::inventory::Found,
+    output::kernel_events::{KernelEventJson, Rfc3339, WallClock},
+    output::sink::{Format, JsonLines, SinkState},
 };
 
 /// The kernel records → JSON Lines path. `nsipc-agent bench-json` measures it alone.

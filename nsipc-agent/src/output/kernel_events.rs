@@ -11,8 +11,8 @@ use crate::{
     containers::Container,
     decode::{Body, KernelEvent, SysResult, Task},
     names::{IpcObject, ctl_cmd_name, errno_name},
-    pretty::{Head, PrettyLine, Tone, Who},
-    sink::EventLine,
+    output::pretty::{Head, PrettyLine, Tone, Who},
+    output::sink::EventLine,
 };
 
 /// Turns CLOCK_MONOTONIC timestamps (what probes record) into wall-clock time.

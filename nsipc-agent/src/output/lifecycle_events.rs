@@ -8,12 +8,12 @@ use crate::{
     attribution::Attribution,
     containers::Container,
     decode::{ContainerRef, Task},
-    json::{Fields, Key, Line, SerdeFields, key},
     limits::{LimitHit, Limits},
     names::{IpcObject, errno_name},
-    pretty::{Head, PrettyLine, Tone, Who},
-    render::{KeyHex, ModeOctal, WallClock},
-    sink::EventLine,
+    output::json::{Fields, Key, Line, SerdeFields, key},
+    output::kernel_events::{KeyHex, ModeOctal, WallClock},
+    output::pretty::{Head, PrettyLine, Tone, Who},
+    output::sink::EventLine,
 };
 
 /// One life of an IPC namespace.
@@ -180,7 +180,7 @@ pub enum Lifecycle {
         reason: DestroyReason,
         lifetime_ns: Option<u64>,
         /// Its free was never seen: a check found it gone at `ts`, so it died before `ts`
-        /// (and `lifetime_ns` is an upper bound). See [`super::Engine::found_gone`].
+        /// (and `lifetime_ns` is an upper bound). See [`crate::lifecycle::Engine::found_gone`].
         late: bool,
     },
     ShmRemove {
@@ -218,7 +218,7 @@ pub enum Lifecycle {
         /// Other namespaces where a live object of this type has this key.
         key_lives_in: Vec<KeyHome>,
         /// The limit an `ENOSPC`/`EINVAL` hit, when the namespace's limits were given
-        /// ([`super::Engine::apply_with_limits`]).
+        /// ([`crate::lifecycle::Engine::apply_with_limits`]).
         limit: Option<LimitHit>,
     },
     /// A container's task seen in the host's IPC namespace for the first time

@@ -11,7 +11,7 @@
 //! no such thing (frees have no task, agent lines no namespace).
 //!
 //! The lines are made from the same event values as the JSON ones (each event type's
-//! [`EventLine`](crate::sink::EventLine) impl writes both), straight into the sink's buffer.
+//! [`EventLine`](crate::output::sink::EventLine) impl writes both), straight into the sink's buffer.
 //! The format is for people, not a contract: it may change; the JSON is the stable one.
 
 use std::{
@@ -19,7 +19,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::{containers::Container, render::KeyHex};
+use crate::{containers::Container, output::kernel_events::KeyHex};
 
 /// How the lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -696,7 +696,6 @@ mod event_lines {
 
     use super::*;
     use crate::{
-        agent_events::AgentEvent,
         attribution::Attribution,
         containers::Runtime,
         decode::{ContainerRef, Task, decode, tests::record_bytes},
@@ -705,8 +704,9 @@ mod event_lines {
         },
         limits::LimitHit,
         names::IpcObject,
-        render::{KernelEventJson, Rfc3339, WallClock},
-        sink::{EventLine, Format, JsonLines},
+        output::agent_events::AgentEvent,
+        output::kernel_events::{KernelEventJson, Rfc3339, WallClock},
+        output::sink::{EventLine, Format, JsonLines},
     };
 
     /// Monotonic ns 5 000 is 2023-11-14T22:13:20.000005Z.
