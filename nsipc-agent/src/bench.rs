@@ -216,7 +216,7 @@ fn storm_records(count: usize, cgroup: u64) -> Vec<[u8; Record::SIZE]> {
 }
 
 fn thread_cpu_ns() -> u64 {
-    crate::output::kernel_events::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
+    crate::output::fields::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
 }
 
 /// Rounds a run is cut into, the host's and the container's in turn: load from others on a

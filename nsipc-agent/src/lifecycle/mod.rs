@@ -9,6 +9,7 @@
 //! namespaces. Each namespace holds the map of its own objects, so that its death costs what
 //! it held, not what the whole machine holds.
 
+mod events;
 mod keys;
 mod members;
 mod namespaces;
@@ -21,12 +22,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use nsipc_common::HOST_IPC_NS_INUM;
 
+pub use self::events::{
+    DestroyReason, JoinKind, KeyHome, Lifecycle, NsIdent, ObjectCounts, OrphanCause, Via,
+};
 pub use self::resync::{ExistingNamespace, ExistingObject};
 use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};
-pub use crate::output::lifecycle_events::{
-    DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts, OrphanCause,
-    Via,
-};
 use crate::{
     decode::{Body, ContainerRef, KernelEvent, Task},
     limits::{self, Limits, NsUse},

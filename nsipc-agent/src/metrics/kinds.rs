@@ -188,7 +188,8 @@ mod tests {
         filter::EVENT_NAMES,
         lifecycle::{DestroyReason, JoinKind, NsIdent, ObjectCounts, OrphanCause, Via},
         output::agent_events::ResyncCause,
-        output::kernel_events::{Rfc3339, kind_name},
+        output::fields::Rfc3339,
+        output::kernel_events::kind_name,
         probes::{Backend, FreeHooks},
     };
 

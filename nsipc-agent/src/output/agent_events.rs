@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    output::kernel_events::Rfc3339,
+    output::fields::Rfc3339,
     output::pretty::{Head, PrettyLine, Tone, Who},
     output::sink::EventLine,
     probes::{Backend, FreeHooks, HookChoice},

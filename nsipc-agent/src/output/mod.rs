@@ -8,17 +8,22 @@
 //! it, buffered, to stdout.
 //!
 //! What each file writes:
-//! - [`kernel_events`]: the kernel events (`msg.get`, `ipc_ns.unshare`, `shm.freed`…), with
-//!   the shared pieces of a line (wall clock, RFC 3339 time, `key_hex`, `mode_octal`);
-//! - [`lifecycle_events`]: the lifecycle engine's events (`ipc_ns.create`, `shm.destroy`…);
+//! - [`kernel_events`]: the kernel events (`msg.get`, `ipc_ns.unshare`, `shm.freed`…), as
+//!   `--raw` writes them;
+//! - [`lifecycle_events`]: the lifecycle engine's events (`ipc_ns.create`, `shm.destroy`…),
+//!   which the engine defines in [`crate::lifecycle`];
 //! - [`agent_events`]: the agent's own lines (`agent.start`, `agent.lost`…);
 //! - [`inventory`]: the inventory's lines (`ipc_ns.exists`, `msg.exists`…);
+//! - [`fields`]: the pieces every kind of line shares (wall clock, RFC 3339 time, `key_hex`,
+//!   `mode_octal`);
 //! - [`json`]: the hot path's JSON writer ([`json::Line`]) and the field vocabulary
 //!   ([`json::Fields`]) it shares with serde;
-//! - [`pretty`]: the human view (`--output pretty`): columns, colours, time of day;
+//! - [`pretty`]: the human view (`--output pretty`): columns, colours, time of day (each event
+//!   kind's own human line is written next to its JSON, by its `EventLine::pretty`);
 //! - [`sink`]: the buffered writer of lines, JSON or pretty, that notices a reader gone.
 
 pub mod agent_events;
+pub mod fields;
 pub mod inventory;
 pub mod json;
 pub mod kernel_events;

@@ -1,8 +1,8 @@
 //! Lines of every kind the agent writes, made by the writers `trace` and `snapshot` use:
 //! [`KernelEventJson`] (raw events, through serde_json as the sink writes them),
-//! [`LifecycleJson::write_line`] (lifecycle events, the hot path's [`Line`](crate::output::json::Line)
-//! writer), [`output::inventory::write_lines`] (the inventory's lines) and [`AgentEvent`] (serde
-//! derive). Each optional field is present in some sample and absent in another, and each
+//! [`LifecycleJson::write_line`] (lifecycle events, the hot path's
+//! [`Line`](crate::output::json::Line) writer), [`output::inventory::write_lines`] (the
+//! inventory's lines) and [`AgentEvent`] (serde derive). Each optional field is present in some sample and absent in another, and each
 //! value of a field with a closed set of values (reasons, errno and command names, backends…)
 //! appears: the schema is inferred from these lines, so what they leave out it refuses.
 //!
@@ -26,14 +26,15 @@ use crate::{
         ProcessInfo,
     },
     lifecycle::{
-        DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts,
-        OrphanCause, Via,
+        DestroyReason, JoinKind, KeyHome, Lifecycle, NsIdent, ObjectCounts, OrphanCause, Via,
     },
     limits::{self, LimitHit},
     names::IpcObject,
     output,
     output::agent_events::{AgentEvent, ResyncCause},
-    output::kernel_events::{KernelEventJson, WallClock, kind_name},
+    output::fields::WallClock,
+    output::kernel_events::{KernelEventJson, kind_name},
+    output::lifecycle_events::LifecycleJson,
     output::sink::JsonLines,
     probes::{Backend, FreeHooks, HookChoice},
 };
@@ -789,8 +790,7 @@ fn inventory_lines(out: &mut Vec<String>) {
 
 /// The agent's own lines, as the sink writes them.
 fn agent_lines(out: &mut Vec<String>) {
-    let time =
-        || crate::output::kernel_events::Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+    let time = || crate::output::fields::Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
     let refused: BTreeMap<Backend, String> = [
         (Backend::Fentry, "fentry refused: EINVAL".to_owned()),
         (Backend::Kprobe, "no such function".to_owned()),

@@ -12,7 +12,8 @@ use crate::{
     inventory::Inventory,
     metrics::{LineKind, NamespaceMetrics, ObjectLimits, Snapshot},
     output::agent_events::{AgentEvent, ResyncCause},
-    output::kernel_events::{Rfc3339, kind_name},
+    output::fields::Rfc3339,
+    output::kernel_events::kind_name,
     output::sink::SinkState,
     probes::Probes,
 };

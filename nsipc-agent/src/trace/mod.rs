@@ -35,7 +35,7 @@ use crate::{
     metrics::Metrics,
     output,
     output::agent_events::AgentEvent,
-    output::kernel_events::clock_ns,
+    output::fields::clock_ns,
     output::sink::{Format, SinkState, stdout_reader_gone},
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
     stop_watchdog::{self, WatchedStdout},

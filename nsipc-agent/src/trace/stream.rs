@@ -19,12 +19,14 @@ use crate::{
     free_check::FreeCheck,
     inventory, kernel,
     kfree_check::KfreeCheck,
-    lifecycle::{Engine, Lifecycle, LifecycleJson},
+    lifecycle::{Engine, Lifecycle},
     limits::Limits,
     metrics::LineKind,
     output::agent_events::AgentEvent,
+    output::fields::{Rfc3339, WallClock},
     output::inventory::Found,
-    output::kernel_events::{KernelEventJson, Rfc3339, WallClock},
+    output::kernel_events::KernelEventJson,
+    output::lifecycle_events::LifecycleJson,
     output::sink::{Format, JsonLines, SinkState},
 };
 
