@@ -1,9 +1,20 @@
 //! The pieces every kind of line shares: the wall clock that turns the probes' monotonic
-//! timestamps into times, RFC 3339 times, and keys and modes as `ipcs` prints them.
+//! timestamps into times, RFC 3339 times, keys and modes as `ipcs` prints them, and the one
+//! writer of each group of fields that several kinds of line carry: a task ([`put_task`]), the
+//! container it runs in ([`put_container`]), a namespace ([`put_ns`]), an object's key
+//! ([`put_key`]) and mode ([`put_mode`]). They write through [`Fields`], so the hot path's
+//! [`Line`](crate::output::json::Line) and serde (through
+//! [`SerdeFields`](crate::output::json::SerdeFields)) write the same fields.
 
 use std::time::{Duration, SystemTime};
 
 use serde::ser::{Serialize, Serializer};
+
+use crate::{
+    attribution::Attribution,
+    decode::{ContainerRef, Task},
+    output::json::{Fields, Key, key},
+};
 
 /// Turns CLOCK_MONOTONIC timestamps (what probes record) into wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +118,81 @@ impl Serialize for ModeOctal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
     }
+}
+
+/// The keys of a namespace: its inum, the kernel's id of it, and the life the agent counted.
+pub type NsKeys = (Key, Key, Key);
+
+/// The namespace a line is about.
+pub const NS: NsKeys = (key!("ns"), key!("ns_id"), key!("ns_gen"));
+
+/// The namespace a task left.
+pub const FROM_NS: NsKeys = (key!("from_ns"), key!("from_ns_id"), key!("from_ns_gen"));
+
+/// Writes a namespace: its inum, then its `_id` where the kernel has one (6.18+), else its
+/// `_gen` where the agent counted its lives (the lifecycle engine, `trace`'s inventory), else
+/// nothing more (a raw kernel event, `snapshot`).
+pub fn put_ns<F: Fields>(
+    f: &mut F,
+    (inum_key, id_key, gen_key): NsKeys,
+    inum: u32,
+    id: Option<u64>,
+    generation: Option<u32>,
+) -> Result<(), F::Error> {
+    f.uint(inum_key, inum.into())?;
+    match (id, generation) {
+        (Some(id), _) => f.uint(id_key, id),
+        (None, Some(generation)) => f.uint(gen_key, generation.into()),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Writes the task an event is about: `pid`, `tid`, `ppid` (where known), `uid`, `comm`, then
+/// its `cmdline` where the agent has it.
+pub fn put_task<F: Fields>(
+    f: &mut F,
+    task: &Task,
+    attribution: &Attribution,
+) -> Result<(), F::Error> {
+    f.uint(key!("pid"), task.pid.into())?;
+    f.uint(key!("tid"), task.tid.into())?;
+    if task.ppid != 0 {
+        f.uint(key!("ppid"), task.ppid.into())?;
+    }
+    f.uint(key!("uid"), task.uid.into())?;
+    f.lossy(key!("comm"), task.comm_bytes())?;
+    if let Some(cmdline) = attribution.cmdline(task) {
+        f.lossy(key!("cmdline"), cmdline.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Writes the container a task runs in, and `host_ipc`: whether it uses the host's IPC
+/// namespace (`ns`); nothing for a task in no known container.
+pub fn put_container<F: Fields>(
+    f: &mut F,
+    container: ContainerRef,
+    ns: u32,
+    attribution: &Attribution,
+) -> Result<(), F::Error> {
+    if let Some(container) = attribution.get(container) {
+        f.raw(key!("container"), &container.json)?;
+        f.bool(key!("host_ipc"), ns == nsipc_common::HOST_IPC_NS_INUM)?;
+    }
+    Ok(())
+}
+
+/// Writes an object's `key`, then `key_hex`: the key as `ipcs` prints it.
+pub fn put_key<F: Fields>(f: &mut F, key: i32) -> Result<(), F::Error> {
+    f.int(key!("key"), key.into())?;
+    f.ascii(key!("key_hex"), KeyHex::new(key).as_str())
+}
+
+/// Writes `mode` (the permission bits only), then `mode_octal`: the same bits as `ipcs`
+/// prints them.
+pub fn put_mode<F: Fields>(f: &mut F, mode: u32) -> Result<(), F::Error> {
+    f.uint(key!("mode"), (mode & 0o777).into())?;
+    f.ascii(key!("mode_octal"), ModeOctal::new(mode).as_str())
 }
 
 #[cfg(test)]

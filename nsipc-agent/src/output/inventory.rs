@@ -15,7 +15,8 @@ use crate::{
     lifecycle::Lifecycle,
     names::IpcObject,
     output::{
-        fields::{KeyHex, ModeOctal, Rfc3339},
+        fields::{NS, Rfc3339, put_key, put_mode, put_ns},
+        json::{Fields, SerdeFields, key},
         pretty::{Head, PrettyLine, Tone, Who},
         sink::{EventLine, Format, JsonLines, SinkState},
     },
@@ -138,29 +139,13 @@ struct HeldBy<'a> {
     mounts: &'a [MountHolder],
 }
 
-/// Writes `ns` and, where the kernel has one, `ns_id`, else the `ns_gen` given, like the trace
-/// events.
-fn put_ns<M: SerializeMap>(
-    map: &mut M,
-    inum: u32,
-    id: Option<u64>,
-    generation: Option<u32>,
-) -> Result<(), M::Error> {
-    map.serialize_entry("ns", &inum)?;
-    match (id, generation) {
-        (Some(id), _) => map.serialize_entry("ns_id", &id),
-        (None, Some(generation)) => map.serialize_entry("ns_gen", &generation),
-        (None, None) => Ok(()),
-    }
-}
-
 impl Serialize for NamespaceJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let ns = self.0;
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("event", "ipc_ns.exists")?;
         map.serialize_entry("time", &Rfc3339(ns.seen_at))?;
-        put_ns(&mut map, ns.inum, ns.ns_id, self.1)?;
+        put_ns(&mut SerdeFields(&mut map), NS, ns.inum, ns.ns_id, self.1)?;
         map.serialize_entry("processes", &ns.processes)?;
         map.serialize_entry("containers", &self.containers())?;
         map.serialize_entry(
@@ -299,16 +284,15 @@ impl Serialize for ObjectJson<'_> {
         };
         map.serialize_entry("event", event)?;
         map.serialize_entry("time", &Rfc3339(object.seen_at))?;
-        put_ns(&mut map, object.ns, object.ns_id, self.1)?;
-        map.serialize_entry("id", &perm.id)?;
-        map.serialize_entry("key", &perm.key)?;
-        map.serialize_entry("key_hex", &KeyHex::new(perm.key))?;
-        map.serialize_entry("uid", &perm.uid)?;
-        map.serialize_entry("gid", &perm.gid)?;
-        map.serialize_entry("cuid", &perm.cuid)?;
-        map.serialize_entry("cgid", &perm.cgid)?;
-        map.serialize_entry("mode", &(perm.mode & 0o777))?;
-        map.serialize_entry("mode_octal", &ModeOctal::new(perm.mode))?;
+        let mut f = SerdeFields(&mut map);
+        put_ns(&mut f, NS, object.ns, object.ns_id, self.1)?;
+        f.int(key!("id"), perm.id.into())?;
+        put_key(&mut f, perm.key)?;
+        f.uint(key!("uid"), perm.uid.into())?;
+        f.uint(key!("gid"), perm.gid.into())?;
+        f.uint(key!("cuid"), perm.cuid.into())?;
+        f.uint(key!("cgid"), perm.cgid.into())?;
+        put_mode(&mut f, perm.mode)?;
         match object.detail {
             ObjectDetail::Msg {
                 cbytes,

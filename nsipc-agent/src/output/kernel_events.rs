@@ -1,15 +1,18 @@
-//! Kernel events → JSON objects (one line each). Field names are the stream's contract,
-//! documented in docs/events.md.
+//! Kernel events (`--raw`) → JSON objects (one line each), and their human view. Field names
+//! are the stream's contract, documented in docs/events.md.
 
-use nsipc_common::{EventKind, HOST_IPC_NS_INUM};
+use nsipc_common::{EventKind, NsRef};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
     attribution::Attribution,
     containers::Container,
-    decode::{Body, KernelEvent, SysResult, Task},
+    decode::{Body, KernelEvent, SysResult},
     names::{IpcObject, ctl_cmd_name, errno_name},
-    output::fields::{KeyHex, ModeOctal, Rfc3339, WallClock},
+    output::fields::{
+        FROM_NS, NS, NsKeys, WallClock, put_container, put_key, put_mode, put_ns, put_task,
+    },
+    output::json::{Fields, SerdeFields, key},
     output::pretty::{Head, PrettyLine, Tone, Who},
     output::sink::EventLine,
 };
@@ -87,66 +90,40 @@ pub struct KernelEventJson<'a> {
     pub attribution: &'a Attribution,
 }
 
-/// Writes the fields of the task an event is about.
-pub fn put_task<M: SerializeMap>(map: &mut M, task: &Task) -> Result<(), M::Error> {
-    map.serialize_entry("pid", &task.pid)?;
-    map.serialize_entry("tid", &task.tid)?;
-    if task.ppid != 0 {
-        map.serialize_entry("ppid", &task.ppid)?;
-    }
-    map.serialize_entry("uid", &task.uid)?;
-    map.serialize_entry("comm", &String::from_utf8_lossy(task.comm_bytes()))
-}
-
 /// Writes `ret`, and `errno` (named) on failure.
-fn put_result<M: SerializeMap>(map: &mut M, result: &SysResult<i64>) -> Result<(), M::Error> {
+fn put_result<F: Fields>(f: &mut F, result: &SysResult<i64>) -> Result<(), F::Error> {
     match result {
-        Ok(ret) => map.serialize_entry("ret", ret),
+        Ok(ret) => f.int(key!("ret"), *ret),
         Err(errno) => {
-            map.serialize_entry("ret", &-(*errno as i64))?;
+            f.int(key!("ret"), -(*errno as i64))?;
             match errno_name(*errno) {
-                Some(name) => map.serialize_entry("errno", name),
-                None => map.serialize_entry("errno", errno),
+                Some(name) => f.name(key!("errno"), name),
+                None => f.int(key!("errno"), (*errno).into()),
             }
         }
     }
 }
 
-/// Writes a namespace as `<prefix>` (inum) and `<prefix>_id` (64-bit id, where the kernel has one).
-fn put_ns<M: SerializeMap>(
-    map: &mut M,
-    inum_key: &'static str,
-    id_key: &'static str,
-    ns: &nsipc_common::NsRef,
-) -> Result<(), M::Error> {
-    map.serialize_entry(inum_key, &ns.inum)?;
-    if ns.id != 0 {
-        map.serialize_entry(id_key, &ns.id)?;
-    }
-    Ok(())
+/// Writes a namespace as the kernel names it: a raw event counts no lives, so `_id` where the
+/// kernel has one and nothing more.
+fn put_ns_ref<F: Fields>(f: &mut F, keys: NsKeys, ns: &NsRef) -> Result<(), F::Error> {
+    put_ns(f, keys, ns.inum, (ns.id != 0).then_some(ns.id), None)
 }
 
-impl Serialize for KernelEventJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl KernelEventJson<'_> {
+    fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let event = self.event;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("event", event_name(&event.body))?;
-        map.serialize_entry("time", &Rfc3339(self.clock.wall_time(event.ts_ns)))?;
+        f.name(key!("event"), event_name(&event.body))?;
+        f.time(key!("time"), self.clock.wall_time(event.ts_ns))?;
         // Frees run in whatever context the kernel frees in (a kworker, an RCU callback): no
         // process is behind them.
         let has_task = !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. });
         if has_task {
-            put_task(&mut map, &event.task)?;
-            if let Some(cmdline) = self.attribution.cmdline(&event.task) {
-                map.serialize_entry("cmdline", cmdline)?;
-            }
+            put_task(f, &event.task, self.attribution)?;
         }
-        put_ns(&mut map, "ns", "ns_id", &event.ns)?;
-        if has_task && let Some(container) = self.attribution.get(event.task.container) {
-            let container: serde_json::Value =
-                serde_json::from_str(&container.json).map_err(serde::ser::Error::custom)?;
-            map.serialize_entry("container", &container)?;
-            map.serialize_entry("host_ipc", &(event.ns.inum == HOST_IPC_NS_INUM))?;
+        put_ns_ref(f, NS, &event.ns)?;
+        if has_task {
+            put_container(f, event.task.container, event.ns.inum, self.attribution)?;
         }
         match &event.body {
             Body::Get {
@@ -156,20 +133,18 @@ impl Serialize for KernelEventJson<'_> {
                 size,
                 result,
             } => {
-                map.serialize_entry("key", key)?;
-                map.serialize_entry("key_hex", &KeyHex::new(*key))?;
-                map.serialize_entry("flags", flags)?;
-                map.serialize_entry("mode", &(flags & 0o777))?;
-                map.serialize_entry("mode_octal", &ModeOctal::new(*flags as u32))?;
+                put_key(f, *key)?;
+                f.int(key!("flags"), (*flags).into())?;
+                put_mode(f, *flags as u32)?;
                 match object {
                     IpcObject::Msg => {}
-                    IpcObject::Shm => map.serialize_entry("size", size)?,
-                    IpcObject::Sem => map.serialize_entry("nsems", size)?,
+                    IpcObject::Shm => f.uint(key!("size"), *size)?,
+                    IpcObject::Sem => f.uint(key!("nsems"), *size)?,
                 }
                 if let Ok(id) = result {
-                    map.serialize_entry("id", id)?;
+                    f.int(key!("id"), *id)?;
                 }
-                put_result(&mut map, result)?;
+                put_result(f, result)?;
             }
             Body::Ctl {
                 object,
@@ -179,15 +154,15 @@ impl Serialize for KernelEventJson<'_> {
                 result,
                 ..
             } => {
-                map.serialize_entry("id", id)?;
+                f.int(key!("id"), (*id).into())?;
                 match ctl_cmd_name(*object, *cmd) {
-                    Some(name) => map.serialize_entry("cmd", name)?,
-                    None => map.serialize_entry("cmd", cmd)?,
+                    Some(name) => f.name(key!("cmd"), name)?,
+                    None => f.int(key!("cmd"), (*cmd).into())?,
                 }
                 if *object == IpcObject::Sem {
-                    map.serialize_entry("semnum", semnum)?;
+                    f.int(key!("semnum"), (*semnum).into())?;
                 }
-                put_result(&mut map, result)?;
+                put_result(f, result)?;
             }
             Body::ShmAttach {
                 id,
@@ -195,29 +170,29 @@ impl Serialize for KernelEventJson<'_> {
                 flags,
                 result,
             } => {
-                map.serialize_entry("id", id)?;
-                map.serialize_entry("flags", flags)?;
-                map.serialize_entry("requested_addr", requested_addr)?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("flags"), (*flags).into())?;
+                f.uint(key!("requested_addr"), *requested_addr)?;
                 match result {
                     Ok(addr) => {
-                        map.serialize_entry("addr", addr)?;
-                        map.serialize_entry("ret", &0)?;
+                        f.int(key!("addr"), *addr)?;
+                        f.int(key!("ret"), 0)?;
                     }
-                    Err(_) => put_result(&mut map, result)?,
+                    Err(_) => put_result(f, result)?,
                 }
             }
             Body::ShmDetach { addr, result } => {
-                map.serialize_entry("addr", addr)?;
-                put_result(&mut map, result)?;
+                f.uint(key!("addr"), *addr)?;
+                put_result(f, result)?;
             }
             Body::Unshare {
                 flags,
                 from,
                 result,
             } => {
-                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
-                map.serialize_entry("flags", flags)?;
-                put_result(&mut map, result)?;
+                put_ns_ref(f, FROM_NS, from)?;
+                f.uint(key!("flags"), *flags)?;
+                put_result(f, result)?;
             }
             Body::Setns {
                 fd,
@@ -225,10 +200,10 @@ impl Serialize for KernelEventJson<'_> {
                 from,
                 result,
             } => {
-                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
-                map.serialize_entry("fd", fd)?;
-                map.serialize_entry("nstype", nstype)?;
-                put_result(&mut map, result)?;
+                put_ns_ref(f, FROM_NS, from)?;
+                f.int(key!("fd"), (*fd).into())?;
+                f.int(key!("nstype"), (*nstype).into())?;
+                put_result(f, result)?;
             }
             Body::Clone {
                 flags,
@@ -236,13 +211,13 @@ impl Serialize for KernelEventJson<'_> {
                 from,
                 result,
             } => {
-                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
-                map.serialize_entry("flags", flags)?;
+                put_ns_ref(f, FROM_NS, from)?;
+                f.uint(key!("flags"), *flags)?;
                 if let Ok(child_tid) = result {
-                    map.serialize_entry("child_pid", child_pid)?;
-                    map.serialize_entry("child_tid", child_tid)?;
+                    f.uint(key!("child_pid"), (*child_pid).into())?;
+                    f.int(key!("child_tid"), *child_tid)?;
                 }
-                put_result(&mut map, result)?;
+                put_result(f, result)?;
             }
             Body::ProcessExit | Body::NsFreed => {}
             Body::ShmFreed {
@@ -252,17 +227,24 @@ impl Serialize for KernelEventJson<'_> {
                 ns_freed,
                 rmid_forced,
             } => {
-                map.serialize_entry("id", id)?;
-                map.serialize_entry("key", key)?;
-                map.serialize_entry("key_hex", &KeyHex::new(*key))?;
-                map.serialize_entry("ns_dying", ns_dying)?;
-                map.serialize_entry("ns_freed", ns_freed)?;
-                map.serialize_entry("rmid_forced", rmid_forced)?;
+                f.int(key!("id"), (*id).into())?;
+                put_key(f, *key)?;
+                f.bool(key!("ns_dying"), *ns_dying)?;
+                f.bool(key!("ns_freed"), *ns_freed)?;
+                f.bool(key!("rmid_forced"), *rmid_forced)?;
             }
             Body::CgroupMkdir { cgroup } | Body::CgroupRmdir { cgroup, .. } => {
-                map.serialize_entry("cgroup", cgroup)?;
+                f.uint(key!("cgroup"), *cgroup)?;
             }
         }
+        Ok(())
+    }
+}
+
+impl Serialize for KernelEventJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.fields(&mut SerdeFields(&mut map))?;
         map.end()
     }
 }

@@ -8,47 +8,27 @@ use nsipc_common::HOST_IPC_NS_INUM;
 use crate::{
     attribution::Attribution,
     containers::Container,
-    decode::{ContainerRef, Task},
+    decode::ContainerRef,
     lifecycle::{Lifecycle, NsIdent, OrphanCause, Via},
     names::{IpcObject, errno_name},
-    output::fields::{KeyHex, ModeOctal, WallClock},
+    output::fields::{
+        FROM_NS, NS, NsKeys, WallClock, put_container, put_key, put_mode, put_ns, put_task,
+    },
     output::json::{Fields, Key, Line, SerdeFields, key},
     output::pretty::{Head, PrettyLine, Tone, Who},
     output::sink::EventLine,
 };
 
-/// Writes a namespace identity as `<inum_key>` plus `<prefix>_id` or `<prefix>_gen`.
-fn put_ns_ident<F: Fields>(f: &mut F, keys: (Key, Key, Key), ns: &NsIdent) -> Result<(), F::Error> {
-    let (inum_key, id_key, gen_key) = keys;
-    f.uint(inum_key, ns.inum.into())?;
-    if ns.id != 0 {
-        f.uint(id_key, ns.id)
-    } else {
-        f.uint(gen_key, ns.generation.into())
-    }
-}
-
-/// Writes the fields of the task an event is about (as `kernel_events::put_task` does).
-fn put_task<F: Fields>(f: &mut F, task: &Task) -> Result<(), F::Error> {
-    f.uint(key!("pid"), task.pid.into())?;
-    f.uint(key!("tid"), task.tid.into())?;
-    if task.ppid != 0 {
-        f.uint(key!("ppid"), task.ppid.into())?;
-    }
-    f.uint(key!("uid"), task.uid.into())?;
-    f.lossy(key!("comm"), task.comm_bytes())
-}
-
-/// Writes an object's `key`, then `key_hex`: the key as `ipcs` prints it.
-fn put_key<F: Fields>(f: &mut F, key: i32) -> Result<(), F::Error> {
-    f.int(key!("key"), key.into())?;
-    f.ascii(key!("key_hex"), KeyHex::new(key).as_str())
-}
-
-/// Writes `mode` (permission bits), then `mode_octal`: the same bits as `ipcs` prints them.
-fn put_mode<F: Fields>(f: &mut F, mode: i32) -> Result<(), F::Error> {
-    f.int(key!("mode"), mode.into())?;
-    f.ascii(key!("mode_octal"), ModeOctal::new(mode as u32).as_str())
+/// Writes a namespace identity with the keys given: its `_id` where the kernel has one, else
+/// the life the engine counted (`_gen`).
+fn put_ident<F: Fields>(f: &mut F, keys: NsKeys, ns: &NsIdent) -> Result<(), F::Error> {
+    put_ns(
+        f,
+        keys,
+        ns.inum,
+        (ns.id != 0).then_some(ns.id),
+        Some(ns.generation),
+    )
 }
 
 /// Writes a list of containers as their objects.
@@ -87,17 +67,11 @@ impl LifecycleJson<'_> {
         f.name(key!("event"), event.name())?;
         f.time(key!("time"), self.clock.wall_time(event.ts()))?;
         if let Some(task) = event.task() {
-            put_task(f, task)?;
-            if let Some(cmdline) = self.attribution.cmdline(task) {
-                f.lossy(key!("cmdline"), cmdline.as_bytes())?;
-            }
+            put_task(f, task, self.attribution)?;
         }
-        put_ns_ident(f, (key!("ns"), key!("ns_id"), key!("ns_gen")), event.ns())?;
-        if let Some(task) = event.task()
-            && let Some(container) = self.attribution.get(task.container)
-        {
-            f.raw(key!("container"), &container.json)?;
-            f.bool(key!("host_ipc"), event.ns().inum == HOST_IPC_NS_INUM)?;
+        put_ident(f, NS, event.ns())?;
+        if let Some(task) = event.task() {
+            put_container(f, task.container, event.ns().inum, self.attribution)?;
         }
         match event {
             Lifecycle::NsExists { .. } | Lifecycle::ContainerHostIpc { .. } => {}
@@ -108,11 +82,7 @@ impl LifecycleJson<'_> {
                 limits,
                 ..
             } => {
-                put_ns_ident(
-                    f,
-                    (key!("from_ns"), key!("from_ns_id"), key!("from_ns_gen")),
-                    from,
-                )?;
+                put_ident(f, FROM_NS, from)?;
                 f.name(
                     key!("via"),
                     match via {
@@ -135,11 +105,7 @@ impl LifecycleJson<'_> {
                 members,
                 ..
             } => {
-                put_ns_ident(
-                    f,
-                    (key!("from_ns"), key!("from_ns_id"), key!("from_ns_gen")),
-                    from,
-                )?;
+                put_ident(f, FROM_NS, from)?;
                 f.bool(key!("into_host"), *into_host)?;
                 f.name(key!("join"), kind.as_str())?;
                 put_containers(f, key!("ns_containers"), members, self.attribution)?;
@@ -187,7 +153,7 @@ impl LifecycleJson<'_> {
                 // The kernel makes the creator's effective uid the owner (ipc/util.c:
                 // ipc_addid() sets cuid and uid from current_euid()).
                 f.uint(key!("owner_uid"), task.euid.into())?;
-                put_mode(f, *mode)?;
+                put_mode(f, *mode as u32)?;
                 match object {
                     IpcObject::Msg => {}
                     IpcObject::Shm => f.uint(key!("size"), *size)?,
@@ -226,10 +192,7 @@ impl LifecycleJson<'_> {
                 if let OrphanCause::CreatorExited { pid } = cause {
                     f.uint(key!("creator_pid"), (*pid).into())?;
                 }
-                if let Some(container) = self.attribution.get(*container) {
-                    f.raw(key!("container"), &container.json)?;
-                    f.bool(key!("host_ipc"), ns.inum == HOST_IPC_NS_INUM)?;
-                }
+                put_container(f, *container, ns.inum, self.attribution)?;
             }
             Lifecycle::ShmRemove { id, key, .. } => {
                 f.int(key!("id"), (*id).into())?;
@@ -273,11 +236,7 @@ impl LifecycleJson<'_> {
                 for home in key_lives_in {
                     let mut line = Vec::new();
                     let mut object = Line::start(&mut line);
-                    let Ok(()) = put_ns_ident(
-                        &mut object,
-                        (key!("ns"), key!("ns_id"), key!("ns_gen")),
-                        &home.ns,
-                    );
+                    let Ok(()) = put_ident(&mut object, NS, &home.ns);
                     let Ok(()) = put_containers(
                         &mut object,
                         key!("containers"),
