@@ -16,7 +16,7 @@ use crate::{
     names::IpcObject,
     output::{
         fields::{NS, Rfc3339, put_key, put_mode, put_ns},
-        json::{Fields, SerdeFields, key},
+        json::{Fields, Line, SerdeFields, key},
         pretty::{Head, PrettyLine, Tone, Who},
         sink::{EventLine, Format, JsonLines, SinkState},
     },
@@ -230,7 +230,10 @@ pub struct ObjectJson<'a>(&'a ObjectInfo, Option<u32>);
 
 impl EventLine for ObjectJson<'_> {
     fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(buf, self)
+        let mut line = Line::start(buf);
+        let Ok(()) = self.fields(&mut line);
+        line.end();
+        Ok(())
     }
 
     fn pretty(&self, line: &mut PrettyLine<'_>) {
@@ -272,48 +275,55 @@ impl EventLine for ObjectJson<'_> {
     }
 }
 
-impl Serialize for ObjectJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl ObjectJson<'_> {
+    /// The line's fields, the same through [`Line`] (what the sink writes) and serde.
+    fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let object = self.0;
         let perm = &object.perm;
-        let mut map = serializer.serialize_map(None)?;
         let event = match object.detail {
             ObjectDetail::Msg { .. } => "msg.exists",
             ObjectDetail::Shm { .. } => "shm.exists",
             ObjectDetail::Sem { .. } => "sem.exists",
         };
-        map.serialize_entry("event", event)?;
-        map.serialize_entry("time", &Rfc3339(object.seen_at))?;
-        let mut f = SerdeFields(&mut map);
-        put_ns(&mut f, NS, object.ns, object.ns_id, self.1)?;
+        f.name(key!("event"), event)?;
+        f.time(key!("time"), object.seen_at)?;
+        put_ns(f, NS, object.ns, object.ns_id, self.1)?;
         f.int(key!("id"), perm.id.into())?;
-        put_key(&mut f, perm.key)?;
+        put_key(f, perm.key)?;
         f.uint(key!("uid"), perm.uid.into())?;
         f.uint(key!("gid"), perm.gid.into())?;
         f.uint(key!("cuid"), perm.cuid.into())?;
         f.uint(key!("cgid"), perm.cgid.into())?;
-        put_mode(&mut f, perm.mode)?;
+        put_mode(f, perm.mode)?;
         match object.detail {
             ObjectDetail::Msg {
                 cbytes,
                 qnum,
                 qbytes,
             } => {
-                map.serialize_entry("qnum", &qnum)?;
-                map.serialize_entry("cbytes", &cbytes)?;
+                f.uint(key!("qnum"), qnum)?;
+                f.uint(key!("cbytes"), cbytes)?;
                 if let Some(qbytes) = qbytes {
-                    map.serialize_entry("qbytes", &qbytes)?;
+                    f.uint(key!("qbytes"), qbytes)?;
                 }
             }
             ObjectDetail::Shm { size, nattch, cpid } => {
-                map.serialize_entry("size", &size)?;
-                map.serialize_entry("nattch", &nattch)?;
-                map.serialize_entry("cpid", &cpid)?;
-                map.serialize_entry("dest", &(perm.mode & SHM_DEST != 0))?;
-                map.serialize_entry("locked", &(perm.mode & SHM_LOCKED != 0))?;
+                f.uint(key!("size"), size)?;
+                f.uint(key!("nattch"), nattch)?;
+                f.uint(key!("cpid"), cpid.into())?;
+                f.bool(key!("dest"), perm.mode & SHM_DEST != 0)?;
+                f.bool(key!("locked"), perm.mode & SHM_LOCKED != 0)?;
             }
-            ObjectDetail::Sem { nsems } => map.serialize_entry("nsems", &nsems)?,
+            ObjectDetail::Sem { nsems } => f.uint(key!("nsems"), nsems.into())?,
         }
+        Ok(())
+    }
+}
+
+impl Serialize for ObjectJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.fields(&mut SerdeFields(&mut map))?;
         map.end()
     }
 }

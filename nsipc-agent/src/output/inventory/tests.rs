@@ -8,9 +8,14 @@ use crate::inventory::{IpcPerm, ProcessInfo};
 fn lines(inventory: &Inventory) -> Vec<Value> {
     let mut out = Vec::new();
     write(inventory, &mut out, Format::Json).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
+    let text = String::from_utf8(out).unwrap();
+    // The sink writes an object's line through `Line`; serde writes the same bytes.
+    let object_lines = text.lines().skip(inventory.namespaces.len());
+    for (line, object) in object_lines.zip(&inventory.objects) {
+        let serde_line = serde_json::to_string(&ObjectJson(object, None)).unwrap();
+        assert_eq!(line, serde_line, "the hot path writes what serde writes");
+    }
+    text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
