@@ -37,9 +37,9 @@ use crate::{
     kernel::{self, DEFAULT_BTF_PATH},
     lifecycle::Engine,
     names::IpcObject,
-    pretty::Style,
+    output::pretty::Style,
+    output::sink::Format,
     probes::Probes,
-    sink::Format,
     trace::{IDLE_POLL, Stream},
 };
 
@@ -319,7 +319,7 @@ fn storm_records(count: usize, cgroup: u64) -> Vec<[u8; Record::SIZE]> {
 }
 
 fn thread_cpu_ns() -> u64 {
-    crate::render::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
+    crate::output::fields::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
 }
 
 /// Rounds a run is cut into, the host's and the container's in turn: load from others on a
@@ -627,7 +627,7 @@ mod tests {
     /// as the JSON path.
     #[test]
     fn the_pretty_path_does_not_allocate_for_the_storm() {
-        let format = Format::Pretty(crate::pretty::Style::new(true));
+        let format = Format::Pretty(crate::output::pretty::Style::new(true));
         for cgroup in [HOST_CGROUP, CONTAINER_CGROUP] {
             let storm = storm_records(6 * 64, cgroup);
             let mut stream = json_stream(ByteCounter::default(), format);

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{
     filter::{EVENT_NAMES, FilterSpec, glob_match},
     kernel::DEFAULT_BTF_PATH,
-    pretty::Style,
+    output::pretty::Style,
+    output::sink::Format,
     probes,
-    sink::Format,
 };
 
 #[derive(Debug, Parser)]

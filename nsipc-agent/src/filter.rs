@@ -19,7 +19,7 @@ use crate::{
     attribution::Attribution,
     decode::{Body, ContainerRef, KernelEvent, Task},
     lifecycle::Lifecycle,
-    render::event_name,
+    output::kernel_events::event_name,
 };
 
 /// Every event kind a filter can select: the stream's kinds ([`crate::metrics::LINE_KINDS`])
@@ -225,7 +225,7 @@ mod tests {
         decode::tests::task,
         lifecycle::{DestroyReason, NsIdent, ObjectCounts},
         names::IpcObject,
-        render::kind_name,
+        output::kernel_events::kind_name,
     };
 
     #[test]

@@ -4,7 +4,6 @@
 //! `nsipc-bench` (feature `bench`), the commands `cargo xtask bench` drives, which the shipped
 //! binary does not carry.
 
-mod agent_events;
 #[cfg(any(test, feature = "bench"))]
 mod alloc_count;
 mod allocator;
@@ -19,7 +18,6 @@ mod decode;
 mod filter;
 mod free_check;
 mod inventory;
-mod json;
 mod kernel;
 mod kernel_notes;
 mod kfree_check;
@@ -27,17 +25,14 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod names;
+mod output;
 mod packaging;
-mod pretty;
 mod probes;
 #[cfg(test)]
 mod proptests;
-mod render;
 #[cfg(test)]
 mod schema;
-mod sink;
 mod snapshot;
-mod stdout_queue;
 mod stop_watchdog;
 mod trace;
 
@@ -66,7 +61,7 @@ pub fn main() -> ExitCode {
             ));
         }
         Command::Snapshot(output) => output.format_for_stdout(),
-        _ => sink::Format::Json,
+        _ => output::sink::Format::Json,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -13,9 +13,11 @@ use crate::{
     attribution::Attribution,
     containers::{Container, Runtime},
     decode::{Body, ContainerRef, DecodeError, KernelEvent, SysResult, decode, tests::bytes_of},
-    lifecycle::{DestroyReason, Engine, Lifecycle, LifecycleJson},
+    lifecycle::{DestroyReason, Engine, Lifecycle},
     names::IpcObject,
-    render::{KernelEventJson, WallClock, event_name},
+    output::fields::WallClock,
+    output::kernel_events::{KernelEventJson, event_name},
+    output::lifecycle_events::LifecycleJson,
     trace::Stream,
 };
 

@@ -1,6 +1,6 @@
 //! Stopping even when the reader stalls. A reader that stops reading without closing the pipe
 //! leaves the stdout writer thread blocked in write(2), and once the queue before it is full
-//! ([`crate::stdout_queue`]), the event loop blocked too; tokio's signal handling then only
+//! ([`crate::output::stdout_queue`]), the event loop blocked too; tokio's signal handling then only
 //! notes SIGINT or SIGTERM for an event loop that never runs again, and the agent would
 //! neither detach nor exit (nor could it write `agent.stop`, which waits behind the stalled
 //! lines). A watchdog thread ends the process once a stop signal has come and a write

@@ -23,8 +23,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use nsipc_common::HOST_IPC_NS_INUM;
 
 pub use self::events::{
-    DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts, OrphanCause,
-    Via,
+    DestroyReason, JoinKind, KeyHome, Lifecycle, NsIdent, ObjectCounts, OrphanCause, Via,
 };
 pub use self::resync::{ExistingNamespace, ExistingObject};
 use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};

@@ -9,7 +9,10 @@ use crate::{
     decode::{Body, KernelEvent, Task},
     inventory::HELPER_THREAD_NAME,
     names::IpcObject,
-    render::{Rfc3339, WallClock},
+    output::{
+        fields::{Rfc3339, WallClock},
+        lifecycle_events::LifecycleJson,
+    },
 };
 
 mod containers;

@@ -2,10 +2,10 @@
 //! (`nsipc_events_total{event}`) is one array increment on the hot path, not a lookup by name.
 
 use crate::{
-    agent_events::AgentEvent,
     decode::Body,
     lifecycle::Lifecycle,
     names::IpcObject::{self, Msg, Sem, Shm},
+    output::agent_events::AgentEvent,
 };
 
 /// The `"event"` names, in [`LineKind`] order.
@@ -184,12 +184,13 @@ mod tests {
 
     use super::*;
     use crate::{
-        agent_events::ResyncCause,
         decode::{ContainerRef, decode, tests::record_bytes, tests::task},
         filter::EVENT_NAMES,
         lifecycle::{DestroyReason, JoinKind, NsIdent, ObjectCounts, OrphanCause, Via},
+        output::agent_events::ResyncCause,
+        output::fields::Rfc3339,
+        output::kernel_events::kind_name,
         probes::{Backend, FreeHooks},
-        render::{Rfc3339, kind_name},
     };
 
     #[test]
@@ -231,7 +232,7 @@ mod tests {
                     }
                     assert_eq!(
                         LineKind::of_kernel(&body).name(),
-                        crate::render::event_name(&body)
+                        crate::output::kernel_events::event_name(&body)
                     );
                 }
             }

@@ -1,8 +1,8 @@
 //! Lines of every kind the agent writes, made by the writers `trace` and `snapshot` use:
 //! [`KernelEventJson`] (raw events, through serde_json as the sink writes them),
-//! [`LifecycleJson::write_line`] (lifecycle events, the hot path's [`Line`](crate::json::Line)
-//! writer), [`snapshot::write_lines`] (the inventory's lines) and [`AgentEvent`] (serde
-//! derive). Each optional field is present in some sample and absent in another, and each
+//! [`LifecycleJson::write_line`] (lifecycle events, the hot path's
+//! [`Line`](crate::output::json::Line) writer), [`output::inventory::write_lines`] (the
+//! inventory's lines) and [`AgentEvent`] (serde derive). Each optional field is present in some sample and absent in another, and each
 //! value of a field with a closed set of values (reasons, errno and command names, backends…)
 //! appears: the schema is inferred from these lines, so what they leave out it refuses.
 //!
@@ -18,7 +18,6 @@ use std::{
 use nsipc_common::{HOST_IPC_NS_INUM, KernelOffsets, NsRef};
 
 use crate::{
-    agent_events::{AgentEvent, ResyncCause},
     attribution::Attribution,
     containers::{Container, Pod, Runtime},
     decode::{Body, ContainerRef, KernelEvent, SysResult, Task},
@@ -27,15 +26,17 @@ use crate::{
         ProcessInfo,
     },
     lifecycle::{
-        DestroyReason, JoinKind, KeyHome, Lifecycle, LifecycleJson, NsIdent, ObjectCounts,
-        OrphanCause, Via,
+        DestroyReason, JoinKind, KeyHome, Lifecycle, NsIdent, ObjectCounts, OrphanCause, Via,
     },
     limits::{self, LimitHit},
     names::IpcObject,
+    output,
+    output::agent_events::{AgentEvent, ResyncCause},
+    output::fields::WallClock,
+    output::kernel_events::{KernelEventJson, kind_name},
+    output::lifecycle_events::LifecycleJson,
+    output::sink::JsonLines,
     probes::{Backend, FreeHooks, HookChoice},
-    render::{KernelEventJson, WallClock, kind_name},
-    sink::JsonLines,
-    snapshot,
 };
 
 pub fn all_objects() -> [IpcObject; 3] {
@@ -435,7 +436,7 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
         },
     ];
     // `ipc_ns.exists` and `*.exists` are not here: the stream writes those as the inventory
-    // does ([`snapshot::Found`], sampled with the inventory's lines).
+    // does ([`output::inventory::Found`], sampled with the inventory's lines).
     for task in [tasks.live, tasks.gone] {
         for ns in [with_id, with_gen, host] {
             for (via, child_pid) in all_vias().into_iter().zip([None, Some(199)]) {
@@ -746,11 +747,13 @@ fn inventory_lines(out: &mut Vec<String>) {
     {
         let mut sink = JsonLines::new(&mut buf);
         // `snapshot`: no generations; `trace`: the generation where there is no ns_id.
-        snapshot::write_lines(&inventory, &mut sink, &|_| None).expect("writing to memory");
-        snapshot::write_lines(&inventory, &mut sink, &|_| Some(1)).expect("writing to memory");
+        output::inventory::write_lines(&inventory, &mut sink, &|_| None)
+            .expect("writing to memory");
+        output::inventory::write_lines(&inventory, &mut sink, &|_| Some(1))
+            .expect("writing to memory");
         // What a resynchronisation found: the engine's `exists` events, written as the
         // inventory's lines (trace/stream.rs).
-        let found = snapshot::Found::new(&inventory);
+        let found = output::inventory::Found::new(&inventory);
         let ns_ident = |inum: u32| NsIdent {
             inum,
             id: 0,
@@ -787,7 +790,7 @@ fn inventory_lines(out: &mut Vec<String>) {
 
 /// The agent's own lines, as the sink writes them.
 fn agent_lines(out: &mut Vec<String>) {
-    let time = || crate::render::Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+    let time = || crate::output::fields::Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
     let refused: BTreeMap<Backend, String> = [
         (Backend::Fentry, "fentry refused: EINVAL".to_owned()),
         (Backend::Kprobe, "no such function".to_owned()),

@@ -9,12 +9,13 @@ use anyhow::Result;
 
 use super::Stream;
 use crate::{
-    agent_events::{AgentEvent, ResyncCause},
     inventory::Inventory,
     metrics::{LineKind, NamespaceMetrics, ObjectLimits, Snapshot},
+    output::agent_events::{AgentEvent, ResyncCause},
+    output::fields::Rfc3339,
+    output::kernel_events::kind_name,
+    output::sink::SinkState,
     probes::Probes,
-    render::{Rfc3339, kind_name},
-    sink::SinkState,
 };
 
 /// The `after` of `agent.resync`, in [`Counters::resyncs`] order.
@@ -66,7 +67,7 @@ impl Counters {
         self.lines[kind.index()] += 1;
     }
 
-    /// Counts the startup inventory's lines (`snapshot::write_lines`).
+    /// Counts the startup inventory's lines (`output::inventory::write_lines`).
     pub(super) fn inventory_lines(&mut self, inventory: &Inventory) {
         self.lines[LineKind::NS_EXISTS.index()] += inventory.namespaces.len() as u64;
         for object in &inventory.objects {

@@ -8,7 +8,11 @@ use std::{io::Write, time::Instant};
 use anyhow::Result;
 
 use super::{Stream, resync::KFREE_CHECK_INTERVAL};
-use crate::{agent_events::AgentEvent, kfree_check::KfreeCheck, probes::Probes, sink::SinkState};
+use crate::{
+    kfree_check::KfreeCheck,
+    output::{agent_events::AgentEvent, sink::SinkState},
+    probes::Probes,
+};
 
 impl<W: Write> Stream<W> {
     /// Asks for a resynchronisation (at most every [`KFREE_CHECK_INTERVAL`]) when the kernel

@@ -27,7 +27,6 @@ use tokio::{
 
 pub(crate) use self::stream::Stream;
 use crate::{
-    agent_events::AgentEvent,
     allocator,
     attribution::{Attribution, CgroupHierarchy, attributed_hierarchy},
     containers::MetadataRoots,
@@ -35,11 +34,12 @@ use crate::{
     inventory, kernel,
     lifecycle::Lifecycle,
     metrics::Metrics,
+    output,
+    output::agent_events::AgentEvent,
+    output::fields::clock_ns,
+    output::sink::{Format, SinkState, stdout_reader_gone},
+    output::stdout_queue::QueuedWriter,
     probes::{Backend, KfreeCallers, LoadOptions, Probes},
-    render::clock_ns,
-    sink::{Format, SinkState, stdout_reader_gone},
-    snapshot,
-    stdout_queue::QueuedWriter,
     stop_watchdog::{self, WatchedStdout},
 };
 
@@ -152,7 +152,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             _ => None,
         })
         .collect();
-    snapshot::write_lines(&inventory, &mut stream.sink, &|inum| {
+    output::inventory::write_lines(&inventory, &mut stream.sink, &|inum| {
         generations.get(&inum).copied()
     })?;
     stream.counters.inventory_lines(&inventory);

@@ -13,13 +13,13 @@ use aya::maps::{MapData, RingBuf};
 
 use super::{Stream, monotonic_ns};
 use crate::{
-    agent_events::{AgentEvent, ResyncCause},
     decode::{KernelEvent, decode},
     inventory,
     lifecycle::Lifecycle,
     names::IpcObject,
-    sink::SinkState,
-    snapshot::Found,
+    output::agent_events::{AgentEvent, ResyncCause},
+    output::inventory::Found,
+    output::sink::SinkState,
 };
 
 /// The shortest time between two resynchronisations after lost records.

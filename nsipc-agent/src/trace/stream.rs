@@ -13,7 +13,6 @@ use aya::maps::{MapData, RingBuf};
 
 use super::counters::Counters;
 use crate::{
-    agent_events::AgentEvent,
     allocator,
     attribution::Attribution,
     decode::{Body, DecodeError, KernelEvent, decode},
@@ -21,12 +20,15 @@ use crate::{
     free_check::FreeCheck,
     inventory,
     kfree_check::KfreeCheck,
-    lifecycle::{Engine, Lifecycle, LifecycleJson},
+    lifecycle::{Engine, Lifecycle},
     limits::Limits,
     metrics::LineKind,
-    render::{KernelEventJson, Rfc3339, WallClock},
-    sink::{Format, JsonLines, SinkState},
-    snapshot::Found,
+    output::agent_events::AgentEvent,
+    output::fields::{Rfc3339, WallClock},
+    output::inventory::Found,
+    output::kernel_events::KernelEventJson,
+    output::lifecycle_events::LifecycleJson,
+    output::sink::{Format, JsonLines, SinkState},
 };
 
 /// The kernel records → JSON Lines path. `nsipc-bench json` measures it alone.

@@ -1,123 +1,21 @@
-//! Kernel events → JSON objects (one line each). Field names are the stream's contract,
-//! documented in docs/events.md.
+//! Kernel events (`--raw`) → JSON objects (one line each), and their human view. Field names
+//! are the stream's contract, documented in docs/events.md.
 
-use std::time::{Duration, SystemTime};
-
-use nsipc_common::{EventKind, HOST_IPC_NS_INUM};
+use nsipc_common::{EventKind, NsRef};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
     attribution::Attribution,
     containers::Container,
-    decode::{Body, KernelEvent, SysResult, Task},
+    decode::{Body, KernelEvent, SysResult},
     names::{IpcObject, ctl_cmd_name, errno_name},
-    pretty::{Head, PrettyLine, Tone, Who},
-    sink::EventLine,
+    output::fields::{
+        FROM_NS, NS, NsKeys, WallClock, put_container, put_key, put_mode, put_ns, put_task,
+    },
+    output::json::{Fields, SerdeFields, key},
+    output::pretty::{Head, PrettyLine, Tone, Who},
+    output::sink::EventLine,
 };
-
-/// Turns CLOCK_MONOTONIC timestamps (what probes record) into wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct WallClock {
-    /// CLOCK_REALTIME − CLOCK_MONOTONIC, in nanoseconds, measured once at start.
-    offset_ns: i128,
-}
-
-/// The time of `clock` in ns.
-pub fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer; the clocks asked for (realtime, monotonic, this
-    // thread's CPU time) always exist on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
-impl WallClock {
-    pub fn now() -> Self {
-        Self {
-            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
-        }
-    }
-
-    #[cfg(test)]
-    pub fn with_offset(offset_ns: i128) -> Self {
-        Self { offset_ns }
-    }
-
-    pub fn wall_time(&self, monotonic_ns: u64) -> SystemTime {
-        let ns = (monotonic_ns as i128 + self.offset_ns).max(0) as u128;
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    }
-}
-
-/// A wall-clock time serialized as an RFC 3339 string, written straight into the output
-/// (no intermediate `String`).
-pub struct Rfc3339(pub SystemTime);
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_rfc3339_nanos(self.0))
-    }
-}
-
-/// An IPC key as `ipcs` prints it (`key_hex`): `0x` and the 8 lowercase hex digits of its 32
-/// bits, `0x00005eed`; `IPC_PRIVATE` (0) is `0x00000000`, a negative key its bit pattern (-1 is
-/// `0xffffffff`). Made on the stack: the hot path writes one per object event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyHex([u8; 10]);
-
-impl KeyHex {
-    pub fn new(key: i32) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let bits = key as u32;
-        let mut text = *b"0x00000000";
-        for (i, digit) in text[2..].iter_mut().enumerate() {
-            *digit = HEX[(bits >> (28 - 4 * i) & 0xf) as usize];
-        }
-        Self(text)
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
-    }
-}
-
-impl Serialize for KeyHex {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-/// Permission bits as octal text (`mode_octal`), always 3 digits: `600`, `666`, `044`. Only
-/// the `0o777` bits: the `mode` fields carry no others (the kernel keeps only them as an
-/// object's permissions; a segment's status bits, SHM_DEST and SHM_LOCKED, are `dest` and
-/// `locked`), and anything above is dropped here too. `ipcs` writes the same digits without
-/// leading zeros (`44` for `044`), which 3 digits keep from reading as a decimal number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ModeOctal([u8; 3]);
-
-impl ModeOctal {
-    pub fn new(mode: u32) -> Self {
-        let mode = mode & 0o777;
-        Self([
-            b'0' + (mode >> 6) as u8,
-            b'0' + (mode >> 3 & 0o7) as u8,
-            b'0' + (mode & 0o7) as u8,
-        ])
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("octal digits are ASCII")
-    }
-}
-
-impl Serialize for ModeOctal {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
 
 /// The `"event"` name of the kernel events of a record kind, by its ABI id (`agent.lost` names
 /// the kinds of the records it counts); "unknown" for an id that is no kind.
@@ -192,66 +90,40 @@ pub struct KernelEventJson<'a> {
     pub attribution: &'a Attribution,
 }
 
-/// Writes the fields of the task an event is about.
-pub fn put_task<M: SerializeMap>(map: &mut M, task: &Task) -> Result<(), M::Error> {
-    map.serialize_entry("pid", &task.pid)?;
-    map.serialize_entry("tid", &task.tid)?;
-    if task.ppid != 0 {
-        map.serialize_entry("ppid", &task.ppid)?;
-    }
-    map.serialize_entry("uid", &task.uid)?;
-    map.serialize_entry("comm", &String::from_utf8_lossy(task.comm_bytes()))
-}
-
 /// Writes `ret`, and `errno` (named) on failure.
-fn put_result<M: SerializeMap>(map: &mut M, result: &SysResult<i64>) -> Result<(), M::Error> {
+fn put_result<F: Fields>(f: &mut F, result: &SysResult<i64>) -> Result<(), F::Error> {
     match result {
-        Ok(ret) => map.serialize_entry("ret", ret),
+        Ok(ret) => f.int(key!("ret"), *ret),
         Err(errno) => {
-            map.serialize_entry("ret", &-(*errno as i64))?;
+            f.int(key!("ret"), -(*errno as i64))?;
             match errno_name(*errno) {
-                Some(name) => map.serialize_entry("errno", name),
-                None => map.serialize_entry("errno", errno),
+                Some(name) => f.name(key!("errno"), name),
+                None => f.int(key!("errno"), (*errno).into()),
             }
         }
     }
 }
 
-/// Writes a namespace as `<prefix>` (inum) and `<prefix>_id` (64-bit id, where the kernel has one).
-fn put_ns<M: SerializeMap>(
-    map: &mut M,
-    inum_key: &'static str,
-    id_key: &'static str,
-    ns: &nsipc_common::NsRef,
-) -> Result<(), M::Error> {
-    map.serialize_entry(inum_key, &ns.inum)?;
-    if ns.id != 0 {
-        map.serialize_entry(id_key, &ns.id)?;
-    }
-    Ok(())
+/// Writes a namespace as the kernel names it: a raw event counts no lives, so `_id` where the
+/// kernel has one and nothing more.
+fn put_ns_ref<F: Fields>(f: &mut F, keys: NsKeys, ns: &NsRef) -> Result<(), F::Error> {
+    put_ns(f, keys, ns.inum, (ns.id != 0).then_some(ns.id), None)
 }
 
-impl Serialize for KernelEventJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl KernelEventJson<'_> {
+    fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let event = self.event;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("event", event_name(&event.body))?;
-        map.serialize_entry("time", &Rfc3339(self.clock.wall_time(event.ts_ns)))?;
+        f.name(key!("event"), event_name(&event.body))?;
+        f.time(key!("time"), self.clock.wall_time(event.ts_ns))?;
         // Frees run in whatever context the kernel frees in (a kworker, an RCU callback): no
         // process is behind them.
         let has_task = !matches!(event.body, Body::NsFreed | Body::ShmFreed { .. });
         if has_task {
-            put_task(&mut map, &event.task)?;
-            if let Some(cmdline) = self.attribution.cmdline(&event.task) {
-                map.serialize_entry("cmdline", cmdline)?;
-            }
+            put_task(f, &event.task, self.attribution)?;
         }
-        put_ns(&mut map, "ns", "ns_id", &event.ns)?;
-        if has_task && let Some(container) = self.attribution.get(event.task.container) {
-            let container: serde_json::Value =
-                serde_json::from_str(&container.json).map_err(serde::ser::Error::custom)?;
-            map.serialize_entry("container", &container)?;
-            map.serialize_entry("host_ipc", &(event.ns.inum == HOST_IPC_NS_INUM))?;
+        put_ns_ref(f, NS, &event.ns)?;
+        if has_task {
+            put_container(f, event.task.container, event.ns.inum, self.attribution)?;
         }
         match &event.body {
             Body::Get {
@@ -261,20 +133,18 @@ impl Serialize for KernelEventJson<'_> {
                 size,
                 result,
             } => {
-                map.serialize_entry("key", key)?;
-                map.serialize_entry("key_hex", &KeyHex::new(*key))?;
-                map.serialize_entry("flags", flags)?;
-                map.serialize_entry("mode", &(flags & 0o777))?;
-                map.serialize_entry("mode_octal", &ModeOctal::new(*flags as u32))?;
+                put_key(f, *key)?;
+                f.int(key!("flags"), (*flags).into())?;
+                put_mode(f, *flags as u32)?;
                 match object {
                     IpcObject::Msg => {}
-                    IpcObject::Shm => map.serialize_entry("size", size)?,
-                    IpcObject::Sem => map.serialize_entry("nsems", size)?,
+                    IpcObject::Shm => f.uint(key!("size"), *size)?,
+                    IpcObject::Sem => f.uint(key!("nsems"), *size)?,
                 }
                 if let Ok(id) = result {
-                    map.serialize_entry("id", id)?;
+                    f.int(key!("id"), *id)?;
                 }
-                put_result(&mut map, result)?;
+                put_result(f, result)?;
             }
             Body::Ctl {
                 object,
@@ -284,15 +154,15 @@ impl Serialize for KernelEventJson<'_> {
                 result,
                 ..
             } => {
-                map.serialize_entry("id", id)?;
+                f.int(key!("id"), (*id).into())?;
                 match ctl_cmd_name(*object, *cmd) {
-                    Some(name) => map.serialize_entry("cmd", name)?,
-                    None => map.serialize_entry("cmd", cmd)?,
+                    Some(name) => f.name(key!("cmd"), name)?,
+                    None => f.int(key!("cmd"), (*cmd).into())?,
                 }
                 if *object == IpcObject::Sem {
-                    map.serialize_entry("semnum", semnum)?;
+                    f.int(key!("semnum"), (*semnum).into())?;
                 }
-                put_result(&mut map, result)?;
+                put_result(f, result)?;
             }
             Body::ShmAttach {
                 id,
@@ -300,29 +170,29 @@ impl Serialize for KernelEventJson<'_> {
                 flags,
                 result,
             } => {
-                map.serialize_entry("id", id)?;
-                map.serialize_entry("flags", flags)?;
-                map.serialize_entry("requested_addr", requested_addr)?;
+                f.int(key!("id"), (*id).into())?;
+                f.int(key!("flags"), (*flags).into())?;
+                f.uint(key!("requested_addr"), *requested_addr)?;
                 match result {
                     Ok(addr) => {
-                        map.serialize_entry("addr", addr)?;
-                        map.serialize_entry("ret", &0)?;
+                        f.int(key!("addr"), *addr)?;
+                        f.int(key!("ret"), 0)?;
                     }
-                    Err(_) => put_result(&mut map, result)?,
+                    Err(_) => put_result(f, result)?,
                 }
             }
             Body::ShmDetach { addr, result } => {
-                map.serialize_entry("addr", addr)?;
-                put_result(&mut map, result)?;
+                f.uint(key!("addr"), *addr)?;
+                put_result(f, result)?;
             }
             Body::Unshare {
                 flags,
                 from,
                 result,
             } => {
-                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
-                map.serialize_entry("flags", flags)?;
-                put_result(&mut map, result)?;
+                put_ns_ref(f, FROM_NS, from)?;
+                f.uint(key!("flags"), *flags)?;
+                put_result(f, result)?;
             }
             Body::Setns {
                 fd,
@@ -330,10 +200,10 @@ impl Serialize for KernelEventJson<'_> {
                 from,
                 result,
             } => {
-                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
-                map.serialize_entry("fd", fd)?;
-                map.serialize_entry("nstype", nstype)?;
-                put_result(&mut map, result)?;
+                put_ns_ref(f, FROM_NS, from)?;
+                f.int(key!("fd"), (*fd).into())?;
+                f.int(key!("nstype"), (*nstype).into())?;
+                put_result(f, result)?;
             }
             Body::Clone {
                 flags,
@@ -341,13 +211,13 @@ impl Serialize for KernelEventJson<'_> {
                 from,
                 result,
             } => {
-                put_ns(&mut map, "from_ns", "from_ns_id", from)?;
-                map.serialize_entry("flags", flags)?;
+                put_ns_ref(f, FROM_NS, from)?;
+                f.uint(key!("flags"), *flags)?;
                 if let Ok(child_tid) = result {
-                    map.serialize_entry("child_pid", child_pid)?;
-                    map.serialize_entry("child_tid", child_tid)?;
+                    f.uint(key!("child_pid"), (*child_pid).into())?;
+                    f.int(key!("child_tid"), *child_tid)?;
                 }
-                put_result(&mut map, result)?;
+                put_result(f, result)?;
             }
             Body::ProcessExit | Body::NsFreed => {}
             Body::ShmFreed {
@@ -357,17 +227,24 @@ impl Serialize for KernelEventJson<'_> {
                 ns_freed,
                 rmid_forced,
             } => {
-                map.serialize_entry("id", id)?;
-                map.serialize_entry("key", key)?;
-                map.serialize_entry("key_hex", &KeyHex::new(*key))?;
-                map.serialize_entry("ns_dying", ns_dying)?;
-                map.serialize_entry("ns_freed", ns_freed)?;
-                map.serialize_entry("rmid_forced", rmid_forced)?;
+                f.int(key!("id"), (*id).into())?;
+                put_key(f, *key)?;
+                f.bool(key!("ns_dying"), *ns_dying)?;
+                f.bool(key!("ns_freed"), *ns_freed)?;
+                f.bool(key!("rmid_forced"), *rmid_forced)?;
             }
             Body::CgroupMkdir { cgroup } | Body::CgroupRmdir { cgroup, .. } => {
-                map.serialize_entry("cgroup", cgroup)?;
+                f.uint(key!("cgroup"), *cgroup)?;
             }
         }
+        Ok(())
+    }
+}
+
+impl Serialize for KernelEventJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.fields(&mut SerdeFields(&mut map))?;
         map.end()
     }
 }
@@ -616,51 +493,6 @@ mod tests {
         assert_eq!(v["key"], 0x5eed);
         assert_eq!(v["key_hex"], "0x00005eed");
         assert!(v.get("mode_octal").is_none(), "no mode on a free");
-    }
-
-    #[test]
-    fn keys_in_hex_as_ipcs_prints_them() {
-        for (key, hex) in [
-            (0, "0x00000000"),
-            (0x5eed, "0x00005eed"),
-            (0x1234, "0x00001234"),
-            (0x79c9_8b9f, "0x79c98b9f"),
-            (i32::MAX, "0x7fffffff"),
-            (-1, "0xffffffff"),
-            (-5, "0xfffffffb"),
-            (0xe851_1f7b_u32 as i32, "0xe8511f7b"),
-            (i32::MIN, "0x80000000"),
-        ] {
-            assert_eq!(KeyHex::new(key).as_str(), hex, "key {key}");
-            // ipcs: printf("0x%08x", key)
-            assert_eq!(format!("0x{:08x}", key as u32), hex);
-            assert_eq!(serde_json::to_value(KeyHex::new(key)).unwrap(), hex);
-        }
-    }
-
-    #[test]
-    fn modes_in_octal_as_ipcs_prints_them_in_three_digits() {
-        for (mode, octal) in [
-            (0o600, "600"),
-            (0o666, "666"),
-            (0o644, "644"),
-            (0o640, "640"),
-            (0o777, "777"),
-            // ipcs: `44` and `0`; three digits here, so that no one reads them in decimal.
-            (0o044, "044"),
-            (0o007, "007"),
-            (0, "000"),
-            // Only the permission bits: IPC_CREAT (0o1000 in a get's flags), the sticky bit of
-            // a chmod-like 0o1777, SHM_DEST / SHM_LOCKED in a segment's mode.
-            (0o1777, "777"),
-            (0o1600, "600"),
-            (0o3640, "640"),
-            (u32::MAX, "777"),
-        ] {
-            assert_eq!(ModeOctal::new(mode).as_str(), octal, "mode {mode:o}");
-            assert_eq!(format!("{:03o}", mode & 0o777), octal);
-            assert_eq!(serde_json::to_value(ModeOctal::new(mode)).unwrap(), octal);
-        }
     }
 
     #[test]

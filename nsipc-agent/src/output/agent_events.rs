@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    pretty::{Head, PrettyLine, Tone, Who},
+    output::fields::Rfc3339,
+    output::pretty::{Head, PrettyLine, Tone, Who},
+    output::sink::EventLine,
     probes::{Backend, FreeHooks, HookChoice},
-    render::Rfc3339,
-    sink::EventLine,
 };
 
 #[derive(Serialize)]

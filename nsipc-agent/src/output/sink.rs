@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use crate::pretty::{PrettyLine, Style};
+use crate::output::pretty::{PrettyLine, Style};
 
 /// What the lines are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::{
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::render::Rfc3339;
+use crate::output::fields::Rfc3339;
 
 /// A key of an object, with its JSON form (`,"name":`) made at compile time by [`key!`], so
 /// that writing it is one copy.
@@ -36,7 +36,7 @@ impl Key {
 /// nothing in them needs escaping.
 macro_rules! key {
     ($name:literal) => {
-        $crate::json::Key::new($name, concat!(",\"", $name, "\":"))
+        $crate::output::json::Key::new($name, concat!(",\"", $name, "\":"))
     };
 }
 pub(crate) use key;
@@ -48,8 +48,8 @@ pub trait Fields {
     /// needs escaping, so they are copied as they are.
     fn name(&mut self, key: Key, value: &'static str) -> Result<(), Self::Error>;
     /// Short text made for this line in which nothing needs escaping: a key in hex
-    /// ([`KeyHex`](crate::render::KeyHex)), a mode in octal
-    /// ([`ModeOctal`](crate::render::ModeOctal)).
+    /// ([`KeyHex`](crate::output::fields::KeyHex)), a mode in octal
+    /// ([`ModeOctal`](crate::output::fields::ModeOctal)).
     fn ascii(&mut self, key: Key, value: &str) -> Result<(), Self::Error>;
     /// Bytes that should be UTF-8: invalid sequences become U+FFFD, as
     /// `String::from_utf8_lossy` does.
@@ -427,7 +427,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::render::{KeyHex, ModeOctal};
+    use crate::output::fields::{KeyHex, ModeOctal};
 
     /// Every field kind, through both writers.
     struct Sample<'a> {
