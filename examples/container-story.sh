@@ -91,17 +91,22 @@ echo "== 3. $consumer joins the producer's namespace (--ipc container:$producer)
 "$engine" "${run[@]}" --rm --name "$consumer" --ipc "container:$producer" "$image" sysvtool msg-recv "$key" 5
 
 echo "== 4. $engine rm -f $producer (the queue was never removed)"
+# The namespace by its inum and its life (`ns_id`, or `ns_gen` where the kernel has no ns_id):
+# the kernel reuses a freed namespace's inum, so the inum alone may also match an earlier life.
 producer_ns=$(jq -r -n "[inputs | select(.event == \"msg.create\" and .key == $key)][0].ns" "$events")
+producer_life=$(jq -c -n "[inputs | select(.event == \"msg.create\" and .key == $key)][0] | .ns_id // .ns_gen" "$events")
 "$engine" rm -f "$producer" >/dev/null
-wait_for "the producer's namespace destroyed" ".event == \"ipc_ns.destroy\" and .ns == $producer_ns" 30
+wait_for "the producer's namespace destroyed" \
+    ".event == \"ipc_ns.destroy\" and .ns == $producer_ns and (.ns_id // .ns_gen) == $producer_life" 30
 kill -INT "$agent_pid"
 wait "$agent_pid" || true
 agent_pid=
 
 echo
 echo "== the story, as nsipc-agent told it (container: name; time, tid, uid, ppid left out)"
-jq -c --argjson key "$key" --argjson ns "$producer_ns" '
-  select((.key == $key) or (.ns == $ns and (.event | startswith("ipc_ns.")))
+jq -c --argjson key "$key" --argjson ns "$producer_ns" --argjson life "$producer_life" '
+  select((.key == $key)
+         or (.ns == $ns and (.ns_id // .ns_gen) == $life and (.event | startswith("ipc_ns.")))
          or (.event | startswith("agent.r")))
   | del(.time, .tid, .uid, .ppid, .ns_id, .from_ns_id, .inventory_ms)
   | if .container then .container |= .name else . end
