@@ -9,7 +9,10 @@
 //! namespaces. Each namespace holds the map of its own objects, so that its death costs what
 //! it held, not what the whole machine holds.
 
+#[cfg(test)]
+mod checks;
 mod events;
+mod gauges;
 mod keys;
 mod members;
 mod namespaces;
@@ -29,7 +32,7 @@ pub use self::resync::{ExistingNamespace, ExistingObject};
 use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};
 use crate::{
     decode::{Body, ContainerRef, KernelEvent, Task},
-    limits::{self, Limits, NsUse},
+    limits::{self, Limits},
     names::IpcObject,
 };
 
@@ -128,18 +131,6 @@ pub struct Engine {
     given_limits: Option<Limits>,
 }
 
-/// One live namespace as the metrics show it ([`Engine::namespace_gauges`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NamespaceGauge {
-    pub inum: u32,
-    pub objects: ObjectCounts,
-    /// Bytes of its live shm segments, as their creators asked (`/proc/sysvipc/shm`'s `size`);
-    /// 0 unless the engine keeps sizes ([`Engine::keep_shm_sizes`]).
-    pub shm_bytes: u64,
-    /// The container it belongs to, [`ContainerRef::NONE`] for none.
-    pub container: ContainerRef,
-}
-
 /// A removal of an object not known yet.
 #[derive(Clone, Copy, Debug)]
 struct EarlyRemoval {
@@ -193,39 +184,6 @@ impl Engine {
         self.shm_sizes.get_or_insert_with(Map::default);
     }
 
-    /// Each live namespace's objects and shm bytes (0 unless [`Self::keep_shm_sizes`]), and the container it belongs to (the first
-    /// seen living there, its creator's): the metrics' gauges, made when scraped. Costs a look
-    /// at every live object.
-    pub fn namespace_gauges(&self, out: &mut Vec<NamespaceGauge>) {
-        out.clear();
-        out.extend(self.namespaces.iter().map(|(&inum, ns)| {
-            let mut objects = ObjectCounts::default();
-            let mut shm_bytes = 0u64;
-            for &(object, id) in ns.objects.keys() {
-                objects.add(object, 1);
-                if object == IpcObject::Shm {
-                    let size = self
-                        .shm_sizes
-                        .as_ref()
-                        .and_then(|sizes| sizes.get(&(inum, id)).copied())
-                        .unwrap_or(0);
-                    shm_bytes = shm_bytes.saturating_add(size);
-                }
-            }
-            NamespaceGauge {
-                inum,
-                objects,
-                shm_bytes,
-                container: self
-                    .members
-                    .get(&inum)
-                    .and_then(|members| members.first().copied())
-                    .unwrap_or(ContainerRef::NONE),
-            }
-        }));
-        out.sort_unstable_by_key(|gauge| gauge.inum);
-    }
-
     /// Live namespaces and objects.
     #[cfg(test)]
     pub fn live_counts(&self) -> (usize, usize) {
@@ -250,32 +208,6 @@ impl Engine {
         self.given_limits = limits;
         self.apply(event, out);
         self.given_limits = None;
-    }
-
-    /// What namespace `inum` uses, as far as the engine knows: its live objects by type, and
-    /// the bytes of its segments when the engine keeps their sizes. Costs a look at each of
-    /// its objects (only for a failed get that hit a limit).
-    pub fn namespace_use(&self, inum: u32) -> NsUse {
-        let mut used = NsUse {
-            shm_bytes: self.shm_sizes.as_ref().map(|_| 0),
-            ..NsUse::default()
-        };
-        let Some(ns) = self.namespaces.get(&inum) else {
-            return used;
-        };
-        for &(object, id) in ns.objects.keys() {
-            match object {
-                IpcObject::Msg => used.msg += 1,
-                IpcObject::Sem => used.sem += 1,
-                IpcObject::Shm => {
-                    used.shm += 1;
-                    if let (Some(bytes), Some(sizes)) = (&mut used.shm_bytes, &self.shm_sizes) {
-                        *bytes = bytes.saturating_add(sizes.get(&(inum, id)).copied().unwrap_or(0));
-                    }
-                }
-            }
-        }
-        used
     }
 
     /// Applies one kernel event, appending what it means to `out`.
@@ -552,144 +484,6 @@ impl Engine {
             | Body::CgroupMkdir { .. } => {}
             Body::CgroupRmdir { container, .. } => self.container_ended(container, ts, out),
         }
-    }
-}
-
-/// Views of the engine's state for tests, and its invariants, recomputed.
-#[cfg(test)]
-impl Engine {
-    /// Every live object, as (namespace inum, type, id).
-    pub fn live_objects(&self) -> Vec<(u32, IpcObject, i32)> {
-        let mut live: Vec<_> = self
-            .namespaces
-            .iter()
-            .flat_map(|(&inum, ns)| ns.objects.keys().map(move |&(o, id)| (inum, o, id)))
-            .collect();
-        live.sort_unstable();
-        live
-    }
-
-    /// Room in the object maps, all namespaces together.
-    fn object_capacity(&self) -> usize {
-        self.namespaces
-            .values()
-            .map(|ns| ns.objects.capacity())
-            .sum()
-    }
-
-    /// Checks what the engine derives from its objects against a recomputation: a namespace
-    /// is filed under its own inum; the key index names, for every (type, key), each
-    /// namespace once per live object with that key (removed segments' keys are private),
-    /// the first apart and no other list left empty; early teardown counts are of live
-    /// namespaces.
-    pub fn check_indexes(&self) -> Result<(), String> {
-        let mut expected: HashMap<(IpcObject, i32), Vec<u32>> = HashMap::new();
-        for (&inum, ns) in &self.namespaces {
-            if ns.ident.inum != inum {
-                return Err(format!("namespace {:?} filed under {inum}", ns.ident));
-            }
-            for (&(object, _), state) in &ns.objects {
-                if !state.removed() && state.key != IPC_PRIVATE {
-                    expected.entry((object, state.key)).or_default().push(inum);
-                }
-            }
-        }
-        let mut indexed: HashMap<(IpcObject, i32), Vec<u32>> = HashMap::new();
-        for (&key, &first) in &self.keys {
-            let more = self.more_keys.get(&key).map_or(&[][..], Vec::as_slice);
-            indexed.insert(
-                key,
-                std::iter::once(first).chain(more.iter().copied()).collect(),
-            );
-        }
-        if let Some((key, _)) = self
-            .more_keys
-            .iter()
-            .find(|(key, more)| more.is_empty() || !self.keys.contains_key(key))
-        {
-            return Err(format!(
-                "more_keys[{key:?}] empty or without a first holder"
-            ));
-        }
-        for holders in expected.values_mut().chain(indexed.values_mut()) {
-            holders.sort_unstable();
-        }
-        if indexed != expected {
-            return Err(format!("key index {indexed:?}, objects say {expected:?}"));
-        }
-        let mut by_creator: HashMap<u32, u32> = HashMap::new();
-        for state in self.namespaces.values().flat_map(|ns| ns.objects.values()) {
-            if state.creator != 0 {
-                *by_creator.entry(state.creator).or_default() += 1;
-            }
-        }
-        let counted: HashMap<u32, u32> =
-            self.live_by_creator.iter().map(|(&k, &v)| (k, v)).collect();
-        if counted != by_creator {
-            return Err(format!(
-                "live objects by creator {counted:?}, objects say {by_creator:?}"
-            ));
-        }
-        let objects: usize = self.namespaces.values().map(|ns| ns.objects.len()).sum();
-        if objects != self.objects_live {
-            return Err(format!(
-                "{} live objects counted, {objects} held",
-                self.objects_live
-            ));
-        }
-        let mut segments: Vec<(u32, i32)> = self
-            .namespaces
-            .iter()
-            .flat_map(|(&inum, ns)| {
-                ns.objects
-                    .keys()
-                    .filter(|(object, _)| *object == IpcObject::Shm)
-                    .map(move |&(_, id)| (inum, id))
-            })
-            .collect();
-        let mut sized: Vec<(u32, i32)> = self
-            .shm_sizes
-            .iter()
-            .flat_map(|sizes| sizes.keys().copied())
-            .collect();
-        segments.sort_unstable();
-        sized.sort_unstable();
-        // Without sizes kept, none is.
-        if self.shm_sizes.is_none() {
-            segments.clear();
-        }
-        if segments != sized {
-            return Err(format!("sizes of segments {sized:?}, live {segments:?}"));
-        }
-        if let Some(inum) = self
-            .torn_down
-            .keys()
-            .find(|inum| !self.namespaces.contains_key(inum))
-        {
-            return Err(format!("early teardown count of the dead namespace {inum}"));
-        }
-        let ordered: HashSet<ObjectKey> = self.early_order.iter().copied().collect();
-        if ordered.len() != self.early_order.len()
-            || ordered.len() != self.early_removals.len()
-            || ordered
-                .iter()
-                .any(|key| !self.early_removals.contains_key(key))
-            || ordered.len() > MAX_EARLY_REMOVALS
-        {
-            return Err(format!(
-                "early removals {:?} in the order {:?}",
-                self.early_removals.keys().collect::<Vec<_>>(),
-                self.early_order
-            ));
-        }
-        if let Some(key) = self
-            .early_order
-            .iter()
-            .find(|key| self.object(**key).is_some())
-        {
-            return Err(format!("the early removal of live object {key:?}"));
-        }
-        Ok(())
     }
 }
 

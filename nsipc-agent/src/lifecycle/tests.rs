@@ -3,7 +3,7 @@
 
 use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
 
-use super::{resync::ResyncCounts, *};
+use super::{gauges::NamespaceGauge, resync::ResyncCounts, *};
 use crate::{
     attribution::Attribution,
     decode::{Body, KernelEvent, Task},

@@ -7,7 +7,9 @@
 //! (which times itself), stops the tracer and checks with bpftool that its programs are gone.
 
 mod kernel;
+mod measure;
 pub mod memory;
+mod plan;
 mod process;
 pub mod reader;
 mod report;
@@ -17,17 +19,21 @@ pub mod workload;
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    thread,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::Value;
 
+pub use self::{
+    measure::Measured,
+    plan::{Workload, WorkloadKind},
+};
 use self::{
-    report::{Environment, ForcedLoss, JsonPath, Profile, Report, Run, WorkloadResults},
-    setups::{AgentOptions, Setup, Tools, Tracer},
+    measure::{QUIET_WAIT_PER_RUN, Quiet, run_json_path, run_once},
+    plan::define_workloads,
+    report::{Environment, ForcedLoss, Profile, Report, WorkloadResults},
+    setups::{AgentOptions, Setup, Tools},
 };
 
 #[derive(clap::Args)]
@@ -118,323 +124,10 @@ impl Sizes {
     }
 }
 
-/// What a workload is, and how its results are counted.
-pub enum WorkloadKind {
-    Generator(workload::Kind, u64),
-    StressNg { seconds: u64 },
-}
-
-pub struct Workload {
-    pub name: &'static str,
-    pub description: String,
-    /// What the per-op time is per.
-    pub unit: &'static str,
-    /// The rows it reports (stress-ng: one per stressor).
-    pub rows: Vec<&'static str>,
-    pub kind: WorkloadKind,
-    /// Its processes' comm starts with this (how the pipe reader finds its events).
-    pub comm_prefix: &'static str,
-}
-
 /// Storm iterations of the forced-loss runs, at least: 6 × 20,000 records do not fit in 8 MiB.
 const FORCED_LOSS_MIN_STORM: u64 = 20_000;
 /// Runs of each forced-loss case.
 const FORCED_LOSS_RUNS: usize = 3;
-
-/// The stressors of the stress-ng workload, in its YAML's names.
-const STRESSORS: [&str; 3] = ["msg", "shm-sysv", "sem-sysv"];
-
-fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
-    vec![
-        Workload {
-            name: "storm",
-            description: format!(
-                "msgget/shmget/semget(IPC_PRIVATE) + msgctl/shmctl/semctl(IPC_RMID) in a loop, \
-                 {} iterations = {} traced syscalls per run",
-                sizes.storm_iterations,
-                6 * sizes.storm_iterations
-            ),
-            unit: "syscall",
-            rows: vec!["storm"],
-            kind: WorkloadKind::Generator(workload::Kind::Storm, sizes.storm_iterations),
-            comm_prefix: workload::COMM,
-        },
-        Workload {
-            name: "churn",
-            description: format!(
-                "fork; the child unshare(CLONE_NEWIPC)s and exits; wait. {} iterations per run, \
-                 2 lifecycle events each: ipc_ns.create, with the workload's comm, and \
-                 ipc_ns.destroy, without (the kernel frees the namespace from a worker)",
-                sizes.churn_iterations
-            ),
-            unit: "iteration",
-            rows: vec!["churn"],
-            kind: WorkloadKind::Generator(workload::Kind::Churn, sizes.churn_iterations),
-            comm_prefix: workload::COMM,
-        },
-        Workload {
-            name: "stress-ng",
-            description: format!(
-                "`stress-ng --msg 1 --shm-sysv 1 --shm-sysv-bytes 1M --sem-sysv 1 --timeout {}s` \
-                 (the smallest shm size, so shm-sysv is bound by syscalls, not page faults); \
-                 per bogo op of each stressor, from stress-ng's own real-time rate",
-                sizes.stress_seconds
-            ),
-            unit: "bogo op",
-            rows: STRESSORS.to_vec(),
-            kind: WorkloadKind::StressNg {
-                seconds: sizes.stress_seconds,
-            },
-            comm_prefix: "stress-ng",
-        },
-        Workload {
-            name: "getppid",
-            description: format!(
-                "getppid in a loop, {} calls per run: a syscall nothing traces, to show the cost \
-                 of attached syscall tracepoints to everything else",
-                sizes.getppid_iterations
-            ),
-            unit: "syscall",
-            rows: vec!["getppid"],
-            kind: WorkloadKind::Generator(workload::Kind::Getppid, sizes.getppid_iterations),
-            comm_prefix: workload::COMM,
-        },
-        Workload {
-            name: "open/close",
-            description: format!(
-                "open(\"/dev/null\") + close in a loop, {} iterations per run: syscalls nothing \
-                 traces, each allocating and freeing a file",
-                sizes.open_close_iterations
-            ),
-            unit: "syscall",
-            rows: vec!["open/close"],
-            kind: WorkloadKind::Generator(workload::Kind::OpenClose, sizes.open_close_iterations),
-            comm_prefix: workload::COMM,
-        },
-        Workload {
-            name: "fork/exit",
-            description: format!(
-                "fork; the child exits at once; wait. {} iterations per run: task creation and \
-                 exit (which nsipc hooks, to follow namespaces and creators), no IPC",
-                sizes.fork_exit_iterations
-            ),
-            unit: "iteration",
-            rows: vec!["fork/exit"],
-            kind: WorkloadKind::Generator(workload::Kind::ForkExit, sizes.fork_exit_iterations),
-            comm_prefix: workload::COMM,
-        },
-        Workload {
-            name: "hackbench",
-            description: format!(
-                "hackbench: `perf bench sched messaging -g 4 -l {}`, 160 processes passing \
-                 100-byte messages over sockets, {} messages per run; no IPC call, but a \
-                 kfree for every message (what the tracepoint backend's kfree hook sees)",
-                sizes.hackbench_loops,
-                4 * 20 * 20 * sizes.hackbench_loops
-            ),
-            unit: "message",
-            rows: vec!["hackbench"],
-            kind: WorkloadKind::Generator(workload::Kind::Hackbench, sizes.hackbench_loops),
-            comm_prefix: workload::COMM,
-        },
-    ]
-}
-
-/// What one workload run measured.
-pub struct Measured {
-    /// Elapsed ns per op, one per row.
-    pub ns_per_op: Vec<f64>,
-    /// CPU ns per op (the workload's own user + system time), one per row.
-    pub cpu_ns_per_op: Vec<f64>,
-    pub seconds: f64,
-    /// The workload's CPU time in all (user + system, its children included).
-    pub cpu_seconds: f64,
-    /// Lifecycle events nsipc should write for it, where the workload knows.
-    pub expected_events: Option<u64>,
-    /// Those of them that carry the workload's comm: what the pipe reader can count as its.
-    pub expected_comm_events: Option<u64>,
-}
-
-fn run_generator(tools: &Tools, kind: workload::Kind, iterations: u64) -> Result<Measured> {
-    let kind_name = kind.name();
-    let out = Command::new(&tools.xtask)
-        .args(["bench-workload", &kind_name, "--iterations"])
-        .arg(iterations.to_string())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running the workload generator")?;
-    if !out.status.success() {
-        bail!("the {kind_name} workload failed ({})", out.status);
-    }
-    let result: Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("parsing the {kind_name} workload's result"))?;
-    let ns = result["ns"].as_u64().context("no ns")? as f64;
-    let cpu_ns = result["cpu_ns"].as_u64().context("no cpu_ns")? as f64;
-    let ops = result["ops"].as_u64().context("no ops")? as f64;
-    Ok(Measured {
-        ns_per_op: vec![ns / ops],
-        cpu_ns_per_op: vec![cpu_ns / ops],
-        seconds: ns / 1e9,
-        cpu_seconds: cpu_ns / 1e9,
-        expected_events: result["events"].as_u64(),
-        expected_comm_events: result["comm_events"].as_u64(),
-    })
-}
-
-/// `key: value` of the stressor `stressor` in stress-ng's YAML report.
-fn stress_metric(yaml: &str, stressor: &str, key: &str) -> Option<f64> {
-    let start = yaml.find(&format!("- stressor: {stressor}\n"))?;
-    yaml[start..]
-        .lines()
-        .skip(1)
-        .take_while(|line| !line.trim_start().starts_with("- stressor:"))
-        .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|value| value.trim().parse().ok())
-}
-
-fn run_stress_ng(seconds: u64) -> Result<Measured> {
-    let yaml_path = std::env::temp_dir().join(format!("nsipc-bench-{}.yaml", std::process::id()));
-    let out = Command::new("stress-ng")
-        .args(["--msg", "1", "--shm-sysv", "1", "--shm-sysv-bytes", "1M"])
-        .args(["--sem-sysv", "1", "--metrics-brief", "--timeout"])
-        .arg(format!("{seconds}s"))
-        .arg("--yaml")
-        .arg(&yaml_path)
-        .stdin(Stdio::null())
-        .output()
-        .context("running stress-ng")?;
-    let yaml = fs::read_to_string(&yaml_path);
-    let _ = fs::remove_file(&yaml_path);
-    if !out.status.success() {
-        bail!(
-            "stress-ng failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let yaml = yaml.context("reading stress-ng's YAML report")?;
-    let mut ns_per_op = Vec::new();
-    let mut cpu_ns_per_op = Vec::new();
-    let mut wall = 0f64;
-    let mut stress_cpu_seconds = 0f64;
-    for stressor in STRESSORS {
-        let rate = |key| {
-            stress_metric(&yaml, stressor, key)
-                .filter(|rate| *rate > 0.0)
-                .with_context(|| format!("no {key} for {stressor} in stress-ng's report"))
-        };
-        ns_per_op.push(1e9 / rate("bogo-ops-per-second-real-time")?);
-        cpu_ns_per_op.push(1e9 / rate("bogo-ops-per-second-usr-sys-time")?);
-        wall = wall.max(stress_metric(&yaml, stressor, "wall-clock-time").unwrap_or(0.0));
-        stress_cpu_seconds += stress_metric(&yaml, stressor, "user-time").unwrap_or(0.0)
-            + stress_metric(&yaml, stressor, "system-time").unwrap_or(0.0);
-    }
-    Ok(Measured {
-        ns_per_op,
-        cpu_ns_per_op,
-        seconds: wall,
-        cpu_seconds: stress_cpu_seconds,
-        expected_events: None,
-        expected_comm_events: None,
-    })
-}
-
-fn run_workload(tools: &Tools, workload: &Workload) -> Result<Measured> {
-    match workload.kind {
-        WorkloadKind::Generator(kind, iterations) => run_generator(tools, kind, iterations),
-        WorkloadKind::StressNg { seconds } => run_stress_ng(seconds),
-    }
-}
-
-/// Waiting, before a run, for other users' tracing programs to go away: at most this long per
-/// run, and this long in all (past it, runs start at once and are only marked).
-const QUIET_WAIT_PER_RUN: Duration = Duration::from_secs(20);
-const QUIET_WAIT_BUDGET: Duration = Duration::from_secs(180);
-
-/// What is left of the time the bench may wait for other users' tracing programs to go away.
-struct Quiet {
-    waited: Duration,
-}
-
-impl Quiet {
-    /// Waits (within the budget) until no other tracing program is loaded; returns those that
-    /// are still there.
-    fn wait(&mut self) -> Result<Vec<String>> {
-        let start = Instant::now();
-        let limit = QUIET_WAIT_PER_RUN.min(QUIET_WAIT_BUDGET.saturating_sub(self.waited));
-        loop {
-            let foreign = kernel::tracing_programs()?;
-            if foreign.is_empty() || start.elapsed() >= limit {
-                self.waited += start.elapsed();
-                return Ok(foreign);
-            }
-            thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-/// One setup on one workload: attach, measure, detach.
-fn run_once(
-    tools: &mut Tools,
-    quiet: &mut Quiet,
-    setup: Setup,
-    workload: &Workload,
-    options: AgentOptions,
-    profile: bool,
-) -> Result<Run> {
-    let mut foreign_programs = quiet.wait()?;
-    let tracer = match setup {
-        Setup::Bare => None,
-        _ => Some(Tracer::start(tools, setup, options, workload.comm_prefix)?),
-    };
-    let measured = run_workload(tools, workload)
-        .with_context(|| format!("{} under {}", workload.name, setup.label()))?;
-    let traced = match tracer {
-        Some(tracer) => Some(
-            tracer
-                .stop(tools, workload.comm_prefix, profile)
-                .with_context(|| format!("stopping {} after {}", setup.label(), workload.name))?,
-        ),
-        None => None,
-    };
-    // Ours are gone by now (stop waits for that): what is loaded belongs to someone else.
-    // Whichever of before and after had more, so that the count means "at once".
-    let after = kernel::tracing_programs()?;
-    if after.len() > foreign_programs.len() {
-        foreign_programs = after;
-    }
-    Ok(Run {
-        measured,
-        traced,
-        foreign_programs,
-    })
-}
-
-fn run_json_path(tools: &Tools, records: u64) -> Result<JsonPath> {
-    let out = Command::new(&tools.bench)
-        .args(["json", "--records"])
-        .arg(records.to_string())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running nsipc-bench json")?;
-    if !out.status.success() {
-        bail!("nsipc-bench json failed ({})", out.status);
-    }
-    let result: Value = serde_json::from_slice(&out.stdout).context("parsing nsipc-bench json")?;
-    let field = |key: &str| {
-        result[key]
-            .as_u64()
-            .with_context(|| format!("nsipc-bench json: no {key}"))
-    };
-    Ok(JsonPath {
-        records: field("records")?,
-        ns: field("ns")?,
-        cpu_ns: field("cpu_ns")?,
-        bytes: field("bytes")?,
-        container_cpu_ns: field("container_cpu_ns")?,
-        container_bytes: field("container_bytes")?,
-    })
-}
 
 fn command_line(program: &str, args: &[&str]) -> String {
     Command::new(program)
@@ -714,25 +407,6 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const YAML: &str = "metrics:\n    - stressor: msg\n      bogo-ops: 192463\n      \
-        bogo-ops-per-second-real-time: 94549.058999\n      wall-clock-time: 2.035589\n\n    \
-        - stressor: shm-sysv\n      bogo-ops: 37\n      bogo-ops-per-second-real-time: 17.65\n";
-
-    #[test]
-    fn reads_stress_ng_metrics_per_stressor() {
-        assert_eq!(
-            stress_metric(YAML, "msg", "bogo-ops-per-second-real-time"),
-            Some(94549.058999)
-        );
-        assert_eq!(
-            stress_metric(YAML, "msg", "wall-clock-time"),
-            Some(2.035589)
-        );
-        assert_eq!(stress_metric(YAML, "shm-sysv", "bogo-ops"), Some(37.0));
-        assert_eq!(stress_metric(YAML, "shm-sysv", "wall-clock-time"), None);
-        assert_eq!(stress_metric(YAML, "sem-sysv", "bogo-ops"), None);
-    }
 
     #[test]
     fn the_bpftrace_script_has_an_entry_and_an_exit_probe_per_syscall() {
