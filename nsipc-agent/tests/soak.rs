@@ -19,7 +19,7 @@
 mod support;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fs,
     io::{BufRead as _, BufReader},
     process::{ChildStdout, Stdio},
@@ -33,7 +33,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::*;
+use support::{model::*, *};
 
 const DEFAULT_SECS: u64 = 30;
 /// The smallest the agent takes: about 130 records, full within a stall.
@@ -48,29 +48,6 @@ const STALLS: [Duration; 3] = [
 /// How much the agent's resident memory may grow over its size at `agent.ready`: a robustness
 /// bound (nothing may grow with the number of events), not a tuning target.
 const RSS_SLACK_KIB: u64 = 64 * 1024;
-
-/// The raw (kernel) events of docs/events.md, by name.
-fn is_raw(event: &Value) -> bool {
-    matches!(
-        event["event"].as_str(),
-        Some(
-            "msg.get"
-                | "shm.get"
-                | "sem.get"
-                | "msg.ctl"
-                | "shm.ctl"
-                | "sem.ctl"
-                | "shm.shmat"
-                | "shm.shmdt"
-                | "ipc_ns.unshare"
-                | "ipc_ns.setns"
-                | "ipc_ns.clone"
-                | "process.exit"
-                | "ipc_ns.freed"
-                | "shm.freed",
-        )
-    )
-}
 
 /// What the consumer read.
 #[derive(Default)]
@@ -298,175 +275,54 @@ impl Drop for Killed {
     }
 }
 
-/// A namespace's identity in the lifecycle stream: its `ns_id` where the kernel has one,
-/// else inum and the agent's generation.
-fn life(event: &Value) -> (u64, u64) {
-    let ns = event["ns"].as_u64().unwrap_or_default();
-    match event["ns_id"].as_u64() {
-        Some(id) => (ns, id),
-        None => (ns, 1 << 63 | event["ns_gen"].as_u64().unwrap_or_default()),
+/// Workload namespaces (by inum) the stream still has alive but the kernel does not, and
+/// differences between the stream's objects of the held namespace and the kernel's, key for key.
+fn differences_of(
+    stream: &StreamState,
+    workload: &HashSet<u64>,
+    held: u64,
+    kernel: &KernelState,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (&id, &inum) in &stream.alive {
+        if workload.contains(&inum) && !kernel.namespaces.contains(&inum) {
+            out.push(format!("namespace {inum} ({id}) alive in the stream only"));
+        }
     }
+    let Some((&held_life, _)) = stream.alive.iter().find(|(_, inum)| **inum == held) else {
+        out.push(format!(
+            "the held namespace {held} is not alive in the stream"
+        ));
+        return out;
+    };
+    let seen = keys(&stream.view_of(held_life));
+    let held_objects = keys(&kernel.held_objects);
+    if seen != held_objects {
+        out.push(format!(
+            "objects of the held namespace: stream {seen:?}, kernel {held_objects:?}"
+        ));
+    }
+    out
 }
 
-/// The lifecycle stream replayed: what it says lives, and what it says that cannot be true.
-#[derive(Default)]
-struct Replay {
-    namespaces: HashSet<(u64, u64)>,
-    /// (namespace, kind, id) → key.
-    objects: BTreeMap<((u64, u64), String, i64), i64>,
-    /// Contradictions within the lifecycle stream: a life announced twice, ended twice, or
-    /// going on after its end.
-    problems: Vec<String>,
-    /// Objects a destroy called `unknown` (the agent did not see why), whose own successful
-    /// IPC_RMID record then came: the resynchronisation said "vanished unseen" of a removal
-    /// the agent had not applied yet. By (inum, ns_id, kind, id): raw records have no
-    /// `ns_gen`, and an inum's next life has its own object 0 (the churned namespaces each
-    /// create one).
-    unknown_then_removed: Vec<String>,
-    /// `ipc_ns.create` lines per namespace life, and successful `ipc_ns.unshare` records of
-    /// the workload's pids, which must each have one.
-    creates: HashMap<(u64, u64), usize>,
-    births: Vec<Value>,
+/// (type, id, key) of each object: only keys are compared here.
+fn keys(view: &View) -> BTreeSet<(Kind, i64, i64)> {
+    view.iter()
+        .map(|(&(kind, id), listed)| (kind, id, listed.key))
+        .collect()
 }
 
-impl Replay {
-    fn of(events: &[Value], workload_pids: &[i64]) -> Replay {
-        let mut replay = Replay::default();
-        let mut unknown_dead: HashSet<(u64, u64, String, i64)> = HashSet::new();
-        let mut destroyed: HashSet<(u64, u64)> = HashSet::new();
-        for event in events {
-            let name = event["event"].as_str().unwrap_or_default();
-            let (object, action) = name.split_once('.').unwrap_or_default();
-            let place = |e: &Value| {
-                let inum = e["ns"].as_u64().unwrap_or_default();
-                let ns_id = e["ns_id"].as_u64().unwrap_or_default();
-                (
-                    inum,
-                    ns_id,
-                    object.to_owned(),
-                    e["id"].as_i64().unwrap_or(-1),
-                )
-            };
-            if is_raw(event) {
-                let ok = event["ret"].as_i64().is_some_and(|ret| ret >= 0);
-                match action {
-                    "get" if ok => {
-                        unknown_dead.remove(&place(event));
-                    }
-                    "ctl"
-                        if ok
-                            && event["cmd"] == "IPC_RMID"
-                            && unknown_dead.remove(&place(event)) =>
-                    {
-                        replay.unknown_then_removed.push(event.to_string());
-                    }
-                    "unshare" | "clone"
-                        if ok && workload_pids.contains(&event["pid"].as_i64().unwrap_or(0)) =>
-                    {
-                        replay.births.push(event.clone());
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            // A namespace first named by a record other than its creation (that one was lost)
-            // is not announced: only what the stream announced and then ended is held to it.
-            let ns = life(event);
-            match (object, action) {
-                ("ipc_ns", "create" | "exists") => {
-                    if !replay.namespaces.insert(ns) {
-                        replay
-                            .problems
-                            .push(format!("namespace already alive: {event}"));
-                    }
-                    if destroyed.contains(&ns) {
-                        replay
-                            .problems
-                            .push(format!("namespace alive again: {event}"));
-                    }
-                    if action == "create" {
-                        *replay.creates.entry(ns).or_default() += 1;
-                    }
-                }
-                ("ipc_ns", "destroy") => {
-                    replay.namespaces.remove(&ns);
-                    if !destroyed.insert(ns) {
-                        replay
-                            .problems
-                            .push(format!("namespace destroyed twice: {event}"));
-                    }
-                    let outliving = replay.objects.keys().filter(|(o, _, _)| *o == ns).count();
-                    if outliving > 0 {
-                        replay
-                            .problems
-                            .push(format!("{outliving} objects outlive {event}"));
-                        replay.objects.retain(|(o, _, _), _| *o != ns);
-                    }
-                }
-                ("msg" | "shm" | "sem", "create" | "exists" | "destroy") => {
-                    let key = (ns, object.to_owned(), event["id"].as_i64().unwrap_or(-1));
-                    if action == "destroy" {
-                        if replay.objects.remove(&key).is_none() {
-                            replay.problems.push(format!("object not alive: {event}"));
-                        }
-                        if event["reason"] == "unknown" {
-                            unknown_dead.insert(place(event));
-                        }
-                    } else {
-                        if destroyed.contains(&ns) {
-                            replay
-                                .problems
-                                .push(format!("object of a destroyed namespace: {event}"));
-                        }
-                        let ipc_key = event["key"].as_i64().unwrap_or(-1);
-                        if replay.objects.insert(key, ipc_key).is_some() {
-                            replay
-                                .problems
-                                .push(format!("object already alive: {event}"));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        replay
-    }
-
-    /// Workload namespaces (by inum) the stream still has alive but the kernel does not, and
-    /// differences between the stream's objects of the held namespace and the kernel's.
-    fn differences(&self, workload: &HashSet<u64>, held: u64, kernel: &KernelState) -> Vec<String> {
-        let mut out = Vec::new();
-        for &(inum, id) in &self.namespaces {
-            if workload.contains(&inum) && !kernel.namespaces.contains(&inum) {
-                out.push(format!("namespace {inum} ({id}) alive in the stream only"));
-            }
-        }
-        let Some(&held_life) = self.namespaces.iter().find(|(inum, _)| *inum == held) else {
-            out.push(format!(
-                "the held namespace {held} is not alive in the stream"
-            ));
-            return out;
-        };
-        let seen: BTreeSet<(String, i64, i64)> = self
-            .objects
-            .iter()
-            .filter(|((ns, _, _), _)| *ns == held_life)
-            .map(|((_, kind, id), key)| (kind.clone(), *id, *key))
-            .collect();
-        if seen != kernel.held_objects {
-            out.push(format!(
-                "objects of the held namespace: stream {seen:?}, kernel {:?}",
-                kernel.held_objects
-            ));
-        }
-        out
-    }
+/// The lifecycle stream replayed by the shared model.
+fn replayed(events: &[Value]) -> StreamState {
+    let mut stream = StreamState::default();
+    stream.apply_new(events);
+    stream
 }
 
 /// What the kernel has: live IPC namespaces (`lsns`) and the held namespace's objects.
 struct KernelState {
     namespaces: HashSet<u64>,
-    held_objects: BTreeSet<(String, i64, i64)>,
+    held_objects: View,
 }
 
 impl KernelState {
@@ -476,21 +332,10 @@ impl KernelState {
             .split_whitespace()
             .map(|ns| ns.parse().expect("lsns prints inums"))
             .collect();
-        let mut held_objects = BTreeSet::new();
-        for kind in ["msg", "shm", "sem"] {
-            // key and id are the first two columns, after a header line.
-            let listing = sh(&format!(
-                "nsenter --ipc=/proc/{holder}/ns/ipc cat /proc/sysvipc/{kind}"
-            ));
-            for line in listing.lines().skip(1) {
-                let cols: Vec<i64> = line
-                    .split_whitespace()
-                    .take(2)
-                    .map(|c| c.parse().expect("a number"))
-                    .collect();
-                held_objects.insert((kind.to_owned(), cols[1], cols[0]));
-            }
-        }
+        let held_objects = parse_sysvipc(&sh(&format!(
+            "nsenter --ipc=/proc/{holder}/ns/ipc \
+             cat /proc/sysvipc/msg /proc/sysvipc/shm /proc/sysvipc/sem"
+        )));
         KernelState {
             namespaces,
             held_objects,
@@ -565,14 +410,14 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
     let mut differences = Vec::new();
     agent.read_until(WAIT, |events| {
         let kernel = KernelState::now(holder_pid);
-        differences = Replay::of(events, &workload_pids).differences(&workload, held, &kernel);
+        differences = differences_of(&replayed(events), &workload, held, &kernel);
         differences.is_empty()
     });
     drop(holder);
     drop(storm);
     let stopped = agent.stop(libc::SIGINT);
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let replay = Replay::of(&stopped.events, &workload_pids);
+    let replay = replayed(&stopped.events);
     let count = |name: &str| stopped.events.iter().filter(|e| e["event"] == name).count();
     let unknown = stopped
         .events
@@ -594,10 +439,20 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
                 .is_some_and(|name| name.ends_with(".exists"))
         })
         .count();
-    let uncreated: Vec<&Value> = replay
+    let births: Vec<&Value> = replay
         .births
         .iter()
-        .filter(|birth| !replay.creates.contains_key(&life(birth)))
+        .filter(|birth| workload_pids.contains(&birth["pid"].as_i64().unwrap_or(0)))
+        .collect();
+    let uncreated: Vec<&Value> = births
+        .iter()
+        .copied()
+        .filter(|birth| {
+            !replay
+                .creates
+                .iter()
+                .any(|create| life(create) == life(birth))
+        })
         .collect();
     eprintln!(
         "resync: {namespaces_churned} namespaces churned; {} agent.lost, {} agent.resync, {} \
@@ -608,9 +463,9 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
         count("agent.resync"),
         unknown,
         replay.unknown_then_removed.len(),
-        replay.births.len(),
+        births.len(),
         uncreated.len(),
-        replay.problems.len(),
+        replay.contradictions.len(),
         differences.len()
     );
     assert!(count("agent.resync") > 0, "nothing was tested");
@@ -624,6 +479,6 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
     assert!(untimed.is_empty(), "lines without time: {untimed:?}");
     assert_eq!(replay.unknown_then_removed, Vec::<String>::new());
     assert!(uncreated.is_empty(), "{uncreated:#?}");
-    assert_eq!(replay.problems, Vec::<String>::new());
+    assert_eq!(replay.contradictions, Vec::<String>::new());
     assert_eq!(differences, Vec::<String>::new());
 }

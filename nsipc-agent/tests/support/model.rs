@@ -137,6 +137,39 @@ pub fn parse_sysvipc(text: &str) -> View {
 // ---------------------------------------------------------------------------------------------
 // The state rebuilt from the agent's lifecycle stream.
 
+/// The raw (kernel) events of docs/events.md, by name.
+pub fn is_raw(event: &Value) -> bool {
+    matches!(
+        event["event"].as_str(),
+        Some(
+            "msg.get"
+                | "shm.get"
+                | "sem.get"
+                | "msg.ctl"
+                | "shm.ctl"
+                | "sem.ctl"
+                | "shm.shmat"
+                | "shm.shmdt"
+                | "ipc_ns.unshare"
+                | "ipc_ns.setns"
+                | "ipc_ns.clone"
+                | "process.exit"
+                | "ipc_ns.freed"
+                | "shm.freed",
+        )
+    )
+}
+
+/// A namespace's identity as (inum, `ns_id` where the kernel has one, else `1 << 63 |
+/// ns_gen`), also of raw records, which have no `ns_gen` (it counts as 0 there).
+pub fn life(event: &Value) -> (u64, u64) {
+    let ns = event["ns"].as_u64().unwrap_or_default();
+    match event["ns_id"].as_u64() {
+        Some(id) => (ns, id),
+        None => (ns, 1 << 63 | event["ns_gen"].as_u64().unwrap_or_default()),
+    }
+}
+
 /// A namespace's identity in the stream: its never-reused `ns_id` (6.18+), else inum and the
 /// engine's generation.
 pub fn ns_key(event: &Value) -> Option<u64> {
@@ -172,6 +205,18 @@ pub struct StreamState {
     pub forced: Vec<(u64, i64)>,
     /// Things the stream says that cannot be true whatever the kernel did.
     pub problems: Vec<String>,
+    /// The part of [`Self::problems`] that holds even when records were lost (the agent
+    /// resynchronises): a life announced twice, ended twice, or going on after its end.
+    pub contradictions: Vec<String>,
+    /// Objects a destroy called `unknown` (the agent did not see why), whose own successful
+    /// IPC_RMID raw record then came: the resynchronisation said "vanished unseen" of a
+    /// removal the agent had not applied yet (`--raw` streams only).
+    pub unknown_then_removed: Vec<String>,
+    /// Successful `ipc_ns.unshare` and `ipc_ns.clone` raw records (`--raw` streams only).
+    pub births: Vec<Value>,
+    /// Objects destroyed as `unknown`, by (inum, ns_id, kind, id): raw records have no
+    /// `ns_gen`, and an inum's next life has its own object 0.
+    unknown_dead: HashSet<(u64, u64, String, i64)>,
     pub stop: Option<Value>,
     /// Program runs the kernel skipped (`agent.missed`): the agent said so and
     /// resynchronised, which may destroy objects with reason `unknown`.
@@ -205,7 +250,48 @@ impl StreamState {
         self.problems.push(format!("{what}: {event}"));
     }
 
+    /// A problem that is also a contradiction (see [`Self::contradictions`]).
+    fn contradiction(&mut self, what: &str, event: &Value) {
+        self.contradictions.push(format!("{what}: {event}"));
+        self.problem(what, event);
+    }
+
+    /// Where a record is, as [`Self::unknown_dead`] keys it.
+    fn place(event: &Value) -> (u64, u64, String, i64) {
+        let name = event["event"].as_str().unwrap_or_default();
+        let (object, _) = name.split_once('.').unwrap_or_default();
+        (
+            event["ns"].as_u64().unwrap_or_default(),
+            event["ns_id"].as_u64().unwrap_or_default(),
+            object.to_owned(),
+            event["id"].as_i64().unwrap_or(-1),
+        )
+    }
+
+    fn apply_raw(&mut self, event: &Value) {
+        let name = event["event"].as_str().unwrap_or_default();
+        let (_, action) = name.split_once('.').unwrap_or_default();
+        if event["ret"].as_i64().is_none_or(|ret| ret < 0) {
+            return;
+        }
+        match action {
+            "get" => {
+                self.unknown_dead.remove(&Self::place(event));
+            }
+            "ctl"
+                if event["cmd"] == "IPC_RMID" && self.unknown_dead.remove(&Self::place(event)) =>
+            {
+                self.unknown_then_removed.push(event.to_string());
+            }
+            "unshare" | "clone" => self.births.push(event.clone()),
+            _ => {}
+        }
+    }
+
     fn apply(&mut self, event: &Value) {
+        if is_raw(event) {
+            return self.apply_raw(event);
+        }
         let name = event["event"].as_str().unwrap_or_default();
         match name {
             "agent.lost" => self.problem("records lost", event),
@@ -217,10 +303,10 @@ impl StreamState {
                     return self.problem("namespace without identity", event);
                 };
                 if self.alive.contains_key(&ns) {
-                    self.problem("duplicate namespace create", event);
+                    self.contradiction("duplicate namespace create", event);
                 }
                 if self.destroyed.contains(&ns) {
-                    self.problem("namespace created again after its destroy", event);
+                    self.contradiction("namespace created again after its destroy", event);
                 }
                 self.alive
                     .insert(ns, event["ns"].as_u64().unwrap_or_default());
@@ -254,7 +340,7 @@ impl StreamState {
                     );
                 }
                 if !self.destroyed.insert(ns) {
-                    self.problem("namespace destroyed twice", event);
+                    self.contradiction("namespace destroyed twice", event);
                 }
                 self.alive.remove(&ns);
                 let outliving: Vec<_> = self
@@ -265,7 +351,7 @@ impl StreamState {
                     .collect();
                 for key in outliving {
                     self.objects.remove(&key);
-                    self.problem(&format!("{key:?} outlived its namespace"), event);
+                    self.contradiction(&format!("{key:?} outlived its namespace"), event);
                 }
             }
             _ => self.apply_object(name, event),
@@ -279,6 +365,9 @@ impl StreamState {
         if !matches!(action, "create" | "exists" | "destroy" | "remove") {
             return; // get_failed, attach, detach: nothing lives or dies
         }
+        if action == "destroy" && event["reason"] == "unknown" {
+            self.unknown_dead.insert(Self::place(event));
+        }
         let (Some(ns), Some(id)) = (ns_key(event), event["id"].as_i64()) else {
             return self.problem("object event without namespace or id", event);
         };
@@ -286,10 +375,10 @@ impl StreamState {
         match action {
             "create" | "exists" => {
                 if self.objects.contains_key(&key) {
-                    self.problem("duplicate object create", event);
+                    self.contradiction("duplicate object create", event);
                 }
                 if self.destroyed.contains(&ns) {
-                    self.problem("object created in a destroyed namespace", event);
+                    self.contradiction("object created in a destroyed namespace", event);
                 }
                 let size = match kind {
                     Kind::Msg => 0,
@@ -319,7 +408,7 @@ impl StreamState {
             },
             _ => {
                 let Some(object) = self.objects.remove(&key) else {
-                    return self.problem("destroy of an object never created", event);
+                    return self.contradiction("destroy of an object never created", event);
                 };
                 let reason = event["reason"].as_str().unwrap_or_default();
                 // A segment removed while attached dies at its last detach: attachments hold
