@@ -243,8 +243,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         Ending::ReaderGone => Ok(()),
         Ending::Signal(signal) => {
             let mut ring = ring.into_inner();
-            if stream.abandon_resync()? == SinkState::ReaderGone
-                || stream.drain(&mut ring)? == SinkState::ReaderGone
+            if stream.drain(&mut ring)? == SinkState::ReaderGone
                 || stream.report_lost(&probes)? == SinkState::ReaderGone
             {
                 return Ok(());

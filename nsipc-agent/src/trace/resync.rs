@@ -5,17 +5,16 @@
 use std::{
     collections::HashSet,
     io::Write,
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 
 use super::{Stream, monotonic_ns};
 use crate::{
     decode::{KernelEvent, decode},
-    inventory::{self, Inventory},
+    inventory,
     lifecycle::Lifecycle,
     names::IpcObject,
     output::agent_events::{AgentEvent, ResyncCause},
@@ -32,71 +31,28 @@ pub(super) const KFREE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// How long after an inventory's end records still count as racing with it (see
 /// [`Stream::resync_if_due`]): longer than a call is kept, by preemption, between its effect
 /// and its return, where its record is made, even on a small machine with every core busy
-/// (a preempted task waits for its turn for several scheduler slices). The loop does not
-/// wait: it holds the records meanwhile.
+/// (a preempted task waits for its turn for several scheduler slices). The wait only
+/// happens after losses, at most once a second.
 const RACING_SLACK: Duration = Duration::from_millis(100);
 
-/// Records a resynchronisation holds at most while its inventory is taken (each a few hundred
-/// bytes); beyond them, records wait in the ring buffer, as they did when the inventory was
-/// taken on the loop, and what does not fit there is counted lost.
-const HOLD_LIMIT: usize = 16 * 1024;
-
-/// A resynchronisation under way (see [`Stream::resync_if_due`]).
-pub(super) struct RunningResync {
-    after: ResyncCause,
-    /// When its inventory started (CLOCK_MONOTONIC ns).
-    t0: u64,
-    /// The thread taking the inventory, until it is done; it ends with the inventory and the
-    /// time it ended.
-    inventory: Option<JoinHandle<(Result<Inventory>, u64)>>,
-    /// The inventory, and when the records racing with it are all in.
-    taken: Option<(Inventory, u64)>,
-    /// The records the loop drained meanwhile, in order, not applied.
-    held: Vec<KernelEvent>,
-}
-
 impl<W: Write> Stream<W> {
-    /// Whether the loop should hold what it drains rather than apply it, and how many more
-    /// records it may hold.
-    pub(super) fn holding(&self) -> Option<usize> {
-        self.resync
-            .as_ref()
-            .map(|running| HOLD_LIMIT.saturating_sub(running.held.len()))
-    }
-
-    /// Holds one drained record for the resynchronisation under way.
-    pub(super) fn hold(&mut self, event: KernelEvent) {
-        if let Some(running) = &mut self.resync {
-            running.held.push(event);
-        }
-    }
-
     /// Makes the engine's state equal to a fresh inventory after lost records, at most once per
     /// [`RESYNC_INTERVAL`]: an inventory reads all of /proc and enters every namespace, which
     /// a storm that keeps the ring buffer full must not turn into a loop.
     ///
-    /// The kernel goes on while the inventory reads, and records keep coming, so the engine and
-    /// the inventory must be compared at the same moment. The ring buffer is drained just
-    /// before the inventory's start, `t0`; the inventory is then taken on a thread of its own
-    /// while the loop goes on (signals, /metrics, the writer), and what the probes write
-    /// meanwhile is held, not applied ([`Stream::drain`]). Once the inventory is done and
-    /// [`RACING_SLACK`] has passed, the held records are split by their `ts_ns`
-    /// (CLOCK_MONOTONIC, as `t0`): a record from before `t0` (committed late, or after the
-    /// first drain) describes what the inventory already reflects, so it is applied first,
-    /// like the rest of the past; the others race with the inventory, or come after it, which
-    /// may or may not reflect each of them, so
+    /// The kernel goes on while the inventory reads, and records wait in the ring buffer, so
+    /// the engine and the inventory must be compared at the same moment. The ring buffer is
+    /// drained just before the inventory's start, `t0`; after it, what came meanwhile is
+    /// drained too and split by the records' `ts_ns` (CLOCK_MONOTONIC, as `t0`): a record from
+    /// before `t0` (committed late, or after the first drain) describes what the inventory
+    /// already reflects, so it is applied first, like the rest of the past; the others race
+    /// with the inventory, which may or may not reflect each of them, so
     /// [`Engine::resync`](crate::lifecycle::Engine::resync) lets them overrule it and they are
     /// applied after it. Applying them all after the reconciliation instead would replay, as
     /// news, a destroy the reconciliation had already reported as `unknown`; reconciling with
     /// an engine that lags the inventory would report as vanished what those records destroy
     /// or create.
-    ///
-    /// Called at every tick: it starts a resynchronisation when one is due, and finishes the
-    /// one under way when its time has come.
     pub(super) fn resync_if_due(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
-        if self.resync.is_some() {
-            return self.advance_resync(ring);
-        }
         let since_last = |interval| self.last_resync.is_none_or(|at| at.elapsed() >= interval);
         let after = if self.resync_pending && since_last(RESYNC_INTERVAL) {
             ResyncCause::Lost
@@ -116,78 +72,36 @@ impl<W: Write> Stream<W> {
             return Ok(SinkState::ReaderGone);
         }
         let t0 = monotonic_ns();
-        let inventory = std::thread::Builder::new()
-            .name("resync-inventory".into())
-            .spawn(|| {
-                let inventory = inventory::take_inventory();
-                (inventory, monotonic_ns())
-            })
-            .context("starting the resynchronisation's inventory thread")?;
-        self.resync = Some(RunningResync {
-            after,
-            t0,
-            inventory: Some(inventory),
-            taken: None,
-            held: Vec::new(),
-        });
-        Ok(SinkState::Open)
-    }
-
-    /// Finishes the resynchronisation under way once its inventory is taken and the records
-    /// racing with it are in (see [`Stream::resync_if_due`]).
-    fn advance_resync(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
-        let running = self
-            .resync
-            .as_mut()
-            .expect("called with a resync under way");
-        if let Some(thread) = running.inventory.take_if(|thread| thread.is_finished()) {
-            let (inventory, t1) = thread
-                .join()
-                .map_err(|_| anyhow!("the resynchronisation's inventory thread panicked"))?;
-            match inventory {
-                // A call's record is made at its return, after its effect: one that took
-                // effect before the inventory read its namespace but returns a little later
-                // (preempted in between) is still caught as racing, rather than left to
-                // contradict the reconciliation afterwards.
-                Ok(inventory) => {
-                    running.taken = Some((inventory, t1 + RACING_SLACK.as_nanos() as u64));
-                }
-                Err(err) => {
-                    // The state stays as the records made it, and the look is asked for
-                    // again: one failed inventory (a race with the host) must not end the
-                    // stream.
-                    eprintln!(
-                        "nsipc-agent: warning: taking an inventory to resynchronise: {err:#} \
-                         (trying again)"
-                    );
-                    let running = self.resync.take().expect("under way");
-                    self.resync_pending |= running.after == ResyncCause::Lost;
-                    self.kfree_check_pending |= running.after != ResyncCause::Lost;
-                    return self.apply_held(&running.held);
-                }
+        let inventory = match inventory::take_inventory() {
+            Ok(inventory) => inventory,
+            Err(err) => {
+                // The state stays as the records made it, and the look is asked for again:
+                // one failed inventory (a race with the host) must not end the stream.
+                eprintln!(
+                    "nsipc-agent: warning: taking an inventory to resynchronise: {err:#} \
+                     (trying again)"
+                );
+                self.resync_pending |= after == ResyncCause::Lost;
+                self.kfree_check_pending |= after != ResyncCause::Lost;
+                return Ok(SinkState::Open);
             }
-        }
-        let Some((_, settled)) = running.taken else {
-            return Ok(SinkState::Open);
         };
-        if monotonic_ns() < settled {
-            return Ok(SinkState::Open);
-        }
-        let RunningResync {
-            after,
-            t0,
-            taken,
-            held,
-            ..
-        } = self.resync.take().expect("under way");
-        let (inventory, _) = taken.expect("taken");
-        let Some(late) = self.collect(ring, monotonic_ns(), held)? else {
+        let t1 = monotonic_ns();
+        // A call's record is made at its return, after its effect: one that took effect
+        // before the inventory read its namespace but returns a little later (preempted in
+        // between) is still caught as racing, rather than left to contradict the
+        // reconciliation afterwards.
+        let settled = t1 + RACING_SLACK.as_nanos() as u64;
+        std::thread::sleep(Duration::from_nanos(settled.saturating_sub(monotonic_ns())));
+        let Some(late) = self.collect(ring, monotonic_ns())? else {
             return Ok(SinkState::ReaderGone);
         };
         let (before, racing): (Vec<KernelEvent>, Vec<KernelEvent>) =
             late.into_iter().partition(|event| event.ts_ns < t0);
-        if self.apply_held(&before)? == SinkState::ReaderGone {
-            return Ok(SinkState::ReaderGone);
+        for event in &before {
+            if self.apply_record(event)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
+            }
         }
         let (namespaces, objects) = inventory.existing();
         self.derived.clear();
@@ -230,21 +144,7 @@ impl<W: Write> Stream<W> {
         {
             return Ok(SinkState::ReaderGone);
         }
-        self.apply_held(&racing)
-    }
-
-    /// Gives up the resynchronisation under way, if any (the agent is stopping): what it held
-    /// is applied as it would have been without it. Its inventory thread is left to end alone.
-    pub(super) fn abandon_resync(&mut self) -> Result<SinkState> {
-        match self.resync.take() {
-            Some(running) => self.apply_held(&running.held),
-            None => Ok(SinkState::Open),
-        }
-    }
-
-    /// Applies records in their order.
-    fn apply_held(&mut self, events: &[KernelEvent]) -> Result<SinkState> {
-        for event in events {
+        for event in &racing {
             if self.apply_record(event)? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
             }
@@ -257,8 +157,7 @@ impl<W: Write> Stream<W> {
     /// destroyed (`late`) as of the inventory's start.
     pub(super) fn check_late_frees(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
         let now = Instant::now();
-        // Not while a resynchronisation holds the records: its reconciliation comes first.
-        if self.resync.is_some() || !self.free_check.may_look(now) {
+        if !self.free_check.may_look(now) {
             return Ok(SinkState::Open);
         }
         let due = self.free_check.due(&self.engine.removed_unattached(), now);
@@ -300,16 +199,16 @@ impl<W: Write> Stream<W> {
         self.write_derived()
     }
 
-    /// Decodes what waits in the ring buffer without applying it, after `events`, up to the
-    /// first record made after `until` (CLOCK_MONOTONIC ns): a storm refills the ring buffer
-    /// as fast as it is read, and what comes after `until` is the normal loop's. Undecodable
-    /// records are reported at once. None when the reader went away.
+    /// Decodes what waits in the ring buffer without applying it, up to the first record made
+    /// after `until` (CLOCK_MONOTONIC ns): a storm refills the ring buffer as fast as it is
+    /// read, and what comes after `until` is the normal loop's. Undecodable records are
+    /// reported at once. None when the reader went away.
     fn collect(
         &mut self,
         ring: &mut RingBuf<MapData>,
         until: u64,
-        mut events: Vec<KernelEvent>,
     ) -> Result<Option<Vec<KernelEvent>>> {
+        let mut events = Vec::new();
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(event) => {

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 
-use super::{counters::Counters, resync::RunningResync};
+use super::counters::Counters;
 use crate::{
     allocator,
     attribution::Attribution,
@@ -56,8 +56,6 @@ pub(crate) struct Stream<W: Write> {
     /// the kernel every [`KFREE_CHECK_INTERVAL`](super::resync::KFREE_CHECK_INTERVAL).
     pub(super) kfree_unverified: bool,
     pub(super) last_resync: Option<Instant>,
-    /// The resynchronisation under way, whose inventory is taken on its own thread.
-    pub(super) resync: Option<RunningResync>,
     pub(super) free_check: FreeCheck,
     /// The engine's largest population since the allocator last gave memory back, and its
     /// population at the previous tick.
@@ -110,7 +108,6 @@ impl<W: Write> Stream<W> {
             lost_before_kfree_check: 0,
             kfree_unverified: false,
             last_resync: None,
-            resync: None,
             free_check: FreeCheck::default(),
             peak_population: 0,
             last_population: 0,
@@ -217,27 +214,8 @@ impl<W: Write> Stream<W> {
         self.write_agent(&event)
     }
 
-    /// Decodes and writes everything waiting in the ring buffer; while a resynchronisation is
-    /// under way, holds it for that instead, up to its limit.
+    /// Decodes and writes everything waiting in the ring buffer.
     pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<SinkState> {
-        if let Some(room) = self.holding() {
-            for _ in 0..room {
-                let Some(item) = ring.next() else { break };
-                match decode(&item) {
-                    Ok(event) => {
-                        if !self.is_kfree_check_record(&event) {
-                            self.hold(event);
-                        }
-                    }
-                    Err(err) => {
-                        if self.decode_error(&err)? == SinkState::ReaderGone {
-                            return Ok(SinkState::ReaderGone);
-                        }
-                    }
-                }
-            }
-            return Ok(SinkState::Open);
-        }
         while let Some(item) = ring.next() {
             if self.record(&item)? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
