@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::{
     attribution::{CgroupHierarchy, attributed_hierarchy},
     kernel, kernel_notes,
+    output::sink::write_all_quietly,
     probes::{self, Backend, Capabilities, FreeHooks, KFREE_COPIES, KfreeCallers, LoadOptions},
 };
 
@@ -96,7 +97,9 @@ pub fn run(btf_path: &Path) -> Result<()> {
         },
         kernel_notes,
     };
-    println!("{}", serde_json::to_string(&report)?);
+    let mut line = serde_json::to_vec(&report)?;
+    line.push(b'\n');
+    write_all_quietly(&mut std::io::stdout().lock(), &line).context("writing the report")?;
     let hooks_total = capabilities
         .backends
         .values()

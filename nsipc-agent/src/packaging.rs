@@ -8,7 +8,10 @@ use std::{fs, io::Write, path::Path};
 use anyhow::{Context as _, Result};
 use clap::CommandFactory as _;
 
-use crate::cli::{Cli, CompletionShell};
+use crate::{
+    cli::{Cli, CompletionShell},
+    output::sink::write_all_quietly,
+};
 
 /// The program name the pages and scripts are for.
 const BIN: &str = "nsipc-agent";
@@ -28,9 +31,7 @@ pub fn completions(shell: CompletionShell, out: &mut dyn Write) -> Result<()> {
         CompletionShell::Zsh => script(clap_complete::Shell::Zsh, BIN),
         CompletionShell::Fish => script(clap_complete::Shell::Fish, BIN),
     };
-    out.write_all(&script)
-        .and_then(|()| out.flush())
-        .context("writing the completion script")
+    write_all_quietly(out, &script).context("writing the completion script")
 }
 
 fn script(shell: clap_complete::Shell, bin: &str) -> Vec<u8> {

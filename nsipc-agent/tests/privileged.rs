@@ -407,6 +407,29 @@ fn closed_pipe_exits_quietly() {
     );
 }
 
+/// The one-shot commands into a pipe whose reader is already gone (`| head -c0`, `| true`):
+/// exit 0, no panic, no error about the pipe, as `trace` does.
+#[test]
+fn one_shot_commands_exit_quietly_into_a_closed_pipe() {
+    require_root();
+    for args in [&["check"][..], &["snapshot"], &["completions", "bash"]] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = Command::new(AGENT)
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("running the agent");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// Without root: one clear sentence naming what is missing, non-zero exit, no backtrace.
 #[test]
 fn non_root_gets_one_clear_sentence() {

@@ -124,6 +124,15 @@ impl<W: Write> Drop for JsonLines<W> {
     }
 }
 
+/// Writes a one-shot command's whole output (`check`, `completions`) to `out`; a reader that
+/// closed the pipe first (`| head -c0`, `| true`) is not an error: nobody is left to tell.
+pub fn write_all_quietly(out: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(err) if reader_gone(&err) => Ok(()),
+        result => result,
+    }
+}
+
 /// True when stdout is a pipe whose reader has closed it, even if nothing was written since:
 /// a quiet stream would otherwise only notice at its next event.
 pub fn stdout_reader_gone() -> bool {
@@ -196,6 +205,21 @@ mod tests {
         sink.write(&json!({"event": "a"})).unwrap();
         sink.flush().unwrap();
         assert_eq!(sink.get_ref(), b"{\"event\":\"a\"}\n");
+    }
+
+    #[test]
+    fn a_one_shot_output_into_a_closed_pipe_is_not_an_error() {
+        assert!(write_all_quietly(&mut ClosedPipe, b"{}\n").is_ok());
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(write_all_quietly(&mut Full, b"{}\n").is_err());
     }
 
     #[test]
