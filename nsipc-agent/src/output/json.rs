@@ -108,17 +108,7 @@ impl Fields for Line<'_> {
     type Error = Infallible;
 
     fn name(&mut self, key: Key, value: &'static str) -> Result<(), Infallible> {
-        debug_assert!(
-            value
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
-            "{value:?} needs escaping"
-        );
-        self.key(key);
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(value.as_bytes());
-        self.buf.push(b'"');
-        Ok(())
+        self.ascii(key, value)
     }
 
     fn ascii(&mut self, key: Key, value: &str) -> Result<(), Infallible> {
