@@ -21,7 +21,7 @@ mod support;
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     fs,
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     process::{ChildStdout, Stdio},
     sync::{
         Arc,
@@ -265,6 +265,29 @@ while (time < $end) {
 }
 "#;
 
+/// Holds an IPC namespace by an attachment alone: with an fd on its own namespace, it
+/// unshares (SYS_unshare = 272), makes a segment there, attaches it (SYS_shmat = 30), goes
+/// back (SYS_setns = 308), closes the fd and prints the new namespace's inum. No task, fd or
+/// mount is in the namespace any more. On a line of input it detaches (SYS_shmdt = 67), which
+/// lets the namespace go, and says `detached`; it exits at the end of its input.
+const ATTACHED_FROM_OUTSIDE_PL: &str = r#"
+$| = 1;
+open(my $home, '<', '/proc/self/ns/ipc') or die "open: $!";
+syscall(272, 0x08000000) == -1 and die "unshare: $!";
+readlink('/proc/self/ns/ipc') =~ /\[(\d+)\]/ or die "readlink: $!";
+my $inum = $1;
+my $id = shmget(0, 4096, 01600) // die "shmget: $!";
+my $addr = syscall(30, $id, 0, 0);
+$addr == -1 and die "shmat: $!";
+syscall(308, fileno($home), 0x08000000) == -1 and die "setns: $!";
+close($home);
+print "$inum\n";
+<STDIN>;
+syscall(67, $addr) == -1 and die "shmdt: $!";
+print "detached\n";
+<STDIN>;
+"#;
+
 /// A child killed when the test ends, also on failure.
 struct Killed(std::process::Child);
 
@@ -481,4 +504,69 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
     assert!(uncreated.is_empty(), "{uncreated:#?}");
     assert_eq!(replay.contradictions, Vec::<String>::new());
     assert_eq!(differences, Vec::<String>::new());
+}
+
+/// No inventory can find a namespace held only by a segment attached from another namespace
+/// (no task, fd or mount is in it), yet it lives: the resynchronisations that losses force
+/// must not declare it gone while the attachment lasts. It ends, with its segment, at the
+/// detach.
+#[test]
+fn a_namespace_held_only_by_an_attachment_outlives_resynchronisations() {
+    let mut agent = Agent::start(&["--ring-buffer-size", RING_BUFFER]);
+    let mut holder = Killed(
+        std::process::Command::new("perl")
+            .args(["-e", ATTACHED_FROM_OUTSIDE_PL])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning the holder"),
+    );
+    let mut said = BufReader::new(holder.0.stdout.take().expect("piped"));
+    let mut line = String::new();
+    said.read_line(&mut line).expect("reading the holder");
+    let inum: u64 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the holder said {line:?}"));
+    let maps = fs::read_to_string(format!("/proc/{}/maps", holder.0.id())).unwrap();
+    assert!(
+        maps.contains("/SYSV"),
+        "the holder has no segment attached:\n{maps}"
+    );
+    agent.wait_for("the held namespace's ipc_ns.create", |e| {
+        e["event"] == "ipc_ns.create" && e["ns"] == inum
+    });
+
+    let resyncs = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "agent.resync")
+            .count()
+    };
+    let before = resyncs(&agent.events);
+    let storm = msg_storm(3)
+        .stdout(Stdio::null())
+        .status()
+        .expect("running the storm");
+    assert!(storm.success(), "the storm: {storm}");
+    assert!(
+        agent.read_until(4 * WAIT, |events| resyncs(events) > before),
+        "no resynchronisation after the storm: nothing was tested"
+    );
+    let ended = |e: &Value| e["event"] == "ipc_ns.destroy" && e["ns"] == inum;
+    assert!(
+        agent.all(ended).is_empty(),
+        "a resynchronisation ended the namespace its attachment holds: {:#?}",
+        agent.all(ended)
+    );
+
+    let mut input = holder.0.stdin.take().expect("piped");
+    writeln!(input, "detach").expect("telling the holder to detach");
+    line.clear();
+    said.read_line(&mut line).expect("reading the holder");
+    assert_eq!(line, "detached\n", "the holder failed");
+    let end = agent.wait_for("the held namespace's ipc_ns.destroy", ended);
+    assert_eq!(end["reason"], "freed", "{end}");
+    assert_eq!(end["objects_destroyed"]["shm"], 1, "{end}");
+    agent.stop(libc::SIGINT);
 }

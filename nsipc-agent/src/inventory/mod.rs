@@ -20,7 +20,10 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use serde::{Serialize, Serializer};
 
-pub use self::sysvipc::{IpcPerm, ObjectDetail};
+pub use self::{
+    procfs::segment_attached,
+    sysvipc::{IpcPerm, ObjectDetail},
+};
 
 /// The name (comm) of the helper threads that enter namespaces to read their objects: the
 /// setns of any nsipc-agent's inventory (another agent's `snapshot`, say) is not a user's join.

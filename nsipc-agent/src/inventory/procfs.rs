@@ -53,6 +53,34 @@ pub(super) fn thread_ipc_ns() -> Result<u32> {
     read_ns_link(path, "ipc")?.with_context(|| format!("{} is not an ipc link", path.display()))
 }
 
+/// Whether a line of /proc/PID/maps is a SysV segment's mapping that starts at `addr`: the
+/// kernel names the segment's file `/SYSV<key>` and shows its id as the inode (ipc/shm.c:
+/// newseg, "shmid gets reported as inode# in /proc/pid/maps").
+pub(super) fn maps_line_is_segment_at(line: &str, addr: u64, id: i32) -> bool {
+    let mut fields = line.split_ascii_whitespace();
+    let start = fields
+        .next()
+        .and_then(|range| range.split_once('-'))
+        .and_then(|(start, _)| u64::from_str_radix(start, 16).ok());
+    // perms, offset, device, then the inode and the path.
+    let mut rest = fields.skip(3);
+    let inode = rest.next().and_then(|inode| inode.parse::<i64>().ok());
+    let path = rest.next().unwrap_or("");
+    start == Some(addr) && inode == Some(i64::from(id)) && path.starts_with("/SYSV")
+}
+
+/// Whether process `pid` still has segment `id` attached at `addr`. A process gone says no;
+/// one whose maps cannot be read says yes: what cannot be seen is not declared ended.
+pub fn segment_attached(pid: u32, addr: u64, id: i32) -> bool {
+    let path = PathBuf::from(format!("/proc/{pid}/maps"));
+    match fs::read_to_string(&path) {
+        Ok(maps) => maps
+            .lines()
+            .any(|line| maps_line_is_segment_at(line, addr, id)),
+        Err(err) => !vanished(&err),
+    }
+}
+
 /// `comm` and flags from /proc/PID/stat. comm sits in parentheses and may itself contain
 /// spaces and parentheses, so the fields after it are counted from the last `)`.
 pub(super) fn parse_stat(stat: &str) -> Option<(String, u64)> {
@@ -324,6 +352,27 @@ fn scan_mounts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_mapping_is_known_by_its_start_and_id() {
+        let line = "7f3a1c000000-7f3a1c100000 rw-s 00000000 00:01 32769                      /SYSV0000162e (deleted)";
+        assert!(maps_line_is_segment_at(line, 0x7f3a_1c00_0000, 32769));
+        assert!(
+            !maps_line_is_segment_at(line, 0x7f3a_1c00_0000, 32770),
+            "another id"
+        );
+        assert!(
+            !maps_line_is_segment_at(line, 0x7f3a_1c10_0000, 32769),
+            "its end"
+        );
+        let file = "7f3a1c000000-7f3a1c100000 rw-s 00000000 08:01 32769  /data/file";
+        assert!(
+            !maps_line_is_segment_at(file, 0x7f3a_1c00_0000, 32769),
+            "not a segment"
+        );
+        let anonymous = "7f3a1c000000-7f3a1c100000 rw-p 00000000 00:00 0";
+        assert!(!maps_line_is_segment_at(anonymous, 0x7f3a_1c00_0000, 0));
+    }
 
     #[test]
     fn namespace_links() {

@@ -28,7 +28,7 @@ use nsipc_common::HOST_IPC_NS_INUM;
 pub use self::events::{
     DestroyReason, JoinKind, KeyHome, Lifecycle, NsIdent, ObjectCounts, OrphanCause, Via,
 };
-pub use self::resync::{ExistingNamespace, ExistingObject};
+pub use self::resync::{ExistingNamespace, ExistingObject, Look};
 use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};
 use crate::{
     decode::{Body, ContainerRef, KernelEvent, Task},

@@ -34,6 +34,14 @@ pub struct ExistingObject {
     pub size: u64,
 }
 
+/// What an inventory found, and when it began.
+#[derive(Clone, Copy)]
+pub struct Look<'a> {
+    pub ts: u64,
+    pub namespaces: &'a [ExistingNamespace],
+    pub objects: &'a [ExistingObject],
+}
+
 /// What a resynchronisation changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResyncCounts {
@@ -187,9 +195,9 @@ impl Engine {
         }
     }
 
-    /// After lost events: makes the state equal to a fresh inventory, reporting what vanished
-    /// (`destroy` with reason `unknown`) and what appeared (`exists`) unseen, at `ts` (when the
-    /// inventory began: when the agent looked).
+    /// After lost events: makes the state equal to a fresh inventory (`look`), reporting what
+    /// vanished (`destroy` with reason `unknown`) and what appeared (`exists`) unseen, at
+    /// `look.ts` (when the inventory began: when the agent looked).
     ///
     /// `frees_only`: no record was lost since the last look, only frees may have gone unseen
     /// (skipped `kfree` runs, or a kernel whose frees the startup check did not see). A
@@ -211,15 +219,24 @@ impl Engine {
     ///
     /// A record lost after the inventory began cannot mislead this reconciliation unnoticed:
     /// its loss is counted after the counters were read for it, so another one follows.
+    ///
+    /// A namespace can live with no task, fd or mount in it, which is all an inventory finds
+    /// namespaces by: a segment of it attached by a process of another namespace holds it
+    /// (the attachment's file holds the namespace). So one the inventory misses, but where the
+    /// engine knows of an attachment that `still_attached(pid, addr, id)` confirms, lives on.
     pub fn resync(
         &mut self,
-        ts: u64,
+        look: Look,
         frees_only: bool,
-        namespaces: &[ExistingNamespace],
-        objects: &[ExistingObject],
         racing: &[KernelEvent],
+        mut still_attached: impl FnMut(u32, u64, i32) -> bool,
         out: &mut Vec<Lifecycle>,
     ) -> ResyncCounts {
+        let Look {
+            ts,
+            namespaces,
+            objects,
+        } = look;
         let mut counts = ResyncCounts::default();
         let racing = Racing::of(racing);
         // The state is made right again below, losses or not.
@@ -236,6 +253,16 @@ impl Engine {
                 (key, o.key)
             })
             .collect();
+
+        let mut held_by_attachment: HashSet<u32> = HashSet::new();
+        for (&(pid, addr), segment) in &self.attachments {
+            if !listed_ns.contains_key(&segment.ns)
+                && !held_by_attachment.contains(&segment.ns)
+                && still_attached(pid, addr, segment.id)
+            {
+                held_by_attachment.insert(segment.ns);
+            }
+        }
 
         // Namespaces first: one that ended takes all its objects with it, whatever racing
         // records say of them (those would be of the inum's next life).
@@ -256,7 +283,7 @@ impl Engine {
                 match listed_ns.get(&ident.inum) {
                     // Another life of the inum, where both ids tell.
                     Some(&id) => ident.id != 0 && id != 0 && id != ident.id,
-                    None => true,
+                    None => !held_by_attachment.contains(&ident.inum),
                 }
             })
             .map(|state| state.ident.inum)
@@ -280,8 +307,8 @@ impl Engine {
         for namespace in self.namespaces.values() {
             // Its free follows; or the inventory did not reach it (its /proc scan is not
             // atomic: a namespace held only by a process moving between namespaces can be
-            // missed) and a racing record shows it alive: there is no listing to judge its
-            // objects by.
+            // missed; one held only by attachments cannot be entered) and it lives on: there
+            // is no listing to judge its objects by.
             if racing.frees(namespace.ident) || !listed_ns.contains_key(&namespace.ident.inum) {
                 continue;
             }

@@ -82,6 +82,9 @@ struct Harness {
     engine: Engine,
     ts: u64,
     out: Vec<Lifecycle>,
+    /// Attachments (pid, address) the engine knows of that the kernel no longer has (a
+    /// process that exec'd, or whose detach the engine never saw); every other is still there.
+    unmapped: HashSet<(u32, u64)>,
 }
 
 /// A successful `unshare(CLONE_NEWIPC)` from the host's namespace.
@@ -123,6 +126,7 @@ impl Harness {
             engine,
             ts: 1_000,
             out: Vec::new(),
+            unmapped: HashSet::new(),
         }
     }
 
@@ -186,9 +190,19 @@ impl Harness {
     ) -> (ResyncCounts, Vec<Lifecycle>) {
         let mut out = Vec::new();
         self.ts += 1_000;
-        let counts = self
-            .engine
-            .resync(self.ts, frees_only, namespaces, objects, racing, &mut out);
+        let unmapped = &self.unmapped;
+        let look = Look {
+            ts: self.ts,
+            namespaces,
+            objects,
+        };
+        let counts = self.engine.resync(
+            look,
+            frees_only,
+            racing,
+            |pid, addr, _| !unmapped.contains(&(pid, addr)),
+            &mut out,
+        );
         for event in racing {
             self.engine.apply(event, &mut out);
         }

@@ -15,7 +15,7 @@ use super::{Stream, monotonic_ns};
 use crate::{
     decode::{KernelEvent, decode},
     inventory,
-    lifecycle::Lifecycle,
+    lifecycle::{Lifecycle, Look},
     names::IpcObject,
     output::agent_events::{AgentEvent, ResyncCause},
     output::inventory::Found,
@@ -106,12 +106,16 @@ impl<W: Write> Stream<W> {
         let (namespaces, objects) = inventory.existing();
         self.derived.clear();
         let frees_only = after != ResyncCause::Lost;
+        let look = Look {
+            ts: t0,
+            namespaces: &namespaces,
+            objects: &objects,
+        };
         let counts = self.engine.resync(
-            t0,
+            look,
             frees_only,
-            &namespaces,
-            &objects,
             &racing,
+            inventory::segment_attached,
             &mut self.derived,
         );
         self.counters.resync(after);

@@ -415,8 +415,11 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::inventory::{
-        FdHolder, Inventory, IpcPerm, NamespaceInfo, ObjectDetail, ObjectInfo, ProcessInfo,
+    use crate::{
+        inventory::{
+            FdHolder, Inventory, IpcPerm, NamespaceInfo, ObjectDetail, ObjectInfo, ProcessInfo,
+        },
+        lifecycle::Look,
     };
 
     /// What a resynchronisation finds is written as the startup inventory writes it: its
@@ -470,14 +473,14 @@ mod tests {
         let mut stream = Stream::new(Vec::new(), false);
         let (namespaces, objects) = inventory.existing();
         stream.derived.clear();
-        let counts = stream.engine.resync(
-            5_000,
-            false,
-            &namespaces,
-            &objects,
-            &[],
-            &mut stream.derived,
-        );
+        let look = Look {
+            ts: 5_000,
+            namespaces: &namespaces,
+            objects: &objects,
+        };
+        let counts = stream
+            .engine
+            .resync(look, false, &[], |_, _, _| true, &mut stream.derived);
         assert_eq!((counts.namespaces_found, counts.objects_found), (1, 1));
         stream
             .write_derived_found(Some(&Found::new(&inventory)))

@@ -131,6 +131,8 @@ fn a_namespace_found_gone_after_skipped_frees_was_freed_late() {
     h.get(a, IpcObject::Shm, 2, 0);
     attach(&mut h, 5, a, 0, 0x7000);
     h.rmid(a, IpcObject::Shm, 0, true);
+    // Its process exec'd (which detaches unseen): nothing holds the namespace any more.
+    h.unmapped.insert((5, 0x7000));
     let (counts, out) = h.resync_after_skipped_frees(&[listed_ns(HOST_IPC_NS_INUM, 0)], &[]);
     assert_eq!(
         Harness::names(&out),
@@ -156,6 +158,31 @@ fn a_namespace_found_gone_after_skipped_frees_was_freed_late() {
     };
     assert_eq!((destroyed.msg, destroyed.shm), (1, 0), "teardown counts");
     assert_eq!((counts.namespaces_gone, counts.objects_gone), (1, 2));
+    assert_eq!(h.engine.live_counts(), (1, 0));
+}
+
+/// A namespace with no task in it, held only by a segment a process of another namespace
+/// attached (it joined, attached, and left; then the namespace's last task exited): no
+/// inventory can find it, yet it lives. It is not declared gone while the process still has
+/// the segment mapped; once it has not, it is.
+#[test]
+fn a_namespace_held_only_by_an_attachment_outlives_an_inventory() {
+    let mut h = Harness::new();
+    let b = ns(NS_B, 43);
+    h.unshare(5, b);
+    h.get(b, IpcObject::Shm, 2, 0);
+    attach(&mut h, 7, b, 0, 0x7000);
+    let host_only = [listed_ns(HOST_IPC_NS_INUM, 0)];
+    for frees_only in [true, false] {
+        let (counts, out) = h.reconcile(frees_only, &host_only, &[], &[]);
+        assert!(out.is_empty(), "frees_only {frees_only}: {out:?}");
+        assert_eq!(counts, ResyncCounts::default());
+        assert_eq!(h.engine.live_counts(), (2, 1));
+    }
+    h.unmapped.insert((7, 0x7000));
+    let (counts, out) = h.resync_after_skipped_frees(&host_only, &[]);
+    assert_eq!(Harness::names(&out), ["shm.destroy", "ipc_ns.destroy"]);
+    assert_eq!((counts.namespaces_gone, counts.objects_gone), (1, 1));
     assert_eq!(h.engine.live_counts(), (1, 0));
 }
 
