@@ -30,7 +30,15 @@ pub(super) struct Cell {
     /// Earlier runs of the cell in which the kernel crashed (it was run again): each crash's
     /// first console line and that run's log.
     pub(super) crashed_before: Vec<(String, PathBuf)>,
+    /// A VM killed at its timeout whose guest had stopped running long before (its heartbeat
+    /// stopped): how, for the matrix.
+    pub(super) stalled: Option<String>,
 }
+
+/// How often the guest's heartbeat comes (the `sleep` in the initramfs's /init), and how long
+/// without one, before qemu is killed, means that the guest had stopped running: a kernel
+/// stuck with interrupts off, which no watchdog reports under TCG (there is no NMI).
+const HEARTBEAT_SILENCE: Duration = Duration::from_secs(60);
 
 /// Runs of a VM cell at most, while its kernel crashes.
 const RUNS_WHILE_CRASHING: usize = 3;
@@ -40,8 +48,10 @@ const RUNS_WHILE_CRASHING: usize = 3;
 /// and what follows says nothing of the agent. Seen here: 6.12's rethook jumping to address 0
 /// while kretprobes were detached mid-syscall; an `int3` oops in kfree while another vCPU
 /// patched kfree's tracepoint in or out (twice in a row once, the second at 7 s of uptime);
-/// the console silent after the BIOS. The matrix shows each retry and where the crashed
-/// run's log is; a cell whose kernel crashes every time fails.
+/// the console silent after the BIOS; the guest stopping (its heartbeat too) in the middle
+/// of the differential test, with nothing on the console, until the cell's timeout (5.10,
+/// fentry). The matrix shows each retry and where the crashed run's log is; a cell whose
+/// kernel crashes every time fails.
 pub(super) fn run_in_vm_until_it_does_not_crash(
     kernel: &Kernel,
     initramfs: &Path,
@@ -61,6 +71,7 @@ pub(super) fn run_in_vm_until_it_does_not_crash(
             Some(crash) => crash.to_owned(),
             // Seen once: the console silent after the BIOS until the cell's timeout.
             None if cell.outcome.release.is_none() => "init never started".to_owned(),
+            None if cell.stalled.is_some() => cell.stalled.take().expect("checked"),
             None => {
                 cell.crashed_before = crashed_before;
                 return Ok(cell);
@@ -118,6 +129,7 @@ pub(super) fn run_on_host(
         elapsed: started.elapsed(),
         log: log_path,
         crashed_before: Vec::new(),
+        stalled: None,
     })
 }
 
@@ -138,6 +150,7 @@ fn run_in_vm(
     );
     let log =
         File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let heartbeat = log_path.with_extension("heartbeat");
     let started = Instant::now();
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1G"])
@@ -148,7 +161,17 @@ fn run_in_vm(
         // most), not the default 20 s, which a TCG vCPU left unscheduled by the host can pass
         // while doing nothing wrong (seen once here: a soft lockup at 28 s of uptime in
         // syscall_trace_enter).
-        .args(["-nographic", "-nic", "none", "-no-reboot"])
+        .args([
+            "-nographic",
+            "-nic",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "mon:stdio",
+        ])
+        // The guest's heartbeat, on its second serial port.
+        .arg("-serial")
+        .arg(format!("file:{}", heartbeat.display()))
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
@@ -168,10 +191,26 @@ fn run_in_vm(
     let status = run_logged(&mut qemu, &log, options.timeout)?;
     drop(log);
     let mut outcome = parse_log(&read_log(&log_path)?, &built.tests);
+    let mut stalled = None;
     match status {
-        None => outcome
-            .problems
-            .push(format!("qemu killed after {:?}", options.timeout)),
+        None => {
+            outcome
+                .problems
+                .push(format!("qemu killed after {:?}", options.timeout));
+            let last_beat = fs::read_to_string(&heartbeat)
+                .ok()
+                .and_then(|beats| last_heartbeat(&beats));
+            if let Some(uptime) = last_beat
+                && started.elapsed().saturating_sub(uptime) > HEARTBEAT_SILENCE
+            {
+                let how = format!(
+                    "the guest stopped running at {:.0}s of uptime (its heartbeat stopped)",
+                    uptime.as_secs_f64()
+                );
+                outcome.problems.push(how.clone());
+                stalled = Some(how);
+            }
+        }
         Some(status) if !status.success() => {
             outcome.problems.push(format!("qemu exited with {status}"));
         }
@@ -190,7 +229,18 @@ fn run_in_vm(
         elapsed: started.elapsed(),
         log: log_path,
         crashed_before: Vec::new(),
+        stalled,
     })
+}
+
+/// The uptime of the last heartbeat the guest wrote (one `/proc/uptime` seconds figure a
+/// line); `None` when there is none.
+fn last_heartbeat(beats: &str) -> Option<Duration> {
+    beats
+        .lines()
+        .filter_map(|line| line.trim().parse::<f64>().ok())
+        .next_back()
+        .map(Duration::from_secs_f64)
 }
 
 /// Runs `cmd` with stdout and stderr going to `log`, killing it after `timeout` (then None).
@@ -226,4 +276,22 @@ fn exit_code(status: ExitStatus) -> i32 {
 fn read_log(path: &Path) -> Result<String> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_heartbeat_is_the_last_whole_figure() {
+        assert_eq!(
+            last_heartbeat("5.21\r\n10.40\r\n15.6"),
+            Some(Duration::from_secs_f64(15.6))
+        );
+        assert_eq!(
+            last_heartbeat("5.21\r\n10.4x"),
+            Some(Duration::from_secs_f64(5.21))
+        );
+        assert_eq!(last_heartbeat(""), None);
+    }
 }

@@ -44,6 +44,9 @@ cd /tmp
 # NSIPC_BACKEND comes from the kernel command line (unknown name=value parameters become
 # init's environment).
 echo "NSIPC-MATRIX kernel=$(uname -r) backend=$NSIPC_BACKEND"
+# The heartbeat: the uptime every few seconds on the second serial port (a file on the host),
+# so that a cell killed at its timeout tells a guest that stopped running from a test that hung.
+(while sleep 5; do read uptime idle < /proc/uptime; echo "$uptime"; done > /dev/ttyS1) &
 for test in /nsipc-tests/*; do
     echo "NSIPC-MATRIX begin=${test##*/}"
     "$test" --test-threads=1 --show-output
