@@ -57,10 +57,10 @@ enum Task {
     /// Regenerate docs/events.schema.json, the JSON Schema of every line the agent writes,
     /// from the agent's own line writers; then check that docs/events.md documents what it has.
     Schema,
-    /// Run the privileged tests on the host's kernel and, under qemu, on Debian's newest 6.1
-    /// and 6.12 cloud kernels; print a kernel × backend matrix (needs root for the host).
+    /// Run the privileged tests on the host's kernel and, under qemu, on Debian's newest 5.10,
+    /// 6.1 and 6.12 cloud kernels; print a kernel × backend matrix (needs root for the host).
     VmTest {
-        /// Only these kernels: `host` and/or the series `6.1`, `6.12` (default: all).
+        /// Only these kernels: `host` and/or the series `5.10`, `6.1`, `6.12` (default: all).
         #[arg(long, value_delimiter = ',')]
         kernels: Vec<String>,
         /// Only these backends: `tracepoint`, `kprobe`, `fentry`, `auto` (default: every
