@@ -566,7 +566,21 @@ fn a_namespace_held_only_by_an_attachment_outlives_resynchronisations() {
     said.read_line(&mut line).expect("reading the holder");
     assert_eq!(line, "detached\n", "the holder failed");
     let end = agent.wait_for("the held namespace's ipc_ns.destroy", ended);
-    assert_eq!(end["reason"], "freed", "{end}");
-    assert_eq!(end["objects_destroyed"]["shm"], 1, "{end}");
+    match end["reason"].as_str() {
+        Some("freed") => assert_eq!(end["objects_destroyed"]["shm"], 1, "{end}"),
+        // A resynchronisation still due after the storm's losses may look between the
+        // detach and the namespace's free (an RCU grace period and a work item later): it
+        // finds it gone and says so, `unknown`, in its batch (docs/events.md).
+        Some("unknown") => assert!(
+            agent.read_until(WAIT, |events| {
+                let at = events.iter().position(ended).expect("seen");
+                events[at..]
+                    .iter()
+                    .any(|e| e["event"] == "agent.resync" && e["after"] == "lost")
+            }),
+            "an `unknown` end outside a resynchronisation after losses: {end}"
+        ),
+        _ => panic!("{end}"),
+    }
     agent.stop(libc::SIGINT);
 }
