@@ -61,17 +61,18 @@ pub enum Command {
         curl -s http://127.0.0.1:9464/metrics | grep '^nsipc_ipc_objects'")]
     Trace(TraceArgs),
 
-    /// Print every live IPC namespace and the SysV IPC objects inside it, then exit (needs
-    /// root).
+    /// Print every live IPC namespace and the SysV IPC objects and POSIX message queues
+    /// inside it, then exit (needs root).
     ///
     /// Namespaces are found through whatever holds them: a thread in them, an open namespace
     /// fd, or a bind mount of one (which `lsns` misses). One `ipc_ns.exists` line per
     /// namespace comes first, then one `msg.exists`, `shm.exists` or `sem.exists` line per
-    /// object.
+    /// object, then one `mqueue.exists` line per POSIX message queue.
     #[command(after_help = "Examples:\n  \
         sudo nsipc-agent snapshot   # on a terminal: one line per namespace and object\n  \
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"ipc_ns.exists\") | {ns, pids: [.processes[].pid], held_by}'\n  \
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"shm.exists\" and .nattch > 0) | {ns, id, key, size}'\n  \
+        sudo nsipc-agent snapshot | jq -c 'select(.event == \"mqueue.exists\") | {ns, name, curmsgs, maxmsg}'\n  \
         sudo nsipc-agent snapshot | jq -c 'select(.event == \"ipc_ns.exists\" and (.processes | length) == 0)'   # held only by fds or mounts\n  \
         sudo nsipc-agent snapshot | jq -s 'map(select(has(\"key\"))) | group_by(.ns) | map({ns: .[0].ns, objects: length})'\n\n\
         The events are documented in docs/events.md.")]

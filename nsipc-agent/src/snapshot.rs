@@ -1,5 +1,6 @@
 //! `nsipc-agent snapshot`: the inventory as JSON Lines, then exit. `ipc_ns.exists` per
-//! namespace, then `msg.exists` / `shm.exists` / `sem.exists` per object (docs/events.md).
+//! namespace, then `msg.exists` / `shm.exists` / `sem.exists` per object, then
+//! `mqueue.exists` per POSIX message queue (docs/events.md).
 //! Collecting is [`inventory`]'s; writing the lines is [`output::inventory`]'s.
 
 use std::io;
@@ -13,13 +14,19 @@ use crate::{
 
 pub fn run(format: Format) -> Result<()> {
     kernel::check_inventory_privileges("snapshot")?;
-    let inventory = inventory::take_inventory()?;
+    let inventory = inventory::take_snapshot()?;
     output::inventory::write(&inventory, io::stdout().lock(), format)
         .context("writing to stdout")?;
     if !inventory.unreadable.is_empty() {
         eprintln!(
             "nsipc-agent: warning: {}",
             unreadable_warning(&inventory.unreadable)
+        );
+    }
+    for (inum, why) in &inventory.mqueues_unlisted {
+        eprintln!(
+            "nsipc-agent: warning: the POSIX message queues of IPC namespace {inum} are not \
+             listed: {why}"
         );
     }
     Ok(())

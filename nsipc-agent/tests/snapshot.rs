@@ -438,3 +438,105 @@ fn without_cap_sys_admin_one_clear_sentence() {
         );
     }
 }
+
+/// What the kernel says of POSIX queue `name` of the namespace at `ns_path`: its queue file's
+/// text and its mode, read through an mqueue mount made inside the namespace, in a mount
+/// namespace of its own (so the mount goes away with it).
+fn kernel_mqueue(ns_path: &str, name: &str) -> (String, u32) {
+    let out = sh(&format!(
+        "nsenter --ipc={ns_path} unshare --mount sh -c \
+         'mount -t mqueue none /mnt && cat /mnt/{name} && echo && stat -c %a /mnt/{name}'"
+    ));
+    let mut lines = out.lines();
+    let status = lines.next().expect("the queue file").to_owned();
+    let mode = lines
+        .last()
+        .and_then(|mode| u32::from_str_radix(mode.trim(), 8).ok())
+        .unwrap_or_else(|| panic!("no mode in {out:?}"));
+    (status, mode)
+}
+
+/// POSIX message queues: each IPC namespace has its own. The same name in two namespaces, one
+/// queue with attributes given and a message in it, the other with the namespace's defaults,
+/// and neither in this test's namespace: one `mqueue.exists` each, in its namespace, with the
+/// size, mode and attributes the kernel gives it.
+#[test]
+fn posix_queues_are_listed_in_their_namespaces() {
+    require_root();
+    let a = Holder::spawn("unshare", &["--ipc", "sleep", "60"]);
+    let b = Holder::spawn("unshare", &["--ipc", "sleep", "60"]);
+    let (ns_a, ns_b) = (a.wait_for_own_namespace(), b.wait_for_own_namespace());
+    let (path_a, path_b) = (
+        format!("/proc/{}/ns/ipc", a.pid()),
+        format!("/proc/{}/ns/ipc", b.pid()),
+    );
+    let name = format!("nsipc-test-{}", std::process::id());
+    // SYS_mq_open = 240 takes the name without its '/'; O_CREAT | O_RDWR; a struct mq_attr of
+    // 8 longs (flags, maxmsg, msgsize, curmsgs, reserved) or NULL; SYS_mq_timedsend = 242.
+    sh(&format!(
+        "nsenter --ipc={path_a} perl -e '
+            my ($name, $attr, $message) = (q({name}), pack(q(q8), 0, 4, 64), q(hello));
+            my $fd = syscall(240, $name, 0102, 0640, $attr);
+            $fd >= 0 or die qq(mq_open $!);
+            syscall(242, $fd, $message, 5, 0, 0) == 0 or die qq(mq_timedsend $!)'"
+    ));
+    sh(&format!(
+        "nsenter --ipc={path_b} perl -e '
+            my $name = q({name});
+            syscall(240, $name, 0102, 0600, 0) >= 0 or die qq(mq_open $!)'"
+    ));
+    let default_maxmsg: u64 = sh(&format!(
+        "nsenter --ipc={path_b} cat /proc/sys/fs/mqueue/msg_default"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    let default_msgsize: u64 = sh(&format!(
+        "nsenter --ipc={path_b} cat /proc/sys/fs/mqueue/msgsize_default"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+
+    let snap = Snapshot::take();
+    let queues: Vec<&Value> = snap
+        .lines
+        .iter()
+        .filter(|l| l["event"] == "mqueue.exists" && l["name"] == format!("/{name}"))
+        .collect();
+    let namespaces: BTreeSet<u64> = queues.iter().map(|q| q["ns"].as_u64().unwrap()).collect();
+    assert_eq!(
+        namespaces,
+        BTreeSet::from([ns_a, ns_b]),
+        "one queue in each namespace, none elsewhere: {queues:#?}"
+    );
+    let queue_in = |ns| *queues.iter().find(|q| q["ns"] == ns).unwrap();
+    for (ns, path, mode, maxmsg, msgsize, curmsgs) in [
+        (ns_a, &path_a, 0o640, 4, 64, 1),
+        (ns_b, &path_b, 0o600, default_maxmsg, default_msgsize, 0),
+    ] {
+        let queue = queue_in(ns);
+        let (status, kernel_mode) = kernel_mqueue(path, &name);
+        assert_eq!(kernel_mode, mode, "the kernel's mode: {status}");
+        assert_eq!(field(queue, "mode"), i64::from(mode), "{queue}");
+        assert_eq!(queue["mode_octal"], format!("{mode:o}"), "{queue}");
+        assert_eq!(queue["uid"], 0, "{queue}");
+        let qsize = status
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("QSIZE:"))
+            .and_then(|size| size.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no QSIZE in {status:?}"));
+        assert_eq!(queue["qsize"], qsize, "{queue} against {status:?}");
+        assert_eq!(queue["maxmsg"], maxmsg, "{queue}");
+        assert_eq!(queue["msgsize"], msgsize, "{queue}");
+        assert_eq!(queue["curmsgs"], curmsgs, "{queue}");
+        assert_eq!(queue["notify_pid"], 0, "{queue}");
+        assert_eq!(queue["ns_id"], snap.namespace(ns)["ns_id"], "{queue}");
+    }
+    assert_eq!(field(queue_in(ns_a), "qsize"), 5, "one 5-byte message");
+    assert!(
+        snap.stderr.is_empty() || !snap.stderr.contains("message queues"),
+        "{}",
+        snap.stderr
+    );
+}

@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, anyhow, ensure};
 
 use super::{
     ObjectDetail,
+    mqueue::{MqueueInfo, read_mqueues_here},
     procfs::{thread_ipc_ns, vanished},
     sysvipc::{self, IpcPerm},
 };
@@ -94,6 +95,8 @@ pub(super) struct Read {
     pub objects: Vec<(IpcPerm, ObjectDetail)>,
     /// `None` when its /proc/sys files could not be read (the objects still are).
     pub limits: Option<Limits>,
+    /// Its POSIX message queues, when asked for: or why they could not be listed.
+    pub mqueues: Option<Result<Vec<MqueueInfo>>>,
 }
 
 /// Reads the namespace's `/proc/sysvipc/*` on a helper thread that joins it with setns and
@@ -107,10 +110,17 @@ pub(super) struct Read {
 /// that completes each segment's listing its `struct shmid_kernel *` (the probes keep what
 /// the agent's own calls teach them, and record none of those calls). Tested by
 /// tests/lifecycle.rs `what_existed_before_start_is_seen_dying`.
-pub(super) fn read_objects_in(ns: File, inum: u32) -> Result<Read> {
+///
+/// With `mqueues`, it lists the namespace's POSIX message queues too ([`read_mqueues_here`]).
+pub(super) fn read_objects_in(
+    ns: File,
+    inum: u32,
+    ns_id: Option<u64>,
+    mqueues: bool,
+) -> Result<Read> {
     thread::Builder::new()
         .name(super::HELPER_THREAD_NAME.to_owned())
-        .spawn(move || read_here_after_setns(ns, inum))
+        .spawn(move || read_here_after_setns(ns, inum, ns_id, mqueues))
         .context("starting a thread to enter the namespace")?
         .join()
         .map_err(|_| anyhow!("the thread reading the namespace panicked"))?
@@ -130,7 +140,7 @@ fn join_on_this_thread(ns: File, inum: u32) -> Result<()> {
     Ok(())
 }
 
-fn read_here_after_setns(ns: File, inum: u32) -> Result<Read> {
+fn read_here_after_setns(ns: File, inum: u32, ns_id: Option<u64>, mqueues: bool) -> Result<Read> {
     join_on_this_thread(ns, inum)?;
     let seen_at = SystemTime::now();
     let mut objects = Vec::new();
@@ -149,6 +159,7 @@ fn read_here_after_setns(ns: File, inum: u32) -> Result<Read> {
         seen_at,
         objects,
         limits: read_limits_here().ok(),
+        mqueues: mqueues.then(|| read_mqueues_here(inum, ns_id, SystemTime::now())),
     })
 }
 

@@ -8,6 +8,7 @@
 //! files show the namespace of the thread that opens them); the calling thread never moves.
 
 mod enter;
+pub(crate) mod mqueue;
 mod procfs;
 mod sysvipc;
 
@@ -21,6 +22,7 @@ use anyhow::{Context as _, Result, ensure};
 use serde::{Serialize, Serializer};
 
 pub use self::{
+    mqueue::MqueueInfo,
     procfs::segment_attached,
     sysvipc::{IpcPerm, ObjectDetail},
 };
@@ -42,6 +44,11 @@ pub struct Inventory {
     /// Processes whose /proc entries this process may not read (EACCES/EPERM: e.g. one with
     /// capabilities this one lacks, or under an LSM). A namespace held only by them is missing.
     pub unreadable: Vec<u32>,
+    /// POSIX message queues by namespace and name ([`take_snapshot`] only: `trace` does not
+    /// follow them yet).
+    pub mqueues: Vec<MqueueInfo>,
+    /// Namespaces whose queues could not be listed, and why.
+    pub mqueues_unlisted: Vec<(u32, String)>,
 }
 
 /// One live IPC namespace and what holds it. Kernel threads (all in the host namespace) are
@@ -158,6 +165,15 @@ impl Inventory {
 /// Scans /proc for IPC namespaces and reads the objects in each. Needs CAP_SYS_ADMIN (setns)
 /// and the right to read every process's /proc entries (root).
 pub fn take_inventory() -> Result<Inventory> {
+    take(false)
+}
+
+/// [`take_inventory`], and the POSIX message queues of each namespace (`snapshot`).
+pub fn take_snapshot() -> Result<Inventory> {
+    take(true)
+}
+
+fn take(with_mqueues: bool) -> Result<Inventory> {
     // The calling thread must end where it started: only helper threads join namespaces.
     let home = procfs::thread_ipc_ns().context("reading this thread's IPC namespace")?;
 
@@ -165,6 +181,8 @@ pub fn take_inventory() -> Result<Inventory> {
     let scan = procfs::scan().context("scanning /proc for IPC namespaces")?;
     let mut namespaces = Vec::new();
     let mut objects = Vec::new();
+    let mut mqueues = Vec::new();
+    let mut mqueues_unlisted = Vec::new();
     for (inum, found) in scan.namespaces {
         // The namespace can die between the scan and here (its holders went away): skip it.
         let sources = found.sources.iter().chain(&found.mount_sources);
@@ -172,8 +190,13 @@ pub fn take_inventory() -> Result<Inventory> {
             continue;
         };
         let ns_id = enter::namespace_id(&ns);
-        let read = enter::read_objects_in(ns, inum)
+        let read = enter::read_objects_in(ns, inum, ns_id, with_mqueues)
             .with_context(|| format!("reading the SysV IPC objects of IPC namespace {inum}"))?;
+        match read.mqueues {
+            Some(Ok(found)) => mqueues.extend(found),
+            Some(Err(err)) => mqueues_unlisted.push((inum, format!("{err:#}"))),
+            None => {}
+        }
         objects.extend(read.objects.into_iter().map(|(perm, detail)| ObjectInfo {
             ns: inum,
             ns_id,
@@ -203,6 +226,8 @@ pub fn take_inventory() -> Result<Inventory> {
         namespaces,
         objects,
         unreadable: scan.unreadable,
+        mqueues,
+        mqueues_unlisted,
     })
 }
 

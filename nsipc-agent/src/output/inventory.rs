@@ -1,6 +1,7 @@
 //! The inventory's lines: `ipc_ns.exists` per namespace, then `msg.exists` / `shm.exists` /
 //! `sem.exists` per object (docs/events.md), for `snapshot` and for `trace` at start and at a
-//! resynchronisation. What they say is collected by [`crate::inventory`].
+//! resynchronisation; then, in `snapshot`, `mqueue.exists` per POSIX message queue. What they
+//! say is collected by [`crate::inventory`].
 
 use std::{
     collections::HashMap,
@@ -11,7 +12,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{
     containers::{Container, MetadataRoots, container_of_cgroup},
-    inventory::{FdHolder, Inventory, MountHolder, NamespaceInfo, ObjectDetail, ObjectInfo},
+    inventory::{
+        FdHolder, Inventory, MountHolder, MqueueInfo, NamespaceInfo, ObjectDetail, ObjectInfo,
+    },
     lifecycle::Lifecycle,
     names::IpcObject,
     output::{
@@ -57,6 +60,15 @@ pub fn write_lines<W: Write>(
         .objects
         .iter()
         .map(|object| ObjectJson(object, generation(object.ns)))
+    {
+        if sink.write(&line)? == SinkState::ReaderGone {
+            return Ok(SinkState::ReaderGone);
+        }
+    }
+    for line in inventory
+        .mqueues
+        .iter()
+        .map(|queue| MqueueJson(queue, generation(queue.ns)))
     {
         if sink.write(&line)? == SinkState::ReaderGone {
             return Ok(SinkState::ReaderGone);
@@ -321,6 +333,72 @@ impl ObjectJson<'_> {
 }
 
 impl Serialize for ObjectJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.fields(&mut SerdeFields(&mut map))?;
+        map.end()
+    }
+}
+
+/// A POSIX message queue, and the `ns_gen` to write where its namespace has no `ns_id`.
+pub struct MqueueJson<'a>(&'a MqueueInfo, Option<u32>);
+
+impl MqueueJson<'_> {
+    /// The line's fields, the same through [`Line`] (what the sink writes) and serde.
+    fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
+        let queue = self.0;
+        f.name(key!("event"), "mqueue.exists")?;
+        f.time(key!("time"), queue.seen_at)?;
+        put_ns(f, NS, queue.ns, queue.ns_id, self.1)?;
+        f.lossy(key!("name"), queue.name.as_bytes())?;
+        f.uint(key!("uid"), queue.uid.into())?;
+        f.uint(key!("gid"), queue.gid.into())?;
+        put_mode(f, queue.mode)?;
+        f.uint(key!("qsize"), queue.qsize)?;
+        f.uint(key!("notify_pid"), queue.notify_pid.into())?;
+        if let Some(attr) = queue.attr {
+            f.uint(key!("maxmsg"), attr.maxmsg)?;
+            f.uint(key!("msgsize"), attr.msgsize)?;
+            f.uint(key!("curmsgs"), attr.curmsgs)?;
+        }
+        Ok(())
+    }
+}
+
+impl EventLine for MqueueJson<'_> {
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        let mut line = Line::start(buf);
+        let Ok(()) = self.fields(&mut line);
+        line.end();
+        Ok(())
+    }
+
+    fn pretty(&self, line: &mut PrettyLine<'_>) {
+        let queue = self.0;
+        line.head(&Head {
+            time: queue.seen_at,
+            kind: "mqueue.exists",
+            tone: Tone::Plain,
+            ns: Some(queue.ns),
+            who: Who::Nobody,
+            task: None,
+        });
+        line.text("name", queue.name.as_bytes())
+            .mode(queue.mode)
+            .uint("uid", queue.uid.into());
+        if let Some(attr) = queue.attr {
+            line.uint("curmsgs", attr.curmsgs)
+                .uint("maxmsg", attr.maxmsg)
+                .uint("msgsize", attr.msgsize);
+        }
+        line.uint("qsize", queue.qsize);
+        if queue.notify_pid != 0 {
+            line.uint("notify_pid", queue.notify_pid.into());
+        }
+    }
+}
+
+impl Serialize for MqueueJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         self.fields(&mut SerdeFields(&mut map))?;

@@ -22,8 +22,8 @@ use crate::{
     containers::{Container, Pod, Runtime},
     decode::{Body, ContainerRef, KernelEvent, SysResult, Task},
     inventory::{
-        FdHolder, Inventory, IpcPerm, MountHolder, NamespaceInfo, ObjectDetail, ObjectInfo,
-        ProcessInfo,
+        FdHolder, Inventory, IpcPerm, MountHolder, MqueueInfo, NamespaceInfo, ObjectDetail,
+        ObjectInfo, ProcessInfo, mqueue::MqueueAttr,
     },
     lifecycle::{
         DestroyReason, JoinKind, KeyHome, Lifecycle, NsIdent, ObjectCounts, OrphanCause, Via,
@@ -734,6 +734,25 @@ fn inventory_lines(out: &mut Vec<String>) {
             perm(2, -5, 0o600),
         ));
     }
+    // `snapshot`'s queues: with attributes and a notified process, and without (the queue
+    // went away between its listing and its opening).
+    let mqueue = |ns, ns_id, attr: Option<MqueueAttr>| MqueueInfo {
+        ns,
+        ns_id,
+        seen_at: at,
+        name: "/jobs".into(),
+        uid: 1000,
+        gid: 100,
+        mode: 0o640,
+        qsize: attr.map_or(0, |_| 129),
+        notify_pid: attr.map_or(0, |_| 42),
+        attr,
+    };
+    let attr = MqueueAttr {
+        maxmsg: 10,
+        msgsize: 8192,
+        curmsgs: 2,
+    };
     let inventory = Inventory {
         namespaces: vec![
             namespace(4026532177, Some(4105), true),
@@ -742,6 +761,11 @@ fn inventory_lines(out: &mut Vec<String>) {
         ],
         objects,
         unreadable: Vec::new(),
+        mqueues: vec![
+            mqueue(4026532177, Some(4105), Some(attr)),
+            mqueue(4026532178, None, None),
+        ],
+        mqueues_unlisted: Vec::new(),
     };
     let mut buf = Vec::new();
     {

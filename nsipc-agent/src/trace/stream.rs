@@ -469,6 +469,8 @@ mod tests {
                 },
             }],
             unreadable: Vec::new(),
+            mqueues: Vec::new(),
+            mqueues_unlisted: Vec::new(),
         };
         let mut stream = Stream::new(Vec::new(), false);
         let (namespaces, objects) = inventory.existing();

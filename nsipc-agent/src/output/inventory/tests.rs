@@ -96,6 +96,8 @@ fn namespaces_then_objects_with_their_fields() {
             object(ObjectDetail::Sem { nsems: 3 }, perm(2, -5, 0o600)),
         ],
         unreadable: vec![1],
+        mqueues: Vec::new(),
+        mqueues_unlisted: Vec::new(),
     };
     let lines = lines(&inventory);
     assert_eq!(lines.len(), 4);
@@ -227,6 +229,8 @@ fn the_human_view_has_a_line_per_namespace_and_object() {
             object(ObjectDetail::Sem { nsems: 3 }, perm(2, 0, 0o44)),
         ],
         unreadable: Vec::new(),
+        mqueues: Vec::new(),
+        mqueues_unlisted: Vec::new(),
     };
     assert_eq!(
         pretty_lines(&inventory),
@@ -269,6 +273,8 @@ fn absent_optional_fields_are_left_out() {
             },
         }],
         unreadable: Vec::new(),
+        mqueues: Vec::new(),
+        mqueues_unlisted: Vec::new(),
     };
     let lines = lines(&inventory);
     assert!(lines[0].get("ns_id").is_none());
@@ -302,6 +308,8 @@ fn trace_lines_carry_the_generation_where_there_is_no_ns_id() {
             detail: ObjectDetail::Sem { nsems: 1 },
         }],
         unreadable: Vec::new(),
+        mqueues: Vec::new(),
+        mqueues_unlisted: Vec::new(),
     };
     let mut out = Vec::new();
     let mut sink = JsonLines::new(&mut out);
