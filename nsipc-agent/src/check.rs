@@ -71,6 +71,8 @@ pub fn run(btf_path: &Path) -> Result<()> {
         ring_buffer_bytes: CHECK_RING_BUFFER_BYTES,
         backend: None,
         cgroup_hierarchy: -1,
+        // Every hook is tried, the activity ones included.
+        activity: true,
     })?;
     let hooks = capabilities.auto();
     let backend = hooks.values().min().copied();

@@ -167,7 +167,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     // SAFETY: the length is checked and every bit pattern is a valid `Record` (plain integers);
     // read_unaligned copies, so the source alignment does not matter.
     let record: Record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Record>()) };
-    let kind = EventKind::from_u32(record.kind).ok_or(DecodeError::UnknownKind(record.kind))?;
+    let kind = EventKind::from_record(record.kind).ok_or(DecodeError::UnknownKind(record.kind))?;
     let args: [u64; RECORD_ARGS] = record.args;
     let result = sys_result(record.ret);
     // Syscall arguments arrive as 8-byte slots; `int` arguments are the low 32 bits.
@@ -259,6 +259,9 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             cgroup: args[0],
             container: ContainerRef::NONE,
         },
+        EventKind::MsgSend | EventKind::MsgReceive | EventKind::SemOp => {
+            unreachable!("from_record gives no activity kind")
+        }
     };
     Ok(KernelEvent {
         ts_ns: record.ts_ns,

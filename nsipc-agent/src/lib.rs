@@ -4,6 +4,7 @@
 //! `nsipc-bench` (feature `bench`), the commands `cargo xtask bench` drives, which the shipped
 //! binary does not carry.
 
+mod activity;
 #[cfg(any(test, feature = "bench"))]
 mod alloc_count;
 mod allocator;
@@ -82,6 +83,7 @@ pub fn main() -> ExitCode {
                     backend: args.backend.wanted(),
                     format,
                     metrics_addr: args.metrics_addr,
+                    activity_interval: args.activity_interval,
                 })
                 .await
             }

@@ -28,7 +28,7 @@ const RACING_RECORDS: usize = 16;
 /// Ids the ABI defines, found by asking it (a little past the highest, so new kinds count too).
 fn known_kind() -> impl Strategy<Value = u32> + Clone {
     (0u32..=32).prop_filter("a kind the ABI defines", |&k| {
-        EventKind::from_u32(k).is_some()
+        EventKind::from_record(k).is_some()
     })
 }
 
@@ -298,7 +298,7 @@ fn expected_decode(bytes: &[u8]) -> Result<(), DecodeError> {
         return Err(DecodeError::BadLength(bytes.len()));
     }
     let kind = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
-    EventKind::from_u32(kind)
+    EventKind::from_record(kind)
         .map(drop)
         .ok_or(DecodeError::UnknownKind(kind))
 }

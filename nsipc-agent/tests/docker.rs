@@ -254,7 +254,8 @@ fn the_story_with(engine: Engine) {
     let [queue, segment, sems, exec_queue, host_queue, restart_queue] =
         [1, 2, 3, 4, 5, 6].map(|salt| unique_key(engine.key_salt + salt).to_string());
 
-    let mut agent = Agent::start(&[]);
+    // Activity reports every second: the producer → consumer traffic is in the story.
+    let mut agent = Agent::start(&["--activity-interval", "1"]);
     let ready = agent.events.last().unwrap().clone();
     assert!(
         ready["cgroup_hierarchy"].is_string(),
@@ -467,6 +468,28 @@ fn the_story_with(engine: Engine) {
         shared["ns_containers"][0]["id"].as_str(),
         Some(producer_id.as_str())
     );
+
+    // The message the producer's sysvtool sent ("hello", 5 bytes) is the one the consumer
+    // received: one flow from the producer container to the consumer container.
+    let flow = one("producer → consumer flow", &|e| {
+        e["event"] == "ipc.flow" && key_is(&e["via"], &queue)
+    });
+    assert_eq!(
+        flow["from"]["container"]["id"],
+        producer_id.as_str(),
+        "{flow}"
+    );
+    assert_eq!(flow["from"]["comm"], "sysvtool", "{flow}");
+    assert_eq!(
+        flow["to"]["container"]["id"],
+        consumer_id.as_str(),
+        "{flow}"
+    );
+    assert_eq!(
+        (flow["messages"].as_u64(), flow["bytes"].as_u64()),
+        (Some(1), Some(5))
+    );
+    assert!(in_producer_ns(&flow["via"]), "{flow}");
 
     // docker exec: runc joins before it moves the task into the container's cgroup, so the
     // join is runc's; what the exec'd program does is the producer's.

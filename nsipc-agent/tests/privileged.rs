@@ -1,6 +1,8 @@
 //! End-to-end tests: the real probes in the running kernel, driven by util-linux programs,
 //! checked against what the kernel itself reports. Needs root.
 
+#[path = "privileged/activity.rs"]
+mod activity;
 #[path = "privileged/kernel.rs"]
 mod kernel;
 mod support;

@@ -11,7 +11,7 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// per [`EventKind`] id (slot 0 unused; the benchmark floor has only that one).
 pub const LOST_MAP: &str = "LOST";
 /// Slots of the probes' `LOST` map: every [`EventKind`] id indexes one.
-pub const LOST_SLOTS: u32 = EventKind::CgroupRmdir as u32 + 1;
+pub const LOST_SLOTS: u32 = EventKind::SemOp as u32 + 1;
 
 /// Name of the read-only global ([`KernelOffsets`]) userspace fills in before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -301,9 +301,26 @@ pub enum EventKind {
     /// A cgroup of the hierarchy tasks are attributed by was removed (a container ended).
     /// args: its id.
     CgroupRmdir = 16,
+    /// Never a record: the kind of the [`ACTIVITY_MAP`] counters of successful `msgsnd` calls
+    /// (units: bytes sent), and the `LOST` slot of those the map had no room for.
+    MsgSend = 17,
+    /// Never a record: [`ACTIVITY_MAP`] counters of successful `msgrcv` calls (units: bytes
+    /// received).
+    MsgReceive = 18,
+    /// Never a record: [`ACTIVITY_MAP`] counters of successful `semop`/`semtimedop` calls
+    /// (units: the operations, `nsops`, they made).
+    SemOp = 19,
 }
 
 impl EventKind {
+    /// The kind of a record with this ABI id, if any: the activity kinds are never records.
+    pub const fn from_record(id: u32) -> Option<Self> {
+        match Self::from_u32(id) {
+            Some(Self::MsgSend | Self::MsgReceive | Self::SemOp) => None,
+            other => other,
+        }
+    }
+
     /// The kind with this ABI id, if any.
     pub const fn from_u32(id: u32) -> Option<Self> {
         Some(match id {
@@ -323,14 +340,55 @@ impl EventKind {
             14 => Self::ShmFreed,
             15 => Self::CgroupMkdir,
             16 => Self::CgroupRmdir,
+            17 => Self::MsgSend,
+            18 => Self::MsgReceive,
+            19 => Self::SemOp,
             _ => return None,
         })
     }
 }
 
+/// Name of the hash map ([`ActivityKey`] → [`ActivityCount`]) in which the probes count the
+/// traffic through SysV objects (sends, receives, semaphore operations) without writing a
+/// record per call; userspace reads it every `--activity-interval`.
+pub const ACTIVITY_MAP: &str = "ACTIVITY";
+/// Entries of [`ACTIVITY_MAP`]: one per object, process and kind of call. Userspace removes
+/// those of ended objects and exited processes once reported.
+pub const ACTIVITY_ENTRIES: u32 = 16384;
+
+/// Who did which kind of call on which object, in [`ACTIVITY_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActivityKey {
+    /// The namespace of the caller (the object's).
+    pub ns: NsRef,
+    /// The object's id.
+    pub id: i32,
+    /// The caller's process (tgid).
+    pub pid: u32,
+    /// An [`EventKind`] id: [`EventKind::MsgSend`], [`EventKind::MsgReceive`] or
+    /// [`EventKind::SemOp`].
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+/// The running totals of one [`ActivityKey`] since the entry was made.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActivityCount {
+    /// Successful calls.
+    pub calls: u64,
+    /// What they moved: bytes for a queue, semaphore operations for a set.
+    pub units: u64,
+    /// The caller's cgroup at its first call, as [`Record::cgroup`].
+    pub cgroup: u64,
+    /// The caller's `comm` at its first call.
+    pub comm: [u8; COMM_LEN],
+}
+
 /// An IPC namespace as the kernel identifies it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NsRef {
     /// `ns_common.ns_id`: 64-bit, never reused (6.18+); 0 where the kernel has none.
     pub id: u64,
@@ -444,8 +502,15 @@ unsafe impl aya::Pod for NsRef {}
 unsafe impl aya::Pod for KernelOffsets {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CodeRanges {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ActivityKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ActivityCount {}
 
 // The ABI must not change size or alignment by accident: userspace rejects records of any other
 // length, and the ring buffer aligns records to 8 bytes.
 const _: () = assert!(Record::SIZE == 128);
 const _: () = assert!(core::mem::align_of::<Record>() == 8);
+// Map keys and values are compared and copied as bytes: no padding the compiler leaves.
+const _: () = assert!(core::mem::size_of::<ActivityKey>() == 32);
+const _: () = assert!(core::mem::size_of::<ActivityCount>() == 40);

@@ -7,7 +7,11 @@
 //! a syscall are seen by their `kfree` ([`tracked`]). One module per probe family.
 #![no_std]
 #![no_main]
+// atomic_xadd: see activity.rs. The probes are built with nightly (aya-build's default).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod activity;
 mod ipc_objects;
 mod namespaces;
 mod process;

@@ -38,6 +38,10 @@ use crate::btf::Btf;
 /// The eBPF crate's sources, every file of nsipc-ebpf/src (a test keeps the list complete).
 pub const SOURCES: &[(&str, &str)] = &[
     (
+        "nsipc-ebpf/src/activity.rs",
+        include_str!("../../../nsipc-ebpf/src/activity.rs"),
+    ),
+    (
         "nsipc-ebpf/src/bin/floor.rs",
         include_str!("../../../nsipc-ebpf/src/bin/floor.rs"),
     ),

@@ -3,6 +3,8 @@
 
 use std::collections::hash_map::Entry;
 
+use nsipc_common::NsRef;
+
 use super::{
     DestroyReason, EarlyRemoval, Engine, Lifecycle, MAX_EARLY_REMOVALS, NsIdent, ObjectKey,
     ObjectState, state::shrink,
@@ -176,5 +178,18 @@ impl Engine {
                 .flatten(),
             late: false,
         });
+    }
+}
+
+impl Engine {
+    /// The namespace life and key of live object `id` of type `object` in namespace `ns`, if
+    /// the engine holds it (for activity lines, which name an object the probes counted).
+    pub fn live_object(&self, ns: &NsRef, object: IpcObject, id: i32) -> Option<(NsIdent, i32)> {
+        let state = self.namespaces.get(&ns.inum)?;
+        if !state.is_life_of(ns) {
+            return None;
+        }
+        let found = state.objects.get(&(object, id))?;
+        Some((state.ident, found.key))
     }
 }

@@ -49,6 +49,9 @@ pub const LINE_KINDS: [&str; LineKind::COUNT] = [
     "shm.freed",
     "cgroup.mkdir",
     "cgroup.rmdir",
+    "msg.activity",
+    "sem.activity",
+    "ipc.flow",
     "agent.ready",
     "agent.lost",
     "agent.missed",
@@ -95,13 +98,17 @@ const fn by_object(first: u8, object: IpcObject) -> LineKind {
 }
 
 impl LineKind {
-    pub const COUNT: usize = 46;
+    pub const COUNT: usize = 49;
 
     pub const NS_EXISTS: Self = Self(0);
     const OBJECT_EXISTS: u8 = 4;
     const GET: u8 = 23;
     const CTL: u8 = 26;
-    const AGENT: u8 = 39;
+    /// `msg.activity`, `sem.activity`, `ipc.flow`.
+    pub const MSG_ACTIVITY: Self = Self(39);
+    pub const SEM_ACTIVITY: Self = Self(40);
+    pub const FLOW: Self = Self(41);
+    const AGENT: u8 = 42;
 
     #[cfg(test)]
     pub fn name(self) -> &'static str {
@@ -219,7 +226,7 @@ mod tests {
     #[test]
     fn kernel_kinds_are_their_lines_names() {
         let mut id = 1;
-        while let Some(kind) = EventKind::from_u32(id) {
+        while let Some(kind) = EventKind::from_record(id) {
             let event = decode(&record_bytes(kind, 0, [0; 4])).unwrap();
             assert_eq!(LineKind::of_kernel(&event.body).name(), kind_name(id));
             // Every object type of the per-type records.

@@ -12,6 +12,8 @@
 //!   `--raw` writes them;
 //! - [`lifecycle_events`]: the lifecycle engine's events (`ipc_ns.create`, `shm.destroy`…),
 //!   which the engine defines in [`crate::lifecycle`];
+//! - [`activity_events`]: the activity report's lines (`msg.activity`, `sem.activity`,
+//!   `ipc.flow`), which [`crate::activity`] works out;
 //! - [`agent_events`]: the agent's own lines (`agent.start`, `agent.lost`…);
 //! - [`inventory`]: the inventory's lines (`ipc_ns.exists`, `msg.exists`…);
 //! - [`fields`]: the pieces every kind of line shares (wall clock, RFC 3339 time, `key_hex`,
@@ -24,6 +26,7 @@
 //! - [`stdout_queue`]: stdout behind a bounded queue and a writer thread, so that a slow reader
 //!   does not hold up the event loop.
 
+pub mod activity_events;
 pub mod agent_events;
 pub mod fields;
 pub mod inventory;

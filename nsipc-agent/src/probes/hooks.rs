@@ -454,17 +454,25 @@ impl Attempts {
     }
 }
 
-/// Attaches every syscall hook with the first of `order` that takes it. Returns each hook's
-/// choice.
+/// The syscall hooks that count activity (nsipc-ebpf/src/activity.rs), attached only when it
+/// is asked for: they run on every msgsnd, msgrcv and semop of the host.
+pub const ACTIVITY_HOOKS: [&str; 4] = ["msgsnd", "msgrcv", "semop", "semtimedop"];
+
+/// Attaches every syscall hook but those in `skipped` with the first of `order` that takes it.
+/// Returns each hook's choice.
 pub fn attach_hooks(
     ebpf: &mut Ebpf,
     btf: &Btf,
     order: &[Backend],
+    skipped: &[&str],
 ) -> Result<BTreeMap<String, HookChoice>> {
     let mut attempts = Attempts::default();
     let mut chosen = BTreeMap::new();
     let hooks = hook_programs(ebpf.programs().map(|(name, _)| name));
-    for (hook, backends) in &hooks {
+    for (hook, backends) in hooks
+        .iter()
+        .filter(|(hook, _)| !skipped.contains(&hook.as_str()))
+    {
         let mut refused = BTreeMap::new();
         let mut choice = None;
         for &backend in order {

@@ -17,16 +17,16 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
 };
+pub use hooks::{ACTIVITY_HOOKS, Backend, FreeHooks, HookChoice, KFREE_COPIES};
 use hooks::{
     Attempts, COMMON, KFREE_TRACEPOINT, attach_frees, attach_hooks, attach_program, candidates,
     hook_programs, try_frees,
 };
-pub use hooks::{Backend, FreeHooks, HookChoice, KFREE_COPIES};
 pub use kfree_callers::KfreeCallers;
 use nsipc_common::{
-    AGENT_TGID_GLOBAL, CGROUP_HIERARCHY_GLOBAL, CGROUP_PATH_LEN, CGROUP_PATHS_MAP, EVENTS_MAP,
-    IPC_ID_SHIFT_GLOBAL, KFREE_CALLERS_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL,
-    WAKEUP_THRESHOLD_GLOBAL,
+    ACTIVITY_MAP, AGENT_TGID_GLOBAL, ActivityCount, ActivityKey, CGROUP_HIERARCHY_GLOBAL,
+    CGROUP_PATH_LEN, CGROUP_PATHS_MAP, EVENTS_MAP, IPC_ID_SHIFT_GLOBAL, KFREE_CALLERS_GLOBAL,
+    KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL,
 };
 use serde::Serialize;
 
@@ -182,7 +182,12 @@ pub struct LoadOptions<'a> {
     pub backend: Option<Backend>,
     /// The `hierarchy_id` of the cgroup hierarchy whose new cgroups are reported (-1: none).
     pub cgroup_hierarchy: i32,
+    /// Attach the [`ACTIVITY_HOOKS`] too (`--activity-interval`).
+    pub activity: bool,
 }
+
+/// The probes' running totals of traffic (see `nsipc_common::ACTIVITY_MAP`).
+pub type ActivityMap = aya::maps::HashMap<MapData, ActivityKey, ActivityCount>;
 
 /// Loaded and attached probes. Dropping `programs` detaches and unloads every program; the
 /// maps stay readable so what is already in the ring buffer can still be drained.
@@ -191,6 +196,8 @@ pub struct Probes {
     lost: PerCpuArray<MapData, u64>,
     /// The paths of cgroups made since load (None for the benchmark floor).
     pub cgroup_paths: Option<CgroupPaths>,
+    /// The traffic counters, when activity is counted.
+    pub activity: Option<ActivityMap>,
     pub attached: usize,
     /// Each syscall hook's backend.
     pub hooks: BTreeMap<String, HookChoice>,
@@ -216,7 +223,12 @@ impl Probes {
             &btf,
             FreeHooks::candidates(options.backend.unwrap_or(Backend::Fentry)),
         )?;
-        let hooks = attach_hooks(&mut ebpf, &btf, &candidates(options.backend))?;
+        let skipped: &[&str] = if options.activity {
+            &[]
+        } else {
+            &ACTIVITY_HOOKS
+        };
+        let hooks = attach_hooks(&mut ebpf, &btf, &candidates(options.backend), skipped)?;
         if let Some(wanted) = options.backend
             && !hooks.values().any(|choice| choice.backend == wanted)
         {
@@ -232,6 +244,9 @@ impl Probes {
         drop(btf);
         let attached = ebpf.programs().filter(|(_, p)| p.fd().is_ok()).count();
         let (mut probes, ring) = Self::take_maps(ebpf, attached)?;
+        if !options.activity {
+            probes.activity = None;
+        }
         probes.hooks = hooks;
         probes.frees = frees;
         probes.frees_refused = frees_refused;
@@ -301,11 +316,16 @@ impl Probes {
             .take_map(CGROUP_PATHS_MAP)
             .map(CgroupPaths::try_from)
             .transpose()?;
+        let activity = ebpf
+            .take_map(ACTIVITY_MAP)
+            .map(ActivityMap::try_from)
+            .transpose()?;
         Ok((
             Self {
                 programs: Some(ebpf),
                 lost,
                 cgroup_paths,
+                activity,
                 attached,
                 hooks: BTreeMap::new(),
                 frees: FreeHooks::Kfree,
@@ -396,7 +416,10 @@ mod tests {
     fn every_hook_has_a_program_for_every_backend() {
         let object = aya_obj::Object::parse(PROBES_OBJECT).unwrap();
         let hooks = hook_programs(object.programs.keys().map(String::as_str));
-        assert_eq!(hooks.len(), 12, "{hooks:?}");
+        assert_eq!(hooks.len(), 16, "{hooks:?}");
+        for hook in ACTIVITY_HOOKS {
+            assert!(hooks.contains_key(hook), "{hook}");
+        }
         for (hook, backends) in &hooks {
             assert_eq!(
                 backends.keys().copied().collect::<Vec<_>>(),

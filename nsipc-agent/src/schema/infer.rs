@@ -24,6 +24,12 @@ const DEFS: &[(&str, &str)] = &[
     ("limits", "limits"),
     ("limit", "limit_hit"),
     ("degraded.*", "hook_choice"),
+    ("senders", "participant"),
+    ("receivers", "participant"),
+    ("operators", "participant"),
+    ("from", "flow_end"),
+    ("to", "flow_end"),
+    ("via", "flow_queue"),
 ];
 
 /// Objects under these fields are maps (any keys, values of one type), not records.

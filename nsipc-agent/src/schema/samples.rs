@@ -812,6 +812,103 @@ fn inventory_lines(out: &mut Vec<String>) {
     );
 }
 
+/// The activity report's lines: a queue with a sender in a container, a receiver on the host
+/// and their flow, in a namespace with and without an `ns_id`, its object known and not; a
+/// semaphore set's last line.
+fn activity_lines(out: &mut Vec<String>, attribution: &Attribution, containers: &[ContainerRef]) {
+    use crate::{
+        activity::{Flow, Known, ObjectActivity, ObjectRef, Participant, Role},
+        output::activity_events::{ActivityLine, FlowLine},
+    };
+    let time = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let participant = |pid, role, calls, units| Participant {
+        pid,
+        comm: *b"producer\0\0\0\0\0\0\0\0",
+        cgroup: 0,
+        role,
+        calls,
+        units,
+    };
+    let sender = participant(41, Role::Sender, 3, 300);
+    let receiver = participant(42, Role::Receiver, 3, 300);
+    let mut buf = Vec::new();
+    let mut sink = JsonLines::new(&mut buf);
+    let ident = |id, generation| NsIdent {
+        inum: LIVE_NS.inum,
+        id,
+        generation,
+    };
+    let no_id = NsRef { id: 0, ..LIVE_NS };
+    for (ns, known) in [
+        (LIVE_NS, Some(ident(LIVE_NS.id, 1))),
+        (no_id, Some(ident(0, 2))),
+        (no_id, None),
+    ] {
+        let queue = ObjectActivity {
+            object: ObjectRef {
+                ns,
+                object: IpcObject::Msg,
+                id: 32768,
+            },
+            known: known.map(|ns| Known { ns, key: 0x5eed }),
+            ended: known.is_none(),
+            participants: vec![sender, receiver],
+            flows: vec![Flow {
+                from: sender,
+                to: receiver,
+            }],
+        };
+        let pair = [containers[0], ContainerRef::NONE];
+        sink.write(&ActivityLine {
+            activity: &queue,
+            containers: &pair,
+            time,
+            interval_ms: 10_000,
+            attribution,
+        })
+        .expect("writing to memory");
+        sink.write(&FlowLine {
+            via: &queue,
+            flow: &queue.flows[0],
+            containers: pair,
+            time,
+            interval_ms: 10_000,
+            attribution,
+        })
+        .expect("writing to memory");
+    }
+    let sems = ObjectActivity {
+        object: ObjectRef {
+            ns: LIVE_NS,
+            object: IpcObject::Sem,
+            id: 3,
+        },
+        known: Some(Known {
+            ns: ident(LIVE_NS.id, 1),
+            key: -5,
+        }),
+        ended: true,
+        participants: vec![participant(43, Role::Operator, 2, 4)],
+        flows: Vec::new(),
+    };
+    sink.write(&ActivityLine {
+        activity: &sems,
+        containers: &[containers[1]],
+        time,
+        interval_ms: 2_500,
+        attribution,
+    })
+    .expect("writing to memory");
+    sink.flush().expect("writing to memory");
+    drop(sink);
+    out.extend(
+        String::from_utf8(buf)
+            .expect("lines are UTF-8")
+            .lines()
+            .map(str::to_owned),
+    );
+}
+
 /// The agent's own lines, as the sink writes them.
 fn agent_lines(out: &mut Vec<String>) {
     let time = || crate::output::fields::Rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
@@ -960,7 +1057,7 @@ pub fn lines() -> Vec<String> {
 }
 
 /// The sample lines of each writer, by its name: `raw`, `lifecycle`, `inventory`, `agent`.
-pub fn lines_by_writer() -> [(&'static str, Vec<String>); 4] {
+pub fn lines_by_writer() -> [(&'static str, Vec<String>); 5] {
     let tasks = tasks();
     let (attribution, containers) = attribution(&tasks.live);
     let mut raw = Vec::new();
@@ -971,10 +1068,13 @@ pub fn lines_by_writer() -> [(&'static str, Vec<String>); 4] {
     inventory_lines(&mut inventory);
     let mut agent = Vec::new();
     agent_lines(&mut agent);
+    let mut activity = Vec::new();
+    activity_lines(&mut activity, &attribution, &containers);
     [
         ("raw", raw),
         ("lifecycle", lifecycle),
         ("inventory", inventory),
         ("agent", agent),
+        ("activity", activity),
     ]
 }

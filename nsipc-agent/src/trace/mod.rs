@@ -5,6 +5,7 @@
 //! beside it: [`Stream`] turns records into lines (stream.rs), counters.rs reports losses and
 //! the totals, kfree.rs watches the `kfree` probes, resync.rs makes the state right again.
 
+mod activity;
 mod counters;
 mod kfree;
 mod resync;
@@ -67,6 +68,8 @@ pub struct TraceOptions {
     pub format: Format,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Seconds between activity reports; 0: no activity counted.
+    pub activity_interval: u64,
 }
 
 /// Why the stream ended.
@@ -104,6 +107,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             .as_ref()
             .filter(|_| cgroup_hierarchy.is_some())
             .map_or(-1, |hierarchy| hierarchy.hierarchy_id),
+        activity: options.activity_interval > 0,
     })?;
     allocator::release_freed_memory();
     // SAFETY: the ring buffer owns its map fd, and AsyncFd owns the ring buffer, so the fd
@@ -128,6 +132,9 @@ pub async fn run(options: TraceOptions) -> Result<()> {
         .formatting(options.format);
     if metrics.is_some() {
         stream.engine.keep_shm_sizes();
+    }
+    if options.activity_interval > 0 {
+        stream = stream.reporting_activity(Duration::from_secs(options.activity_interval));
     }
     let writes_stdout = options.format != Format::None;
     // What already exists, after the probes are attached so that nothing born in between is
@@ -218,6 +225,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                     || stream.report_missed(&probes)? == SinkState::ReaderGone
                     || stream.resync_if_due(ring.get_mut())? == SinkState::ReaderGone
                     || stream.check_late_frees(ring.get_mut())? == SinkState::ReaderGone
+                    || stream.report_activity(probes.activity.as_mut(), false)?
+                        == SinkState::ReaderGone
                     || (writes_stdout && stdout_reader_gone())
                 {
                     break Ending::ReaderGone;
@@ -245,6 +254,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
             let mut ring = ring.into_inner();
             if stream.drain(&mut ring)? == SinkState::ReaderGone
                 || stream.report_lost(&probes)? == SinkState::ReaderGone
+                || stream.report_activity(probes.activity.as_mut(), true)? == SinkState::ReaderGone
             {
                 return Ok(());
             }

@@ -11,7 +11,8 @@ use std::{
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 
-use super::counters::Counters;
+use super::{activity::ActivityReports, counters::Counters};
+use crate::activity::Known;
 use crate::{
     allocator,
     attribution::Attribution,
@@ -40,7 +41,9 @@ pub(crate) struct Stream<W: Write> {
     /// Which container each task is in.
     pub(super) attribution: Attribution,
     /// Which event lines are written (None: all).
-    filter: Option<Filter>,
+    pub(super) filter: Option<Filter>,
+    /// The activity reports, when asked for (`--activity-interval`).
+    pub(super) activity: Option<ActivityReports>,
     raw: bool,
     /// Reused for every event: the hot path does not allocate.
     pub(super) derived: Vec<Lifecycle>,
@@ -100,6 +103,7 @@ impl<W: Write> Stream<W> {
             engine: Engine::new(std::process::id()),
             attribution: Attribution::none(),
             filter: None,
+            activity: None,
             raw,
             derived: Vec::new(),
             resync_pending: false,
@@ -124,6 +128,12 @@ impl<W: Write> Stream<W> {
     /// Writes the lines in `format` (JSON unless told).
     pub(crate) fn formatting(mut self, format: Format) -> Self {
         self.sink = self.sink.formatting(format);
+        self
+    }
+
+    /// Reports activity every `interval`.
+    pub(crate) fn reporting_activity(mut self, interval: Duration) -> Self {
+        self.activity = Some(ActivityReports::every(interval));
         self
     }
 
@@ -371,6 +381,19 @@ impl<W: Write> Stream<W> {
         for lifecycle in &self.derived {
             if let Lifecycle::NsDestroy { ns, .. } = lifecycle {
                 self.known_limits.remove(&ns.inum);
+            }
+            if let (
+                Some(reports),
+                Lifecycle::ObjectDestroy {
+                    ns,
+                    object,
+                    id,
+                    key,
+                    ..
+                },
+            ) = (&mut self.activity, lifecycle)
+            {
+                reports.destroyed(*object, *id, Known { ns: *ns, key: *key });
             }
             if let Some(filter) = &mut self.filter
                 && !filter.lifecycle(lifecycle, &self.attribution)

@@ -1,0 +1,149 @@
+//! The activity report (`--activity-interval`): reads the probes' traffic counters, has
+//! [`ActivityTracker`] work out what changed, writes its lines, and deletes the map entries
+//! it is done with.
+
+use std::{
+    io::Write,
+    path::Path,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+
+use super::Stream;
+use crate::{
+    activity::{ActivityTracker, Known, ObjectActivity},
+    decode::ContainerRef,
+    metrics::LineKind,
+    names::IpcObject,
+    output::activity_events::{ActivityLine, FlowLine, activity_name},
+    output::sink::SinkState,
+    probes::ActivityMap,
+};
+
+/// When activity is reported, and what was reported before.
+pub(crate) struct ActivityReports {
+    interval: Duration,
+    last: Instant,
+    tracker: ActivityTracker,
+}
+
+impl ActivityReports {
+    pub(crate) fn every(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Instant::now(),
+            tracker: ActivityTracker::default(),
+        }
+    }
+}
+
+impl ActivityReports {
+    /// See [`ActivityTracker::destroyed`].
+    pub(crate) fn destroyed(&mut self, object: IpcObject, id: i32, known: Known) {
+        self.tracker.destroyed(object, id, known);
+    }
+}
+
+impl<W: Write> Stream<W> {
+    /// Reports activity if the interval has passed, or, `last`, because the agent stops.
+    /// Call it after draining the ring buffer, so that the engine knows the objects counted.
+    pub(super) fn report_activity(
+        &mut self,
+        map: Option<&mut ActivityMap>,
+        last: bool,
+    ) -> Result<SinkState> {
+        let (Some(map), Some(reports)) = (map, &mut self.activity) else {
+            return Ok(SinkState::Open);
+        };
+        let elapsed = reports.last.elapsed();
+        if !last && elapsed < reports.interval {
+            return Ok(SinkState::Open);
+        }
+        reports.last = Instant::now();
+        let entries = map
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the activity counters")?;
+        let engine = &self.engine;
+        let report = reports.tracker.report(
+            entries,
+            |object| {
+                engine
+                    .live_object(&object.ns, object.object, object.id)
+                    .map(|(ns, key)| Known { ns, key })
+            },
+            |pid| Path::new(&format!("/proc/{pid}")).exists(),
+            last,
+        );
+        for key in &report.delete {
+            // Already gone (a process's exit raced with an object's end): nothing to do.
+            let _ = map.remove(key);
+        }
+        let time = SystemTime::now();
+        let interval_ms = elapsed.as_millis() as u64;
+        for activity in &report.objects {
+            if self.write_activity(activity, time, interval_ms)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
+            }
+        }
+        Ok(SinkState::Open)
+    }
+
+    /// Writes one object's activity line, then its flows.
+    fn write_activity(
+        &mut self,
+        activity: &ObjectActivity,
+        time: SystemTime,
+        interval_ms: u64,
+    ) -> Result<SinkState> {
+        let containers: Vec<ContainerRef> = activity
+            .participants
+            .iter()
+            .map(|p| self.attribution.resolve(p.cgroup, p.pid))
+            .collect();
+        let ns = activity.object.ns.inum;
+        let name = activity_name(activity.object.object);
+        if self
+            .filter
+            .as_mut()
+            .is_none_or(|filter| filter.activity(name, ns, &containers, &self.attribution))
+        {
+            self.counters.line(match activity.object.object {
+                IpcObject::Msg => LineKind::MSG_ACTIVITY,
+                IpcObject::Shm | IpcObject::Sem => LineKind::SEM_ACTIVITY,
+            });
+            let line = ActivityLine {
+                activity,
+                containers: &containers,
+                time,
+                interval_ms,
+                attribution: &self.attribution,
+            };
+            if self.sink.write(&line)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
+            }
+        }
+        for flow in &activity.flows {
+            let pair = [flow.from, flow.to].map(|p| self.attribution.resolve(p.cgroup, p.pid));
+            if let Some(filter) = &mut self.filter
+                && !filter.activity("ipc.flow", ns, &pair, &self.attribution)
+            {
+                continue;
+            }
+            self.counters.line(LineKind::FLOW);
+            let line = FlowLine {
+                via: activity,
+                flow,
+                containers: pair,
+                time,
+                interval_ms,
+                attribution: &self.attribution,
+            };
+            if self.sink.write(&line)? == SinkState::ReaderGone {
+                return Ok(SinkState::ReaderGone);
+            }
+        }
+        Ok(SinkState::Open)
+    }
+}
