@@ -17,6 +17,8 @@ use crate::{kernel, probes::Probes, trace::IDLE_POLL};
 pub(super) struct FloorOptions {
     pub btf_path: PathBuf,
     pub ring_buffer_bytes: u32,
+    /// Also on the activity hooks.
+    pub activity: bool,
 }
 
 /// Takes every waiting record out of the ring buffer and throws it away.
@@ -33,8 +35,11 @@ fn discard(ring: &mut RingBuf<MapData>) -> u64 {
 pub(super) async fn floor(options: FloorOptions) -> Result<()> {
     kernel::check_privileges()?;
     kernel::ensure_tracefs()?;
-    let (mut probes, ring) =
-        Probes::load_floor_and_attach(&options.btf_path, options.ring_buffer_bytes)?;
+    let (mut probes, ring) = Probes::load_floor_and_attach(
+        &options.btf_path,
+        options.ring_buffer_bytes,
+        options.activity,
+    )?;
     // SAFETY: as in `trace::run`: AsyncFd owns the ring buffer, which owns its map fd.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|err| err.into_parts().1)

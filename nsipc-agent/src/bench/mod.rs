@@ -71,6 +71,11 @@ struct FloorArgs {
     /// BTF of the running kernel (to attach the BTF tracepoints).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
     btf: PathBuf,
+
+    /// Also the hooks of `trace --activity-interval` (msgsnd, msgrcv, semop, semtimedop),
+    /// with the empty program: the least counting the calls could cost.
+    #[arg(long)]
+    activity: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,6 +127,7 @@ pub fn main() -> ExitCode {
                 runtime.block_on(floor(FloorOptions {
                     btf_path: args.btf,
                     ring_buffer_bytes: args.ring_buffer_size,
+                    activity: args.activity,
                 }))
             }),
         BenchCommand::Json(args) => json_path(args.records, args.format()),

@@ -12,8 +12,8 @@ use aya::{
 };
 
 use super::{
-    EVENTS_MAP, KFREE_COPIES, KFREE_TRACEPOINT, PROBES_OBJECT, Probes, WAKEUP_THRESHOLD_GLOBAL,
-    attach_program, parse_btf,
+    ACTIVITY_HOOKS, EVENTS_MAP, KFREE_COPIES, KFREE_TRACEPOINT, PROBES_OBJECT, Probes,
+    WAKEUP_THRESHOLD_GLOBAL, attach_program, hooks::classify, parse_btf,
 };
 
 /// The benchmark floor (`nsipc-ebpf/src/bin/floor.rs`), built next to the probes; only
@@ -29,10 +29,13 @@ impl Probes {
     /// Loads the benchmark floor and attaches it to every hook the probes use: `floor_enter` on
     /// each `sys_enter_*` tracepoint, `floor_exit` on each `sys_exit_*` one, and the floor's BTF
     /// tracepoint of the same name as each of the probes'. The hook list is read from the
-    /// probes object, so the floor cannot drift from the probes.
+    /// probes object, so the floor cannot drift from the probes. The activity hooks only with
+    /// `activity`, as `trace` attaches them, and with the empty program: counting a call
+    /// writes no record.
     pub fn load_floor_and_attach(
         btf_path: &Path,
         ring_buffer_bytes: u32,
+        activity: bool,
     ) -> Result<(Self, RingBuf<MapData>)> {
         let wakeup_threshold = u64::from(ring_buffer_bytes / 8);
         let btf = parse_btf(btf_path)?;
@@ -58,10 +61,12 @@ impl Probes {
                 .with_context(|| format!("the kernel refused floor program {name}"))?;
         }
         let mut attached = 0;
-        for hook in probe_hooks()? {
+        for hook in probe_hooks(activity)? {
             match hook {
                 Hook::Syscall(tracepoint_name) => {
-                    let program = if tracepoint_name.starts_with("sys_enter_") {
+                    let program = if tracepoint_name.starts_with("sys_enter_")
+                        || is_activity_hook(&tracepoint_name)
+                    {
                         FLOOR_ENTER
                     } else if tracepoint_name.starts_with("sys_exit_") {
                         FLOOR_EXIT
@@ -112,16 +117,24 @@ enum Hook {
     Raw(String),
 }
 
+/// Whether a syscall tracepoint is one of the activity hooks'.
+fn is_activity_hook(tracepoint: &str) -> bool {
+    classify(tracepoint).is_some_and(|(hook, _)| ACTIVITY_HOOKS.contains(&hook))
+}
+
 /// Every hook of the tracepoint backend, read from the object file without loading it (the
-/// floor is measured against that backend). A raw tracepoint (`kfree`) is listed once, however
-/// many copies of the program the probes attach there.
-fn probe_hooks() -> Result<Vec<Hook>> {
+/// floor is measured against that backend); the activity hooks with `activity` only. A raw
+/// tracepoint (`kfree`) is listed once, however many copies of the program the probes attach
+/// there.
+fn probe_hooks(activity: bool) -> Result<Vec<Hook>> {
     let object = aya_obj::Object::parse(PROBES_OBJECT).context("parsing the probes object")?;
     let mut hooks: Vec<Hook> = object
         .programs
         .into_iter()
         .filter_map(|(name, program)| match program.section {
-            aya_obj::ProgramSection::TracePoint => Some(Hook::Syscall(name)),
+            aya_obj::ProgramSection::TracePoint => {
+                (activity || !is_activity_hook(&name)).then_some(Hook::Syscall(name))
+            }
             aya_obj::ProgramSection::BtfTracePoint => Some(Hook::Btf(name)),
             aya_obj::ProgramSection::RawTracePoint => KFREE_COPIES
                 .contains(&name.as_str())
@@ -140,9 +153,23 @@ mod tests {
 
     #[test]
     fn the_floor_covers_every_hook_of_the_probes() {
-        let hooks = probe_hooks().unwrap();
+        let hooks = probe_hooks(false).unwrap();
         assert!(hooks.contains(&Hook::Syscall("sys_enter_setns".into())));
         assert!(hooks.contains(&Hook::Syscall("sys_exit_msgget".into())));
+        // The activity hooks only when asked for, as `trace` attaches them.
+        assert!(!hooks.contains(&Hook::Syscall("sys_exit_msgsnd".into())));
+        let with_activity = probe_hooks(true).unwrap();
+        let added: Vec<&Hook> = with_activity
+            .iter()
+            .filter(|h| !hooks.contains(h))
+            .collect();
+        assert_eq!(
+            added,
+            ["msgrcv", "msgsnd", "semop", "semtimedop"]
+                .map(|hook| Hook::Syscall(format!("sys_exit_{hook}")))
+                .iter()
+                .collect::<Vec<_>>()
+        );
         assert!(hooks.contains(&Hook::Btf("task_newtask".into())));
         // Two copies of the kfree program, one hook.
         assert_eq!(

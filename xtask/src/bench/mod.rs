@@ -44,8 +44,8 @@ pub struct BenchArgs {
     /// Rounds (runs of every setup on every workload); the median is reported.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
     rounds: Option<u32>,
-    /// Only these parts: workloads (storm, churn, stress-ng, getppid, open/close, fork/exit,
-    /// hackbench) and passes (forced-loss, profile, json, memory). Default: everything.
+    /// Only these parts: workloads (storm, churn, stress-ng, ping-pong, getppid, open/close,
+    /// fork/exit, hackbench) and passes (forced-loss, profile, json, memory). Default: everything.
     #[arg(long, value_delimiter = ',', value_name = "PART[,..]")]
     only: Vec<String>,
     /// Where to write the report, relative to the workspace root. Default: docs/bench.md,
@@ -68,6 +68,7 @@ struct Sizes {
     open_close_iterations: u64,
     fork_exit_iterations: u64,
     hackbench_loops: u64,
+    ping_pong_iterations: u64,
     stress_seconds: u64,
     json_records: u64,
     memory_namespaces: u32,
@@ -97,6 +98,7 @@ impl Sizes {
             open_close_iterations: 500_000,
             fork_exit_iterations: 2_000,
             hackbench_loops: 300,
+            ping_pong_iterations: 100_000,
             stress_seconds: 2,
             json_records: 2_000_000,
             memory_namespaces: MEMORY_NAMESPACES,
@@ -110,6 +112,7 @@ impl Sizes {
                 open_close_iterations: sizes.open_close_iterations / 10,
                 fork_exit_iterations: sizes.fork_exit_iterations / 10,
                 hackbench_loops: sizes.hackbench_loops / 10,
+                ping_pong_iterations: sizes.ping_pong_iterations / 10,
                 stress_seconds: 1,
                 json_records: sizes.json_records / 10,
                 memory_namespaces: sizes.memory_namespaces / 10,
@@ -218,7 +221,10 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         let mut order = Setup::ALL;
         order.rotate_left((round - 1) % Setup::ALL.len());
         for (workload, results) in workloads.iter().zip(&mut results) {
-            for setup in order {
+            for setup in order
+                .into_iter()
+                .filter(|setup| workload.activity || !setup.counts_activity())
+            {
                 let run = run_once(
                     &mut tools,
                     &mut quiet,

@@ -18,6 +18,8 @@ pub struct Workload {
     pub kind: WorkloadKind,
     /// Its processes' comm starts with this (how the pipe reader finds its events).
     pub comm_prefix: &'static str,
+    /// It makes the calls `--activity-interval` counts: the activity setups run it too.
+    pub activity: bool,
 }
 
 /// The stressors of the stress-ng workload, in its YAML's names.
@@ -37,6 +39,7 @@ pub(super) fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             rows: vec!["storm"],
             kind: WorkloadKind::Generator(workload::Kind::Storm, sizes.storm_iterations),
             comm_prefix: workload::COMM,
+            activity: false,
         },
         Workload {
             name: "churn",
@@ -50,6 +53,7 @@ pub(super) fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             rows: vec!["churn"],
             kind: WorkloadKind::Generator(workload::Kind::Churn, sizes.churn_iterations),
             comm_prefix: workload::COMM,
+            activity: false,
         },
         Workload {
             name: "stress-ng",
@@ -65,6 +69,22 @@ pub(super) fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
                 seconds: sizes.stress_seconds,
             },
             comm_prefix: "stress-ng",
+            activity: true,
+        },
+        Workload {
+            name: "ping-pong",
+            description: format!(
+                "two processes pass a 64-byte message back and forth through two SysV queues \
+                 (msgsnd + msgrcv each way), {} round trips = {} msgsnd/msgrcv calls per run: \
+                 the calls `--activity-interval` counts",
+                sizes.ping_pong_iterations,
+                4 * sizes.ping_pong_iterations
+            ),
+            unit: "round trip",
+            rows: vec!["ping-pong"],
+            kind: WorkloadKind::Generator(workload::Kind::PingPong, sizes.ping_pong_iterations),
+            comm_prefix: workload::COMM,
+            activity: true,
         },
         Workload {
             name: "getppid",
@@ -77,6 +97,7 @@ pub(super) fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             rows: vec!["getppid"],
             kind: WorkloadKind::Generator(workload::Kind::Getppid, sizes.getppid_iterations),
             comm_prefix: workload::COMM,
+            activity: false,
         },
         Workload {
             name: "open/close",
@@ -89,6 +110,7 @@ pub(super) fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             rows: vec!["open/close"],
             kind: WorkloadKind::Generator(workload::Kind::OpenClose, sizes.open_close_iterations),
             comm_prefix: workload::COMM,
+            activity: false,
         },
         Workload {
             name: "fork/exit",
@@ -101,6 +123,7 @@ pub(super) fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             rows: vec!["fork/exit"],
             kind: WorkloadKind::Generator(workload::Kind::ForkExit, sizes.fork_exit_iterations),
             comm_prefix: workload::COMM,
+            activity: false,
         },
         Workload {
             name: "hackbench",
@@ -115,6 +138,7 @@ pub(super) fn define_workloads(sizes: &Sizes) -> Vec<Workload> {
             rows: vec!["hackbench"],
             kind: WorkloadKind::Generator(workload::Kind::Hackbench, sizes.hackbench_loops),
             comm_prefix: workload::COMM,
+            activity: false,
         },
     ]
 }

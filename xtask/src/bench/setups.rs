@@ -40,18 +40,29 @@ pub enum Setup {
     AgentMetrics,
     /// `bpftrace -e nsipc.bt > /dev/null`.
     Bpftrace,
+    /// `nsipc-bench floor --activity`: the floor, and the empty program on the activity hooks.
+    FloorActivity,
+    /// `nsipc-agent trace --activity-interval 10 > /dev/null`.
+    AgentActivity,
 }
 
 impl Setup {
     /// In the order of the report (and of the first round).
-    pub const ALL: [Setup; 6] = [
+    pub const ALL: [Setup; 8] = [
         Setup::Bare,
         Setup::Floor,
         Setup::AgentNull,
         Setup::AgentPipe,
         Setup::AgentMetrics,
         Setup::Bpftrace,
+        Setup::FloorActivity,
+        Setup::AgentActivity,
     ];
+
+    /// The setups that count activity: run only on the workloads that make such calls.
+    pub fn counts_activity(self) -> bool {
+        matches!(self, Setup::FloorActivity | Setup::AgentActivity)
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -61,6 +72,8 @@ impl Setup {
             Setup::AgentPipe => "nsipc-agent | reader",
             Setup::AgentMetrics => "nsipc-agent --metrics-addr > /dev/null",
             Setup::Bpftrace => "bpftrace > /dev/null",
+            Setup::FloorActivity => "floor + activity hooks",
+            Setup::AgentActivity => "nsipc-agent --activity-interval 10 > /dev/null",
         }
     }
 }
@@ -203,13 +216,19 @@ impl Tracer {
         let mut metrics = None;
         match setup {
             Setup::Bare => unreachable!("nothing to start"),
-            Setup::Floor => {
+            Setup::Floor | Setup::FloorActivity => {
                 cmd = Command::new(&tools.bench);
                 cmd.arg("floor").stdout(Stdio::piped());
+                if setup == Setup::FloorActivity {
+                    cmd.arg("--activity");
+                }
             }
-            Setup::AgentNull | Setup::AgentPipe | Setup::AgentMetrics => {
+            Setup::AgentNull | Setup::AgentPipe | Setup::AgentMetrics | Setup::AgentActivity => {
                 cmd = Command::new(&tools.agent);
                 cmd.arg("trace");
+                if setup == Setup::AgentActivity {
+                    cmd.args(["--activity-interval", "10"]);
+                }
                 if setup == Setup::AgentMetrics {
                     metrics = Some(Scraper::address()?);
                     cmd.arg("--metrics-addr")
@@ -297,7 +316,10 @@ impl Tracer {
             if ready["event"] != "floor.ready" {
                 return Err(self.failed("did not report floor.ready"));
             }
-            tools.hooks = ready["programs"].as_u64().map(|n| n as usize);
+            // The hooks of the default setups (the activity ones have more).
+            if self.setup == Setup::Floor {
+                tools.hooks = ready["programs"].as_u64().map(|n| n as usize);
+            }
             return Ok(());
         }
         let hooks = tools
@@ -320,7 +342,10 @@ impl Tracer {
             }
             let attached = match self.setup {
                 // Every program through a bpf_link.
-                Setup::AgentNull | Setup::AgentPipe | Setup::AgentMetrics => {
+                Setup::AgentNull
+                | Setup::AgentPipe
+                | Setup::AgentMetrics
+                | Setup::AgentActivity => {
                     fds.links >= hooks && links_seen.1.elapsed() >= LINKS_SETTLED
                 }
                 // A perf event per tracepoint plus one output buffer per CPU.
@@ -384,7 +409,10 @@ impl Tracer {
         let end_rss_kib = kernel::vm_rss_kib(pid)?;
         // The /dev/null stream cannot be read: its loss counter is read from the kernel.
         let scrapes = self.scraper.take().map(Scraper::stop).transpose()?;
-        let mut lost = if matches!(self.setup, Setup::AgentNull | Setup::AgentMetrics) {
+        let mut lost = if matches!(
+            self.setup,
+            Setup::AgentNull | Setup::AgentMetrics | Setup::AgentActivity
+        ) {
             kernel::per_cpu_counter(&self.map_ids, "LOST")?
         } else {
             None

@@ -28,6 +28,9 @@ pub enum Kind {
     /// hackbench (`perf bench sched messaging`, 4 groups): processes passing messages over
     /// sockets, no IPC call, a kfree per message.
     Hackbench,
+    /// Two processes pass a message back and forth through two SysV queues: msgsnd and
+    /// msgrcv, what `trace --activity-interval` counts.
+    PingPong,
 }
 
 impl Kind {
@@ -101,6 +104,8 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
         Kind::OpenClose => (open_close(n)?, 0, 0),
         Kind::ForkExit => (fork_exit(n)?, 0, 0),
         Kind::Hackbench => (hackbench(n)?, 0, 0),
+        // Two queues made and removed by the workload (activity lines have no comm).
+        Kind::PingPong => (ping_pong(n)?, 4, 4),
     };
     let ns = monotonic_ns() - start;
     let cpu_ns = cpu_ns() - start_cpu;
@@ -244,4 +249,72 @@ fn hackbench(loops: u64) -> Result<u64> {
         );
     }
     Ok(HACKBENCH_GROUPS * HACKBENCH_FDS * HACKBENCH_FDS * loops)
+}
+
+/// A ping-pong message: a type and 64 bytes.
+#[repr(C)]
+struct Message {
+    mtype: libc::c_long,
+    text: [u8; PING_PONG_BYTES],
+}
+
+const PING_PONG_BYTES: usize = 64;
+
+/// Returns the round trips: the parent sends a 64-byte message into one private queue, the
+/// child receives it and sends it back through another, the parent receives it (4 syscalls,
+/// each counted by `--activity-interval`). Both queues are removed at the end.
+fn ping_pong(iterations: u64) -> Result<u64> {
+    let flags = libc::IPC_CREAT | 0o600;
+    // SAFETY: plain syscalls.
+    let (ping, pong) = unsafe {
+        (
+            check(libc::msgget(libc::IPC_PRIVATE, flags), "msgget")?,
+            check(libc::msgget(libc::IPC_PRIVATE, flags), "msgget")?,
+        )
+    };
+    let mut message = Message {
+        mtype: 1,
+        text: [b'x'; PING_PONG_BYTES],
+    };
+    let message_ptr = (&raw mut message).cast::<libc::c_void>();
+    // SAFETY: this process is single-threaded; the child only makes msgrcv, msgsnd and _exit.
+    let pid = check(unsafe { libc::fork() }, "fork")?;
+    if pid == 0 {
+        for _ in 0..iterations {
+            // SAFETY: `message` holds a type and PING_PONG_BYTES bytes.
+            let ok = unsafe {
+                libc::msgrcv(ping, message_ptr, PING_PONG_BYTES, 0, 0) >= 0
+                    && libc::msgsnd(pong, message_ptr, PING_PONG_BYTES, 0) == 0
+            };
+            if !ok {
+                // SAFETY: see above.
+                unsafe { libc::_exit(1) };
+            }
+        }
+        // SAFETY: see above.
+        unsafe { libc::_exit(0) };
+    }
+    let mut result = Ok(());
+    for _ in 0..iterations {
+        // SAFETY: as in the child.
+        let ok = unsafe {
+            libc::msgsnd(ping, message_ptr, PING_PONG_BYTES, 0) == 0
+                && libc::msgrcv(pong, message_ptr, PING_PONG_BYTES, 0, 0) >= 0
+        };
+        if !ok {
+            result = Err(io::Error::last_os_error()).context("msgsnd/msgrcv");
+            break;
+        }
+    }
+    // SAFETY: IPC_RMID uses no buffer; a child blocked in msgrcv gets EIDRM and exits.
+    unsafe {
+        libc::msgctl(ping, libc::IPC_RMID, ptr::null_mut());
+        libc::msgctl(pong, libc::IPC_RMID, ptr::null_mut());
+    }
+    let status = wait_for(pid)?;
+    result?;
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("the ping-pong child failed (wait status {status})");
+    }
+    Ok(iterations)
 }

@@ -115,7 +115,12 @@ impl Report<'_> {
              filters on {bpftrace_probes} probes (bpftrace reads a syscall's arguments at its \
              entry tracepoint and keeps them in a map until its exit; nsipc reads them at the \
              exit from the saved user registers, except for unshare and setns), one `printf` \
-             JSON line per event.\n\n\
+             JSON line per event.\n\
+             - **floor + activity hooks** and **nsipc-agent --activity-interval 10 > \
+             /dev/null**, on the workloads that make the calls `--activity-interval` counts \
+             (msgsnd, msgrcv, semop) only: the floor with the empty program on those four \
+             syscalls' exits too (counting a call writes no record), and the agent counting \
+             them in its `ACTIVITY` map.\n\n\
              Times are per op of the workload: elapsed (CLOCK_MONOTONIC, what the brief's \
              targets are about) and the workload's own CPU time (getrusage, self + children: \
              the probes run in its context, but time spent waiting for a CPU that other work \

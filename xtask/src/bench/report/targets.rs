@@ -26,20 +26,63 @@ impl Report<'_> {
     pub(super) fn targets(&self, out: &mut String) {
         let _ = writeln!(out, "## Targets\n");
         let _ = writeln!(out, "| target | measured | verdict |\n|---|---|---|");
-        let storm = self.workloads.iter().position(|w| w.name == "storm");
-        let storm_rows = if storm.is_some() {
-            &[
-                (Setup::AgentNull, "/dev/null", Metric::Elapsed, "elapsed"),
-                (Setup::AgentPipe, "pipe", Metric::Elapsed, "elapsed"),
-                (Setup::AgentNull, "/dev/null", Metric::Cpu, "workload CPU"),
-                (Setup::AgentPipe, "pipe", Metric::Cpu, "workload CPU"),
-            ][..]
-        } else {
-            &[]
-        };
-        let storm = storm.unwrap_or(0);
-        for &(setup, what, metric, time) in storm_rows {
-            let paired = self.paired_ratios(metric, storm, 0, setup, Setup::Floor);
+        // Agent overhead against its floor's: the storm's, and ping-pong's with activity counted
+        // (against the floor with the empty program on the activity hooks).
+        const RATIO_TARGETS: [(&str, Setup, Setup, &str, Metric, &str); 6] = [
+            (
+                "storm",
+                Setup::AgentNull,
+                Setup::Floor,
+                "agent (/dev/null)",
+                Metric::Elapsed,
+                "elapsed",
+            ),
+            (
+                "storm",
+                Setup::AgentPipe,
+                Setup::Floor,
+                "agent (pipe)",
+                Metric::Elapsed,
+                "elapsed",
+            ),
+            (
+                "storm",
+                Setup::AgentNull,
+                Setup::Floor,
+                "agent (/dev/null)",
+                Metric::Cpu,
+                "workload CPU",
+            ),
+            (
+                "storm",
+                Setup::AgentPipe,
+                Setup::Floor,
+                "agent (pipe)",
+                Metric::Cpu,
+                "workload CPU",
+            ),
+            (
+                "ping-pong",
+                Setup::AgentActivity,
+                Setup::FloorActivity,
+                "agent --activity-interval",
+                Metric::Elapsed,
+                "elapsed",
+            ),
+            (
+                "ping-pong",
+                Setup::AgentActivity,
+                Setup::FloorActivity,
+                "agent --activity-interval",
+                Metric::Cpu,
+                "workload CPU",
+            ),
+        ];
+        for (name, setup, floor, what, metric, time) in RATIO_TARGETS {
+            let Some(index) = self.workloads.iter().position(|w| w.name == name) else {
+                continue;
+            };
+            let paired = self.paired_ratios(metric, index, 0, setup, floor);
             let paired = format!(
                 "{}× [{}]",
                 or_dash(median(paired.clone()).map(|r| format!("{r:.2}"))),
@@ -49,7 +92,7 @@ impl Report<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let (measured, verdict) = match self.ratio(metric, storm, 0, setup, Setup::Floor) {
+            let (measured, verdict) = match self.ratio(metric, index, 0, setup, floor) {
                 Some(r) => (
                     format!("{r:.2}× (per round: median {paired})"),
                     if r <= OVERHEAD_TARGET {
@@ -63,8 +106,8 @@ impl Report<'_> {
                     "not measurable (no floor overhead)".to_owned(),
                 ),
             };
-            let verdict = if self.within_noise(metric, storm, setup, 0)
-                || self.within_noise(metric, storm, Setup::Floor, 0)
+            let verdict = if self.within_noise(metric, index, setup, 0)
+                || self.within_noise(metric, index, floor, 0)
             {
                 format!("{verdict} (but an overhead is within the noise)")
             } else {
@@ -72,8 +115,9 @@ impl Report<'_> {
             };
             let _ = writeln!(
                 out,
-                "| storm: agent ({what}) overhead ≤ {OVERHEAD_TARGET} × floor overhead, {time} \
-                 time, medians | {measured} | {verdict} |"
+                "| {name}: {what} overhead ≤ {OVERHEAD_TARGET} × {} overhead, {time} \
+                 time, medians | {measured} | {verdict} |",
+                floor.label()
             );
         }
         for (index, workload) in self.workloads.iter().enumerate() {

@@ -14,12 +14,20 @@ use crate::bench::{
     setups::{Setup, Traced},
 };
 
+/// The setups that ran on `workload`, in the report's order.
+fn setups(workload: &Workload) -> impl Iterator<Item = Setup> + use<> {
+    let activity = workload.activity;
+    Setup::ALL
+        .into_iter()
+        .filter(move |setup| activity || !setup.counts_activity())
+}
+
 /// Events a tracer handled in a run: what it reported, or for the agent writing to /dev/null
 /// (whose stream nobody reads) what the workload made minus what was lost.
 fn events(setup: Setup, run: &Run) -> Option<u64> {
     let traced = run.traced.as_ref()?;
     match setup {
-        Setup::AgentNull | Setup::AgentMetrics => {
+        Setup::AgentNull | Setup::AgentMetrics | Setup::AgentActivity => {
             Some(run.measured.expected_events? - traced.lost?)
         }
         _ => traced.events,
@@ -65,7 +73,7 @@ impl Report<'_> {
                 "| setup | ns/{unit} | overhead | CPU ns/{unit} | overhead |\n\
                  |---|---:|---:|---:|---:|"
             );
-            for setup in Setup::ALL {
+            for setup in setups(workload) {
                 let runs = self.runs(index, setup);
                 let mut line = format!("| {} |", setup.label());
                 for metric in [Metric::Elapsed, Metric::Cpu] {
@@ -121,6 +129,18 @@ impl Report<'_> {
                 ratio(Metric::Elapsed, Setup::AgentMetrics, Setup::AgentNull),
                 ratio(Metric::Cpu, Setup::AgentMetrics, Setup::AgentNull),
             );
+            if workload.activity {
+                let _ = writeln!(
+                    out,
+                    "- {name}, activity counted: agent overhead / floor (with the activity \
+                     hooks) overhead: {} elapsed, {} workload CPU; agent with activity / \
+                     without: {} elapsed, {} workload CPU.",
+                    ratio(Metric::Elapsed, Setup::AgentActivity, Setup::FloorActivity),
+                    ratio(Metric::Cpu, Setup::AgentActivity, Setup::FloorActivity),
+                    ratio(Metric::Elapsed, Setup::AgentActivity, Setup::AgentNull),
+                    ratio(Metric::Cpu, Setup::AgentActivity, Setup::AgentNull),
+                );
+            }
         }
         if any_noise.get() {
             let _ = writeln!(
@@ -137,7 +157,7 @@ impl Report<'_> {
              lost (max) | tracer CPU ms | CPU ns/event | peak RSS MiB | RSS at end MiB |\n\
              |---|---:|---:|---|---:|---:|---:|---:|---:|"
         );
-        for setup in Setup::ALL.into_iter().skip(1) {
+        for setup in setups(workload).skip(1) {
             let runs = self.runs(index, setup);
             let traced: Vec<&Traced> = runs.iter().filter_map(|r| r.traced.as_ref()).collect();
             let per_run = |f: &dyn Fn(&Run) -> Option<f64>| {
