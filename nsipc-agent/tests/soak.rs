@@ -38,6 +38,18 @@ use support::{model::*, *};
 const DEFAULT_SECS: u64 = 30;
 /// The smallest the agent takes: about 130 records, full within a stall.
 const RING_BUFFER: &str = "4K";
+
+/// Held by each test while it runs: with a ring buffer this small, one test's storm makes the
+/// others' agents lose records too, the ones a test's premise needs among them (the held
+/// namespace's `ipc_ns.create`, which nothing can bring back: no inventory finds it).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for the other tests of this file to end (a failed one included).
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 /// The consumer reads for this long, then stops reading for the next of [`STALLS`].
 const READ_BETWEEN_STALLS: Duration = Duration::from_millis(700);
 const STALLS: [Duration; 3] = [
@@ -119,6 +131,7 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
 #[test]
 fn a_stalling_consumer_loses_nothing_unaccounted() {
     require_root();
+    let _alone = alone();
     let secs = std::env::var("NSIPC_SOAK_SECS")
         .map(|s| s.parse().expect("NSIPC_SOAK_SECS is a number of seconds"))
         .unwrap_or(DEFAULT_SECS);
@@ -378,6 +391,7 @@ impl KernelState {
 ///   held namespace's objects are the kernel's (`/proc/sysvipc`), key for key.
 #[test]
 fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
+    let _alone = alone();
     let mut agent = Agent::start(&["--raw", "--ring-buffer-size", RING_BUFFER]);
     let secs = RESYNC_SECS.to_string();
     let storm = Killed(
@@ -512,6 +526,7 @@ fn after_losses_the_stream_agrees_with_its_records_and_the_kernel() {
 /// detach.
 #[test]
 fn a_namespace_held_only_by_an_attachment_outlives_resynchronisations() {
+    let _alone = alone();
     let mut agent = Agent::start(&["--ring-buffer-size", RING_BUFFER]);
     let mut holder = Killed(
         std::process::Command::new("perl")
