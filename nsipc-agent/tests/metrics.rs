@@ -18,26 +18,10 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    AGENT, Agent, limits_inside, parse_ns_link, require_root, trace_command, wait_timeout,
+    AGENT, Agent, http_get, limits_inside, parse_ns_link, require_root, trace_command, wait_timeout,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
-
-/// A plain HTTP/1.0 GET (no chunked answers): status line and body.
-fn http_get(addr: SocketAddr, target: &str) -> (String, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
-    let status = head.lines().next().unwrap_or_default().to_owned();
-    (status, head.to_owned(), body.to_owned())
-}
 
 fn percent_encode(text: &str) -> String {
     text.bytes()

@@ -46,6 +46,21 @@ pub struct Snapshot {
     pub resyncs: Vec<(&'static str, u64)>,
     /// Program runs the kernel skipped (as `agent.missed` reports them).
     pub missed: u64,
+    /// Successful calls counted by `--activity-interval`, by kind (`msgsnd`, `msgrcv`,
+    /// `semop`), as the reports so far said.
+    pub activity_calls: Vec<(&'static str, u64)>,
+    /// Messages between containers, as the `ipc.flow` lines so far said.
+    pub flows: Vec<FlowMetrics>,
+}
+
+/// The messages and bytes from the processes of one container (or of none) to another's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowMetrics {
+    /// The sender's container: id, and name where the runtime tells one; None outside.
+    pub from: Option<(String, Option<String>)>,
+    pub to: Option<(String, Option<String>)>,
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 /// One live namespace.

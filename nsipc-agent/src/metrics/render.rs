@@ -12,7 +12,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{LINE_KINDS, Snapshot};
+use super::{FlowMetrics, LINE_KINDS, Snapshot};
 use crate::names::IpcObject;
 
 /// The `Content-Type` of what [`render`] makes.
@@ -180,6 +180,25 @@ where
     family(encoder, name, help, unit, samples, MetricType::Counter)
 }
 
+/// The container labels of a flow's sender and receiver.
+const FLOW_LABELS: [[&str; 2]; 2] = [
+    ["from_container_id", "from_container_name"],
+    ["to_container_id", "to_container_name"],
+];
+
+/// A flow's labels: its sender's and its receiver's container, empty outside any.
+fn flow_labels(flow: &FlowMetrics) -> Labels<'_> {
+    let mut labels = Vec::new();
+    for (container, [id_label, name_label]) in [&flow.from, &flow.to].into_iter().zip(FLOW_LABELS) {
+        let (id, name) = container.as_ref().map_or(("", ""), |(id, name)| {
+            (id.as_str(), name.as_deref().unwrap_or(""))
+        });
+        labels.push((id_label, Escaped(id)));
+        labels.push((name_label, Escaped(name)));
+    }
+    labels
+}
+
 impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let encoder = &mut encoder;
@@ -336,6 +355,38 @@ impl Collector for Exposition {
             "Runs of the probes the kernel skipped (agent.missed).",
             None,
             [(none(), snapshot.missed)],
+        )?;
+        counter(
+            encoder,
+            "nsipc_activity_calls",
+            "Successful msgsnd, msgrcv and semop/semtimedop calls counted by \
+             --activity-interval, by kind, as its reports said.",
+            None,
+            snapshot
+                .activity_calls
+                .iter()
+                .map(|&(kind, calls)| (vec![("kind", Escaped(kind))], calls)),
+        )?;
+        counter(
+            encoder,
+            "nsipc_ipc_flow_messages",
+            "Messages received from a SysV queue that a process of one container (or of none: \
+             empty labels) had sent to a process of another, as the ipc.flow lines said.",
+            None,
+            snapshot
+                .flows
+                .iter()
+                .map(|flow| (flow_labels(flow), flow.messages)),
+        )?;
+        counter(
+            encoder,
+            "nsipc_ipc_flow",
+            "Bytes of those messages, as sent.",
+            Some(&Unit::Bytes),
+            snapshot
+                .flows
+                .iter()
+                .map(|flow| (flow_labels(flow), flow.bytes)),
         )
     }
 }
@@ -385,6 +436,21 @@ mod tests {
             decode_errors: 2,
             resyncs: vec![("lost", 1), ("kfree_skipped", 0)],
             missed: 4,
+            activity_calls: vec![("msgsnd", 7), ("msgrcv", 6), ("semop", 0)],
+            flows: vec![
+                FlowMetrics {
+                    from: Some(("abc123".into(), Some("producer".into()))),
+                    to: Some(("def456".into(), None)),
+                    messages: 6,
+                    bytes: 600,
+                },
+                FlowMetrics {
+                    from: None,
+                    to: Some(("def456".into(), None)),
+                    messages: 1,
+                    bytes: 10,
+                },
+            ],
         }
     }
 
@@ -416,6 +482,16 @@ mod tests {
             "nsipc_resyncs_total{after=\"lost\"} 1",
             "nsipc_resyncs_total{after=\"kfree_skipped\"} 0",
             "nsipc_missed_runs_total 4",
+            "nsipc_activity_calls_total{kind=\"msgsnd\"} 7",
+            "nsipc_activity_calls_total{kind=\"semop\"} 0",
+            "nsipc_ipc_flow_messages_total{from_container_id=\"abc123\",\
+             from_container_name=\"producer\",to_container_id=\"def456\",\
+             to_container_name=\"\"} 6",
+            "nsipc_ipc_flow_bytes_total{from_container_id=\"abc123\",\
+             from_container_name=\"producer\",to_container_id=\"def456\",\
+             to_container_name=\"\"} 600",
+            "nsipc_ipc_flow_messages_total{from_container_id=\"\",from_container_name=\"\",\
+             to_container_id=\"def456\",to_container_name=\"\"} 1",
         ] {
             assert!(samples.contains(&expected), "{expected} not in\n{text}");
         }

@@ -3,6 +3,7 @@
 //! it is done with.
 
 use std::{
+    collections::HashMap,
     io::Write,
     path::Path,
     time::{Duration, Instant, SystemTime},
@@ -12,7 +13,7 @@ use anyhow::{Context as _, Result};
 
 use super::Stream;
 use crate::{
-    activity::{ActivityTracker, Known, ObjectActivity},
+    activity::{ActivityTracker, Known, ObjectActivity, Role},
     decode::ContainerRef,
     metrics::LineKind,
     names::IpcObject,
@@ -21,12 +22,24 @@ use crate::{
     probes::ActivityMap,
 };
 
-/// When activity is reported, and what was reported before.
+/// When activity is reported, what was reported before, and the totals of the reports for
+/// the metrics.
 pub(crate) struct ActivityReports {
     interval: Duration,
     last: Instant,
     tracker: ActivityTracker,
+    /// Calls reported, by [`CALL_KINDS`].
+    calls: [u64; 3],
+    /// Messages and bytes reported as flows, by sender's and receiver's container.
+    flows: HashMap<(ContainerRef, ContainerRef), (u64, u64)>,
 }
+
+/// The metrics' names of the roles' calls.
+const CALL_KINDS: [(Role, &str); 3] = [
+    (Role::Sender, "msgsnd"),
+    (Role::Receiver, "msgrcv"),
+    (Role::Operator, "semop"),
+];
 
 impl ActivityReports {
     pub(crate) fn every(interval: Duration) -> Self {
@@ -34,7 +47,25 @@ impl ActivityReports {
             interval,
             last: Instant::now(),
             tracker: ActivityTracker::default(),
+            calls: [0; 3],
+            flows: HashMap::new(),
         }
+    }
+
+    /// Calls by kind, for the metrics.
+    pub(crate) fn calls(&self) -> Vec<(&'static str, u64)> {
+        CALL_KINDS
+            .iter()
+            .zip(self.calls)
+            .map(|(&(_, kind), calls)| (kind, calls))
+            .collect()
+    }
+
+    /// Messages and bytes by sender's and receiver's container, for the metrics.
+    pub(crate) fn flows(&self) -> impl Iterator<Item = (ContainerRef, ContainerRef, u64, u64)> {
+        self.flows
+            .iter()
+            .map(|(&(from, to), &(messages, bytes))| (from, to, messages, bytes))
     }
 }
 
@@ -104,6 +135,25 @@ impl<W: Write> Stream<W> {
             .collect();
         let ns = activity.object.ns.inum;
         let name = activity_name(activity.object.object);
+        let flow_containers: Vec<[ContainerRef; 2]> = activity
+            .flows
+            .iter()
+            .map(|flow| [flow.from, flow.to].map(|p| self.attribution.resolve(p.cgroup, p.pid)))
+            .collect();
+        // The metrics count everything, whatever the filters write.
+        if let Some(reports) = &mut self.activity {
+            for participant in &activity.participants {
+                let kind = CALL_KINDS
+                    .iter()
+                    .position(|&(role, _)| role == participant.role);
+                reports.calls[kind.expect("every role has a kind")] += participant.calls;
+            }
+            for (flow, &[from, to]) in activity.flows.iter().zip(&flow_containers) {
+                let total = reports.flows.entry((from, to)).or_default();
+                total.0 += flow.from.calls;
+                total.1 += flow.from.units;
+            }
+        }
         if self
             .filter
             .as_mut()
@@ -124,8 +174,7 @@ impl<W: Write> Stream<W> {
                 return Ok(SinkState::ReaderGone);
             }
         }
-        for flow in &activity.flows {
-            let pair = [flow.from, flow.to].map(|p| self.attribution.resolve(p.cgroup, p.pid));
+        for (flow, &pair) in activity.flows.iter().zip(&flow_containers) {
             if let Some(filter) = &mut self.filter
                 && !filter.activity("ipc.flow", ns, &pair, &self.attribution)
             {

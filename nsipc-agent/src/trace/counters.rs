@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::Stream;
 use crate::{
     inventory::Inventory,
-    metrics::{LineKind, NamespaceMetrics, ObjectLimits, Snapshot},
+    metrics::{FlowMetrics, LineKind, NamespaceMetrics, ObjectLimits, Snapshot},
     output::agent_events::{AgentEvent, ResyncCause},
     output::fields::Rfc3339,
     output::kernel_events::kind_name,
@@ -186,6 +186,29 @@ impl<W: Write> Stream<W> {
                 .map(|(&(_, after), count)| (after, count))
                 .collect(),
             missed: counters.missed_reported,
+            activity_calls: self
+                .activity
+                .as_ref()
+                .map(|reports| reports.calls())
+                .unwrap_or_default(),
+            flows: self
+                .activity
+                .iter()
+                .flat_map(|reports| reports.flows())
+                .map(|(from, to, messages, bytes)| {
+                    let container = |c| {
+                        self.attribution
+                            .get(c)
+                            .map(|known| (known.container.id.clone(), known.container.name.clone()))
+                    };
+                    FlowMetrics {
+                        from: container(from),
+                        to: container(to),
+                        messages,
+                        bytes,
+                    }
+                })
+                .collect(),
         }
     }
 

@@ -66,8 +66,9 @@ fn activity_counts_what_a_producer_and_a_consumer_did() {
     }
     assert!(plain.stop(libc::SIGINT).status.success());
 
-    let mut agent = Agent::start(&["--activity-interval", "1"]);
+    let mut agent = Agent::start(&["--activity-interval", "1", "--metrics-addr", "127.0.0.1:0"]);
     let ready = agent.events.last().unwrap().clone();
+    let metrics: std::net::SocketAddr = ready["metrics_addr"].as_str().unwrap().parse().unwrap();
     for hook in ACTIVITY_HOOKS {
         assert_eq!(ready["hooks"][hook], ready["hooks"]["msgget"], "{ready}");
     }
@@ -120,6 +121,22 @@ fn activity_counts_what_a_producer_and_a_consumer_did() {
     agent.wait_for("the semaphore set's last activity line", |e| {
         is_object(e, "sem.activity", sem_id) && e["ended"] == true
     });
+    // The metrics count the same calls and flows (at least: other processes of the host may
+    // make such calls meanwhile).
+    let (status, _, body) = http_get(metrics, "/metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    let value = |sample: &str| -> u64 {
+        body.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {sample} in\n{body}"))
+    };
+    assert!(value("nsipc_activity_calls_total{kind=\"msgsnd\"}") >= MESSAGES);
+    assert!(value("nsipc_activity_calls_total{kind=\"msgrcv\"}") >= MESSAGES);
+    assert!(value("nsipc_activity_calls_total{kind=\"semop\"}") >= SEMOPS);
+    let host_to_host = "{from_container_id=\"\",from_container_name=\"\",to_container_id=\"\",\
+                        to_container_name=\"\"}";
+    assert!(value(&format!("nsipc_ipc_flow_messages_total{host_to_host}")) >= MESSAGES);
+    assert!(value(&format!("nsipc_ipc_flow_bytes_total{host_to_host}")) >= BYTES);
     let stopped = agent.stop(libc::SIGINT);
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let events = &stopped.events;

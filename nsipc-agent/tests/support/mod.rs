@@ -3,7 +3,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
     process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio},
     sync::{
         OnceLock,
@@ -492,4 +493,20 @@ pub fn limits_inside(nsenter_args: &str) -> serde_json::Value {
         .map(|(name, value)| (name.to_string(), serde_json::json!(value)))
         .collect::<serde_json::Map<_, _>>()
         .into()
+}
+
+/// A plain HTTP/1.0 GET (no chunked answers): status line and body.
+pub fn http_get(addr: SocketAddr, target: &str) -> (String, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, head.to_owned(), body.to_owned())
 }
