@@ -877,28 +877,33 @@ fn activity_lines(out: &mut Vec<String>, attribution: &Attribution, containers: 
         })
         .expect("writing to memory");
     }
-    let sems = ObjectActivity {
-        object: ObjectRef {
-            ns: LIVE_NS,
-            object: IpcObject::Sem,
-            id: 3,
-        },
-        known: Some(Known {
-            ns: ident(LIVE_NS.id, 1),
-            key: -5,
-        }),
-        ended: true,
-        participants: vec![participant(43, Role::Operator, 2, 4)],
-        flows: Vec::new(),
-    };
-    sink.write(&ActivityLine {
-        activity: &sems,
-        containers: &[containers[1]],
-        time,
-        interval_ms: 2_500,
-        attribution,
-    })
-    .expect("writing to memory");
+    // A semaphore set in each kind of namespace, as its queue above: with an ns_id, with the
+    // agent's generation (kernels before 6.18), and unknown to the engine.
+    for (ns, known) in [
+        (LIVE_NS, Some(ident(LIVE_NS.id, 1))),
+        (no_id, Some(ident(0, 2))),
+        (no_id, None),
+    ] {
+        let sems = ObjectActivity {
+            object: ObjectRef {
+                ns,
+                object: IpcObject::Sem,
+                id: 3,
+            },
+            known: known.map(|ns| Known { ns, key: -5 }),
+            ended: known.is_none(),
+            participants: vec![participant(43, Role::Operator, 2, 4)],
+            flows: Vec::new(),
+        };
+        sink.write(&ActivityLine {
+            activity: &sems,
+            containers: &[containers[1]],
+            time,
+            interval_ms: 2_500,
+            attribution,
+        })
+        .expect("writing to memory");
+    }
     sink.flush().expect("writing to memory");
     drop(sink);
     out.extend(
