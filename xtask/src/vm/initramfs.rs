@@ -38,6 +38,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
+# Loopback, for the tests that scrape the agent's metrics endpoint on 127.0.0.1.
+ip link set lo up
 # No tmpfs on /tmp: the initramfs root is already writable, and the agent sits at the absolute
 # path the tests were built with, which is under /tmp when the checkout is.
 cd /tmp
