@@ -124,13 +124,16 @@ pub(super) fn parse_log(log: &str, expected: &[(String, PathBuf)]) -> Outcome {
     outcome
 }
 
-/// The first console line of a crash of the kernel itself (an oops, a BUG, a soft lockup or a
-/// panic), as opposed to a test that failed.
+/// The first console line of a crash of the kernel itself (an oops, a BUG, a soft lockup, an
+/// RCU stall or a panic), as opposed to a test that failed. A CPU stuck in the kernel under TCG
+/// shows as a soft lockup or, where the watchdog does not fire first, as an RCU stall: the
+/// guest's other CPU still runs (and still beats), and the test waits on the stuck one.
 pub(super) fn kernel_crash(console: &str) -> Option<&str> {
-    const SIGNS: [&str; 4] = [
+    const SIGNS: [&str; 5] = [
         "BUG: ",
         "Oops: ",
         "watchdog: BUG: soft lockup",
+        "self-detected stall on CPU",
         "Kernel panic",
     ];
     console
@@ -153,6 +156,13 @@ mod tests {
         );
         let lockup = "[   28.4] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [perl:99]\n";
         assert!(kernel_crash(lockup).is_some());
+        // 6.1 fentry, stopping the agent during a shmget/IPC_RMID loop (CI of 5d30e77).
+        let stall = "differential: stop during a shmget/IPC_RMID loop, round 2\n\
+                     [  120.783840] rcu: INFO: rcu_preempt self-detected stall on CPU\n";
+        assert_eq!(
+            kernel_crash(stall),
+            Some("[  120.783840] rcu: INFO: rcu_preempt self-detected stall on CPU")
+        );
         let failed = "thread 'x' panicked at tests/lifecycle.rs:9:5:\ntest result: FAILED.\n";
         assert_eq!(kernel_crash(failed), None);
     }
