@@ -60,15 +60,16 @@ impl ContainerRef {
     }
 }
 
+/// A `task_struct.comm` as the probes copy it, up to its first NUL.
+pub fn comm_bytes(comm: &[u8; nsipc_common::COMM_LEN]) -> &[u8] {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    &comm[..end]
+}
+
 impl Task {
     /// The comm bytes up to the first NUL.
     pub fn comm_bytes(&self) -> &[u8] {
-        let end = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
-        &self.comm[..end]
+        comm_bytes(&self.comm)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::{
     activity::{Flow, ObjectActivity, Participant, Role},
     attribution::Attribution,
-    decode::ContainerRef,
+    decode::{ContainerRef, comm_bytes},
     names::IpcObject,
     output::{
         fields::{NS, put_container, put_key, put_ns},
@@ -98,7 +98,7 @@ fn put_participant<F: Fields>(
     counts: bool,
 ) -> Result<(), F::Error> {
     f.uint(key!("pid"), participant.pid.into())?;
-    f.lossy(key!("comm"), comm(participant))?;
+    f.lossy(key!("comm"), comm_bytes(&participant.comm))?;
     put_container(f, container, ns, attribution)?;
     if counts {
         let (calls, units) = count_keys(participant.role);
@@ -106,12 +106,6 @@ fn put_participant<F: Fields>(
         f.uint(units, participant.units)?;
     }
     Ok(())
-}
-
-/// A participant's `comm`, without its NUL padding.
-fn comm(participant: &Participant) -> &[u8] {
-    let end = participant.comm.iter().position(|&b| b == 0);
-    &participant.comm[..end.unwrap_or(participant.comm.len())]
 }
 
 impl ActivityLine<'_> {
@@ -245,7 +239,7 @@ impl EventLine for FlowLine<'_> {
             }
             line.raw_uint(participant.pid.into())
                 .raw("/")
-                .raw_text(comm(participant));
+                .raw_text(comm_bytes(&participant.comm));
             if let Some(known) = self.attribution.get(container) {
                 line.raw(" (").raw_container(&known.container).raw(")");
             }
