@@ -52,6 +52,8 @@ pub struct Participant {
     pub calls: u64,
     /// Bytes for a queue, operations for a semaphore set.
     pub units: u64,
+    /// A sender's sends refused because the queue was full (`IPC_NOWAIT`).
+    pub refused: u64,
 }
 
 /// The name and namespace life of an object, as the lifecycle engine knows it.
@@ -73,6 +75,22 @@ pub struct ObjectActivity {
     pub participants: Vec<Participant>,
     /// A queue's messages received since the last report, by who sent them.
     pub flows: Vec<Flow>,
+    /// A queue found full for the first time in its life (`msg.full`).
+    pub full: Option<QueueFull>,
+}
+
+/// A queue that was full: a send left no room for another message of its size, or was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueFull {
+    /// The sender that found it full (the one with the most bytes queued, if several did).
+    pub sender: Participant,
+    /// The queue's bytes right after that sender's latest fill or refusal.
+    pub queued: u64,
+    /// Its limit (`q_qbytes`: `msgmnb` at its creation, or what IPC_SET made it).
+    pub limit: u64,
+    /// Sends since the last report that left it full, and sends it refused, of every sender.
+    pub fills: u64,
+    pub refused: u64,
 }
 
 impl ObjectActivity {
@@ -115,7 +133,8 @@ impl QueueFlows {
         self.backlog.extend(
             participants
                 .iter()
-                .filter(|p| p.role == Role::Sender)
+                // A sender whose sends were all refused sent nothing.
+                .filter(|p| p.role == Role::Sender && p.calls > 0)
                 .copied(),
         );
         let waited = std::mem::take(&mut self.waiting);
@@ -191,10 +210,47 @@ pub struct Report {
     pub delete: Vec<ActivityKey>,
 }
 
+/// The running totals of one map entry already reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Reported {
+    calls: u64,
+    units: u64,
+    fills: u64,
+    refused: u64,
+}
+
+impl Reported {
+    fn of(count: &ActivityCount) -> Self {
+        Self {
+            calls: count.calls,
+            units: count.units,
+            fills: count.fills,
+            refused: count.refused,
+        }
+    }
+
+    /// What `count` adds to these totals. Totals below them: the entry was deleted and made
+    /// again, and all of it is new.
+    fn since(&self, count: &ActivityCount) -> Self {
+        let now = Self::of(count);
+        if now.calls < self.calls || now.fills < self.fills || now.refused < self.refused {
+            return now;
+        }
+        Self {
+            calls: now.calls - self.calls,
+            units: now.units.saturating_sub(self.units),
+            fills: now.fills - self.fills,
+            refused: now.refused - self.refused,
+        }
+    }
+}
+
 /// The totals already reported, per map entry, and what is known of the objects counted.
 #[derive(Debug, Default)]
 pub struct ActivityTracker {
-    reported: HashMap<ActivityKey, (u64, u64)>,
+    reported: HashMap<ActivityKey, Reported>,
+    /// Queues already reported full: `msg.full` comes once in a queue's life.
+    full: HashSet<ObjectRef>,
     /// Objects the engine held at some report: named by their last lines after their end.
     known: HashMap<ObjectRef, Known>,
     /// Objects counted but unknown to the engine at the last report: their creation's record
@@ -262,6 +318,7 @@ impl ActivityTracker {
                 ended: true,
                 participants: Vec::new(),
                 flows: Vec::new(),
+                full: None,
             });
         }
         // An object whose every entry went with its processes is named no more once gone.
@@ -269,6 +326,8 @@ impl ActivityTracker {
             .retain(|object, _| by_object.contains_key(object) || live(object).is_some());
         self.queues
             .retain(|object, _| by_object.contains_key(object) || live(object).is_some());
+        self.full
+            .retain(|object| by_object.contains_key(object) || live(object).is_some());
         for (object, entries) in by_object {
             let now_known = live(&object);
             if let Some(known) = now_known {
@@ -290,32 +349,50 @@ impl ActivityTracker {
                 continue;
             }
             let mut participants = Vec::new();
+            let mut full: Option<QueueFull> = None;
             for (key, role, count) in entries {
-                let (calls, units) = self.reported.get(&key).copied().unwrap_or((0, 0));
-                // Totals below what was reported: the entry was deleted and made again.
-                let (calls, units) = if count.calls < calls {
-                    (count.calls, count.units)
-                } else {
-                    (count.calls - calls, count.units.saturating_sub(units))
+                let new = self
+                    .reported
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_default()
+                    .since(&count);
+                let participant = Participant {
+                    pid: key.pid,
+                    comm: count.comm,
+                    cgroup: count.cgroup,
+                    role,
+                    calls: new.calls,
+                    units: new.units,
+                    refused: new.refused,
                 };
-                if calls > 0 {
-                    participants.push(Participant {
-                        pid: key.pid,
-                        comm: count.comm,
-                        cgroup: count.cgroup,
-                        role,
-                        calls,
-                        units,
+                if new.calls > 0 || new.refused > 0 {
+                    participants.push(participant);
+                }
+                if new.fills > 0 || new.refused > 0 {
+                    let found = full.get_or_insert(QueueFull {
+                        sender: participant,
+                        queued: count.queued,
+                        limit: count.limit,
+                        fills: 0,
+                        refused: 0,
                     });
+                    if count.queued > found.queued {
+                        (found.sender, found.queued, found.limit) =
+                            (participant, count.queued, count.limit);
+                    }
+                    found.fills += new.fills;
+                    found.refused += new.refused;
                 }
                 if ended || !alive(key.pid) {
                     self.reported.remove(&key);
                     report.delete.push(key);
                 } else {
-                    self.reported.insert(key, (count.calls, count.units));
+                    self.reported.insert(key, Reported::of(&count));
                 }
             }
             participants.sort_by_key(|p| (p.role, p.pid));
+            let full = full.filter(|_| self.full.insert(object));
             let known = now_known.or_else(|| self.known.get(&object).copied());
             // A queue with receives waiting is reported even without calls: they wait one
             // report only.
@@ -330,6 +407,7 @@ impl ActivityTracker {
                 self.known.remove(&object);
                 self.unknown_once.remove(&object);
                 self.queues.remove(&object);
+                self.full.remove(&object);
             }
             if !participants.is_empty() || (ended && known.is_some()) {
                 report.objects.push(ObjectActivity {
@@ -338,6 +416,7 @@ impl ActivityTracker {
                     ended,
                     participants,
                     flows,
+                    full,
                 });
             }
         }

@@ -257,6 +257,9 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
         perm_id: btf.member_offset("kern_ipc_perm", "id")?,
         perm_key: btf.member_offset("kern_ipc_perm", "key")?,
         shm_perm: btf.member_offset("shmid_kernel", "shm_perm")?,
+        msg_perm: btf.member_offset("msg_queue", "q_perm")?,
+        msg_cbytes: btf.member_offset("msg_queue", "q_cbytes")?,
+        msg_qbytes: btf.member_offset("msg_queue", "q_qbytes")?,
         perm_rcu: btf.member_offset("kern_ipc_perm", "rcu")?,
         // The user registers the x86-64 entry code saves; a syscall's arguments are in di, si,
         // dx, r10 (r10 for cx, which the `syscall` instruction overwrites with the return
@@ -356,6 +359,9 @@ mod tests {
         assert_eq!(offsets.ipc_ns_ids, 0);
         assert!(offsets.ipc_ids_size > offsets.ipc_ids_xa_head);
         assert!(offsets.xa_node_slots > offsets.xa_node_shift);
+        // q_perm first, then three time64_t, then q_cbytes, q_qnum and q_qbytes in a row.
+        assert_eq!(offsets.msg_perm, 0);
+        assert_eq!(offsets.msg_qbytes, offsets.msg_cbytes + 16);
         // x86-64's pt_regs (PUSH_REGS order, the same since the 64-bit port): what the probes
         // hard-coded before issue 9.
         if cfg!(target_arch = "x86_64") {

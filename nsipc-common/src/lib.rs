@@ -142,6 +142,13 @@ pub struct KernelOffsets {
     pub perm_key: u32,
     /// `shmid_kernel.shm_perm`
     pub shm_perm: u32,
+    /// `msg_queue.q_perm`
+    pub msg_perm: u32,
+    /// `msg_queue.q_cbytes`: the bytes of the messages in the queue
+    pub msg_cbytes: u32,
+    /// `msg_queue.q_qbytes`: the most bytes the queue takes (kernel.msgmnb at its creation,
+    /// or what IPC_SET made it)
+    pub msg_qbytes: u32,
     /// `kern_ipc_perm.rcu`: what shm_rcu_free() is handed
     pub perm_rcu: u32,
     /// `pt_regs.di`: the first syscall argument (x86-64 syscall order: di, si, dx, r10, r8, r9)
@@ -209,6 +216,9 @@ impl KernelOffsets {
         perm_id: NO_OFFSET,
         perm_key: NO_OFFSET,
         shm_perm: NO_OFFSET,
+        msg_perm: NO_OFFSET,
+        msg_cbytes: NO_OFFSET,
+        msg_qbytes: NO_OFFSET,
         perm_rcu: NO_OFFSET,
         pt_regs_di: NO_OFFSET,
         pt_regs_si: NO_OFFSET,
@@ -223,6 +233,8 @@ impl KernelOffsets {
     };
 }
 
+/// Index of the msg ids in `ipc_namespace.ids` (`IPC_MSG_IDS` in ipc/util.h).
+pub const IPC_MSG_IDS: u32 = 1;
 /// Index of the shm ids in `ipc_namespace.ids` (`IPC_SHM_IDS` in ipc/util.h).
 pub const IPC_SHM_IDS: u32 = 2;
 
@@ -384,6 +396,15 @@ pub struct ActivityCount {
     pub cgroup: u64,
     /// The caller's `comm` at its first call.
     pub comm: [u8; COMM_LEN],
+    /// msgsnd only: successful sends after which the queue had no room left for another
+    /// message of the same size (`q_cbytes + msgsz > q_qbytes`, as read right after the send).
+    pub fills: u64,
+    /// msgsnd only: sends refused because the queue was full (`EAGAIN`, with `IPC_NOWAIT`).
+    pub refused: u64,
+    /// msgsnd only: the queue's bytes (`q_cbytes`) at the latest fill or refusal.
+    pub queued: u64,
+    /// msgsnd only: the queue's limit (`q_qbytes`) then.
+    pub limit: u64,
 }
 
 /// An IPC namespace as the kernel identifies it.
@@ -513,4 +534,4 @@ const _: () = assert!(Record::SIZE == 128);
 const _: () = assert!(core::mem::align_of::<Record>() == 8);
 // Map keys and values are compared and copied as bytes: no padding the compiler leaves.
 const _: () = assert!(core::mem::size_of::<ActivityKey>() == 32);
-const _: () = assert!(core::mem::size_of::<ActivityCount>() == 40);
+const _: () = assert!(core::mem::size_of::<ActivityCount>() == 72);

@@ -160,13 +160,13 @@ fn is_node(entry: u64) -> bool {
     entry & 3 == 2 && entry > 4096
 }
 
-/// The `kern_ipc_perm *` of shm segment `id` in the namespace at `ipc_ns`, found as
-/// ipc_obtain_object_idr() does: walk the xarray of `ns->ids[IPC_SHM_IDS].ipcs_idr` by the
-/// index part of the id, then check the full id (index and sequence number).
+/// The `kern_ipc_perm *` of object `id` of one type (`ids`: [`IPC_SHM_IDS`] or
+/// [`nsipc_common::IPC_MSG_IDS`]) in the namespace at `ipc_ns`, found as
+/// ipc_obtain_object_idr() does: walk the xarray of `ns->ids[ids].ipcs_idr` by the index part
+/// of the id, then check the full id (index and sequence number).
 #[inline(always)]
-fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
-    let ids =
-        ipc_ns.wrapping_add((offset!(ipc_ns_ids) + IPC_SHM_IDS * offset!(ipc_ids_size)) as usize);
+pub fn perm_by_id(ipc_ns: *const u8, ids: u32, id: i32) -> Option<*const u8> {
+    let ids = ipc_ns.wrapping_add((offset!(ipc_ns_ids) + ids * offset!(ipc_ids_size)) as usize);
     // One of the two shifts the kernel knows, whatever the global holds.
     let shift = if IPC_ID_SHIFT.load() == IPCMNI_EXTEND_SHIFT {
         IPCMNI_EXTEND_SHIFT
@@ -205,7 +205,7 @@ fn shm_perm_by_id(ipc_ns: *const u8, id: i32) -> Option<*const u8> {
 /// caller knows it (shmget): the segment is then most likely new, and is written at once.
 #[inline(always)]
 pub fn track_shm_segment(ipc_ns: *const u8, id: i32, key: Option<i32>) -> bool {
-    let Some(perm) = shm_perm_by_id(ipc_ns, id) else {
+    let Some(perm) = perm_by_id(ipc_ns, IPC_SHM_IDS, id) else {
         return false;
     };
     let segment = perm.wrapping_sub(offset!(shm_perm) as usize);

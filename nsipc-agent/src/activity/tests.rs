@@ -22,6 +22,7 @@ fn count(calls: u64, units: u64) -> ActivityCount {
         units,
         cgroup: 9,
         comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+        ..ActivityCount::default()
     }
 }
 
@@ -328,4 +329,105 @@ fn an_object_whose_processes_are_gone_still_gets_its_last_line() {
     // Once.
     let report = tracker.report([], |_| None, |_| false, false);
     assert_eq!(report, Report::default());
+}
+
+/// A sender's entry after `sent` sends of `fills` left the queue full at `queued` bytes of
+/// 1000, and `refused` sends were refused.
+fn sends(sent: u64, fills: u64, refused: u64, queued: u64) -> ActivityCount {
+    ActivityCount {
+        fills,
+        refused,
+        queued,
+        limit: 1000,
+        ..count(sent, sent * 100)
+    }
+}
+
+#[test]
+fn a_queue_is_reported_full_once_in_its_life_by_its_fullest_sender() {
+    let mut tracker = ActivityTracker::default();
+    let alive = std::cell::Cell::new(true);
+    let live = |o: &ObjectRef| (alive.get() && o.id == 5).then(|| known(0x5eed));
+    // Not full yet: no msg.full.
+    let first = tracker.report(
+        [(key(5, 100, EventKind::MsgSend), sends(5, 0, 0, 0))],
+        live,
+        |_| true,
+        false,
+    );
+    assert_eq!(first.objects[0].full, None);
+    // Two senders fill it: the one that saw it fullest names it, the counts are everyone's.
+    let second = tracker.report(
+        [
+            (key(5, 100, EventKind::MsgSend), sends(9, 2, 0, 950)),
+            (key(5, 101, EventKind::MsgSend), sends(1, 1, 0, 990)),
+        ],
+        live,
+        |_| true,
+        false,
+    );
+    let full = second.objects[0].full.expect("the queue filled up");
+    assert_eq!(
+        (
+            full.sender.pid,
+            full.queued,
+            full.limit,
+            full.fills,
+            full.refused
+        ),
+        (101, 990, 1000, 3, 0)
+    );
+    // Full again, and refusing: no second msg.full; the refusals are in the activity line.
+    let third = tracker.report(
+        [
+            (key(5, 100, EventKind::MsgSend), sends(9, 2, 4, 1000)),
+            (key(5, 101, EventKind::MsgSend), sends(2, 2, 0, 990)),
+        ],
+        live,
+        |_| true,
+        false,
+    );
+    assert_eq!(third.objects[0].full, None);
+    assert_eq!(
+        third.objects[0]
+            .of_role(Role::Sender)
+            .map(|p| (p.pid, p.calls, p.refused))
+            .collect::<Vec<_>>(),
+        [(100, 0, 4), (101, 1, 0)]
+    );
+    // A sender with refusals only sent nothing: it is in no flow.
+    let receive = tracker.report(
+        [
+            (key(5, 100, EventKind::MsgSend), sends(9, 2, 4, 1000)),
+            (key(5, 101, EventKind::MsgSend), sends(2, 2, 0, 990)),
+            (key(5, 200, EventKind::MsgReceive), count(11, 1100)),
+        ],
+        live,
+        |_| true,
+        false,
+    );
+    assert!(
+        receive.objects[0].flows.iter().all(|f| f.from.calls > 0),
+        "{:?}",
+        receive.objects[0].flows
+    );
+    // Its id is reused by a new queue after the end: that one is reported full afresh.
+    alive.set(false);
+    tracker.destroyed(IpcObject::Msg, 5, known(0x5eed));
+    let ended = tracker.report(
+        [(key(5, 100, EventKind::MsgSend), sends(9, 2, 4, 1000))],
+        live,
+        |_| true,
+        false,
+    );
+    assert!(ended.objects[0].ended);
+    alive.set(true);
+    let reborn = tracker.report(
+        [(key(5, 102, EventKind::MsgSend), sends(1, 0, 1, 1000))],
+        live,
+        |_| true,
+        false,
+    );
+    let full = reborn.objects[0].full.expect("a new queue, full");
+    assert_eq!((full.sender.pid, full.refused), (102, 1));
 }

@@ -52,6 +52,7 @@ pub const LINE_KINDS: [&str; LineKind::COUNT] = [
     "msg.activity",
     "sem.activity",
     "ipc.flow",
+    "msg.full",
     "agent.ready",
     "agent.lost",
     "agent.missed",
@@ -98,17 +99,18 @@ const fn by_object(first: u8, object: IpcObject) -> LineKind {
 }
 
 impl LineKind {
-    pub const COUNT: usize = 49;
+    pub const COUNT: usize = 50;
 
     pub const NS_EXISTS: Self = Self(0);
     const OBJECT_EXISTS: u8 = 4;
     const GET: u8 = 23;
     const CTL: u8 = 26;
-    /// `msg.activity`, `sem.activity`, `ipc.flow`.
+    /// `msg.activity`, `sem.activity`, `ipc.flow`, `msg.full`.
     pub const MSG_ACTIVITY: Self = Self(39);
     pub const SEM_ACTIVITY: Self = Self(40);
     pub const FLOW: Self = Self(41);
-    const AGENT: u8 = 42;
+    pub const MSG_FULL: Self = Self(42);
+    const AGENT: u8 = 43;
 
     #[cfg(test)]
     pub fn name(self) -> &'static str {

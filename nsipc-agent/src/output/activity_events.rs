@@ -1,11 +1,12 @@
 //! The activity report's lines (`trace --activity-interval`): `msg.activity` and
-//! `sem.activity` per object with calls since the last report, and `ipc.flow` per sender →
-//! receiver pair of a queue. What they say is worked out by [`crate::activity`].
+//! `sem.activity` per object with calls since the last report, `ipc.flow` per sender →
+//! receiver pair of a queue, and `msg.full` the first time a queue is found full. What they
+//! say is worked out by [`crate::activity`].
 
 use std::time::SystemTime;
 
 use crate::{
-    activity::{Flow, ObjectActivity, Participant, Role},
+    activity::{Flow, ObjectActivity, Participant, QueueFull, Role},
     attribution::Attribution,
     decode::{ContainerRef, comm_bytes},
     names::IpcObject,
@@ -35,6 +36,15 @@ pub struct FlowLine<'a> {
     pub containers: [ContainerRef; 2],
     pub time: SystemTime,
     pub interval_ms: u64,
+    pub attribution: &'a Attribution,
+}
+
+/// A queue found full for the first time, and the container of the sender that found it so.
+pub struct FullLine<'a> {
+    pub queue: &'a ObjectActivity,
+    pub full: &'a QueueFull,
+    pub container: ContainerRef,
+    pub time: SystemTime,
     pub attribution: &'a Attribution,
 }
 
@@ -104,6 +114,9 @@ fn put_participant<F: Fields>(
         let (calls, units) = count_keys(participant.role);
         f.uint(calls, participant.calls)?;
         f.uint(units, participant.units)?;
+        if participant.role == Role::Sender {
+            f.uint(key!("refused"), participant.refused)?;
+        }
     }
     Ok(())
 }
@@ -134,6 +147,8 @@ impl ActivityLine<'_> {
             f.uint(key!("bytes_sent"), sent_bytes)?;
             f.uint(key!("messages_received"), received)?;
             f.uint(key!("bytes_received"), received_bytes)?;
+            let refused = activity.of_role(Role::Sender).map(|p| p.refused).sum();
+            f.uint(key!("messages_refused"), refused)?;
             let senders = self.list(Role::Sender);
             f.raw_list(key!("senders"), senders.iter().map(String::as_str))?;
             let receivers = self.list(Role::Receiver);
@@ -250,5 +265,56 @@ impl EventLine for FlowLine<'_> {
         }
         line.uint("messages", self.flow.from.calls)
             .uint("bytes", self.flow.from.units);
+    }
+}
+
+impl FullLine<'_> {
+    fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
+        let full = self.full;
+        f.name(key!("event"), "msg.full")?;
+        f.time(key!("time"), self.time)?;
+        put_object(f, self.queue)?;
+        f.uint(key!("bytes"), full.queued)?;
+        f.uint(key!("limit"), full.limit)?;
+        f.uint(key!("fills"), full.fills)?;
+        f.uint(key!("refused"), full.refused)?;
+        let ns = self.queue.object.ns.inum;
+        let sender = participant_json(&full.sender, self.container, ns, self.attribution, false);
+        f.raw(key!("sender"), &sender)
+    }
+}
+
+impl EventLine for FullLine<'_> {
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        let mut line = Line::start(buf);
+        let Ok(()) = self.fields(&mut line);
+        line.end();
+        Ok(())
+    }
+
+    fn pretty(&self, line: &mut PrettyLine<'_>) {
+        let full = self.full;
+        line.head(&Head {
+            time: self.time,
+            kind: "msg.full",
+            tone: Tone::Warn,
+            ns: Some(self.queue.object.ns.inum),
+            who: Who::Nobody,
+            task: None,
+        });
+        line.uint("msqid", self.queue.object.id as u64);
+        if let Some(known) = self.queue.known {
+            line.key(known.key);
+        }
+        line.uint("bytes", full.queued)
+            .uint("limit", full.limit)
+            .uint("refused", full.refused)
+            .raw(" sender=")
+            .raw_uint(full.sender.pid.into())
+            .raw("/")
+            .raw_text(comm_bytes(&full.sender.comm));
+        if let Some(known) = self.attribution.get(self.container) {
+            line.raw(" (").raw_container(&known.container).raw(")");
+        }
     }
 }

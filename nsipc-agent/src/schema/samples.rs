@@ -813,12 +813,12 @@ fn inventory_lines(out: &mut Vec<String>) {
 }
 
 /// The activity report's lines: a queue with a sender in a container, a receiver on the host
-/// and their flow, in a namespace with and without an `ns_id`, its object known and not; a
-/// semaphore set's last line.
+/// and their flow, found full, in a namespace with and without an `ns_id`, its object known and
+/// not; a semaphore set's last line.
 fn activity_lines(out: &mut Vec<String>, attribution: &Attribution, containers: &[ContainerRef]) {
     use crate::{
-        activity::{Flow, Known, ObjectActivity, ObjectRef, Participant, Role},
-        output::activity_events::{ActivityLine, FlowLine},
+        activity::{Flow, Known, ObjectActivity, ObjectRef, Participant, QueueFull, Role},
+        output::activity_events::{ActivityLine, FlowLine, FullLine},
     };
     let time = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let participant = |pid, role, calls, units| Participant {
@@ -828,8 +828,12 @@ fn activity_lines(out: &mut Vec<String>, attribution: &Attribution, containers: 
         role,
         calls,
         units,
+        refused: 0,
     };
-    let sender = participant(41, Role::Sender, 3, 300);
+    let sender = Participant {
+        refused: 2,
+        ..participant(41, Role::Sender, 3, 300)
+    };
     let receiver = participant(42, Role::Receiver, 3, 300);
     let mut buf = Vec::new();
     let mut sink = JsonLines::new(&mut buf);
@@ -857,8 +861,26 @@ fn activity_lines(out: &mut Vec<String>, attribution: &Attribution, containers: 
                 from: sender,
                 to: receiver,
             }],
+            full: Some(QueueFull {
+                sender,
+                queued: 16_300,
+                limit: 16_384,
+                fills: 1,
+                refused: 2,
+            }),
         };
         let pair = [containers[0], ContainerRef::NONE];
+        // The sender in a container, and on the host.
+        for container in pair {
+            sink.write(&FullLine {
+                queue: &queue,
+                full: queue.full.as_ref().expect("set above"),
+                container,
+                time,
+                attribution,
+            })
+            .expect("writing to memory");
+        }
         sink.write(&ActivityLine {
             activity: &queue,
             containers: &pair,
@@ -894,6 +916,7 @@ fn activity_lines(out: &mut Vec<String>, attribution: &Attribution, containers: 
             ended: known.is_none(),
             participants: vec![participant(43, Role::Operator, 2, 4)],
             flows: Vec::new(),
+            full: None,
         };
         sink.write(&ActivityLine {
             activity: &sems,

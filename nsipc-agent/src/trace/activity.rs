@@ -17,7 +17,7 @@ use crate::{
     decode::ContainerRef,
     metrics::LineKind,
     names::IpcObject,
-    output::activity_events::{ActivityLine, FlowLine, activity_name},
+    output::activity_events::{ActivityLine, FlowLine, FullLine, activity_name},
     output::sink::SinkState,
     probes::ActivityMap,
 };
@@ -121,7 +121,7 @@ impl<W: Write> Stream<W> {
         Ok(SinkState::Open)
     }
 
-    /// Writes one object's activity line, then its flows.
+    /// Writes a queue's `msg.full` if it has one, its activity line, then its flows.
     fn write_activity(
         &mut self,
         activity: &ObjectActivity,
@@ -152,6 +152,26 @@ impl<W: Write> Stream<W> {
                 let total = reports.flows.entry((from, to)).or_default();
                 total.0 += flow.from.calls;
                 total.1 += flow.from.units;
+            }
+        }
+        if let Some(full) = &activity.full {
+            let container = self
+                .attribution
+                .resolve(full.sender.cgroup, full.sender.pid);
+            if self.filter.as_mut().is_none_or(|filter| {
+                filter.activity("msg.full", ns, &[container], &self.attribution)
+            }) {
+                self.counters.line(LineKind::MSG_FULL);
+                let line = FullLine {
+                    queue: activity,
+                    full,
+                    container,
+                    time,
+                    attribution: &self.attribution,
+                };
+                if self.sink.write(&line)? == SinkState::ReaderGone {
+                    return Ok(SinkState::ReaderGone);
+                }
             }
         }
         if self

@@ -191,3 +191,100 @@ fn activity_counts_what_a_producer_and_a_consumer_did() {
         assert_eq!(line["key"], sem_key, "{line}");
     }
 }
+
+/// Sends of `SIZE`-byte messages with IPC_NOWAIT (04000) into a queue: `SENT` fit in
+/// `kernel.msgmnb` = `SENT * SIZE`, the last of them filling it, then `REFUSED` are refused.
+const FILLER: &str = r#"
+my ($key, $size, $n) = @ARGV;
+my $id = msgget($key, 01600) // die "msgget: $!";
+my ($sent, $refused) = (0, 0);
+for (1 .. $n) {
+    if (msgsnd($id, pack("l! a*", 1, "x" x $size), 04000)) { $sent++ }
+    elsif ($! + 0 == 11) { $refused++ }
+    else { die "msgsnd: $!" }
+}
+print "filler $id $$ $sent $refused\n";
+"#;
+const SIZE: u64 = 100;
+const SENT: u64 = 10;
+const REFUSED: u64 = 3;
+
+/// A producer fills a queue whose namespace's `kernel.msgmnb` was lowered, then has sends
+/// refused: one `msg.full` names it with the bytes and limit the kernel shows, and the
+/// activity lines count the refusals.
+#[test]
+fn a_full_queue_is_reported_once_with_what_the_kernel_holds() {
+    let mut agent = Agent::start(&["--activity-interval", "1"]);
+    let dir = std::env::temp_dir().join(format!("nsipc-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let filler = dir.join("filler.pl");
+    std::fs::write(&filler, FILLER).unwrap();
+    let key = unique_key(42);
+    let out = Command::new("unshare")
+        .args(["--ipc", "sh", "-ec"])
+        .arg(format!(
+            "readlink /proc/self/ns/ipc
+             echo {limit} > /proc/sys/kernel/msgmnb
+             perl {filler} {key} {SIZE} {calls}
+             cat /proc/sysvipc/msg
+             sleep 1.5",
+            limit = SENT * SIZE,
+            filler = filler.display(),
+            calls = SENT + REFUSED,
+        ))
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let ns = parse_ns_link(lines[0][0]);
+    let (queue_id, filler_pid): (i64, i64) =
+        (lines[1][1].parse().unwrap(), lines[1][2].parse().unwrap());
+    assert_eq!(
+        (lines[1][3], lines[1][4]),
+        (SENT.to_string().as_str(), REFUSED.to_string().as_str()),
+        "what the filler did: {out}"
+    );
+    // /proc/sysvipc/msg: key msqid perms cbytes qnum ...
+    let kernel_bytes: u64 = lines[2..]
+        .iter()
+        .find(|l| l.get(1) == Some(&queue_id.to_string().as_str()))
+        .unwrap_or_else(|| panic!("queue {queue_id} not listed: {out}"))[3]
+        .parse()
+        .unwrap();
+    assert_eq!(kernel_bytes, SENT * SIZE, "{out}");
+
+    let is_queue =
+        |e: &Value, event: &str| e["event"] == event && e["ns"] == ns && e["id"] == queue_id;
+    agent.wait_for("the queue's last activity line", |e| {
+        is_queue(e, "msg.activity") && e["ended"] == true
+    });
+    let stopped = agent.stop(libc::SIGINT);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let events = &stopped.events;
+    let full: Vec<&Value> = events.iter().filter(|e| is_queue(e, "msg.full")).collect();
+    assert_eq!(full.len(), 1, "one msg.full: {full:#?}");
+    let full = full[0];
+    assert_eq!(full["key"], key, "{full}");
+    assert_eq!(full["bytes"], kernel_bytes, "{full}");
+    assert_eq!(full["limit"], SENT * SIZE, "{full}");
+    assert_eq!(full["sender"]["pid"], filler_pid, "{full}");
+    assert_eq!(full["sender"]["comm"], "perl", "{full}");
+    // The last send filled it; the fills and refusals may fall into two reports.
+    assert_eq!(full["fills"], 1, "{full}");
+    let queue: Vec<&Value> = events
+        .iter()
+        .filter(|e| is_queue(e, "msg.activity"))
+        .collect();
+    assert_eq!(sum(&queue, "senders", filler_pid, "messages"), SENT);
+    assert_eq!(sum(&queue, "senders", filler_pid, "refused"), REFUSED);
+    let refused: u64 = queue
+        .iter()
+        .map(|e| e["messages_refused"].as_u64().unwrap())
+        .sum();
+    assert_eq!(refused, REFUSED, "{queue:#?}");
+}
