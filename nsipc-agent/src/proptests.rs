@@ -17,7 +17,7 @@ use crate::{
     names::IpcObject,
     output::fields::WallClock,
     output::kernel_events::{KernelEventJson, event_name},
-    output::lifecycle_events::LifecycleJson,
+    output::{json::FieldsLine, lifecycle_events::LifecycleJson},
     trace::Stream,
 };
 
@@ -391,7 +391,7 @@ proptest! {
                 // The hot path writes what serde writes (keys, modes, containers and all; as
                 // values: serde orders a container's own keys as its maps do).
                 let mut fast = Vec::new();
-                lifecycle_json.write_line(&mut fast);
+                lifecycle_json.write_json(&mut fast);
                 let fast: Value = serde_json::from_slice(&fast).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(fast, json);
             }

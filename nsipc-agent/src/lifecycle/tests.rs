@@ -4,6 +4,7 @@
 use nsipc_common::{HOST_IPC_NS_INUM, NsRef};
 
 use super::{gauges::NamespaceGauge, resync::ResyncCounts, *};
+use crate::output::json::FieldsLine;
 use crate::{
     attribution::Attribution,
     decode::{Body, KernelEvent, Task},
@@ -59,7 +60,7 @@ fn inums(homes: &[KeyHome]) -> Vec<u32> {
 }
 
 /// A lifecycle event as the stream writes it, with no containers known. The hot path's line
-/// ([`LifecycleJson::write_line`]) and serde's are checked to be the same bytes.
+/// ([`FieldsLine::write_json`] of [`LifecycleJson`]) and serde's are checked to be the same bytes.
 fn to_json(event: &Lifecycle) -> serde_json::Value {
     let json = LifecycleJson {
         event,
@@ -68,7 +69,7 @@ fn to_json(event: &Lifecycle) -> serde_json::Value {
     };
     let serde_line = serde_json::to_string(&json).unwrap();
     let mut fast = Vec::new();
-    json.write_line(&mut fast);
+    json.write_json(&mut fast);
     assert_eq!(
         String::from_utf8(fast).unwrap(),
         serde_line,

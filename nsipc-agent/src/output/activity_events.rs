@@ -12,7 +12,7 @@ use crate::{
     names::IpcObject,
     output::{
         fields::{NS, put_container, put_key, put_ns},
-        json::{Fields, Key, Line, key},
+        json::{Fields, FieldsLine, Key, Line, key},
         pretty::{Head, PrettyLine, Tone, Who},
         sink::EventLine,
     },
@@ -132,7 +132,9 @@ impl ActivityLine<'_> {
             .map(|(p, &c)| participant_json(p, c, ns, self.attribution, true))
             .collect()
     }
+}
 
+impl FieldsLine for ActivityLine<'_> {
     fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let activity = self.activity;
         f.name(key!("event"), activity_name(activity.object.object))?;
@@ -165,9 +167,7 @@ impl ActivityLine<'_> {
 
 impl EventLine for ActivityLine<'_> {
     fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-        let mut line = Line::start(buf);
-        let Ok(()) = self.fields(&mut line);
-        line.end();
+        self.write_json(buf);
         Ok(())
     }
 
@@ -203,7 +203,7 @@ impl EventLine for ActivityLine<'_> {
     }
 }
 
-impl FlowLine<'_> {
+impl FieldsLine for FlowLine<'_> {
     fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let ns = self.via.object.ns.inum;
         let flow = self.flow;
@@ -231,9 +231,7 @@ impl FlowLine<'_> {
 
 impl EventLine for FlowLine<'_> {
     fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-        let mut line = Line::start(buf);
-        let Ok(()) = self.fields(&mut line);
-        line.end();
+        self.write_json(buf);
         Ok(())
     }
 
@@ -268,7 +266,7 @@ impl EventLine for FlowLine<'_> {
     }
 }
 
-impl FullLine<'_> {
+impl FieldsLine for FullLine<'_> {
     fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let full = self.full;
         f.name(key!("event"), "msg.full")?;
@@ -286,9 +284,7 @@ impl FullLine<'_> {
 
 impl EventLine for FullLine<'_> {
     fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-        let mut line = Line::start(buf);
-        let Ok(()) = self.fields(&mut line);
-        line.end();
+        self.write_json(buf);
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use crate::{
     names::IpcObject,
     output::{
         fields::{NS, Rfc3339, put_key, put_mode, put_ns},
-        json::{Fields, Line, SerdeFields, key},
+        json::{Fields, FieldsLine, SerdeFields, key},
         pretty::{Head, PrettyLine, Tone, Who},
         sink::{EventLine, Format, JsonLines, SinkState},
     },
@@ -242,9 +242,7 @@ pub struct ObjectJson<'a>(&'a ObjectInfo, Option<u32>);
 
 impl EventLine for ObjectJson<'_> {
     fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-        let mut line = Line::start(buf);
-        let Ok(()) = self.fields(&mut line);
-        line.end();
+        self.write_json(buf);
         Ok(())
     }
 
@@ -287,7 +285,7 @@ impl EventLine for ObjectJson<'_> {
     }
 }
 
-impl ObjectJson<'_> {
+impl FieldsLine for ObjectJson<'_> {
     /// The line's fields, the same through [`Line`] (what the sink writes) and serde.
     fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let object = self.0;
@@ -343,7 +341,7 @@ impl Serialize for ObjectJson<'_> {
 /// A POSIX message queue, and the `ns_gen` to write where its namespace has no `ns_id`.
 pub struct MqueueJson<'a>(&'a MqueueInfo, Option<u32>);
 
-impl MqueueJson<'_> {
+impl FieldsLine for MqueueJson<'_> {
     /// The line's fields, the same through [`Line`] (what the sink writes) and serde.
     fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let queue = self.0;
@@ -367,9 +365,7 @@ impl MqueueJson<'_> {
 
 impl EventLine for MqueueJson<'_> {
     fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-        let mut line = Line::start(buf);
-        let Ok(()) = self.fields(&mut line);
-        line.end();
+        self.write_json(buf);
         Ok(())
     }
 

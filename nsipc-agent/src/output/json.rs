@@ -73,6 +73,20 @@ pub trait Fields {
     ) -> Result<(), Self::Error>;
 }
 
+/// A line whose fields are written through [`Fields`]: by [`Line`] into the sink's buffer, and
+/// by [`SerdeFields`] where serde needs the same line.
+pub trait FieldsLine {
+    fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error>;
+
+    /// Writes the line as one JSON object (without the newline) into `buf`: the hot path, no
+    /// allocation.
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        let mut line = Line::start(buf);
+        let Ok(()) = self.fields(&mut line);
+        line.end();
+    }
+}
+
 /// One JSON object written into a byte buffer (the sink's), without the newline.
 pub struct Line<'b> {
     buf: &'b mut Vec<u8>,

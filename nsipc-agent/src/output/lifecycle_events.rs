@@ -14,7 +14,7 @@ use crate::{
     output::fields::{
         FROM_NS, NS, NsKeys, WallClock, put_container, put_key, put_mode, put_ns, put_task,
     },
-    output::json::{Fields, Key, Line, SerdeFields, key},
+    output::json::{Fields, FieldsLine, Key, Line, SerdeFields, key},
     output::pretty::{Head, PrettyLine, Tone, Who},
     output::sink::EventLine,
 };
@@ -54,14 +54,7 @@ pub struct LifecycleJson<'a> {
     pub attribution: &'a Attribution,
 }
 
-impl LifecycleJson<'_> {
-    /// Writes the object (without a newline) into `buf`: the hot path, no allocation.
-    pub fn write_line(&self, buf: &mut Vec<u8>) {
-        let mut line = Line::start(buf);
-        let Ok(()) = self.fields(&mut line);
-        line.end();
-    }
-
+impl FieldsLine for LifecycleJson<'_> {
     fn fields<F: Fields>(&self, f: &mut F) -> Result<(), F::Error> {
         let event = self.event;
         f.name(key!("event"), event.name())?;
@@ -272,7 +265,7 @@ impl Serialize for LifecycleJson<'_> {
 
 impl EventLine for LifecycleJson<'_> {
     fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-        self.write_line(buf);
+        self.write_json(buf);
         Ok(())
     }
 

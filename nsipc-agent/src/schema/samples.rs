@@ -1,6 +1,6 @@
 //! Lines of every kind the agent writes, made by the writers `trace` and `snapshot` use:
 //! [`KernelEventJson`] (raw events, through serde_json as the sink writes them),
-//! [`LifecycleJson::write_line`] (lifecycle events, the hot path's
+//! [`FieldsLine::write_json`] of [`LifecycleJson`] (lifecycle events, the hot path's
 //! [`Line`](crate::output::json::Line) writer), [`output::inventory::write_lines`] (the
 //! inventory's lines) and [`AgentEvent`] (serde derive). Each optional field is present in some sample and absent in another, and each
 //! value of a field with a closed set of values (reasons, errno and command names, backends…)
@@ -34,8 +34,8 @@ use crate::{
     output::agent_events::{AgentEvent, ResyncCause},
     output::fields::WallClock,
     output::kernel_events::{KernelEventJson, kind_name},
-    output::lifecycle_events::LifecycleJson,
     output::sink::JsonLines,
+    output::{json::FieldsLine, lifecycle_events::LifecycleJson},
     probes::{Backend, FreeHooks, HookChoice},
 };
 
@@ -625,7 +625,7 @@ fn lifecycle_lines(
                 clock: &clock,
                 attribution,
             }
-            .write_line(&mut buf);
+            .write_json(&mut buf);
             out.push(String::from_utf8(buf).expect("lines are UTF-8"));
         }
     }
