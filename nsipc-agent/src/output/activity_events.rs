@@ -121,6 +121,21 @@ fn put_participant<F: Fields>(
     Ok(())
 }
 
+/// A participant in the human view: `pid/comm`, then ` (container)` when in one.
+fn pretty_participant(
+    line: &mut PrettyLine<'_>,
+    participant: &Participant,
+    container: ContainerRef,
+    attribution: &Attribution,
+) {
+    line.raw_uint(participant.pid.into())
+        .raw("/")
+        .raw_text(comm_bytes(&participant.comm));
+    if let Some(known) = attribution.get(container) {
+        line.raw(" (").raw_container(&known.container).raw(")");
+    }
+}
+
 impl ActivityLine<'_> {
     fn list(&self, role: Role) -> Vec<String> {
         let ns = self.activity.object.ns.inum;
@@ -250,12 +265,7 @@ impl EventLine for FlowLine<'_> {
             if i > 0 {
                 line.raw(" -> ");
             }
-            line.raw_uint(participant.pid.into())
-                .raw("/")
-                .raw_text(comm_bytes(&participant.comm));
-            if let Some(known) = self.attribution.get(container) {
-                line.raw(" (").raw_container(&known.container).raw(")");
-            }
+            pretty_participant(line, participant, container, self.attribution);
         }
         line.uint("msqid", self.via.object.id as u64);
         if let Some(known) = self.via.known {
@@ -305,12 +315,7 @@ impl EventLine for FullLine<'_> {
         line.uint("bytes", full.queued)
             .uint("limit", full.limit)
             .uint("refused", full.refused)
-            .raw(" sender=")
-            .raw_uint(full.sender.pid.into())
-            .raw("/")
-            .raw_text(comm_bytes(&full.sender.comm));
-        if let Some(known) = self.attribution.get(self.container) {
-            line.raw(" (").raw_container(&known.container).raw(")");
-        }
+            .raw(" sender=");
+        pretty_participant(line, &full.sender, self.container, self.attribution);
     }
 }
