@@ -100,8 +100,11 @@ pub enum Body {
         flags: i32,
         result: SysResult<i64>,
     },
+    /// `rmid_forced`: the caller's namespace has kernel.shm_rmid_forced set, where a last
+    /// detach destroys a segment even without IPC_RMID.
     ShmDetach {
         addr: u64,
+        rmid_forced: bool,
         result: SysResult<i64>,
     },
     Unshare {
@@ -122,7 +125,9 @@ pub enum Body {
         from: NsRef,
         result: SysResult<i64>,
     },
-    ProcessExit,
+    /// `rmid_forced`: the namespace it exits in has kernel.shm_rmid_forced set, where its exit
+    /// destroys the segments it made that nothing has attached.
+    ProcessExit { rmid_forced: bool },
     /// The namespace `ns` was freed: it and everything left in it are gone.
     NsFreed,
     /// Shm segment `id` (with `key`) of namespace `ns` was freed. `ns_dying`: its namespace
@@ -138,9 +143,7 @@ pub enum Body {
         rmid_forced: bool,
     },
     /// A cgroup was made in the attributed hierarchy (by the task, a container runtime).
-    CgroupMkdir {
-        cgroup: u64,
-    },
+    CgroupMkdir { cgroup: u64 },
     /// A cgroup of the attributed hierarchy was removed; `container` is the container it was
     /// (the agent resolves it: [`ContainerRef::NONE`] as decoded).
     CgroupRmdir {
@@ -227,6 +230,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         },
         EventKind::ShmDetach => Body::ShmDetach {
             addr: args[0],
+            rmid_forced: args[1] != 0,
             result,
         },
         EventKind::Unshare => Body::Unshare {
@@ -246,7 +250,9 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             from: record.other_ns,
             result,
         },
-        EventKind::ProcessExit => Body::ProcessExit,
+        EventKind::ProcessExit => Body::ProcessExit {
+            rmid_forced: args[0] != 0,
+        },
         EventKind::NsFreed => Body::NsFreed,
         EventKind::ShmFreed => Body::ShmFreed {
             id: int(0),
@@ -424,9 +430,10 @@ pub(crate) mod tests {
             (
                 EventKind::ShmDetach,
                 0,
-                [0x7f00_0000_0000, 0, 0, 0],
+                [0x7f00_0000_0000, 1, 0, 0],
                 Body::ShmDetach {
                     addr: 0x7f00_0000_0000,
+                    rmid_forced: true,
                     result: Ok(0),
                 },
             ),
@@ -462,7 +469,12 @@ pub(crate) mod tests {
                     result: Ok(200),
                 },
             ),
-            (EventKind::ProcessExit, 0, [0; 4], Body::ProcessExit),
+            (
+                EventKind::ProcessExit,
+                0,
+                [0; 4],
+                Body::ProcessExit { rmid_forced: false },
+            ),
             (EventKind::NsFreed, 0, [0; 4], Body::NsFreed),
             (
                 EventKind::ShmFreed,

@@ -1,11 +1,12 @@
 //! When to look at the kernel for segments whose free should have come and did not.
 //!
-//! A segment removed while attached dies at its last detach, and the probes see that death
-//! only through its `kfree` (nsipc-ebpf/src/tracked.rs). Under racing load a few of those
+//! A segment removed while attached dies at its last detach, and one in a namespace with
+//! kernel.shm_rmid_forced when nothing holds it any more; the probes see those deaths only
+//! through the segment's free (nsipc-ebpf/src/tracked.rs). Under racing load a few of those
 //! frees are never seen (the concurrent differential test, tests/races.rs, showed about one in
 //! 2 000 such segments left alive in the stream, on every backend that needs `kfree`), and
 //! nothing else would ever tell. So once the engine knows no attachment of such a segment any
-//! more ([`crate::lifecycle::Engine::removed_unattached`]), the agent looks: an inventory
+//! more ([`crate::lifecycle::Engine::awaiting_free`]), the agent looks: an inventory
 //! (which enters the namespace) that no longer lists it proves it dead, and it is reported
 //! then, flagged `late`. Looks are rare: a segment is first looked at after [`FIRST_LOOK`]
 //! (its free normally comes an RCU grace period after its last detach), looks are at least

@@ -258,7 +258,11 @@ mod tests {
     #[test]
     fn passes_once_both_frees_are_seen() {
         let (mut check, t0) = check_of(Ok(MADE));
-        assert!(check.is_own(&event(THREAD_NAME, MADE.inum, Body::ProcessExit)));
+        assert!(check.is_own(&event(
+            THREAD_NAME,
+            MADE.inum,
+            Body::ProcessExit { rmid_forced: false }
+        )));
         assert!(!check.is_own(&event("postgres", 4026531839, segment_freed(MADE.id))));
         assert!(check.is_own(&event("", MADE.inum, segment_freed(MADE.id))));
         assert_eq!(check.outcome(t0 + Duration::from_millis(5)), None, "waits");
@@ -272,7 +276,11 @@ mod tests {
     #[test]
     fn a_new_namespace_with_the_checks_inum_is_not_the_checks() {
         let (mut check, _) = check_of(Ok(MADE));
-        assert!(!check.is_own(&event("unshare", MADE.inum, Body::ProcessExit)));
+        assert!(!check.is_own(&event(
+            "unshare",
+            MADE.inum,
+            Body::ProcessExit { rmid_forced: false }
+        )));
         assert!(check.is_own(&event("", MADE.inum, Body::NsFreed)));
         assert!(
             !check.is_own(&event("", MADE.inum, Body::NsFreed)),
@@ -303,6 +311,10 @@ mod tests {
             Some("unshare(CLONE_NEWIPC): EPERM")
         );
         // Another agent's checking thread is left out all the same.
-        assert!(check.is_own(&event(THREAD_NAME, 4026532000, Body::ProcessExit)));
+        assert!(check.is_own(&event(
+            THREAD_NAME,
+            4026532000,
+            Body::ProcessExit { rmid_forced: false }
+        )));
     }
 }

@@ -202,7 +202,16 @@ fn encode(event: &KernelEvent) -> Record {
             none,
             result,
         ),
-        Body::ShmDetach { addr, result } => (EventKind::ShmDetach, [addr, 0, 0, 0], none, result),
+        Body::ShmDetach {
+            addr,
+            rmid_forced,
+            result,
+        } => (
+            EventKind::ShmDetach,
+            [addr, u64::from(rmid_forced), 0, 0],
+            none,
+            result,
+        ),
         Body::Unshare {
             flags,
             from,
@@ -225,7 +234,12 @@ fn encode(event: &KernelEvent) -> Record {
             from,
             result,
         ),
-        Body::ProcessExit => (EventKind::ProcessExit, [0; 4], none, Ok(0)),
+        Body::ProcessExit { rmid_forced } => (
+            EventKind::ProcessExit,
+            [u64::from(rmid_forced), 0, 0, 0],
+            none,
+            Ok(0),
+        ),
         Body::NsFreed => (EventKind::NsFreed, [0; 4], none, Ok(0)),
         Body::ShmFreed {
             id,
@@ -339,7 +353,7 @@ proptest! {
         // (kinds that are not syscalls have none).
         let syscall = !matches!(
             event.body,
-            Body::ProcessExit
+            Body::ProcessExit { .. }
                 | Body::NsFreed
                 | Body::ShmFreed { .. }
                 | Body::CgroupMkdir { .. }

@@ -285,7 +285,8 @@ pub enum EventKind {
     SemCtl = 6,
     /// `shmat` returned. args: shmid, requested address, shmflg. ret: address or -errno.
     ShmAttach = 7,
-    /// `shmdt` returned. args: address. ret: 0 or -errno.
+    /// `shmdt` returned. args: address, 1 if the caller's namespace has kernel.shm_rmid_forced
+    /// set. ret: 0 or -errno.
     ShmDetach = 8,
     /// `unshare(flags)` with `CLONE_NEWIPC` returned. args: flags. `other_ns`: namespace before.
     Unshare = 9,
@@ -296,7 +297,7 @@ pub enum EventKind {
     /// the child's new namespace, `other_ns` the parent's), or such a clone failed (ret -errno).
     Clone = 11,
     /// A task whose IPC namespace is not the host's exited (its namespace reference is about to
-    /// be dropped). No args.
+    /// be dropped). args: 1 if that namespace has kernel.shm_rmid_forced set.
     ProcessExit = 12,
     /// An IPC namespace the probes had seen was freed (`kfree` of its `ipc_namespace`): it is
     /// really gone, with every object still in it. `ns` is the freed namespace.

@@ -20,7 +20,7 @@ use crate::{
     process::ATTACHERS,
     record::emit,
     syscall::{Args, Call, enter_plain, syscall_hooks},
-    task::{ipc_ns_of, ipc_ns_ptr_of, ns_ref},
+    task::{ipc_ns_of, ipc_ns_ptr_of, ns_ref, shm_rmid_forced},
     tracked::track_shm_segment,
 };
 
@@ -83,7 +83,7 @@ syscall_hooks!(
     nr = 67,
     nargs = 1,
     enter = enter_plain,
-    exit = exit_plain,
+    exit = exit_shmdt,
     tracepoint(sys_exit_shmdt),
     kprobe(kprobe_shmdt, kretprobe_shmdt),
     fexit = fexit_shmdt,
@@ -202,6 +202,14 @@ fn exit_shmat(task: *const u8, kind: EventKind, call: Call, ret: i64) {
         let _ = ATTACHERS.insert(tgid, 0, 0);
     }
     exit_shm(task, kind, call, ret, (ret >= 0).then(|| shmid(&call.args)));
+}
+
+/// Exit of shmdt: args[1] says whether the caller's namespace has kernel.shm_rmid_forced set,
+/// where a last detach destroys the segment even without IPC_RMID.
+#[inline(always)]
+fn exit_shmdt(task: *const u8, kind: EventKind, mut call: Call, ret: i64) {
+    call.args[1] = shm_rmid_forced(ipc_ns_ptr_of(task)) as u64;
+    exit_plain(task, kind, call, ret);
 }
 
 /// The segment named by shmctl's or shmat's `shmid`, key unknown.

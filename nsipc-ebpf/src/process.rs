@@ -20,7 +20,7 @@ use nsipc_common::{CGROUP_PATH_LEN, EventKind, HOST_IPC_NS_INUM, NsRef};
 
 use crate::{
     record::emit,
-    task::{current_task, ipc_ns_ptr_of, load_field, ns_ref, offset},
+    task::{current_task, ipc_ns_ptr_of, load_field, ns_ref, offset, shm_rmid_forced},
     tracked::track_namespace,
 };
 
@@ -122,7 +122,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
             ns,
             NsRef::default(),
             0,
-            [0; 4],
+            [shm_rmid_forced(ipc_ns) as u64, 0, 0, 0],
         );
     }
     0

@@ -79,6 +79,37 @@ pub fn ipc_ns_ptr_of(task: *const u8) -> *const u8 {
         .unwrap_or(core::ptr::null())
 }
 
+/// Whether the `struct ipc_namespace` at `ipc_ns` (a BTF pointer) has kernel.shm_rmid_forced
+/// set: there, a segment dies without IPC_RMID when its creator exits or its last attachment
+/// goes, and the agent must expect its free.
+///
+/// Not through [`load_field`]'s `Option`: on 5.10 (no BTF task, so a helper read) the
+/// compiler kept that `Option` packed in a register and read its payload on the failed path
+/// too, and the verifier refused sched_process_exit ("R2 !read_ok"), however the `Option` was
+/// unwrapped. Here the helper reads into a zeroed value, which a failed read leaves zero.
+#[inline(always)]
+pub fn shm_rmid_forced(ipc_ns: *const u8) -> bool {
+    let offset = offset!(ipc_ns_shm_rmid_forced);
+    if ipc_ns.is_null() || offset == NO_OFFSET {
+        return false;
+    }
+    let field = ipc_ns.wrapping_add(offset as usize) as *const i32;
+    if offset!(task_btf) != 0 {
+        // SAFETY: a BTF pointer's load; see load_field.
+        return unsafe { core::ptr::read(field) } != 0;
+    }
+    let mut forced: i32 = 0;
+    // SAFETY: the helper tolerates any source address; a bad one only fails, leaving 0.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&raw mut forced).cast(),
+            core::mem::size_of::<i32>() as u32,
+            field.cast(),
+        )
+    };
+    forced != 0
+}
+
 /// The identity of the `struct ipc_namespace` at `ipc_ns`, a BTF pointer (zero for NULL).
 #[inline(always)]
 pub fn ns_ref(ipc_ns: *const u8) -> NsRef {

@@ -12,6 +12,7 @@
 #[cfg(test)]
 mod checks;
 mod events;
+mod forced;
 mod gauges;
 mod keys;
 mod members;
@@ -71,8 +72,13 @@ pub struct Engine {
     /// Live attachments: (pid, address) → segment.
     attachments: Map<(u32, u64), ObjectKey>,
     /// Live segments removed while attached (IPC_RMID marked them; their last detach frees
-    /// them): what [`Self::removed_unattached`] looks through, rather than every object.
+    /// them): what [`Self::awaiting_free`] looks through, rather than every object.
     removed_segments: HashSet<ObjectKey>,
+    /// Namespaces whose latest record said kernel.shm_rmid_forced is set ([`forced`]).
+    rmid_forced_namespaces: HashSet<u32>,
+    /// Segments of those namespaces that lost their creator or last known attachment: the
+    /// kernel destroyed them, and their free should follow ([`forced`]). Few.
+    forced_frees: HashSet<ObjectKey>,
     /// (type, key) → namespaces where a live object of that type has that key, for
     /// `key_lives_in` without scanning every object. IPC_PRIVATE is not indexed.
     keys: Map<(IpcObject, i32), u32>,
@@ -152,6 +158,8 @@ impl Engine {
             next_generation: Map::default(),
             attachments: Map::default(),
             removed_segments: HashSet::new(),
+            rmid_forced_namespaces: HashSet::new(),
+            forced_frees: HashSet::new(),
             keys: Map::default(),
             more_keys: Map::default(),
             torn_down: Map::default(),
@@ -218,7 +226,7 @@ impl Engine {
             event.body,
             Body::NsFreed
                 | Body::ShmFreed { .. }
-                | Body::ProcessExit
+                | Body::ProcessExit { .. }
                 | Body::CgroupMkdir { .. }
                 | Body::CgroupRmdir { .. }
         );
@@ -344,9 +352,11 @@ impl Engine {
             }
             Body::ShmDetach {
                 addr,
+                rmid_forced,
                 result: Ok(_),
             } => {
                 let caller_ns = self.ident(event.ns, ts, out);
+                self.learn_rmid_forced(caller_ns.inum, rmid_forced);
                 let segment = self.attachments.remove(&(task.pid, addr));
                 // The segment's namespace, which the caller may have left since it attached.
                 let ns = segment
@@ -364,6 +374,9 @@ impl Engine {
                     key,
                     addr,
                 });
+                if let Some(segment) = segment {
+                    self.expect_forced_free(segment);
+                }
                 self.orphaned_at_last_detach(ts, out);
             }
             Body::Unshare {
@@ -427,11 +440,21 @@ impl Engine {
                     });
                 }
             }
-            Body::ProcessExit => {
+            Body::ProcessExit { rmid_forced } => {
                 let pid = task.pid;
+                self.learn_rmid_forced(event.ns.inum, rmid_forced);
                 if task.pid == task.tid {
-                    self.attachments
-                        .retain(|(attached_pid, _), _| *attached_pid != pid);
+                    let mut detached = Vec::new();
+                    self.attachments.retain(|&(attached_pid, _), &mut segment| {
+                        let kept = attached_pid != pid;
+                        if !kept {
+                            detached.push(segment);
+                        }
+                        kept
+                    });
+                    for segment in detached {
+                        self.expect_forced_free(segment);
+                    }
                     self.creator_exited(&task, event.ns.inum, ts, out);
                     self.orphaned_at_last_detach(ts, out);
                 }
@@ -450,6 +473,7 @@ impl Engine {
                     return; // a segment of an earlier life of this inum, already reported
                 }
                 let ns = state.ident;
+                self.learn_rmid_forced(ns.inum, rmid_forced);
                 let key = ObjectKey {
                     ns: ns.inum,
                     object: IpcObject::Shm,

@@ -100,6 +100,7 @@ impl Engine {
     ) -> u64 {
         let ident = state.ident;
         self.unannounced.remove(&ident.inum);
+        self.rmid_forced_namespaces.remove(&ident.inum);
         if !self.early_removals.is_empty() {
             self.early_removals.retain(|key, _| key.ns != ident.inum);
             let removals = &self.early_removals;

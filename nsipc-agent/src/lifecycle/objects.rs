@@ -153,6 +153,7 @@ impl Engine {
         self.objects_live -= 1;
         self.made_in_host.remove(&key);
         self.forget_creation(key, state.creator);
+        self.forced_frees.remove(&key);
         if state.removed() {
             self.removed_segments.remove(&key);
         } else {

@@ -73,7 +73,10 @@ impl Engine {
                     self.orphans_at_last_detach
                         .insert(key, (cause, task.container));
                 }
-                Some(_) => self.orphaned(key, cause, task.container, ts, out),
+                Some(_) => {
+                    self.orphaned(key, cause, task.container, ts, out);
+                    self.expect_forced_free(key);
+                }
                 None => {}
             }
         }
@@ -81,8 +84,9 @@ impl Engine {
     }
 
     /// Whether some process has segment `key` attached (a walk of the attachments: only for
-    /// an exited creator's segments and segments waiting to be orphaned, which are few).
-    fn is_attached(&self, key: ObjectKey) -> bool {
+    /// an exited creator's segments, segments waiting to be orphaned, and segments of
+    /// namespaces with kernel.shm_rmid_forced that lost an attachment, which are few).
+    pub(super) fn is_attached(&self, key: ObjectKey) -> bool {
         key.object == IpcObject::Shm && self.attachments.values().any(|&held| held == key)
     }
 

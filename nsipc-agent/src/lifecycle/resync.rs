@@ -7,8 +7,7 @@ use std::collections::HashSet;
 use nsipc_common::NsRef;
 
 use super::{
-    DestroyReason, Engine, IPC_PRIVATE, Lifecycle, Map, NsIdent, ObjectKey, ObjectState,
-    namespaces::LifeEnd,
+    DestroyReason, Engine, IPC_PRIVATE, Lifecycle, Map, NsIdent, ObjectKey, namespaces::LifeEnd,
 };
 use crate::{
     decode::{Body, KernelEvent},
@@ -330,6 +329,8 @@ impl Engine {
                     // Removed while attached, and gone (or its id taken by another): only its
                     // last detach could end it while its namespace lives; its free was unseen.
                     _ if state.removed() => detached_unseen.push(key),
+                    // Destroyed by kernel.shm_rmid_forced, unseen.
+                    _ if self.forced_frees.contains(&key) => detached_unseen.push(key),
                     // Not listed, or listed with another key: another object took its id.
                     _ => gone.push((key, namespace.ident)),
                 }
@@ -386,42 +387,48 @@ impl Engine {
         counts
     }
 
-    /// Segments removed while attached that no attachment the engine knows of holds any more,
-    /// as (namespace inum, id): their last detach may have come (a detach, or the exit of a
-    /// process that inherited the attachment by fork, which the engine cannot see), so their
-    /// free should follow. If it never comes (a `kfree` the probes did not see), only a look
-    /// at the kernel tells: [`Self::found_gone`].
-    pub fn removed_unattached(&self) -> Vec<(u32, i32)> {
-        if self.removed_segments.is_empty() {
+    /// Segments whose free should follow, as (namespace inum, id), that no attachment the
+    /// engine knows of holds: those removed while attached (their last detach may have come: a
+    /// detach, or the exit of a process that inherited the attachment by fork, which the
+    /// engine cannot see), and those kernel.shm_rmid_forced destroyed ([`super::forced`]). If
+    /// the free never comes (a free the probes did not see), only a look at the kernel tells:
+    /// [`Self::found_gone`].
+    pub fn awaiting_free(&self) -> Vec<(u32, i32)> {
+        if self.removed_segments.is_empty() && self.forced_frees.is_empty() {
             return Vec::new();
         }
         let attached: HashSet<ObjectKey> = self.attachments.values().copied().collect();
         let mut found: Vec<(u32, i32)> = self
             .removed_segments
             .iter()
+            .chain(&self.forced_frees)
             .filter(|key| !attached.contains(key))
             .map(|key| (key.ns, key.id))
             .collect();
         found.sort_unstable();
+        found.dedup();
         found
     }
 
-    /// A segment removed while attached is no longer listed in its namespace (an inventory
-    /// that started at `ts` says so), though its free never came: it died of its last
-    /// detach, before `ts`. Reported so, flagged `late`; nothing if the engine has no such
-    /// segment (its free came meanwhile).
+    /// A segment awaiting its free ([`Self::awaiting_free`]) is no longer listed in its
+    /// namespace (an inventory that started at `ts` says so), though its free never came: it
+    /// died before `ts`, of its last detach if it was removed, else of kernel.shm_rmid_forced.
+    /// Reported so, flagged `late`; nothing if the engine has no such segment (its free came
+    /// meanwhile).
     pub fn found_gone(&mut self, inum: u32, id: i32, ts: u64, out: &mut Vec<Lifecycle>) {
         let key = ObjectKey {
             ns: inum,
             object: IpcObject::Shm,
             id,
         };
-        if !self.object(key).is_some_and(ObjectState::removed) {
-            return;
-        }
+        let reason = match self.object(key) {
+            Some(state) if state.removed() => DestroyReason::LastDetach,
+            Some(_) if self.forced_frees.contains(&key) => DestroyReason::RmidForced,
+            _ => return,
+        };
         let ns = self.namespaces[&inum].ident;
         let first = out.len();
-        self.destroy_object(key, ns, DestroyReason::LastDetach, None, ts, out);
+        self.destroy_object(key, ns, reason, None, ts, out);
         if let Some(Lifecycle::ObjectDestroy { late, .. }) = out.get_mut(first) {
             *late = true;
         }

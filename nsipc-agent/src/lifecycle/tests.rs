@@ -309,6 +309,7 @@ fn detach(h: &mut Harness, pid: u32, at: NsRef, addr: u64) -> Vec<Lifecycle> {
         at,
         Body::ShmDetach {
             addr,
+            rmid_forced: false,
             result: Ok(0),
         },
     )

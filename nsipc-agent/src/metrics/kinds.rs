@@ -161,7 +161,7 @@ impl LineKind {
             Body::Unshare { .. } => Self(31),
             Body::Setns { .. } => Self(32),
             Body::Clone { .. } => Self(33),
-            Body::ProcessExit => Self(34),
+            Body::ProcessExit { .. } => Self(34),
             Body::NsFreed => Self(35),
             Body::ShmFreed { .. } => Self(36),
             Body::CgroupMkdir { .. } => Self(37),

@@ -79,7 +79,7 @@ pub fn event_name(body: &Body) -> &'static str {
         Body::Unshare { .. } => "ipc_ns.unshare",
         Body::Setns { .. } => "ipc_ns.setns",
         Body::Clone { .. } => "ipc_ns.clone",
-        Body::ProcessExit => "process.exit",
+        Body::ProcessExit { .. } => "process.exit",
         Body::NsFreed => "ipc_ns.freed",
         Body::ShmFreed { .. } => "shm.freed",
         Body::CgroupMkdir { .. } => "cgroup.mkdir",
@@ -185,8 +185,13 @@ impl KernelEventJson<'_> {
                     Err(_) => put_result(f, result)?,
                 }
             }
-            Body::ShmDetach { addr, result } => {
+            Body::ShmDetach {
+                addr,
+                rmid_forced,
+                result,
+            } => {
                 f.uint(key!("addr"), *addr)?;
+                f.bool(key!("rmid_forced"), *rmid_forced)?;
                 put_result(f, result)?;
             }
             Body::Unshare {
@@ -223,7 +228,8 @@ impl KernelEventJson<'_> {
                 }
                 put_result(f, result)?;
             }
-            Body::ProcessExit | Body::NsFreed => {}
+            Body::ProcessExit { rmid_forced } => f.bool(key!("rmid_forced"), *rmid_forced)?,
+            Body::NsFreed => {}
             Body::ShmFreed {
                 id,
                 key,
@@ -284,7 +290,7 @@ impl EventLine for KernelEventJson<'_> {
             | Body::Unshare { result, .. }
             | Body::Setns { result, .. }
             | Body::Clone { result, .. } => result.is_err(),
-            Body::ProcessExit
+            Body::ProcessExit { .. }
             | Body::NsFreed
             | Body::ShmFreed { .. }
             | Body::CgroupMkdir { .. }
@@ -350,7 +356,7 @@ impl EventLine for KernelEventJson<'_> {
                     Err(_) => pretty_result(line, result),
                 }
             }
-            Body::ShmDetach { addr, result } => {
+            Body::ShmDetach { addr, result, .. } => {
                 line.hex("addr", *addr);
                 pretty_result(line, result);
             }
@@ -385,7 +391,7 @@ impl EventLine for KernelEventJson<'_> {
                 }
                 pretty_result(line, result);
             }
-            Body::ProcessExit | Body::NsFreed => {}
+            Body::ProcessExit { .. } | Body::NsFreed => {}
             Body::ShmFreed {
                 id,
                 key,

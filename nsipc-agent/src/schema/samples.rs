@@ -319,6 +319,7 @@ fn bodies() -> Vec<Body> {
         });
         bodies.push(Body::ShmDetach {
             addr: 0x7f00_0000_0000,
+            rmid_forced: result.is_ok(),
             result,
         });
     }
@@ -345,7 +346,9 @@ fn bodies() -> Vec<Body> {
             });
         }
     }
-    bodies.push(Body::ProcessExit);
+    for rmid_forced in [false, true] {
+        bodies.push(Body::ProcessExit { rmid_forced });
+    }
     bodies.push(Body::NsFreed);
     for (ns_dying, ns_freed, rmid_forced) in [(false, false, false), (true, true, true)] {
         bodies.push(Body::ShmFreed {
@@ -370,7 +373,7 @@ fn bodies() -> Vec<Body> {
         | Body::Unshare { .. }
         | Body::Setns { .. }
         | Body::Clone { .. }
-        | Body::ProcessExit
+        | Body::ProcessExit { .. }
         | Body::NsFreed
         | Body::ShmFreed { .. }
         | Body::CgroupMkdir { .. }

@@ -164,7 +164,7 @@ impl<W: Write> Stream<W> {
         if !self.free_check.may_look(now) {
             return Ok(SinkState::Open);
         }
-        let due = self.free_check.due(&self.engine.removed_unattached(), now);
+        let due = self.free_check.due(&self.engine.awaiting_free(), now);
         if due.is_empty() {
             return Ok(SinkState::Open);
         }

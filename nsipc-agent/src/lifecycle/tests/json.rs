@@ -101,6 +101,7 @@ fn every_lifecycle_line_has_a_time() {
         a,
         Body::ShmDetach {
             addr: 0x9000,
+            rmid_forced: false,
             result: Ok(0),
         },
     ));

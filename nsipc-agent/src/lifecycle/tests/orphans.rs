@@ -3,7 +3,7 @@
 use super::*;
 
 fn exit(h: &mut Harness, pid: u32, at: NsRef) -> Vec<Lifecycle> {
-    h.feed(pid, at, Body::ProcessExit)
+    h.feed(pid, at, Body::ProcessExit { rmid_forced: false })
 }
 
 /// (name, id, cause) of each orphaned line.

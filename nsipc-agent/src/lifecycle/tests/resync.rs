@@ -465,5 +465,5 @@ fn resync_reports_a_removed_segment_found_gone_as_its_late_last_detach() {
         assert_eq!(json["reason"], "last_detach", "{json}");
         assert_eq!(json["late"], true, "{json}");
     }
-    assert!(h.engine.removed_unattached().is_empty());
+    assert!(h.engine.awaiting_free().is_empty());
 }

@@ -32,6 +32,7 @@ fn shm_rmid_while_attached_marks_then_last_detach_destroys() {
         a,
         Body::ShmDetach {
             addr: 0x7f00,
+            rmid_forced: false,
             result: Ok(0),
         },
     );
@@ -124,6 +125,7 @@ fn detach_of_an_unknown_attachment_still_reports_the_address() {
         host(),
         Body::ShmDetach {
             addr: 0x9000,
+            rmid_forced: false,
             result: Ok(0),
         },
     );
@@ -175,22 +177,16 @@ fn a_removed_segment_awaits_its_free_once_no_known_attachment_holds_it() {
     h.get(a, IpcObject::Shm, 0x56, 5);
     attach(&mut h, 12, a, 4, 0x7f00);
     attach(&mut h, 13, a, 4, 0x7f00);
-    assert!(h.engine.removed_unattached().is_empty(), "not removed");
+    assert!(h.engine.awaiting_free().is_empty(), "not removed");
     h.rmid(a, IpcObject::Shm, 4, true);
-    assert!(
-        h.engine.removed_unattached().is_empty(),
-        "still attached twice"
-    );
+    assert!(h.engine.awaiting_free().is_empty(), "still attached twice");
     detach(&mut h, 12, a, 0x7f00);
-    assert!(
-        h.engine.removed_unattached().is_empty(),
-        "pid 13 still attached"
-    );
-    h.feed(13, a, Body::ProcessExit);
-    assert_eq!(h.engine.removed_unattached(), [(NS_A, 4)]);
+    assert!(h.engine.awaiting_free().is_empty(), "pid 13 still attached");
+    h.feed(13, a, Body::ProcessExit { rmid_forced: false });
+    assert_eq!(h.engine.awaiting_free(), [(NS_A, 4)]);
     h.freed(a);
     assert!(
-        h.engine.removed_unattached().is_empty(),
+        h.engine.awaiting_free().is_empty(),
         "gone with its namespace"
     );
 }
@@ -217,7 +213,7 @@ fn a_removed_segment_found_gone_is_destroyed_late_by_its_last_detach() {
     assert_eq!(json["event"], "shm.destroy", "{json}");
     assert_eq!(json["reason"], "last_detach", "{json}");
     assert_eq!(json["late"], true, "{json}");
-    assert!(h.engine.removed_unattached().is_empty());
+    assert!(h.engine.awaiting_free().is_empty());
     // Its free, should it come after all, changes nothing.
     assert!(h.shm_freed(a, 4, false).is_empty());
     let mut again = Vec::new();
@@ -245,4 +241,104 @@ fn a_detach_names_the_segments_namespace_not_the_callers() {
         panic!("{out:?}")
     };
     assert_eq!((ns.inum, *id), (NS_B, None));
+}
+
+fn exit_forced(h: &mut Harness, pid: u32, at: NsRef, rmid_forced: bool) -> Vec<Lifecycle> {
+    h.feed(pid, at, Body::ProcessExit { rmid_forced })
+}
+
+fn detach_forced(h: &mut Harness, pid: u32, at: NsRef, addr: u64) -> Vec<Lifecycle> {
+    h.feed(
+        pid,
+        at,
+        Body::ShmDetach {
+            addr,
+            rmid_forced: true,
+            result: Ok(0),
+        },
+    )
+}
+
+/// With kernel.shm_rmid_forced, the kernel destroys a segment once nothing is attached after
+/// its creator's exit or after any detach: the engine then awaits its free as it awaits a
+/// removed segment's, and one found gone died of the sysctl, `late`.
+#[test]
+fn a_forced_segment_awaits_its_free_once_its_creator_or_last_attachment_goes() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    // Made by pid 10 (the harness's getter): 4 unattached, 5 attached by 12, 6 by 13.
+    for id in 4..=6 {
+        h.get(a, IpcObject::Shm, 0x50 + id as i32, id);
+    }
+    attach(&mut h, 12, a, 5, 0x7f00);
+    attach(&mut h, 13, a, 6, 0x7e00);
+    // pid 13 detaches while the creator lives: the last detach destroys in such a namespace.
+    detach_forced(&mut h, 13, a, 0x7e00);
+    assert_eq!(h.engine.awaiting_free(), [(NS_A, 6)]);
+    exit_forced(&mut h, 10, a, true);
+    assert_eq!(
+        h.engine.awaiting_free(),
+        [(NS_A, 4), (NS_A, 6)],
+        "5 is still attached"
+    );
+    exit_forced(&mut h, 12, a, true);
+    assert_eq!(h.engine.awaiting_free(), [(NS_A, 4), (NS_A, 5), (NS_A, 6)]);
+
+    // The free of 4 comes; 5 is found gone by a look; 6 by a resync.
+    let out = h.shm_freed_forced(a, 4, false, true);
+    assert_eq!(destroy_reason(&out[0]), DestroyReason::RmidForced);
+    let mut out = Vec::new();
+    h.engine.found_gone(NS_A, 5, 9_000_000, &mut out);
+    let json = to_json(&out[0]);
+    assert_eq!(
+        (&json["event"], &json["id"], &json["reason"], &json["late"]),
+        (
+            &"shm.destroy".into(),
+            &5.into(),
+            &"rmid_forced".into(),
+            &true.into()
+        ),
+        "{json}"
+    );
+    let (counts, out) = h.resync(
+        &[listed_ns(HOST_IPC_NS_INUM, 0), listed_ns(NS_A, 42)],
+        &[],
+        &[],
+    );
+    assert_eq!(counts.objects_gone, 1, "{out:?}");
+    let json = to_json(&out[0]);
+    assert_eq!(
+        (&json["id"], &json["reason"], &json["late"]),
+        (&6.into(), &"rmid_forced".into(), &true.into()),
+        "{json}"
+    );
+    assert!(h.engine.awaiting_free().is_empty());
+}
+
+/// Without the sysctl (or once a record says it was turned off), an exit or a detach destroys
+/// nothing: no free is awaited, and a look finds nothing to report.
+#[test]
+fn without_shm_rmid_forced_no_free_is_awaited() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.get(a, IpcObject::Shm, 0x54, 4);
+    h.get(a, IpcObject::Shm, 0x55, 5);
+    attach(&mut h, 12, a, 5, 0x7f00);
+    detach(&mut h, 12, a, 0x7f00);
+    exit_forced(&mut h, 10, a, false);
+    assert!(h.engine.awaiting_free().is_empty());
+    let mut out = Vec::new();
+    h.engine.found_gone(NS_A, 4, 9_000_000, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+
+    // Set, then unset: what was awaited is not any more.
+    let b = ns(NS_B, 43);
+    h.unshare(6, b);
+    h.feed(20, b, got(IpcObject::Shm, 0x56, 6));
+    exit_forced(&mut h, 20, b, true);
+    assert_eq!(h.engine.awaiting_free(), [(NS_B, 6)]);
+    exit_forced(&mut h, 21, b, false);
+    assert!(h.engine.awaiting_free().is_empty());
 }
