@@ -39,8 +39,9 @@ run=(run)
 if [[ $engine == podman ]]; then
     image=localhost/nsipc-test:latest
     # runc is refused raising the rlimits podman asks for by default on some hosts ("error
-    # setting rlimit type 7"); and no network is needed.
-    run=(run --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+    # setting rlimit type 7"); crun, podman's first choice, refuses hosts with cgroup v1
+    # controllers next to cgroup2; and no network is needed.
+    run=(run --runtime runc --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 fi
 
 work=$(mktemp -d)

@@ -30,7 +30,10 @@ struct Engine {
     /// Options for every `run`: podman would set up a network through netavark otherwise, and
     /// by default raises the container's RLIMIT_NOFILE and RLIMIT_NPROC to its own hard limits,
     /// which runc is refused on some machines ("error setting rlimit type 7: operation not
-    /// permitted"); lower ones are always allowed.
+    /// permitted": no CAP_SYS_RESOURCE); lower ones are always allowed. runc, not crun, which
+    /// podman prefers when both are installed (as when podman is installed before docker.io)
+    /// and which refuses a host with cgroup v1 controllers next to cgroup2 ("cgroups in hybrid
+    /// mode not supported").
     run_options: &'static [&'static str],
     /// Keeps the SysV keys of the two stories apart: they run at the same time.
     key_salt: u32,
@@ -49,6 +52,8 @@ const PODMAN: Engine = Engine {
     runtime: "podman",
     image: "localhost/nsipc-test:latest",
     run_options: &[
+        "--runtime",
+        "runc",
         "--network",
         "none",
         "--ulimit",

@@ -20,7 +20,12 @@ flock 9
 missing=()
 case "$engine" in
 docker) command -v dockerd >/dev/null || missing+=(docker.io) ;;
-podman) command -v podman >/dev/null || missing+=(podman) ;;
+podman)
+    command -v podman >/dev/null || missing+=(podman)
+    # The tests run podman's containers with runc, which podman does not bring when crun is
+    # there (see tests/docker.rs).
+    command -v runc >/dev/null || missing+=(runc)
+    ;;
 *) echo "setup.sh: unknown engine $engine (docker or podman)" >&2; exit 2 ;;
 esac
 [[ -x /bin/busybox ]] || missing+=(busybox-static)
