@@ -3,6 +3,8 @@
 
 #[path = "privileged/activity.rs"]
 mod activity;
+#[path = "privileged/frees.rs"]
+mod frees;
 #[path = "privileged/kernel.rs"]
 mod kernel;
 mod support;
