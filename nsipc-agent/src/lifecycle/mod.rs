@@ -444,10 +444,13 @@ impl Engine {
                 let pid = task.pid;
                 self.learn_rmid_forced(event.ns.inum, rmid_forced);
                 if task.pid == task.tid {
+                    // Only the detaches shm_rmid_forced can end a segment by are kept: most
+                    // exits, in namespaces without it, go by without allocating.
                     let mut detached = Vec::new();
+                    let forced = &self.rmid_forced_namespaces;
                     self.attachments.retain(|&(attached_pid, _), &mut segment| {
                         let kept = attached_pid != pid;
-                        if !kept {
+                        if !kept && forced.contains(&segment.ns) {
                             detached.push(segment);
                         }
                         kept
