@@ -24,8 +24,9 @@ for (1 .. $rounds) {
 
 /// Every segment that kernel.shm_rmid_forced destroys at its last detach, 1 600 of them made
 /// by four processes at once, is reported created, and destroyed exactly once, `rmid_forced`,
-/// in its namespace (on the kprobe backend, every segment whose create was seen: see below). With fentry on the free none is `late`: a trampoline's program is only skipped
-/// when it interrupts itself. A kprobe's program is also skipped when the RCU callback that
+/// in its namespace (on the kprobe backend, every segment whose create was seen: see below).
+/// With fentry on the free none is `late`: a trampoline's program is only skipped when it
+/// interrupts itself. A kprobe's program is also skipped when the RCU callback that
 /// frees the segment interrupts another kprobe's, and the `kfree` hook misses a few under
 /// load: those deaths are left to the agent's look for late frees, which must find each one.
 #[test]
@@ -77,7 +78,7 @@ fn segments_destroyed_by_shm_rmid_forced_under_load_are_each_seen_once() {
         .events
         .iter()
         .filter(|e| in_ns(e, "shm.create") && workers.contains(&field(e, "pid")))
-        .map(|e| e["id"].as_i64().unwrap())
+        .map(|e| field(e, "id"))
         .collect();
     // A kretprobe runs its handler for at most `maxactive` calls in flight at once, and a
     // perf kretprobe gets the kernel's default: on a kernel without CONFIG_PREEMPTION (Debian's
@@ -101,7 +102,7 @@ fn segments_destroyed_by_shm_rmid_forced_under_load_are_each_seen_once() {
     }
     let mut destroys: BTreeMap<i64, Vec<&Value>> = made.iter().map(|&id| (id, vec![])).collect();
     for e in stopped.events.iter().filter(|e| in_ns(e, "shm.destroy")) {
-        if let Some(seen) = destroys.get_mut(&e["id"].as_i64().unwrap()) {
+        if let Some(seen) = destroys.get_mut(&field(e, "id")) {
             seen.push(e);
         }
     }
