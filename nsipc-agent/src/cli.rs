@@ -33,10 +33,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Stream IPC namespace and SysV IPC events on stdout: JSON Lines, or one line per event
-    /// for people on a terminal (needs root).
+    /// Stream IPC namespace, SysV IPC and POSIX message queue events on stdout: JSON Lines, or
+    /// one line per event for people on a terminal (needs root).
     ///
-    /// The stream starts with what already exists (`ipc_ns.exists`, `msg.exists`, …), then
+    /// The stream starts with what already exists (`ipc_ns.exists`, `msg.exists`, …,
+    /// `mqueue.exists`), then
     /// `agent.ready` once every probe is attached; events follow as they happen, each naming
     /// its container where the task is in one. SIGINT or SIGTERM detaches, drains what is
     /// buffered and ends with `agent.stop`.
@@ -54,6 +55,7 @@ pub enum Command {
         sudo nsipc-agent trace --events=-shm.attach,-shm.detach   # all but attachments\n  \
         sudo nsipc-agent trace | jq -c 'select(.host_ipc) | {event, container: .container.name}'\n  \
         sudo nsipc-agent trace | jq -c 'select(.event | startswith(\"ipc_ns.\"))'\n  \
+        sudo nsipc-agent trace --events 'mqueue.*'   # POSIX message queues, per namespace\n  \
         sudo nsipc-agent trace --ring-buffer-size 64M > events.jsonl\n  \
         sudo nsipc-agent trace --activity-interval 10 | jq -c 'select(.event == \"ipc.flow\") | {from: .from.container.name, to: .to.container.name, messages}'\n  \
         sudo nsipc-agent trace --backend kprobe | jq -c 'select(.event == \"agent.ready\") | .hooks'\n  \

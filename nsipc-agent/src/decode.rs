@@ -1,6 +1,6 @@
 //! Ring-buffer bytes → typed kernel events. Pure: no I/O, no allocation.
 
-use nsipc_common::{EventKind, NsRef, RECORD_ARGS, Record};
+use nsipc_common::{EventKind, MqueueRecord, MqueueTail, NsRef, RECORD_ARGS, Record};
 use thiserror::Error;
 
 use crate::names::IpcObject;
@@ -9,6 +9,8 @@ use crate::names::IpcObject;
 pub enum DecodeError {
     #[error("record of {0} bytes, expected {expected}", expected = Record::SIZE)]
     BadLength(usize),
+    #[error("{0:?} record of {1} bytes, expected {expected}", expected = MqueueRecord::SIZE)]
+    BadMqueueLength(EventKind, usize),
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
 }
@@ -74,7 +76,7 @@ impl Task {
 }
 
 /// What happened, by kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
     /// `msgget`/`shmget`/`semget`. `size` is the segment size (shm) or nsems (sem), 0 for msg.
     Get {
@@ -150,10 +152,41 @@ pub enum Body {
         cgroup: u64,
         container: ContainerRef,
     },
+    /// `mq_open(name, oflag, mode, attr)`: `maxmsg`/`msgsize` as asked (0: no attributes);
+    /// `ino`: the inode of the queue the returned fd is open on (0: not read).
+    MqueueOpen {
+        name: MqueueName,
+        oflag: i32,
+        mode: u32,
+        maxmsg: u64,
+        msgsize: u64,
+        ino: u64,
+        result: SysResult<i64>,
+    },
+    MqueueUnlink {
+        name: MqueueName,
+        result: SysResult<i64>,
+    },
+    /// A queue's inode was evicted: the queue is gone. `ino` None: the hook could not tell
+    /// which queue's (the kfree program).
+    MqueueEvicted { ino: Option<u64> },
+}
+
+/// A POSIX message queue's name as the caller passed it to the kernel (no leading `/`): any
+/// bytes but NUL. Kept on the heap: records of other kinds stay small.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MqueueName(pub Box<[u8]>);
+
+impl MqueueName {
+    /// As `mq_open(3)` takes it and `/dev/mqueue` lists it: with the leading `/`, invalid
+    /// UTF-8 replaced.
+    pub fn display(&self) -> String {
+        format!("/{}", String::from_utf8_lossy(&self.0))
+    }
 }
 
 /// One decoded kernel event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelEvent {
     /// CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
@@ -163,15 +196,41 @@ pub struct KernelEvent {
     pub body: Body,
 }
 
-/// Copies a record out of ring-buffer bytes (which need not be aligned) and types it.
+/// Copies a record out of ring-buffer bytes (which need not be aligned) and types it. Only
+/// the mqueue kinds' records allocate (their names).
 pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
-    if bytes.len() != Record::SIZE {
+    if bytes.len() < Record::SIZE {
         return Err(DecodeError::BadLength(bytes.len()));
     }
     // SAFETY: the length is checked and every bit pattern is a valid `Record` (plain integers);
     // read_unaligned copies, so the source alignment does not matter.
     let record: Record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Record>()) };
     let kind = EventKind::from_record(record.kind).ok_or(DecodeError::UnknownKind(record.kind))?;
+    let tail = if kind.has_mqueue_tail() {
+        if bytes.len() != MqueueRecord::SIZE {
+            return Err(DecodeError::BadMqueueLength(kind, bytes.len()));
+        }
+        // SAFETY: as above; the tail follows the record.
+        Some(unsafe {
+            std::ptr::read_unaligned(bytes[Record::SIZE..].as_ptr().cast::<MqueueTail>())
+        })
+    } else if bytes.len() != Record::SIZE {
+        return Err(DecodeError::BadLength(bytes.len()));
+    } else {
+        None
+    };
+    let name = || {
+        let name = tail.as_ref().map_or(&[][..], |tail| {
+            let end = tail
+                .name
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(tail.name.len());
+            &tail.name[..end]
+        });
+        MqueueName(name.into())
+    };
+    let ino = tail.as_ref().map_or(0, |tail| tail.ino);
     let args: [u64; RECORD_ARGS] = record.args;
     let result = sys_result(record.ret);
     // Syscall arguments arrive as 8-byte slots; `int` arguments are the low 32 bits.
@@ -266,6 +325,22 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             cgroup: args[0],
             container: ContainerRef::NONE,
         },
+        EventKind::MqueueOpen => Body::MqueueOpen {
+            name: name(),
+            oflag: int(0),
+            mode: args[1] as u32,
+            maxmsg: args[2],
+            msgsize: args[3],
+            ino,
+            result,
+        },
+        EventKind::MqueueUnlink => Body::MqueueUnlink {
+            name: name(),
+            result,
+        },
+        EventKind::MqueueEvicted => Body::MqueueEvicted {
+            ino: (ino != 0).then_some(ino),
+        },
         EventKind::MsgSend | EventKind::MsgReceive | EventKind::SemOp => {
             unreachable!("from_record gives no activity kind")
         }
@@ -333,9 +408,22 @@ pub(crate) mod tests {
         bytes_of(&record)
     }
 
-    /// A record's bytes as the ring buffer holds them, owned (for strategies and tables).
+    /// The inode number and name of every mqueue kind's record that [`bytes_of`] writes.
+    pub(crate) const TAIL_INO: u64 = 31337;
+    pub(crate) const TAIL_NAME: &[u8] = b"jobs\xff";
+
+    /// A record's bytes as the ring buffer holds them, owned (for strategies and tables); an
+    /// mqueue kind's with a tail naming [`TAIL_NAME`] and [`TAIL_INO`], garbage past the NUL.
     pub(crate) fn bytes_of(record: &Record) -> Vec<u8> {
-        record.to_bytes().to_vec()
+        let mut bytes = record.to_bytes().to_vec();
+        if EventKind::from_record(record.kind).is_some_and(EventKind::has_mqueue_tail) {
+            bytes.extend(TAIL_INO.to_ne_bytes());
+            let mut name = [0xaa; nsipc_common::MQUEUE_NAME_LEN];
+            name[..TAIL_NAME.len()].copy_from_slice(TAIL_NAME);
+            name[TAIL_NAME.len()] = 0;
+            bytes.extend(name);
+        }
+        bytes
     }
 
     #[test]
@@ -501,6 +589,37 @@ pub(crate) mod tests {
                     result: Ok(0),
                 },
             ),
+            (
+                EventKind::MqueueOpen,
+                3,
+                [0o102, 0o640, 4, 64],
+                Body::MqueueOpen {
+                    name: MqueueName(TAIL_NAME.into()),
+                    oflag: 0o102,
+                    mode: 0o640,
+                    maxmsg: 4,
+                    msgsize: 64,
+                    ino: TAIL_INO,
+                    result: Ok(3),
+                },
+            ),
+            (
+                EventKind::MqueueUnlink,
+                -2,
+                [0; 4],
+                Body::MqueueUnlink {
+                    name: MqueueName(TAIL_NAME.into()),
+                    result: Err(2),
+                },
+            ),
+            (
+                EventKind::MqueueEvicted,
+                0,
+                [0; 4],
+                Body::MqueueEvicted {
+                    ino: Some(TAIL_INO),
+                },
+            ),
         ];
         for (kind, ret, args, body) in cases {
             let event = decode(&record_bytes(*kind, *ret, *args)).unwrap();
@@ -529,5 +648,33 @@ pub(crate) mod tests {
         let mut unknown = bytes.clone();
         unknown[..4].copy_from_slice(&999u32.to_ne_bytes());
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(999)));
+        // An mqueue kind's record needs its tail, and others must not have one.
+        let open = record_bytes(EventKind::MqueueOpen, 3, [0; 4]);
+        assert_eq!(
+            decode(&open[..Record::SIZE]),
+            Err(DecodeError::BadMqueueLength(
+                EventKind::MqueueOpen,
+                Record::SIZE
+            ))
+        );
+        let mut long = bytes;
+        long.extend([0; 8]);
+        assert_eq!(decode(&long), Err(DecodeError::BadLength(Record::SIZE + 8)));
+    }
+
+    #[test]
+    fn an_unnamed_eviction_and_a_name_without_nul() {
+        let mut bytes = record_bytes(EventKind::MqueueEvicted, 0, [0; 4]);
+        bytes[Record::SIZE..Record::SIZE + 8].copy_from_slice(&0u64.to_ne_bytes());
+        assert_eq!(
+            decode(&bytes).unwrap().body,
+            Body::MqueueEvicted { ino: None }
+        );
+        let mut bytes = record_bytes(EventKind::MqueueUnlink, 0, [0; 4]);
+        bytes[Record::SIZE + 8..].fill(b'q');
+        let Body::MqueueUnlink { name, .. } = decode(&bytes).unwrap().body else {
+            panic!("an unlink");
+        };
+        assert_eq!(name.0.len(), nsipc_common::MQUEUE_NAME_LEN);
     }
 }

@@ -278,6 +278,12 @@ pub fn kernel_offsets(btf: &Btf, hierarchy: Option<&CgroupHierarchy>) -> Result<
             .into(),
         task_stack: btf.member_offset("task_struct", "stack")?,
         stack_pt_regs: thread_size(btf) - btf.struct_size("pt_regs")?,
+        // What an mq_open's descriptor is open on: task->files->fdt->fd[fd]->f_inode->i_ino.
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
     })
 }
 

@@ -5,7 +5,7 @@
 //! different versions, or a record cut short must cost one counted `agent.decode_error` line,
 //! never a panic that takes the whole stream down.
 
-use nsipc_common::{COMM_LEN, EventKind, HOST_IPC_NS_INUM, NsRef, Record};
+use nsipc_common::{COMM_LEN, EventKind, HOST_IPC_NS_INUM, MqueueRecord, NsRef, Record};
 use proptest::{collection::vec, prelude::*};
 use serde_json::Value;
 
@@ -142,7 +142,7 @@ fn encode(event: &KernelEvent) -> Record {
     // `int` syscall arguments are the low 32 bits of their 8-byte slot.
     let int = |value: i32| u64::from(value as u32);
     let none = NsRef::default();
-    let (kind, args, other_ns, ret) = match event.body {
+    let (kind, args, other_ns, ret) = match event.body.clone() {
         Body::Get {
             object,
             key,
@@ -262,6 +262,22 @@ fn encode(event: &KernelEvent) -> Record {
         Body::CgroupRmdir { cgroup, .. } => {
             (EventKind::CgroupRmdir, [cgroup, 0, 0, 0], none, Ok(0))
         }
+        // The tail (name, inode) is what `bytes_of` writes.
+        Body::MqueueOpen {
+            oflag,
+            mode,
+            maxmsg,
+            msgsize,
+            result,
+            ..
+        } => (
+            EventKind::MqueueOpen,
+            [int(oflag), u64::from(mode), maxmsg, msgsize],
+            none,
+            result,
+        ),
+        Body::MqueueUnlink { result, .. } => (EventKind::MqueueUnlink, [0; 4], none, result),
+        Body::MqueueEvicted { .. } => (EventKind::MqueueEvicted, [0; 4], none, Ok(0)),
     };
     Record {
         kind: kind as u32,
@@ -308,13 +324,16 @@ fn json_line(value: &impl serde::Serialize) -> Result<Value, TestCaseError> {
 
 /// What the decoder must say about `bytes`, from the ABI alone.
 fn expected_decode(bytes: &[u8]) -> Result<(), DecodeError> {
-    if bytes.len() != Record::SIZE {
+    if bytes.len() < Record::SIZE {
         return Err(DecodeError::BadLength(bytes.len()));
     }
-    let kind = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
-    EventKind::from_record(kind)
-        .map(drop)
-        .ok_or(DecodeError::UnknownKind(kind))
+    let id = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
+    let kind = EventKind::from_record(id).ok_or(DecodeError::UnknownKind(id))?;
+    match (kind.has_mqueue_tail(), bytes.len()) {
+        (true, MqueueRecord::SIZE) | (false, Record::SIZE) => Ok(()),
+        (true, len) => Err(DecodeError::BadMqueueLength(kind, len)),
+        (false, len) => Err(DecodeError::BadLength(len)),
+    }
 }
 
 /// One ring-buffer item: a record's bytes, cut short, grown, or replaced by noise.
@@ -358,6 +377,7 @@ proptest! {
                 | Body::ShmFreed { .. }
                 | Body::CgroupMkdir { .. }
                 | Body::CgroupRmdir { .. }
+                | Body::MqueueEvicted { .. }
         );
         if syscall && record.ret >= -i64::from(i32::MAX) {
             prop_assert_eq!(encoded.ret, record.ret);
@@ -377,7 +397,10 @@ proptest! {
         event.task.container = container_of(&record);
         let json = json_line(&KernelEventJson { event: &event, clock: &clock, attribution: &attribution })?;
         prop_assert_eq!(&json["event"], event_name(&event.body));
-        prop_assert_eq!(&json["ns"], &Value::from(record.ns.inum));
+        // An eviction is of a queue in whatever namespace: it has none.
+        if !matches!(event.body, Body::MqueueEvicted { .. }) {
+            prop_assert_eq!(&json["ns"], &Value::from(record.ns.inum));
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::{
 
 pub fn run(format: Format) -> Result<()> {
     kernel::check_inventory_privileges("snapshot")?;
-    let inventory = inventory::take_snapshot()?;
+    let inventory = inventory::take_inventory_with_mqueues()?;
     output::inventory::write(&inventory, io::stdout().lock(), format)
         .context("writing to stdout")?;
     if !inventory.unreadable.is_empty() {

@@ -11,7 +11,7 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// per [`EventKind`] id (slot 0 unused; the benchmark floor has only that one).
 pub const LOST_MAP: &str = "LOST";
 /// Slots of the probes' `LOST` map: every [`EventKind`] id indexes one.
-pub const LOST_SLOTS: u32 = EventKind::SemOp as u32 + 1;
+pub const LOST_SLOTS: u32 = EventKind::MqueueEvicted as u32 + 1;
 
 /// Name of the read-only global ([`KernelOffsets`]) userspace fills in before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -36,6 +36,11 @@ pub const CGROUP_PATH_LEN: usize = 256;
 /// tracked pointer can be called from.
 pub const KFREE_CALLERS_GLOBAL: &str = "KFREE_CALLERS";
 
+/// Name of the read-only global ([`CodeRanges`]): the pieces of `mqueue_evict_inode`, whose
+/// `kfree` calls tell the kfree program that a POSIX message queue died (a subset of
+/// [`KFREE_CALLERS_GLOBAL`]'s ranges).
+pub const MQUEUE_EVICT_GLOBAL: &str = "MQUEUE_EVICT";
+
 /// At most this many code ranges in a [`CodeRanges`].
 pub const MAX_CODE_RANGES: usize = 8;
 
@@ -47,6 +52,11 @@ pub struct CodeRanges {
 }
 
 impl CodeRanges {
+    /// No address.
+    pub const NOWHERE: Self = Self {
+        ranges: [[0; 2]; MAX_CODE_RANGES],
+    };
+
     /// Every address: no filtering.
     pub const EVERYWHERE: Self = {
         let mut ranges = [[0; 2]; MAX_CODE_RANGES];
@@ -182,6 +192,16 @@ pub struct KernelOffsets {
     /// Not an offset into a struct: `THREAD_SIZE - sizeof(struct pt_regs)`, where in the
     /// task's stack its saved user registers are, for kernels without `bpf_task_pt_regs`
     pub stack_pt_regs: u32,
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.fd`: the `struct file *` array
+    pub fdtable_fd: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
 }
 
 impl KernelOffsets {
@@ -230,6 +250,11 @@ impl KernelOffsets {
         wrapper_regs: 0,
         task_stack: NO_OFFSET,
         stack_pt_regs: NO_OFFSET,
+        task_files: NO_OFFSET,
+        files_fdt: NO_OFFSET,
+        fdtable_fd: NO_OFFSET,
+        file_inode: NO_OFFSET,
+        inode_ino: NO_OFFSET,
     };
 }
 
@@ -323,6 +348,18 @@ pub enum EventKind {
     /// Never a record: [`ACTIVITY_MAP`] counters of successful `semop`/`semtimedop` calls
     /// (units: the operations, `nsops`, they made).
     SemOp = 19,
+    /// `mq_open` returned. args: oflag, mode, the `mq_maxmsg` and `mq_msgsize` it asked for
+    /// (0 without attributes). ret: fd or -errno. An [`MqueueTail`] follows: the name as the
+    /// caller passed it, and the inode number of the queue the fd is open on.
+    MqueueOpen = 20,
+    /// `mq_unlink` returned. ret: 0 or -errno. An [`MqueueTail`] follows: the name (inode 0).
+    MqueueUnlink = 21,
+    /// A POSIX message queue's inode was evicted: the queue is gone (after its unlink and
+    /// last close, or with its namespace's mqueue mount). `ns` is not read. An
+    /// [`MqueueTail`] follows, with no name; its inode number is 0 where the hook cannot
+    /// see the inode (the kfree program, which only sees that `mqueue_evict_inode` ran):
+    /// userspace then finds which queue went.
+    MqueueEvicted = 22,
 }
 
 impl EventKind {
@@ -356,6 +393,9 @@ impl EventKind {
             17 => Self::MsgSend,
             18 => Self::MsgReceive,
             19 => Self::SemOp,
+            20 => Self::MqueueOpen,
+            21 => Self::MqueueUnlink,
+            22 => Self::MqueueEvicted,
             _ => return None,
         })
     }
@@ -516,6 +556,44 @@ impl Record {
     }
 }
 
+/// Bytes of a queue name an [`MqueueTail`] holds: `NAME_MAX` and its NUL.
+pub const MQUEUE_NAME_LEN: usize = 256;
+
+/// What follows the [`Record`] of an mqueue kind ([`EventKind::MqueueOpen`],
+/// [`EventKind::MqueueUnlink`], [`EventKind::MqueueEvicted`]) in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MqueueTail {
+    /// `inode.i_ino` of the queue, 0 where not known.
+    pub ino: u64,
+    /// The name as the caller passed it (no leading `/`), NUL-terminated; what follows the
+    /// NUL is not cleared.
+    pub name: [u8; MQUEUE_NAME_LEN],
+}
+
+/// A [`Record`] of an mqueue kind with its [`MqueueTail`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MqueueRecord {
+    pub record: Record,
+    pub tail: MqueueTail,
+}
+
+impl MqueueRecord {
+    /// Size of such a record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<MqueueRecord>();
+}
+
+impl EventKind {
+    /// Whether records of this kind are [`MqueueRecord`]s.
+    pub const fn has_mqueue_tail(self) -> bool {
+        matches!(
+            self,
+            Self::MqueueOpen | Self::MqueueUnlink | Self::MqueueEvicted
+        )
+    }
+}
+
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Record {}
 #[cfg(feature = "user")]
@@ -533,6 +611,7 @@ unsafe impl aya::Pod for ActivityCount {}
 // length, and the ring buffer aligns records to 8 bytes.
 const _: () = assert!(Record::SIZE == 128);
 const _: () = assert!(core::mem::align_of::<Record>() == 8);
+const _: () = assert!(MqueueRecord::SIZE == Record::SIZE + 8 + MQUEUE_NAME_LEN);
 // Map keys and values are compared and copied as bytes: no padding the compiler leaves.
 const _: () = assert!(core::mem::size_of::<ActivityKey>() == 32);
 const _: () = assert!(core::mem::size_of::<ActivityCount>() == 72);

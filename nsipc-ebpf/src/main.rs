@@ -13,6 +13,7 @@
 
 mod activity;
 mod ipc_objects;
+mod mqueue;
 mod namespaces;
 mod process;
 mod record;

@@ -3,11 +3,11 @@
 use aya_ebpf::{
     Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user_str_bytes},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use nsipc_common::{EventKind, LOST_SLOTS, NsRef, RECORD_ARGS, Record};
+use nsipc_common::{EventKind, LOST_SLOTS, MqueueRecord, NsRef, RECORD_ARGS, Record};
 
 use crate::task::{cgroup_of, load_field, offset, parent_pid, task_ids};
 
@@ -34,9 +34,7 @@ static WAKEUP_THRESHOLD: Global<u64> = Global::new(256 * 1024);
 static AGENT_TGID: Global<u32> = Global::new(0);
 
 /// Writes one record about `task`, the current task (a BTF pointer); on a full ring buffer
-/// counts it in `LOST` instead. Who the task is (ids, uids, comm, cgroup) is read straight from its
-/// `task_struct`: each helper call (bpf_get_current_pid_tgid, _uid_gid, _comm) costs more than
-/// the loads.
+/// counts it in `LOST` instead.
 #[inline(always)]
 pub fn emit(
     task: *const u8,
@@ -46,11 +44,10 @@ pub fn emit(
     ret: i64,
     args: [u64; RECORD_ARGS],
 ) {
-    let (pid, tid) = task_ids(task);
     if matches!(
         kind,
         EventKind::MsgCtl | EventKind::ShmCtl | EventKind::SemCtl
-    ) && pid == AGENT_TGID.load()
+    ) && task_ids(task).0 == AGENT_TGID.load()
     {
         return;
     }
@@ -58,11 +55,63 @@ pub fn emit(
         count_lost(kind);
         return;
     };
+    let record = record_of(task, kind, ns, other_ns, ret, args);
+    // SAFETY: the reservation is one aligned Record.
+    unsafe { record.store(entry.as_mut_ptr()) };
+    entry.submit(wakeup_flags());
+}
+
+/// Writes one [`MqueueRecord`] about `task`, the current task: the record, the queue's inode
+/// number `ino`, and the name at user address `name` (none for 0); on a full ring buffer
+/// counts it in `LOST` instead.
+#[inline(always)]
+pub fn emit_mqueue(
+    task: *const u8,
+    kind: EventKind,
+    ns: NsRef,
+    ret: i64,
+    args: [u64; RECORD_ARGS],
+    ino: u64,
+    name: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<MqueueRecord>(0) else {
+        count_lost(kind);
+        return;
+    };
+    let out = entry.as_mut_ptr();
+    let record = record_of(task, kind, ns, NsRef::default(), ret, args);
+    // SAFETY: the reservation is one aligned MqueueRecord; its fields are written in place,
+    // the name by the helper (a copy through the stack would not fit its 512 bytes).
+    unsafe {
+        record.store(&raw mut (*out).record);
+        (&raw mut (*out).tail.ino).write_volatile(ino);
+        let buffer = &mut (*out).tail.name;
+        // A failed read zeroes the buffer (bpf_probe_read_user_str): an empty name.
+        if name == 0 || bpf_probe_read_user_str_bytes(name as *const u8, buffer).is_err() {
+            buffer[0] = 0;
+        }
+    }
+    entry.submit(wakeup_flags());
+}
+
+/// The record of one event of `task`, the current task (a BTF pointer). Who the task is (ids,
+/// uids, comm, cgroup) is read straight from its `task_struct`: each helper call
+/// (bpf_get_current_pid_tgid, _uid_gid, _comm) costs more than the loads.
+#[inline(always)]
+fn record_of(
+    task: *const u8,
+    kind: EventKind,
+    ns: NsRef,
+    other_ns: NsRef,
+    ret: i64,
+    args: [u64; RECORD_ARGS],
+) -> Record {
+    let (pid, tid) = task_ids(task);
     let comm = load_field::<[u64; 2]>(task, offset!(task_comm)).unwrap_or([0; 2]);
     let cred = load_field::<*const u8>(task, offset!(task_cred)).unwrap_or(core::ptr::null());
     let uid = load_field::<u32>(cred, offset!(cred_uid)).unwrap_or(0);
     let euid = load_field::<u32>(cred, offset!(cred_euid)).unwrap_or(0);
-    let record = Record {
+    Record {
         kind: kind as u32,
         pid,
         tid,
@@ -78,15 +127,19 @@ pub fn emit(
         cgroup: cgroup_of(task),
         euid,
         ppid: parent_pid(task),
-    };
-    // SAFETY: the reservation is one aligned Record.
-    unsafe { record.store(entry.as_mut_ptr()) };
+    }
+}
+
+/// Waking the reader on every record costs more than the probe itself: only past
+/// [`WAKEUP_THRESHOLD`] bytes of unread records.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(flags as u64);
+    flags as u64
 }
 
 /// Counts a record of `kind` that could not be written (full ring buffer, unreadable call).

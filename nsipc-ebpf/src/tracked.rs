@@ -37,6 +37,7 @@ use nsipc_common::{
 const ENOENT: i32 = 2;
 
 use crate::{
+    mqueue::evicted_unnamed,
     record::emit,
     task::{address_of, current_task, ns_ref, offset, read_field},
 };
@@ -253,6 +254,11 @@ pub fn track_shm_segment(ipc_ns: *const u8, id: i32, key: Option<i32>) -> bool {
 #[unsafe(no_mangle)]
 static KFREE_CALLERS: Global<CodeRanges> = Global::new(CodeRanges::EVERYWHERE);
 
+/// The pieces of `mqueue_evict_inode` (a subset of [`KFREE_CALLERS`]): a kfree called from
+/// there is a POSIX message queue ending ([`crate::mqueue`]). Nowhere unless userspace found it.
+#[unsafe(no_mangle)]
+static MQUEUE_EVICT: Global<CodeRanges> = Global::new(CodeRanges::NOWHERE);
+
 /// The `kfree` tracepoint fires for every kfree on the machine: this is a few comparisons unless
 /// the caller is one that frees ours, and then one hash lookup unless the pointer is ours.
 ///
@@ -262,29 +268,43 @@ static KFREE_CALLERS: Global<CodeRanges> = Global::new(CodeRanges::EVERYWHERE);
 /// segment destroyed at its creator's exit never reported). The copies run one after the
 /// other on each kfree, so an interrupt lands in at most one of them, and the other sees the
 /// nested kfree; whichever removes the entry first reports it (a hash map delete is atomic).
+///
+/// The end of a message queue (one kfree in `mqueue_evict_inode`, in process context or a
+/// workqueue, where no kfree program runs to be interrupted) is reported by this copy alone.
 #[raw_tracepoint(tracepoint = "kfree")]
 pub fn kfree(ctx: RawTracePointContext) -> i32 {
-    on_kfree(&ctx);
+    on_kfree::<true>(&ctx);
     0
 }
 
 /// The second copy of [`kfree`].
 #[raw_tracepoint(tracepoint = "kfree")]
 pub fn kfree_again(ctx: RawTracePointContext) -> i32 {
-    on_kfree(&ctx);
+    on_kfree::<false>(&ctx);
     0
 }
 
 #[inline(always)]
-fn on_kfree(ctx: &RawTracePointContext) {
+fn on_kfree<const REPORTS_MQUEUES: bool>(ctx: &RawTracePointContext) {
     // TP_PROTO(unsigned long call_site, const void *ptr)
     let call_site: u64 = ctx.arg(0);
-    // SAFETY: Global is repr(transparent); `contains` reads it with volatile loads.
-    let callers = unsafe { &*(&KFREE_CALLERS as *const Global<CodeRanges>).cast::<CodeRanges>() };
-    if !callers.contains(call_site) {
+    if !code_ranges(&KFREE_CALLERS).contains(call_site) {
+        return;
+    }
+    if code_ranges(&MQUEUE_EVICT).contains(call_site) {
+        if REPORTS_MQUEUES {
+            evicted_unnamed();
+        }
         return;
     }
     freed(ctx.arg(1));
+}
+
+/// A [`CodeRanges`] global, read in place.
+#[inline(always)]
+fn code_ranges(global: &'static Global<CodeRanges>) -> &'static CodeRanges {
+    // SAFETY: Global is repr(transparent); `contains` reads it with volatile loads.
+    unsafe { &*(global as *const Global<CodeRanges>).cast::<CodeRanges>() }
 }
 
 /// Where the kernel has them to hook (fentry or kprobes), the frees are seen at the exact

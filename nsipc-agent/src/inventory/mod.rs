@@ -44,8 +44,8 @@ pub struct Inventory {
     /// Processes whose /proc entries this process may not read (EACCES/EPERM: e.g. one with
     /// capabilities this one lacks, or under an LSM). A namespace held only by them is missing.
     pub unreadable: Vec<u32>,
-    /// POSIX message queues by namespace and name ([`take_snapshot`] only: `trace` does not
-    /// follow them yet).
+    /// POSIX message queues by namespace and name ([`take_inventory_with_mqueues`] only: the
+    /// looks after lost records and for late frees do not list them).
     pub mqueues: Vec<MqueueInfo>,
     /// Namespaces whose queues could not be listed, and why.
     pub mqueues_unlisted: Vec<(u32, String)>,
@@ -168,8 +168,9 @@ pub fn take_inventory() -> Result<Inventory> {
     take(false)
 }
 
-/// [`take_inventory`], and the POSIX message queues of each namespace (`snapshot`).
-pub fn take_snapshot() -> Result<Inventory> {
+/// [`take_inventory`], and the POSIX message queues of each namespace (`snapshot`, and
+/// `trace` at its start).
+pub fn take_inventory_with_mqueues() -> Result<Inventory> {
     take(true)
 }
 

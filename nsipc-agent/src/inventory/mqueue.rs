@@ -37,6 +37,8 @@ pub struct MqueueInfo {
     pub seen_at: SystemTime,
     /// As `mq_open` takes it: with the leading `/`.
     pub name: String,
+    /// Its inode number (what `stat` says, and the probes' `i_ino`).
+    pub ino: u64,
     pub uid: u32,
     pub gid: u32,
     /// Permission bits.
@@ -90,6 +92,7 @@ pub(super) fn read_mqueues_here(
             ns_id,
             seen_at,
             name: format!("/{}", file_name.to_string_lossy()),
+            ino: meta.ino(),
             uid: meta.uid(),
             gid: meta.gid(),
             mode: meta.mode() & 0o7777,
@@ -211,6 +214,58 @@ fn attributes(name: &CStr) -> Option<MqueueAttr> {
         msgsize: attr.mq_msgsize as u64,
         curmsgs: attr.mq_curmsgs as u64,
     })
+}
+
+/// `MQUEUE_MAGIC` (include/uapi/linux/magic.h): `statfs`'s `f_type` of an mqueue filesystem.
+const MQUEUE_MAGIC: i64 = 0x1980_0202;
+
+/// Which of the queues with inode numbers `inos` some process holds open: every descriptor in
+/// /proc/*/fd whose file has one of those numbers on an mqueue filesystem. What the agent does
+/// where the probes cannot tell which queue ended at an eviction (the kfree program): an
+/// unlinked queue that no process holds open any more is gone. Processes that end meanwhile
+/// and unreadable entries are skipped.
+pub fn open_among(inos: &[u64]) -> std::collections::HashSet<u64> {
+    let mut open = std::collections::HashSet::new();
+    if inos.is_empty() {
+        return open;
+    }
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return open;
+    };
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let path = fd.path();
+            // Follows the link to the open file.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if inos.contains(&meta.ino()) && is_mqueue_file(&path) {
+                open.insert(meta.ino());
+            }
+        }
+    }
+    open
+}
+
+/// Whether `path` leads to a file of an mqueue filesystem.
+fn is_mqueue_file(path: &std::path::Path) -> bool {
+    let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a zeroed statfs is a valid out-parameter; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::statfs(path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == MQUEUE_MAGIC }
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../nsipc-ebpf/src/main.rs"),
     ),
     (
+        "nsipc-ebpf/src/mqueue.rs",
+        include_str!("../../../nsipc-ebpf/src/mqueue.rs"),
+    ),
+    (
         "nsipc-ebpf/src/namespaces.rs",
         include_str!("../../../nsipc-ebpf/src/namespaces.rs"),
     ),

@@ -1,8 +1,9 @@
 //! What the lifecycle engine reports: its events and their parts. How they are written is
 //! [`crate::output::lifecycle_events`]'s.
 
+pub use super::mqueues::MqueueIdent;
 use crate::{
-    decode::{ContainerRef, Task},
+    decode::{ContainerRef, MqueueName, Task},
     limits::{LimitHit, Limits},
     names::IpcObject,
 };
@@ -52,6 +53,10 @@ pub enum DestroyReason {
     Freed,
     /// Found gone by a resynchronisation after lost events: when and why are not known.
     Unknown,
+    /// A POSIX message queue unlinked while nothing held it open.
+    Unlink,
+    /// A POSIX message queue unlinked earlier, at the last close of a descriptor on it.
+    LastClose,
 }
 
 impl DestroyReason {
@@ -63,6 +68,8 @@ impl DestroyReason {
             DestroyReason::RmidForced => "rmid_forced",
             DestroyReason::Freed => "freed",
             DestroyReason::Unknown => "unknown",
+            DestroyReason::Unlink => "unlink",
+            DestroyReason::LastClose => "last_close",
         }
     }
 }
@@ -230,6 +237,44 @@ pub enum Lifecycle {
         container: ContainerRef,
         cause: OrphanCause,
     },
+    /// A POSIX message queue made by `mq_open(O_CREAT)`. `maxmsg`/`msgsize` as asked, 0 when
+    /// the call gave no attributes (the namespace's defaults then apply).
+    MqueueCreate {
+        ts: u64,
+        task: Task,
+        ns: NsIdent,
+        queue: MqueueIdent,
+        mode: u32,
+        maxmsg: u64,
+        msgsize: u64,
+    },
+    MqueueOpenFailed {
+        ts: u64,
+        task: Task,
+        ns: NsIdent,
+        name: MqueueName,
+        oflag: i32,
+        errno: i32,
+        /// Other namespaces where a queue of this name lives.
+        name_lives_in: Vec<KeyHome>,
+    },
+    MqueueUnlink {
+        ts: u64,
+        task: Task,
+        ns: NsIdent,
+        queue: MqueueIdent,
+    },
+    MqueueDestroy {
+        ts: u64,
+        /// The task whose call ended it (its unlink, its last close), where known.
+        task: Option<Task>,
+        ns: NsIdent,
+        queue: MqueueIdent,
+        reason: DestroyReason,
+        lifetime_ns: Option<u64>,
+        /// Found gone by a resynchronisation: it died before `ts`.
+        late: bool,
+    },
 }
 
 /// Why an object is reported orphaned: nothing that made it is left.
@@ -277,6 +322,10 @@ impl Lifecycle {
             Lifecycle::ObjectOrphaned { object: Msg, .. } => "msg.orphaned",
             Lifecycle::ObjectOrphaned { object: Shm, .. } => "shm.orphaned",
             Lifecycle::ObjectOrphaned { object: Sem, .. } => "sem.orphaned",
+            Lifecycle::MqueueCreate { .. } => "mqueue.create",
+            Lifecycle::MqueueOpenFailed { .. } => "mqueue.open_failed",
+            Lifecycle::MqueueUnlink { .. } => "mqueue.unlink",
+            Lifecycle::MqueueDestroy { .. } => "mqueue.destroy",
         }
     }
 
@@ -294,7 +343,11 @@ impl Lifecycle {
             | Lifecycle::ContainerHostIpc { ts, .. }
             | Lifecycle::ObjectOrphaned { ts, .. }
             | Lifecycle::NsDestroy { ts, .. }
-            | Lifecycle::ObjectDestroy { ts, .. } => *ts,
+            | Lifecycle::ObjectDestroy { ts, .. }
+            | Lifecycle::MqueueCreate { ts, .. }
+            | Lifecycle::MqueueOpenFailed { ts, .. }
+            | Lifecycle::MqueueUnlink { ts, .. }
+            | Lifecycle::MqueueDestroy { ts, .. } => *ts,
         }
     }
 
@@ -307,8 +360,13 @@ impl Lifecycle {
             | Lifecycle::ShmAttach { task, .. }
             | Lifecycle::ShmDetach { task, .. }
             | Lifecycle::GetFailed { task, .. }
-            | Lifecycle::ContainerHostIpc { task, .. } => Some(task),
-            Lifecycle::ObjectDestroy { task, .. } => task.as_ref(),
+            | Lifecycle::ContainerHostIpc { task, .. }
+            | Lifecycle::MqueueCreate { task, .. }
+            | Lifecycle::MqueueOpenFailed { task, .. }
+            | Lifecycle::MqueueUnlink { task, .. } => Some(task),
+            Lifecycle::ObjectDestroy { task, .. } | Lifecycle::MqueueDestroy { task, .. } => {
+                task.as_ref()
+            }
             Lifecycle::NsExists { .. }
             | Lifecycle::ObjectExists { .. }
             | Lifecycle::NsDestroy { .. }
@@ -330,7 +388,11 @@ impl Lifecycle {
             | Lifecycle::ShmDetach { ns, .. }
             | Lifecycle::GetFailed { ns, .. }
             | Lifecycle::ContainerHostIpc { ns, .. }
-            | Lifecycle::ObjectOrphaned { ns, .. } => ns,
+            | Lifecycle::ObjectOrphaned { ns, .. }
+            | Lifecycle::MqueueCreate { ns, .. }
+            | Lifecycle::MqueueOpenFailed { ns, .. }
+            | Lifecycle::MqueueUnlink { ns, .. }
+            | Lifecycle::MqueueDestroy { ns, .. } => ns,
         }
     }
 }

@@ -48,7 +48,7 @@ impl Engine {
     pub(super) fn key_lives_in(&self, object: IpcObject, key: i32, except: u32) -> Vec<KeyHome> {
         let index = (object, key);
         let more = self.more_keys.get(&index).map_or(&[][..], Vec::as_slice);
-        let mut found: Vec<u32> = self
+        let found: Vec<u32> = self
             .keys
             .get(&index)
             .into_iter()
@@ -56,9 +56,15 @@ impl Engine {
             .copied()
             .filter(|&ns| ns != except)
             .collect();
-        found.sort_unstable();
-        found.dedup();
-        found
+        self.homes(found)
+    }
+
+    /// The live namespaces among `inums`, in order, each once, with the containers that live
+    /// in each.
+    pub(super) fn homes(&self, mut inums: Vec<u32>) -> Vec<KeyHome> {
+        inums.sort_unstable();
+        inums.dedup();
+        inums
             .into_iter()
             .filter_map(|inum| {
                 Some(KeyHome {

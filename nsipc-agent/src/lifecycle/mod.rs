@@ -16,6 +16,7 @@ mod forced;
 mod gauges;
 mod keys;
 mod members;
+mod mqueues;
 mod namespaces;
 mod objects;
 mod orphans;
@@ -27,8 +28,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use nsipc_common::HOST_IPC_NS_INUM;
 
 pub use self::events::{
-    DestroyReason, JoinKind, KeyHome, Lifecycle, NsIdent, ObjectCounts, OrphanCause, Via,
+    DestroyReason, JoinKind, KeyHome, Lifecycle, MqueueIdent, NsIdent, ObjectCounts, OrphanCause,
+    Via,
 };
+pub use self::mqueues::UNNAMED_EVICTION_WAIT_NS;
 pub use self::resync::{ExistingNamespace, ExistingObject, Look};
 use self::state::{NamespaceState, ObjectMap, ObjectState, SPARE_MAPS};
 use crate::{
@@ -135,6 +138,10 @@ pub struct Engine {
     /// The limits of the namespace of the event being applied, given by
     /// [`Self::apply_with_limits`] for a failed get: the engine reads nothing itself.
     given_limits: Option<Limits>,
+    /// POSIX message queues ([`mqueues`]).
+    mqueues: mqueues::Mqueues,
+    /// The probes name the queue each eviction is of ([`Self::mqueue_evictions_unnamed`]).
+    mqueue_evictions_named: bool,
 }
 
 /// A removal of an object not known yet.
@@ -178,7 +185,16 @@ impl Engine {
             orphan_candidates: Vec::new(),
             early_removals: Map::default(),
             early_order: VecDeque::new(),
+            mqueues: mqueues::Mqueues::default(),
+            mqueue_evictions_named: true,
         }
+    }
+
+    /// The probes see queue evictions without knowing which queue's (the kfree program): the
+    /// engine then explains them by unlinks and teardowns, and the agent looks for the rest
+    /// ([`Self::mqueues_to_look_for`]). Call it before the first event.
+    pub fn mqueue_evictions_unnamed(&mut self) {
+        self.mqueue_evictions_named = false;
     }
 
     /// How many namespaces and objects the engine holds, together: what its memory follows.
@@ -226,6 +242,7 @@ impl Engine {
             event.body,
             Body::NsFreed
                 | Body::ShmFreed { .. }
+                | Body::MqueueEvicted { .. }
                 | Body::ProcessExit { .. }
                 | Body::CgroupMkdir { .. }
                 | Body::CgroupRmdir { .. }
@@ -463,6 +480,18 @@ impl Engine {
                 }
             }
             Body::NsFreed => self.namespace_freed(event.ns, ts, out),
+            Body::MqueueOpen { .. } => {
+                let ns = self.ident(event.ns, ts, out);
+                self.mqueue_open(ts, task, ns, &event.body, out);
+            }
+            Body::MqueueUnlink {
+                ref name,
+                result: Ok(_),
+            } => {
+                let ns = self.ident(event.ns, ts, out);
+                self.mqueue_unlinked(ts, task, ns, name, out);
+            }
+            Body::MqueueEvicted { ino } => self.mqueue_evicted(ts, task, ino, out),
             // The segment of a namespace freed already: its destroy came with the namespace's,
             // and whatever has the inum now is another namespace (kernels without ns_id).
             Body::ShmFreed { ns_freed: true, .. } => {}
@@ -508,6 +537,7 @@ impl Engine {
             | Body::Unshare { .. }
             | Body::Clone { .. }
             | Body::Setns { .. }
+            | Body::MqueueUnlink { .. }
             | Body::CgroupMkdir { .. } => {}
             Body::CgroupRmdir { container, .. } => self.container_ended(container, ts, out),
         }

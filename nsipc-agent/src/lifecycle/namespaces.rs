@@ -141,6 +141,12 @@ impl Engine {
         }
         self.dead = dead;
         let freed = end != LifeEnd::Unknown;
+        let queues_reason = if freed {
+            DestroyReason::NamespaceTeardown
+        } else {
+            DestroyReason::Unknown
+        };
+        self.mqueues_of_ended_namespace(ident, queues_reason, ts, late, out);
         out.push(Lifecycle::NsDestroy {
             ts,
             ns: ident,

@@ -22,6 +22,7 @@ mod json;
 mod keys;
 mod limits;
 mod memory;
+mod mqueues;
 mod namespaces;
 mod objects;
 mod ordering;

@@ -53,6 +53,14 @@ pub const LINE_KINDS: [&str; LineKind::COUNT] = [
     "sem.activity",
     "ipc.flow",
     "msg.full",
+    "mqueue.create",
+    "mqueue.open_failed",
+    "mqueue.unlink",
+    "mqueue.destroy",
+    "mqueue.mq_open",
+    "mqueue.mq_unlink",
+    "mqueue.evicted",
+    "mqueue.exists",
     "agent.ready",
     "agent.lost",
     "agent.missed",
@@ -64,7 +72,7 @@ pub const LINE_KINDS: [&str; LineKind::COUNT] = [
 
 /// How many kinds `--events` can select: every kind but the always written ones (the
 /// inventory's `ipc_ns.exists` and `*.exists`, and the agent's own lines).
-const SELECTABLE_COUNT: usize = LineKind::COUNT - 4 - (LineKind::COUNT - LineKind::AGENT as usize);
+const SELECTABLE_COUNT: usize = LineKind::COUNT - 5 - (LineKind::COUNT - LineKind::AGENT as usize);
 
 /// The kinds `--events` can select, in [`LINE_KINDS`] order: built from it, so that a new kind
 /// is selectable (and counted) under one name, written once.
@@ -99,7 +107,7 @@ const fn by_object(first: u8, object: IpcObject) -> LineKind {
 }
 
 impl LineKind {
-    pub const COUNT: usize = 50;
+    pub const COUNT: usize = 58;
 
     pub const NS_EXISTS: Self = Self(0);
     const OBJECT_EXISTS: u8 = 4;
@@ -110,7 +118,10 @@ impl LineKind {
     pub const SEM_ACTIVITY: Self = Self(40);
     pub const FLOW: Self = Self(41);
     pub const MSG_FULL: Self = Self(42);
-    const AGENT: u8 = 43;
+    const MQUEUE: u8 = 43;
+    /// The inventory's POSIX message queues.
+    pub const MQUEUE_EXISTS: Self = Self(50);
+    const AGENT: u8 = 51;
 
     #[cfg(test)]
     pub fn name(self) -> &'static str {
@@ -121,6 +132,7 @@ impl LineKind {
     pub const fn always_written(self) -> bool {
         self.0 == Self::NS_EXISTS.0
             || (self.0 >= Self::OBJECT_EXISTS && self.0 < Self::OBJECT_EXISTS + 3)
+            || self.0 == Self::MQUEUE_EXISTS.0
             || self.0 >= Self::AGENT
     }
 
@@ -148,6 +160,10 @@ impl LineKind {
             Lifecycle::GetFailed { object, .. } => by_object(16, *object),
             Lifecycle::ContainerHostIpc { .. } => Self(19),
             Lifecycle::ObjectOrphaned { object, .. } => by_object(20, *object),
+            Lifecycle::MqueueCreate { .. } => Self(Self::MQUEUE),
+            Lifecycle::MqueueOpenFailed { .. } => Self(Self::MQUEUE + 1),
+            Lifecycle::MqueueUnlink { .. } => Self(Self::MQUEUE + 2),
+            Lifecycle::MqueueDestroy { .. } => Self(Self::MQUEUE + 3),
         }
     }
 
@@ -166,6 +182,9 @@ impl LineKind {
             Body::ShmFreed { .. } => Self(36),
             Body::CgroupMkdir { .. } => Self(37),
             Body::CgroupRmdir { .. } => Self(38),
+            Body::MqueueOpen { .. } => Self(Self::MQUEUE + 4),
+            Body::MqueueUnlink { .. } => Self(Self::MQUEUE + 5),
+            Body::MqueueEvicted { .. } => Self(Self::MQUEUE + 6),
         }
     }
 
@@ -234,7 +253,7 @@ mod tests {
             // Every object type of the per-type records.
             if let Body::Get { .. } | Body::Ctl { .. } = event.body {
                 for object in [Msg, Shm, Sem] {
-                    let mut body = event.body;
+                    let mut body = event.body.clone();
                     match &mut body {
                         Body::Get { object: o, .. } | Body::Ctl { object: o, .. } => *o = object,
                         _ => unreachable!(),

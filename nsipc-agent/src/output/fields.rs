@@ -13,6 +13,7 @@ use serde::ser::{Serialize, Serializer};
 use crate::{
     attribution::Attribution,
     decode::{ContainerRef, Task},
+    names::errno_name,
     output::json::{Fields, Key, key},
 };
 
@@ -190,6 +191,14 @@ pub fn put_key<F: Fields>(f: &mut F, key: i32) -> Result<(), F::Error> {
 
 /// Writes `mode` (the permission bits only), then `mode_octal`: the same bits as `ipcs`
 /// prints them.
+/// Writes a failed call's `errno`: its name, or its number if it has none here.
+pub fn put_errno<F: Fields>(f: &mut F, errno: i32) -> Result<(), F::Error> {
+    match errno_name(errno) {
+        Some(name) => f.name(key!("errno"), name),
+        None => f.int(key!("errno"), errno.into()),
+    }
+}
+
 pub fn put_mode<F: Fields>(f: &mut F, mode: u32) -> Result<(), F::Error> {
     f.uint(key!("mode"), (mode & 0o777).into())?;
     f.ascii(key!("mode_octal"), ModeOctal::new(mode).as_str())

@@ -349,6 +349,7 @@ impl FieldsLine for MqueueJson<'_> {
         f.time(key!("time"), queue.seen_at)?;
         put_ns(f, NS, queue.ns, queue.ns_id, self.1)?;
         f.lossy(key!("name"), queue.name.as_bytes())?;
+        f.uint(key!("ino"), queue.ino)?;
         f.uint(key!("uid"), queue.uid.into())?;
         f.uint(key!("gid"), queue.gid.into())?;
         put_mode(f, queue.mode)?;

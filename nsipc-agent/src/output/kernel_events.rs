@@ -8,9 +8,10 @@ use crate::{
     attribution::Attribution,
     containers::Container,
     decode::{Body, KernelEvent, SysResult},
-    names::{IpcObject, ctl_cmd_name, errno_name},
+    names::{IpcObject, ctl_cmd_name},
     output::fields::{
-        FROM_NS, NS, NsKeys, WallClock, put_container, put_key, put_mode, put_ns, put_task,
+        FROM_NS, NS, NsKeys, WallClock, put_container, put_errno, put_key, put_mode, put_ns,
+        put_task,
     },
     output::json::{Fields, SerdeFields, key},
     output::pretty::{Head, PrettyLine, Tone, Who},
@@ -44,6 +45,9 @@ pub fn kind_name(id: u32) -> &'static str {
         EventKind::MsgSend => "msg.send",
         EventKind::MsgReceive => "msg.receive",
         EventKind::SemOp => "sem.op",
+        EventKind::MqueueOpen => "mqueue.mq_open",
+        EventKind::MqueueUnlink => "mqueue.mq_unlink",
+        EventKind::MqueueEvicted => "mqueue.evicted",
     }
 }
 
@@ -84,6 +88,9 @@ pub fn event_name(body: &Body) -> &'static str {
         Body::ShmFreed { .. } => "shm.freed",
         Body::CgroupMkdir { .. } => "cgroup.mkdir",
         Body::CgroupRmdir { .. } => "cgroup.rmdir",
+        Body::MqueueOpen { .. } => "mqueue.mq_open",
+        Body::MqueueUnlink { .. } => "mqueue.mq_unlink",
+        Body::MqueueEvicted { .. } => "mqueue.evicted",
     }
 }
 
@@ -100,10 +107,7 @@ fn put_result<F: Fields>(f: &mut F, result: &SysResult<i64>) -> Result<(), F::Er
         Ok(ret) => f.int(key!("ret"), *ret),
         Err(errno) => {
             f.int(key!("ret"), -(*errno as i64))?;
-            match errno_name(*errno) {
-                Some(name) => f.name(key!("errno"), name),
-                None => f.int(key!("errno"), (*errno).into()),
-            }
+            put_errno(f, *errno)
         }
     }
 }
@@ -125,9 +129,12 @@ impl KernelEventJson<'_> {
         if has_task {
             put_task(f, &event.task, self.attribution)?;
         }
-        put_ns_ref(f, NS, &event.ns)?;
-        if has_task {
-            put_container(f, event.task.container, event.ns.inum, self.attribution)?;
+        // An eviction is of a queue in whatever namespace, by whatever task dropped it last.
+        if !matches!(event.body, Body::MqueueEvicted { .. }) {
+            put_ns_ref(f, NS, &event.ns)?;
+            if has_task {
+                put_container(f, event.task.container, event.ns.inum, self.attribution)?;
+            }
         }
         match &event.body {
             Body::Get {
@@ -246,6 +253,37 @@ impl KernelEventJson<'_> {
             Body::CgroupMkdir { cgroup } | Body::CgroupRmdir { cgroup, .. } => {
                 f.uint(key!("cgroup"), *cgroup)?;
             }
+            Body::MqueueOpen {
+                name,
+                oflag,
+                mode,
+                maxmsg,
+                msgsize,
+                ino,
+                result,
+            } => {
+                f.lossy(key!("name"), name.display().as_bytes())?;
+                f.int(key!("oflag"), (*oflag).into())?;
+                put_mode(f, *mode)?;
+                if *maxmsg != 0 || *msgsize != 0 {
+                    f.uint(key!("maxmsg"), *maxmsg)?;
+                    f.uint(key!("msgsize"), *msgsize)?;
+                }
+                if let Ok(fd) = result {
+                    f.int(key!("fd"), *fd)?;
+                    f.uint(key!("ino"), *ino)?;
+                }
+                put_result(f, result)?;
+            }
+            Body::MqueueUnlink { name, result } => {
+                f.lossy(key!("name"), name.display().as_bytes())?;
+                put_result(f, result)?;
+            }
+            Body::MqueueEvicted { ino } => {
+                if let Some(ino) = ino {
+                    f.uint(key!("ino"), *ino)?;
+                }
+            }
         }
         Ok(())
     }
@@ -262,10 +300,7 @@ impl Serialize for KernelEventJson<'_> {
 /// A syscall's failure in the human view: ` errno ENOENT`; nothing on success.
 fn pretty_result<T>(line: &mut PrettyLine<'_>, result: &SysResult<T>) {
     if let Err(errno) = result {
-        match errno_name(*errno) {
-            Some(name) => line.name("errno", name),
-            None => line.int("errno", (*errno).into()),
-        };
+        line.errno(*errno);
     }
 }
 
@@ -289,8 +324,11 @@ impl EventLine for KernelEventJson<'_> {
             | Body::ShmDetach { result, .. }
             | Body::Unshare { result, .. }
             | Body::Setns { result, .. }
-            | Body::Clone { result, .. } => result.is_err(),
-            Body::ProcessExit { .. }
+            | Body::Clone { result, .. }
+            | Body::MqueueOpen { result, .. }
+            | Body::MqueueUnlink { result, .. } => result.is_err(),
+            Body::MqueueEvicted { .. }
+            | Body::ProcessExit { .. }
             | Body::NsFreed
             | Body::ShmFreed { .. }
             | Body::CgroupMkdir { .. }
@@ -301,7 +339,7 @@ impl EventLine for KernelEventJson<'_> {
             kind: event_name(&event.body),
             // Syscalls as they came: only failures stand out.
             tone: if failed { Tone::Warn } else { Tone::Plain },
-            ns: Some(event.ns.inum),
+            ns: (!matches!(event.body, Body::MqueueEvicted { .. })).then_some(event.ns.inum),
             who: match (has_task, container) {
                 (false, _) => Who::Nobody,
                 (true, None) => Who::Host,
@@ -412,6 +450,25 @@ impl EventLine for KernelEventJson<'_> {
             }
             Body::CgroupMkdir { cgroup } | Body::CgroupRmdir { cgroup, .. } => {
                 line.uint("cgroup", *cgroup);
+            }
+            Body::MqueueOpen {
+                name,
+                oflag,
+                result,
+                ..
+            } => {
+                line.text("name", name.display().as_bytes())
+                    .octal("oflag", *oflag as u32 as u64);
+                pretty_result(line, result);
+            }
+            Body::MqueueUnlink { name, result } => {
+                line.text("name", name.display().as_bytes());
+                pretty_result(line, result);
+            }
+            Body::MqueueEvicted { ino } => {
+                if let Some(ino) = ino {
+                    line.uint("ino", *ino);
+                }
             }
         }
     }

@@ -9,10 +9,11 @@ use crate::{
     attribution::Attribution,
     containers::Container,
     decode::ContainerRef,
-    lifecycle::{Lifecycle, NsIdent, OrphanCause, Via},
-    names::{IpcObject, errno_name},
+    lifecycle::{KeyHome, Lifecycle, MqueueIdent, NsIdent, OrphanCause, Via},
+    names::IpcObject,
     output::fields::{
-        FROM_NS, NS, NsKeys, WallClock, put_container, put_key, put_mode, put_ns, put_task,
+        FROM_NS, NS, NsKeys, WallClock, put_container, put_errno, put_key, put_mode, put_ns,
+        put_task,
     },
     output::json::{Fields, FieldsLine, Key, Line, SerdeFields, key},
     output::pretty::{Head, PrettyLine, Tone, Who},
@@ -217,42 +218,113 @@ impl FieldsLine for LifecycleJson<'_> {
             } => {
                 put_key(f, *key)?;
                 f.int(key!("flags"), (*flags).into())?;
-                match errno_name(*errno) {
-                    Some(name) => f.name(key!("errno"), name)?,
-                    None => f.int(key!("errno"), (*errno).into())?,
-                }
-                let inums: Vec<u32> = key_lives_in.iter().map(|home| home.ns.inum).collect();
-                f.u32_list(key!("key_lives_in"), &inums)?;
-                // Each home as its own object (rare: a failed get of a key that lives
-                // elsewhere), then the list of them.
-                let mut homes: Vec<Vec<u8>> = Vec::with_capacity(key_lives_in.len());
-                for home in key_lives_in {
-                    let mut line = Vec::new();
-                    let mut object = Line::start(&mut line);
-                    let Ok(()) = put_ident(&mut object, NS, &home.ns);
-                    let Ok(()) = put_containers(
-                        &mut object,
-                        key!("containers"),
-                        &home.containers,
-                        self.attribution,
-                    );
-                    object.end();
-                    homes.push(line);
-                }
-                f.raw_list(
-                    key!("key_lives_in_ns"),
-                    homes
-                        .iter()
-                        .map(|line| std::str::from_utf8(line).expect("JSON is UTF-8")),
+                put_errno(f, *errno)?;
+                put_homes(
+                    f,
+                    [key!("key_lives_in"), key!("key_lives_in_ns")],
+                    key_lives_in,
+                    self.attribution,
                 )?;
                 if let Some(limit) = limit {
                     let json = serde_json::to_string(limit).expect("numbers and a name serialize");
                     f.raw(key!("limit"), &json)?;
                 }
             }
+            Lifecycle::MqueueCreate {
+                task,
+                queue,
+                mode,
+                maxmsg,
+                msgsize,
+                ..
+            } => {
+                put_mqueue(f, queue)?;
+                // The kernel makes the creator's effective uid the owner (ipc/mqueue.c:
+                // mqueue_get_inode() takes current_fsuid(), the euid unless changed).
+                f.uint(key!("owner_uid"), task.euid.into())?;
+                put_mode(f, *mode)?;
+                if *maxmsg != 0 || *msgsize != 0 {
+                    f.uint(key!("maxmsg"), *maxmsg)?;
+                    f.uint(key!("msgsize"), *msgsize)?;
+                }
+            }
+            Lifecycle::MqueueOpenFailed {
+                name,
+                oflag,
+                errno,
+                name_lives_in,
+                ..
+            } => {
+                f.lossy(key!("name"), name.display().as_bytes())?;
+                f.int(key!("oflag"), (*oflag).into())?;
+                put_errno(f, *errno)?;
+                put_homes(
+                    f,
+                    [key!("name_lives_in"), key!("name_lives_in_ns")],
+                    name_lives_in,
+                    self.attribution,
+                )?;
+            }
+            Lifecycle::MqueueUnlink { queue, .. } => put_mqueue(f, queue)?,
+            Lifecycle::MqueueDestroy {
+                queue,
+                reason,
+                lifetime_ns,
+                late,
+                ..
+            } => {
+                put_mqueue(f, queue)?;
+                f.name(key!("reason"), reason.as_str())?;
+                if let Some(lifetime_ns) = lifetime_ns {
+                    f.uint(key!("lifetime_ns"), *lifetime_ns)?;
+                }
+                if *late {
+                    f.bool(key!("late"), true)?;
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Writes where a name or key lives: the namespaces' inums (`keys[0]`), then each namespace
+/// with its containers as an object (`keys[1]`).
+fn put_homes<F: Fields>(
+    f: &mut F,
+    keys: [Key; 2],
+    homes: &[KeyHome],
+    attribution: &Attribution,
+) -> Result<(), F::Error> {
+    let inums: Vec<u32> = homes.iter().map(|home| home.ns.inum).collect();
+    f.u32_list(keys[0], &inums)?;
+    // Each home as its own object (rare: a failed call for a name that lives elsewhere),
+    // then the list of them.
+    let mut objects: Vec<Vec<u8>> = Vec::with_capacity(homes.len());
+    for home in homes {
+        let mut line = Vec::new();
+        let mut object = Line::start(&mut line);
+        let Ok(()) = put_ident(&mut object, NS, &home.ns);
+        let Ok(()) = put_containers(
+            &mut object,
+            key!("containers"),
+            &home.containers,
+            attribution,
+        );
+        object.end();
+        objects.push(line);
+    }
+    f.raw_list(
+        keys[1],
+        objects
+            .iter()
+            .map(|line| std::str::from_utf8(line).expect("JSON is UTF-8")),
+    )
+}
+
+/// Writes a queue's name (with its `/`, as `mq_open(3)` takes it) and inode number.
+fn put_mqueue<F: Fields>(f: &mut F, queue: &MqueueIdent) -> Result<(), F::Error> {
+    f.lossy(key!("name"), queue.name.display().as_bytes())?;
+    f.uint(key!("ino"), queue.ino)
 }
 
 impl Serialize for LifecycleJson<'_> {
@@ -434,10 +506,7 @@ impl EventLine for LifecycleJson<'_> {
                 ..
             } => {
                 line.key(*key);
-                match errno_name(*errno) {
-                    Some(name) => line.name("errno", name),
-                    None => line.int("errno", (*errno).into()),
-                };
+                line.errno(*errno);
                 // The limit it hit: `limit msgmni=2 used 2`, `limit shmmax=4096 asked 8192`.
                 if let Some(limit) = limit {
                     line.name("limit", limit.name)
@@ -450,21 +519,39 @@ impl EventLine for LifecycleJson<'_> {
                         line.uint("asked", asked);
                     }
                 }
-                // Where the key does live, and who lives there: `key_lives_in 4026532177(web)`.
-                for (i, home) in key_lives_in.iter().enumerate() {
-                    if i == 0 {
-                        line.uint("key_lives_in", home.ns.inum.into());
-                    } else {
-                        line.raw(",").raw_uint(home.ns.inum.into());
-                    }
-                    let mut containers = home.containers.iter().filter_map(|&c| known(c));
-                    if let Some(first) = containers.next() {
-                        line.raw("(").raw_container(first);
-                        for container in containers {
-                            line.raw(",").raw_container(container);
-                        }
-                        line.raw(")");
-                    }
+                pretty_homes(line, "key_lives_in", key_lives_in, &known);
+            }
+            Lifecycle::MqueueCreate { queue, mode, .. } => {
+                line.text("name", queue.name.display().as_bytes())
+                    .mode(*mode);
+            }
+            Lifecycle::MqueueOpenFailed {
+                name,
+                errno,
+                name_lives_in,
+                ..
+            } => {
+                line.text("name", name.display().as_bytes());
+                line.errno(*errno);
+                pretty_homes(line, "name_lives_in", name_lives_in, &known);
+            }
+            Lifecycle::MqueueUnlink { queue, .. } => {
+                line.text("name", queue.name.display().as_bytes());
+            }
+            Lifecycle::MqueueDestroy {
+                queue,
+                reason,
+                lifetime_ns,
+                late,
+                ..
+            } => {
+                line.text("name", queue.name.display().as_bytes())
+                    .name("reason", reason.as_str());
+                if let Some(lifetime_ns) = lifetime_ns {
+                    line.duration("lifetime", *lifetime_ns);
+                }
+                if *late {
+                    line.flag("late");
                 }
             }
         }
@@ -479,17 +566,46 @@ impl EventLine for LifecycleJson<'_> {
     }
 }
 
+/// Where a name or key does live, and who lives there: `key_lives_in 4026532177(web)`.
+fn pretty_homes<'c>(
+    line: &mut PrettyLine<'_>,
+    label: &str,
+    homes: &[KeyHome],
+    known: &dyn Fn(ContainerRef) -> Option<&'c Container>,
+) {
+    for (i, home) in homes.iter().enumerate() {
+        if i == 0 {
+            line.uint(label, home.ns.inum.into());
+        } else {
+            line.raw(",").raw_uint(home.ns.inum.into());
+        }
+        let mut containers = home.containers.iter().filter_map(|&c| known(c));
+        if let Some(first) = containers.next() {
+            line.raw("(").raw_container(first);
+            for container in containers {
+                line.raw(",").raw_container(container);
+            }
+            line.raw(")");
+        }
+    }
+}
+
 impl Lifecycle {
     /// The family of the event's kind, for its colour in the human view.
     fn tone(&self) -> Tone {
         match self {
             Lifecycle::NsExists { .. } | Lifecycle::ObjectExists { .. } => Tone::Plain,
-            Lifecycle::NsCreate { .. } | Lifecycle::ObjectCreate { .. } => Tone::Create,
-            Lifecycle::NsDestroy { .. } | Lifecycle::ObjectDestroy { .. } => Tone::Destroy,
-            Lifecycle::ShmRemove { .. } => Tone::Remove,
+            Lifecycle::NsCreate { .. }
+            | Lifecycle::ObjectCreate { .. }
+            | Lifecycle::MqueueCreate { .. } => Tone::Create,
+            Lifecycle::NsDestroy { .. }
+            | Lifecycle::ObjectDestroy { .. }
+            | Lifecycle::MqueueDestroy { .. } => Tone::Destroy,
+            Lifecycle::ShmRemove { .. } | Lifecycle::MqueueUnlink { .. } => Tone::Remove,
             Lifecycle::NsJoin { .. } => Tone::Join,
             Lifecycle::ShmAttach { .. } | Lifecycle::ShmDetach { .. } => Tone::Attach,
             Lifecycle::GetFailed { .. }
+            | Lifecycle::MqueueOpenFailed { .. }
             | Lifecycle::ContainerHostIpc { .. }
             | Lifecycle::ObjectOrphaned { .. } => Tone::Warn,
         }

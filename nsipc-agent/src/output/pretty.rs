@@ -19,7 +19,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::{containers::Container, output::fields::KeyHex};
+use crate::{containers::Container, names::errno_name, output::fields::KeyHex};
 
 /// How the lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +220,14 @@ impl<'b> PrettyLine<'b> {
         self.buf.push(b' ');
         self.buf.extend_from_slice(value.as_bytes());
         self
+    }
+
+    /// ` errno ENOENT`: a failed call's error by its name, or its number if it has none here.
+    pub fn errno(&mut self, errno: i32) -> &mut Self {
+        match errno_name(errno) {
+            Some(name) => self.name("errno", name),
+            None => self.int("errno", errno.into()),
+        }
     }
 
     /// ` label value`, the value text from outside (a comm, an error): control characters are

@@ -85,7 +85,7 @@ pub enum FreeHooks {
 
 /// The kernel functions the exact free hooks attach to, with their fentry and kprobe
 /// programs (nsipc-ebpf/src/tracked.rs has their prototypes).
-pub const EXACT_FREES: [(&str, &str, &str); 2] = [
+pub const EXACT_FREES: [(&str, &str, &str); 3] = [
     (
         "shm_rcu_free",
         "segment_freed_fentry",
@@ -95,6 +95,11 @@ pub const EXACT_FREES: [(&str, &str, &str); 2] = [
         "shm_exit_ns",
         "namespace_freed_fentry",
         "namespace_freed_kprobe",
+    ),
+    (
+        "mqueue_evict_inode",
+        "mqueue_evicted_fentry",
+        "mqueue_evicted_kprobe",
     ),
 ];
 
@@ -538,7 +543,8 @@ mod tests {
             FreeHooks::Fentry.programs(),
             [
                 ("segment_freed_fentry", "shm_rcu_free"),
-                ("namespace_freed_fentry", "shm_exit_ns")
+                ("namespace_freed_fentry", "shm_exit_ns"),
+                ("mqueue_evicted_fentry", "mqueue_evict_inode")
             ]
         );
         assert_eq!(

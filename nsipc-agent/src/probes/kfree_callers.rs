@@ -10,6 +10,10 @@
 //! (seen on 6.18: `rcu_do_batch` and `free_ipc`); a compiler that keeps the call puts it in
 //! their own. Each function's range runs to the next symbol, which also covers the
 //! `.part`/`.cold` pieces listed under the same name.
+//!
+//! One more caller stands for something else: a kfree from
+//! kernel: ipc/mqueue.c: static void mqueue_evict_inode(struct inode *inode) ... kfree(info->node_cache)
+//! means a POSIX message queue ended; its pieces are also handed over on their own.
 
 use nsipc_common::{CodeRanges, MAX_CODE_RANGES};
 
@@ -21,11 +25,17 @@ const CALLERS: &[&[&str]] = &[
     &["rcu_do_batch"],
 ];
 
+/// The function whose kfree calls mean that a message queue ended. Not required: without it
+/// the filter still works, and the agent finds ended queues by looking.
+const MQUEUE_EVICT: &str = "mqueue_evict_inode";
+
 /// The filter the kfree program gets, and the functions it covers (empty: no filter).
 #[derive(Debug, PartialEq, Eq)]
 pub struct KfreeCallers {
     pub ranges: CodeRanges,
     pub functions: Vec<String>,
+    /// The ranges of [`MQUEUE_EVICT`]'s pieces, within `ranges` (nowhere without a filter).
+    pub mqueue_evict: CodeRanges,
 }
 
 impl KfreeCallers {
@@ -41,6 +51,7 @@ impl KfreeCallers {
         Self {
             ranges: CodeRanges::EVERYWHERE,
             functions: Vec::new(),
+            mqueue_evict: CodeRanges::NOWHERE,
         }
     }
 
@@ -64,7 +75,7 @@ impl KfreeCallers {
         for (address, name) in text_symbols {
             all_addresses.push(address);
             let base = name.split('.').next().unwrap_or(name);
-            if CALLERS.iter().any(|group| group.contains(&base)) {
+            if base == MQUEUE_EVICT || CALLERS.iter().any(|group| group.contains(&base)) {
                 starts.push((address, name, base));
             }
         }
@@ -79,17 +90,24 @@ impl KfreeCallers {
         }
         all_addresses.sort_unstable();
         all_addresses.dedup();
-        let mut ranges = [[0u64; 2]; MAX_CODE_RANGES];
-        for (range, &(start, _, _)) in ranges.iter_mut().zip(&starts) {
+        let mut ranges = CodeRanges::NOWHERE;
+        let mut mqueue_evict = CodeRanges::NOWHERE;
+        let mut mqueue_pieces = 0;
+        for (range, &(start, _, base)) in ranges.ranges.iter_mut().zip(&starts) {
             let next = all_addresses.partition_point(|&address| address <= start);
             let Some(&end) = all_addresses.get(next) else {
                 return Self::everywhere();
             };
             *range = [start, end];
+            if base == MQUEUE_EVICT {
+                mqueue_evict.ranges[mqueue_pieces] = [start, end];
+                mqueue_pieces += 1;
+            }
         }
         Self {
-            ranges: CodeRanges { ranges },
+            ranges,
             functions: starts.iter().map(|(_, name, _)| name.to_string()).collect(),
+            mqueue_evict,
         }
     }
 }
@@ -108,6 +126,8 @@ ffffffff81a72970 t free_ipc
 ffffffff81a72b00 T copy_ipcs
 ffffffff81a73010 T put_ipc_ns
 ffffffff81a73050 t ipcns_get
+ffffffff81ab0da0 t mqueue_evict_inode
+ffffffff81ab0f00 t mqueue_fs_context_free
 ffffffffc0001000 t rcu_do_batch\t[not_the_kernel]
 ffffffff82000000 D some_data
 ";
@@ -122,9 +142,15 @@ ffffffff82000000 D some_data
                 "shm_rcu_free",
                 "put_ipc_ns.part.0",
                 "free_ipc",
-                "put_ipc_ns"
+                "put_ipc_ns",
+                "mqueue_evict_inode"
             ]
         );
+        assert_eq!(
+            callers.mqueue_evict.ranges[..2],
+            [[0xffffffff81ab0da0, 0xffffffff81ab0f00], [0, 0]]
+        );
+        assert_eq!(callers.ranges.ranges[5], callers.mqueue_evict.ranges[0]);
         assert_eq!(
             callers.ranges.ranges[0],
             [0xffffffff81407700, 0xffffffff81407c40]
@@ -137,7 +163,7 @@ ffffffff82000000 D some_data
             callers.ranges.ranges[4],
             [0xffffffff81a73010, 0xffffffff81a73050]
         );
-        assert_eq!(callers.ranges.ranges[5], [0, 0]);
+        assert_eq!(callers.ranges.ranges[6], [0, 0]);
         // Inside free_ipc, at its end, just past it, and in the module's rcu_do_batch.
         assert!(callers.ranges.contains(0xffffffff81a72a10));
         assert!(!callers.ranges.contains(0xffffffff81a72b00));
@@ -155,6 +181,19 @@ ffffffff82000000 D some_data
         let callers = KfreeCallers::from_symbols(&without_rcu);
         assert_eq!(callers.ranges, CodeRanges::EVERYWHERE);
         assert!(callers.functions.is_empty());
+        assert_eq!(callers.mqueue_evict, CodeRanges::NOWHERE);
+    }
+
+    #[test]
+    fn the_filter_stands_without_the_mqueue_evict_function() {
+        let without_mqueue: String = KALLSYMS_6_18
+            .lines()
+            .filter(|line| !line.ends_with(" mqueue_evict_inode"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let callers = KfreeCallers::from_symbols(&without_mqueue);
+        assert_eq!(callers.functions.len(), 5);
+        assert_eq!(callers.mqueue_evict, CodeRanges::NOWHERE);
     }
 
     #[test]

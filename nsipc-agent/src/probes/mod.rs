@@ -26,7 +26,7 @@ pub use kfree_callers::KfreeCallers;
 use nsipc_common::{
     ACTIVITY_MAP, AGENT_TGID_GLOBAL, ActivityCount, ActivityKey, CGROUP_HIERARCHY_GLOBAL,
     CGROUP_PATH_LEN, CGROUP_PATHS_MAP, EVENTS_MAP, IPC_ID_SHIFT_GLOBAL, KFREE_CALLERS_GLOBAL,
-    KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL,
+    KernelOffsets, LOST_MAP, MQUEUE_EVICT_GLOBAL, OFFSETS_GLOBAL, WAKEUP_THRESHOLD_GLOBAL,
 };
 use serde::Serialize;
 
@@ -46,6 +46,11 @@ fn load_object(options: &LoadOptions<'_>, btf: &Btf) -> Result<Ebpf> {
         .btf(Some(btf))
         .override_global(OFFSETS_GLOBAL, &options.offsets, true)
         .override_global(KFREE_CALLERS_GLOBAL, &options.kfree_callers.ranges, true)
+        .override_global(
+            MQUEUE_EVICT_GLOBAL,
+            &options.kfree_callers.mqueue_evict,
+            true,
+        )
         .override_global(AGENT_TGID_GLOBAL, &std::process::id(), true)
         .override_global(IPC_ID_SHIFT_GLOBAL, &crate::kernel::ipc_id_shift(), true)
         .override_global(WAKEUP_THRESHOLD_GLOBAL, &wakeup_threshold, true)
@@ -416,7 +421,7 @@ mod tests {
     fn every_hook_has_a_program_for_every_backend() {
         let object = aya_obj::Object::parse(PROBES_OBJECT).unwrap();
         let hooks = hook_programs(object.programs.keys().map(String::as_str));
-        assert_eq!(hooks.len(), 16, "{hooks:?}");
+        assert_eq!(hooks.len(), 18, "{hooks:?}");
         for hook in ACTIVITY_HOOKS {
             assert!(hooks.contains_key(hook), "{hook}");
         }

@@ -41,6 +41,8 @@ pub const SYSCALL_EVENTS: &[&str] = &[
     "sem.ctl",
     "shm.shmat",
     "shm.shmdt",
+    "mqueue.mq_open",
+    "mqueue.mq_unlink",
     "ipc_ns.unshare",
     "ipc_ns.setns",
     "ipc_ns.clone",

@@ -20,13 +20,14 @@ use nsipc_common::{HOST_IPC_NS_INUM, KernelOffsets, NsRef};
 use crate::{
     attribution::Attribution,
     containers::{Container, Pod, Runtime},
-    decode::{Body, ContainerRef, KernelEvent, SysResult, Task},
+    decode::{Body, ContainerRef, KernelEvent, MqueueName, SysResult, Task},
     inventory::{
         FdHolder, Inventory, IpcPerm, MountHolder, MqueueInfo, NamespaceInfo, ObjectDetail,
         ObjectInfo, ProcessInfo, mqueue::MqueueAttr,
     },
     lifecycle::{
-        DestroyReason, JoinKind, KeyHome, Lifecycle, NsIdent, ObjectCounts, OrphanCause, Via,
+        DestroyReason, JoinKind, KeyHome, Lifecycle, MqueueIdent, NsIdent, ObjectCounts,
+        OrphanCause, Via,
     },
     limits::{self, LimitHit},
     names::IpcObject,
@@ -65,6 +66,14 @@ fn all_runtimes() -> [Runtime; 6] {
     ]
 }
 
+/// The reasons the engine gives a POSIX message queue.
+const MQUEUE_DESTROY_REASONS: [DestroyReason; 4] = [
+    DestroyReason::Unlink,
+    DestroyReason::LastClose,
+    DestroyReason::NamespaceTeardown,
+    DestroyReason::Unknown,
+];
+
 /// The reasons the engine gives an object of this kind (`last_detach` and `rmid_forced` are a
 /// segment's only), and a namespace (`None`).
 fn destroy_reasons(object: Option<IpcObject>) -> Vec<DestroyReason> {
@@ -74,7 +83,9 @@ fn destroy_reasons(object: Option<IpcObject>) -> Vec<DestroyReason> {
         | DestroyReason::NamespaceTeardown
         | DestroyReason::RmidForced
         | DestroyReason::Freed
-        | DestroyReason::Unknown => {}
+        | DestroyReason::Unknown
+        | DestroyReason::Unlink
+        | DestroyReason::LastClose => {}
     };
     match object {
         None => vec![DestroyReason::Freed, DestroyReason::Unknown],
@@ -364,6 +375,26 @@ fn bodies() -> Vec<Body> {
         cgroup: 77,
         container: ContainerRef::NONE,
     });
+    for result in results(3) {
+        for (maxmsg, msgsize) in [(4, 64), (0, 0)] {
+            bodies.push(Body::MqueueOpen {
+                name: MqueueName(b"jobs".as_slice().into()),
+                oflag: 0o102,
+                mode: 0o640,
+                maxmsg,
+                msgsize,
+                ino: 31337,
+                result,
+            });
+        }
+        bodies.push(Body::MqueueUnlink {
+            name: MqueueName(b"jobs\xff".as_slice().into()),
+            result,
+        });
+    }
+    for ino in [Some(31337), None] {
+        bodies.push(Body::MqueueEvicted { ino });
+    }
     // Every body variant is here: a new one does not compile until it is.
     let _exhaustive = |body: Body| match body {
         Body::Get { .. }
@@ -377,7 +408,10 @@ fn bodies() -> Vec<Body> {
         | Body::NsFreed
         | Body::ShmFreed { .. }
         | Body::CgroupMkdir { .. }
-        | Body::CgroupRmdir { .. } => {}
+        | Body::CgroupRmdir { .. }
+        | Body::MqueueOpen { .. }
+        | Body::MqueueUnlink { .. }
+        | Body::MqueueEvicted { .. } => {}
     };
     bodies
 }
@@ -409,7 +443,7 @@ fn raw_lines(
                 ts_ns: 5_000 + i as u64,
                 task,
                 ns,
-                body,
+                body: body.clone(),
             };
             out.push(
                 serde_json::to_string(&KernelEventJson {
@@ -577,6 +611,56 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
                 }
             }
             events.push(Lifecycle::ContainerHostIpc { ts, task, ns });
+            let queue = MqueueIdent {
+                name: MqueueName(b"jobs".as_slice().into()),
+                ino: 31337,
+            };
+            for (maxmsg, msgsize) in [(4, 64), (0, 0)] {
+                events.push(Lifecycle::MqueueCreate {
+                    ts,
+                    task,
+                    ns,
+                    queue: queue.clone(),
+                    mode: 0o640,
+                    maxmsg,
+                    msgsize,
+                });
+            }
+            for errno in errnos() {
+                events.push(Lifecycle::MqueueOpenFailed {
+                    ts,
+                    task,
+                    ns,
+                    name: queue.name.clone(),
+                    oflag: 2,
+                    errno,
+                    name_lives_in: if errno % 2 == 0 {
+                        homes.clone()
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+            events.push(Lifecycle::MqueueUnlink {
+                ts,
+                task,
+                ns,
+                queue: queue.clone(),
+            });
+            for reason in MQUEUE_DESTROY_REASONS {
+                let by_task = matches!(reason, DestroyReason::Unlink | DestroyReason::LastClose);
+                for (lifetime_ns, late) in [(Some(5_000), false), (None, true)] {
+                    events.push(Lifecycle::MqueueDestroy {
+                        ts,
+                        task: by_task.then_some(task),
+                        ns,
+                        queue: queue.clone(),
+                        reason,
+                        lifetime_ns,
+                        late,
+                    });
+                }
+            }
         }
     }
     // Every variant is here: a new one does not compile until it is.
@@ -593,7 +677,11 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
         | Lifecycle::ShmDetach { .. }
         | Lifecycle::GetFailed { .. }
         | Lifecycle::ContainerHostIpc { .. }
-        | Lifecycle::ObjectOrphaned { .. } => {}
+        | Lifecycle::ObjectOrphaned { .. }
+        | Lifecycle::MqueueCreate { .. }
+        | Lifecycle::MqueueOpenFailed { .. }
+        | Lifecycle::MqueueUnlink { .. }
+        | Lifecycle::MqueueDestroy { .. } => {}
     };
     events
 }
@@ -617,7 +705,13 @@ fn lifecycle_lines(
                 | Lifecycle::ShmDetach { task, .. }
                 | Lifecycle::GetFailed { task, .. }
                 | Lifecycle::ContainerHostIpc { task, .. }
+                | Lifecycle::MqueueCreate { task, .. }
+                | Lifecycle::MqueueOpenFailed { task, .. }
+                | Lifecycle::MqueueUnlink { task, .. }
                 | Lifecycle::ObjectDestroy {
+                    task: Some(task), ..
+                }
+                | Lifecycle::MqueueDestroy {
                     task: Some(task), ..
                 } => task.container = container,
                 _ => {}
@@ -744,6 +838,7 @@ fn inventory_lines(out: &mut Vec<String>) {
         ns_id,
         seen_at: at,
         name: "/jobs".into(),
+        ino: 31337,
         uid: 1000,
         gid: 100,
         mode: 0o640,

@@ -73,6 +73,7 @@ impl Counters {
         for object in &inventory.objects {
             self.line(LineKind::object_exists(object.object()));
         }
+        self.lines[LineKind::MQUEUE_EXISTS.index()] += inventory.mqueues.len() as u64;
     }
 
     pub(super) fn resync(&mut self, after: ResyncCause) {

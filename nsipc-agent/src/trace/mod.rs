@@ -40,7 +40,7 @@ use crate::{
     output::fields::clock_ns,
     output::sink::{Format, SinkState, stdout_reader_gone},
     output::stdout_queue::QueuedWriter,
-    probes::{Backend, KfreeCallers, LoadOptions, Probes},
+    probes::{Backend, FreeHooks, KfreeCallers, LoadOptions, Probes},
     stop_watchdog::{self, WatchedStdout},
 };
 
@@ -133,6 +133,9 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     if metrics.is_some() {
         stream.engine.keep_shm_sizes();
     }
+    if probes.frees == FreeHooks::Kfree {
+        stream.engine.mqueue_evictions_unnamed();
+    }
     if options.activity_interval > 0 {
         stream = stream.reporting_activity(Duration::from_secs(options.activity_interval));
     }
@@ -141,7 +144,8 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     // missed; events that raced with it are recognised by the engine (no duplicates, no ghosts).
     let inventory_started = Instant::now();
     let inventory_ts = monotonic_ns();
-    let inventory = inventory::take_inventory().context("taking the startup inventory")?;
+    let inventory =
+        inventory::take_inventory_with_mqueues().context("taking the startup inventory")?;
     let inventory_ms = inventory_started.elapsed().as_millis() as u64;
     let (namespaces, objects) = inventory.existing();
     // Everything is new to the engine here; the inventory's own lines say more than its, and
@@ -150,6 +154,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
     stream
         .engine
         .observe_existing(inventory_ts, &namespaces, &objects, &mut existing);
+    stream.engine.observe_existing_mqueues(&inventory.mqueues);
     let generations: HashMap<u32, u32> = existing
         .iter()
         .filter_map(|event| match event {
@@ -225,6 +230,7 @@ pub async fn run(options: TraceOptions) -> Result<()> {
                     || stream.report_missed(&probes)? == SinkState::ReaderGone
                     || stream.resync_if_due(ring.get_mut())? == SinkState::ReaderGone
                     || stream.check_late_frees(ring.get_mut())? == SinkState::ReaderGone
+                    || stream.check_mqueue_evictions()? == SinkState::ReaderGone
                     || stream.report_activity(probes.activity.as_mut(), false)?
                         == SinkState::ReaderGone
                     || (writes_stdout && stdout_reader_gone())

@@ -15,6 +15,7 @@ use super::{Stream, monotonic_ns};
 use crate::{
     decode::{KernelEvent, decode},
     inventory,
+    lifecycle::UNNAMED_EVICTION_WAIT_NS,
     lifecycle::{Lifecycle, Look},
     names::IpcObject,
     output::agent_events::{AgentEvent, ResyncCause},
@@ -98,7 +99,7 @@ impl<W: Write> Stream<W> {
         };
         let (before, racing): (Vec<KernelEvent>, Vec<KernelEvent>) =
             late.into_iter().partition(|event| event.ts_ns < t0);
-        for event in &before {
+        for event in before {
             if self.apply_record(event)? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
             }
@@ -148,12 +149,28 @@ impl<W: Write> Stream<W> {
         {
             return Ok(SinkState::ReaderGone);
         }
-        for event in &racing {
+        for event in racing {
             if self.apply_record(event)? == SinkState::ReaderGone {
                 return Ok(SinkState::ReaderGone);
             }
         }
         Ok(SinkState::Open)
+    }
+
+    /// Where the probes cannot name the queue an eviction was of: once such an eviction is
+    /// left unexplained by an unlink, finds which unlinked queues are no longer open, and
+    /// reports them destroyed by their last close.
+    pub(super) fn check_mqueue_evictions(&mut self) -> Result<SinkState> {
+        let before = monotonic_ns().saturating_sub(UNNAMED_EVICTION_WAIT_NS);
+        let Some(looked_for) = self.engine.mqueues_to_look_for(before) else {
+            return Ok(SinkState::Open);
+        };
+        let t0 = monotonic_ns();
+        let open = inventory::mqueue::open_among(&looked_for);
+        self.derived.clear();
+        self.engine
+            .mqueues_looked(&looked_for, &open, before, t0, &mut self.derived);
+        self.write_derived()
     }
 
     /// Looks at the kernel for segments whose free is late ([`crate::free_check`]): those no
@@ -216,10 +233,11 @@ impl<W: Write> Stream<W> {
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(event) => {
+                    let ts = event.ts_ns;
                     if !self.is_kfree_check_record(&event) {
                         events.push(event);
                     }
-                    if event.ts_ns > until {
+                    if ts > until {
                         break;
                     }
                 }

@@ -167,7 +167,7 @@ impl<W: Write> Stream<W> {
     /// Decodes one ring-buffer record and writes its line.
     pub(crate) fn record(&mut self, bytes: &[u8]) -> Result<SinkState> {
         match decode(bytes) {
-            Ok(event) => self.apply_record(&event),
+            Ok(event) => self.apply_record(event),
             Err(err) => self.decode_error(&err),
         }
     }
@@ -182,14 +182,15 @@ impl<W: Write> Stream<W> {
     }
 
     /// Counts one decoded record and writes what it means.
-    pub(super) fn apply_record(&mut self, event: &KernelEvent) -> Result<SinkState> {
-        if self.is_kfree_check_record(event) {
+    pub(super) fn apply_record(&mut self, mut event: KernelEvent) -> Result<SinkState> {
+        if self.is_kfree_check_record(&event) {
             return Ok(SinkState::Open);
         }
         self.counters.events += 1;
-        let mut event = *event;
         match event.body {
-            Body::NsFreed | Body::ShmFreed { .. } => {}
+            // Frees run in a kworker or an RCU callback; a queue's eviction in whatever task
+            // dropped its last reference, of no use to say where it lived.
+            Body::NsFreed | Body::ShmFreed { .. } | Body::MqueueEvicted { .. } => {}
             // Learnt now, while the container is there to read its name from.
             Body::CgroupMkdir { cgroup } => {
                 self.attribution.resolve(cgroup, 0);
