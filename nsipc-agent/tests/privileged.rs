@@ -7,6 +7,8 @@ mod activity;
 mod frees;
 #[path = "privileged/kernel.rs"]
 mod kernel;
+#[path = "privileged/mqueues.rs"]
+mod mqueues;
 mod support;
 
 use std::{
