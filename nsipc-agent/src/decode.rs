@@ -167,9 +167,11 @@ pub enum Body {
         name: MqueueName,
         result: SysResult<i64>,
     },
-    /// A queue's inode was evicted: the queue is gone. `ino` None: the hook could not tell
-    /// which queue's (the kfree program).
-    MqueueEvicted { ino: Option<u64> },
+    /// A queue's inode was evicted: the queue is gone, or a failed `mq_open` (`syscall` is
+    /// then `SYS_mq_open`) dropped the inode it made. `ino` None: the hook could not tell
+    /// which queue's (the kfree program). `syscall`: the number of the syscall the evicting
+    /// thread was in (0 for a kernel thread, -1 unread).
+    MqueueEvicted { ino: Option<u64>, syscall: i64 },
 }
 
 /// A POSIX message queue's name as the caller passed it to the kernel (no leading `/`): any
@@ -340,6 +342,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         },
         EventKind::MqueueEvicted => Body::MqueueEvicted {
             ino: (ino != 0).then_some(ino),
+            syscall: args[0] as i64,
         },
         EventKind::MsgSend | EventKind::MsgReceive | EventKind::SemOp => {
             unreachable!("from_record gives no activity kind")
@@ -615,9 +618,10 @@ pub(crate) mod tests {
             (
                 EventKind::MqueueEvicted,
                 0,
-                [0; 4],
+                [3, 0, 0, 0],
                 Body::MqueueEvicted {
                     ino: Some(TAIL_INO),
+                    syscall: 3,
                 },
             ),
         ];
@@ -668,7 +672,10 @@ pub(crate) mod tests {
         bytes[Record::SIZE..Record::SIZE + 8].copy_from_slice(&0u64.to_ne_bytes());
         assert_eq!(
             decode(&bytes).unwrap().body,
-            Body::MqueueEvicted { ino: None }
+            Body::MqueueEvicted {
+                ino: None,
+                syscall: 0
+            }
         );
         let mut bytes = record_bytes(EventKind::MqueueUnlink, 0, [0; 4]);
         bytes[Record::SIZE + 8..].fill(b'q');

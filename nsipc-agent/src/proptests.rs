@@ -277,7 +277,12 @@ fn encode(event: &KernelEvent) -> Record {
             result,
         ),
         Body::MqueueUnlink { result, .. } => (EventKind::MqueueUnlink, [0; 4], none, result),
-        Body::MqueueEvicted { .. } => (EventKind::MqueueEvicted, [0; 4], none, Ok(0)),
+        Body::MqueueEvicted { syscall, .. } => (
+            EventKind::MqueueEvicted,
+            [syscall as u64, 0, 0, 0],
+            none,
+            Ok(0),
+        ),
     };
     Record {
         kind: kind as u32,

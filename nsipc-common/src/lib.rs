@@ -355,7 +355,9 @@ pub enum EventKind {
     /// `mq_unlink` returned. ret: 0 or -errno. An [`MqueueTail`] follows: the name (inode 0).
     MqueueUnlink = 21,
     /// A POSIX message queue's inode was evicted: the queue is gone (after its unlink and
-    /// last close, or with its namespace's mqueue mount). `ns` is not read. An
+    /// last close, or with its namespace's mqueue mount), or an `mq_open` that failed after
+    /// making the inode dropped it. `ns` is not read. args: the number of the syscall the
+    /// evicting thread is in (`orig_ax`; 0 for a kernel thread, -1 unread). An
     /// [`MqueueTail`] follows, with no name; its inode number is 0 where the hook cannot
     /// see the inode (the kfree program, which only sees that `mqueue_evict_inode` ran):
     /// userspace then finds which queue went.

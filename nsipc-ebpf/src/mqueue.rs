@@ -27,7 +27,7 @@ use nsipc_common::{EventKind, NsRef};
 
 use crate::{
     record::emit_mqueue,
-    syscall::{Call, enter_plain, syscall_hooks},
+    syscall::{Call, current_syscall_nr, enter_plain, syscall_hooks},
     task::{address_of, current_task, ipc_ns_of, offset, read_field},
 };
 
@@ -120,8 +120,17 @@ fn evicted(inode: u64) {
 /// The record of an eviction of inode `ino` (0: not known) by the current task.
 #[inline(always)]
 fn emit_evicted(ino: u64) {
-    let kind = EventKind::MqueueEvicted;
-    emit_mqueue(current_task(), kind, NsRef::default(), 0, [0; 4], ino, 0);
+    let task = current_task();
+    let args = [current_syscall_nr(task) as u64, 0, 0, 0];
+    emit_mqueue(
+        task,
+        EventKind::MqueueEvicted,
+        NsRef::default(),
+        0,
+        args,
+        ino,
+        0,
+    );
 }
 
 /// See the module's documentation.

@@ -242,12 +242,32 @@ pub fn wrapper_args<const N: usize, C: FunctionArgs>(
 /// are unknown (None), and the caller counts the call as lost.
 #[inline(always)]
 fn stack_syscall_args<const N: usize>(task: *const u8, nr: i64) -> Option<Args> {
-    let stack: *const u8 = read_field(task, offset!(task_stack))?;
-    let regs = stack.wrapping_add(offset!(stack_pt_regs) as usize);
+    let regs = stack_regs(task)?;
     if read_field::<i64>(regs, offset!(pt_regs_orig_ax))? != nr {
         return None;
     }
     Some(regs_args::<N>(regs, read_field))
+}
+
+/// Where `task_pt_regs()` finds a task's saved user registers: at the top of its kernel stack.
+#[inline(always)]
+fn stack_regs(task: *const u8) -> Option<*const u8> {
+    let stack: *const u8 = read_field(task, offset!(task_stack))?;
+    Some(stack.wrapping_add(offset!(stack_pt_regs) as usize))
+}
+
+/// The number of the syscall the current thread is in (`orig_ax` of its saved user
+/// registers: a kernel thread's are zero), -1 where unread. `task` is the current task.
+#[inline(always)]
+pub fn current_syscall_nr(task: *const u8) -> i64 {
+    let regs = if offset!(task_pt_regs) == 0 {
+        stack_regs(task)
+    } else {
+        // SAFETY: as in current_syscall_args.
+        Some(unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task as *mut _) } as *const u8)
+    };
+    regs.and_then(|regs| read_field::<i64>(regs, offset!(pt_regs_orig_ax)))
+        .unwrap_or(-1)
 }
 
 /// The first `N` syscall arguments in a saved `struct pt_regs`, each read with `read`.

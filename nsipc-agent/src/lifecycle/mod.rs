@@ -49,6 +49,8 @@ const IPC_RMID: i32 = 0;
 const IPC_64: i32 = 0x100;
 /// `IPC_PRIVATE`: a get with this key always creates, and its key names nothing.
 const IPC_PRIVATE: i32 = 0;
+/// x86-64's `__NR_mq_open`.
+const SYS_MQ_OPEN: i64 = 240;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ObjectKey {
@@ -491,7 +493,12 @@ impl Engine {
                 let ns = self.ident(event.ns, ts, out);
                 self.mqueue_unlinked(ts, task, ns, name, out);
             }
-            Body::MqueueEvicted { ino } => self.mqueue_evicted(ts, task, ino, out),
+            // The inode a failed mq_open made, never a queue.
+            Body::MqueueEvicted {
+                syscall: SYS_MQ_OPEN,
+                ..
+            } => {}
+            Body::MqueueEvicted { ino, .. } => self.mqueue_evicted(ts, task, ino, out),
             // The segment of a namespace freed already: its destroy came with the namespace's,
             // and whatever has the inum now is another namespace (kernels without ns_id).
             Body::ShmFreed { ns_freed: true, .. } => {}

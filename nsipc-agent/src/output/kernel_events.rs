@@ -279,10 +279,11 @@ impl KernelEventJson<'_> {
                 f.lossy(key!("name"), name.display().as_bytes())?;
                 put_result(f, result)?;
             }
-            Body::MqueueEvicted { ino } => {
+            Body::MqueueEvicted { ino, syscall } => {
                 if let Some(ino) = ino {
                     f.uint(key!("ino"), *ino)?;
                 }
+                f.int(key!("syscall_nr"), *syscall)?;
             }
         }
         Ok(())
@@ -465,10 +466,11 @@ impl EventLine for KernelEventJson<'_> {
                 line.text("name", name.display().as_bytes());
                 pretty_result(line, result);
             }
-            Body::MqueueEvicted { ino } => {
+            Body::MqueueEvicted { ino, syscall } => {
                 if let Some(ino) = ino {
                     line.uint("ino", *ino);
                 }
+                line.int("syscall_nr", *syscall);
             }
         }
     }

@@ -15,7 +15,7 @@
 //! kernel: ipc/mqueue.c: static void mqueue_evict_inode(struct inode *inode) ... kfree(info->node_cache)
 //! means a POSIX message queue ended; its pieces are also handed over on their own.
 
-use nsipc_common::{CodeRanges, MAX_CODE_RANGES};
+use nsipc_common::CodeRanges;
 
 /// What must be found for the filter to be safe, each a set of alternatives (a function can be
 /// inlined into another, or named differently on older kernels): one name of every group.
@@ -79,35 +79,43 @@ impl KfreeCallers {
                 starts.push((address, name, base));
             }
         }
+        all_addresses.sort_unstable();
+        all_addresses.dedup();
+        // Each piece runs to the next symbol; None when one has no end or no address.
+        let ranges_of = |pieces: &mut dyn Iterator<Item = u64>| -> Option<CodeRanges> {
+            let mut ranges = CodeRanges::NOWHERE;
+            for (slot, start) in pieces.enumerate() {
+                let next = all_addresses.partition_point(|&address| address <= start);
+                let end = *all_addresses.get(next)?;
+                *ranges.ranges.get_mut(slot)? = [(start != 0).then_some(start)?, end];
+            }
+            Some(ranges)
+        };
+        // The queues' ends are told apart by their call site whether or not the other
+        // callers filter anything: with no filter, every kfree comes to that check.
+        let mqueue_evict = ranges_of(
+            &mut starts
+                .iter()
+                .filter(|(_, _, base)| *base == MQUEUE_EVICT)
+                .map(|&(address, _, _)| address),
+        )
+        .unwrap_or(CodeRanges::NOWHERE);
         let every_group_found = CALLERS
             .iter()
             .all(|group| starts.iter().any(|(_, _, base)| group.contains(base)));
-        if !every_group_found
-            || starts.len() > MAX_CODE_RANGES
-            || starts.iter().any(|&(address, _, _)| address == 0)
-        {
-            return Self::everywhere();
-        }
-        all_addresses.sort_unstable();
-        all_addresses.dedup();
-        let mut ranges = CodeRanges::NOWHERE;
-        let mut mqueue_evict = CodeRanges::NOWHERE;
-        let mut mqueue_pieces = 0;
-        for (range, &(start, _, base)) in ranges.ranges.iter_mut().zip(&starts) {
-            let next = all_addresses.partition_point(|&address| address <= start);
-            let Some(&end) = all_addresses.get(next) else {
-                return Self::everywhere();
-            };
-            *range = [start, end];
-            if base == MQUEUE_EVICT {
-                mqueue_evict.ranges[mqueue_pieces] = [start, end];
-                mqueue_pieces += 1;
-            }
-        }
-        Self {
-            ranges,
-            functions: starts.iter().map(|(_, name, _)| name.to_string()).collect(),
-            mqueue_evict,
+        let filter = every_group_found
+            .then(|| ranges_of(&mut starts.iter().map(|&(address, _, _)| address)))
+            .flatten();
+        match filter {
+            Some(ranges) => Self {
+                ranges,
+                functions: starts.iter().map(|(_, name, _)| name.to_string()).collect(),
+                mqueue_evict,
+            },
+            None => Self {
+                mqueue_evict,
+                ..Self::everywhere()
+            },
         }
     }
 }
@@ -181,7 +189,11 @@ ffffffff82000000 D some_data
         let callers = KfreeCallers::from_symbols(&without_rcu);
         assert_eq!(callers.ranges, CodeRanges::EVERYWHERE);
         assert!(callers.functions.is_empty());
-        assert_eq!(callers.mqueue_evict, CodeRanges::NOWHERE);
+        // Without a filter every kfree is looked at, and the queues' ends still told apart.
+        assert_eq!(
+            callers.mqueue_evict.ranges[0],
+            [0xffffffff81ab0da0, 0xffffffff81ab0f00]
+        );
     }
 
     #[test]
@@ -202,9 +214,8 @@ ffffffff82000000 D some_data
             .lines()
             .map(|line| format!("0000000000000000{}\n", &line[16..]))
             .collect();
-        assert_eq!(
-            KfreeCallers::from_symbols(&hidden).ranges,
-            CodeRanges::EVERYWHERE
-        );
+        let callers = KfreeCallers::from_symbols(&hidden);
+        assert_eq!(callers.ranges, CodeRanges::EVERYWHERE);
+        assert_eq!(callers.mqueue_evict, CodeRanges::NOWHERE);
     }
 }

@@ -393,7 +393,9 @@ fn bodies() -> Vec<Body> {
         });
     }
     for ino in [Some(31337), None] {
-        bodies.push(Body::MqueueEvicted { ino });
+        for syscall in [3, 0] {
+            bodies.push(Body::MqueueEvicted { ino, syscall });
+        }
     }
     // Every body variant is here: a new one does not compile until it is.
     let _exhaustive = |body: Body| match body {
@@ -632,7 +634,7 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
                     task,
                     ns,
                     name: queue.name.clone(),
-                    oflag: 2,
+                    oflag: 0o102,
                     errno,
                     name_lives_in: if errno % 2 == 0 {
                         homes.clone()

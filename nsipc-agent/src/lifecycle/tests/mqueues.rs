@@ -42,7 +42,7 @@ fn unlinked(queue: &str) -> Body {
 }
 
 fn evicted(ino: Option<u64>) -> Body {
-    Body::MqueueEvicted { ino }
+    Body::MqueueEvicted { ino, syscall: 3 }
 }
 
 /// (name, reason) of an `mqueue.destroy`.
@@ -275,4 +275,24 @@ fn a_listed_queue_is_followed() {
         panic!("{out:?}");
     };
     assert_eq!(*lifetime_ns, None, "its creation was not seen");
+}
+
+/// The inode a failed `mq_open` made and dropped is evicted inside that call: it never was a
+/// queue, and the same thread's next unlink (of a queue still open) does not end anything.
+#[test]
+fn a_failed_creates_own_eviction_is_no_queue_ending() {
+    let mut h = Harness::new();
+    h.engine.mqueue_evictions_unnamed();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.feed(5, a, opened("held", true, 100));
+    let in_mq_open = Body::MqueueEvicted {
+        ino: None,
+        syscall: 240,
+    };
+    assert!(h.feed(5, host(), in_mq_open).is_empty());
+    h.feed(5, a, open_failed("big", libc::EINVAL));
+    let out = h.feed(5, a, unlinked("held"));
+    assert_eq!(Harness::names(&out), ["mqueue.unlink"], "still open");
+    assert!(h.engine.mqueues_to_look_for(u64::MAX).is_none());
 }
