@@ -179,6 +179,48 @@ pub fn hit(
     }
 }
 
+/// Which limit an `mq_open` that failed with `errno` hit, from the namespace's `limits`;
+/// `create`: it had `O_CREAT`; `maxmsg`/`msgsize`: the attributes it gave (0: none);
+/// `queues`: the queues the namespace has, as the agent knows them. `None` for failures that
+/// are not a limit, and where the kernel has no /proc/sys/fs/mqueue.
+///
+/// The kernel's checks (ipc/mqueue.c), for a task without CAP_SYS_RESOURCE, which a
+/// container's root lacks unless given it: `ENOSPC` when the namespace's `mq_queues_count`
+/// reached `mq_queues_max` (`mqueue_create_attr`); `EINVAL` when `mq_maxmsg > mq_msg_max` or
+/// `mq_msgsize > mq_msgsize_max` (`mq_attr_ok`). Where both fail, 6.18 reports the count.
+pub fn mqueue_hit(
+    errno: i32,
+    create: bool,
+    [maxmsg, msgsize]: [u64; 2],
+    limits: &Limits,
+    queues: u64,
+) -> Option<LimitHit> {
+    let asked = |name, value: Option<u64>, asked| {
+        Some(LimitHit {
+            name,
+            value: value?,
+            used: None,
+            asked: Some(asked),
+        })
+    };
+    match errno {
+        _ if !create => None,
+        ENOSPC => Some(LimitHit {
+            name: "mq_queues_max",
+            value: limits.mq_queues_max?,
+            used: Some(queues),
+            asked: None,
+        }),
+        EINVAL if limits.mq_msg_max.is_some_and(|max| maxmsg > max) => {
+            asked("mq_msg_max", limits.mq_msg_max, maxmsg)
+        }
+        EINVAL if limits.mq_msgsize_max.is_some_and(|max| msgsize > max) => {
+            asked("mq_msgsize_max", limits.mq_msgsize_max, msgsize)
+        }
+        _ => None,
+    }
+}
+
 /// Limits as a namespace made on this kernel has them (msgmni 32000, …), with or without
 /// `fs.mqueue`: for samples and tests.
 #[cfg(test)]
@@ -326,5 +368,42 @@ mod tests {
             hit(IpcObject::Msg, libc::EINVAL, 0, &limits(), &used(0, 0, 0)),
             None
         );
+    }
+
+    #[test]
+    fn an_mq_open_names_the_fs_mqueue_limit_it_hit() {
+        let hit = |errno, create, attr| mqueue_hit(errno, create, attr, &limits(), 256);
+        let hit_named = |name, value, used, asked| {
+            Some(LimitHit {
+                name,
+                value,
+                used,
+                asked,
+            })
+        };
+        assert_eq!(
+            hit(ENOSPC, true, [0, 0]),
+            hit_named("mq_queues_max", 256, Some(256), None)
+        );
+        assert_eq!(
+            hit(EINVAL, true, [11, 64]),
+            hit_named("mq_msg_max", 10, None, Some(11))
+        );
+        assert_eq!(
+            hit(EINVAL, true, [10, 8193]),
+            hit_named("mq_msgsize_max", 8192, None, Some(8193))
+        );
+        // Within the limits (EINVAL for a zero attribute), without O_CREAT (an open only
+        // finds), another errno, a kernel without fs.mqueue: no limit.
+        assert_eq!(hit(EINVAL, true, [10, 64]), None);
+        assert_eq!(hit(ENOSPC, false, [0, 0]), None);
+        assert_eq!(hit(libc::ENOENT, true, [11, 64]), None);
+        let without_mqueue = Limits {
+            mq_queues_max: None,
+            mq_msg_max: None,
+            mq_msgsize_max: None,
+            ..limits()
+        };
+        assert_eq!(mqueue_hit(ENOSPC, true, [0, 0], &without_mqueue, 3), None);
     }
 }

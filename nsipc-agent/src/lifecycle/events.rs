@@ -257,6 +257,8 @@ pub enum Lifecycle {
         errno: i32,
         /// Other namespaces where a queue of this name lives.
         name_lives_in: Vec<KeyHome>,
+        /// The limit an `ENOSPC`/`EINVAL` hit, when the namespace's limits were given.
+        limit: Option<LimitHit>,
     },
     MqueueUnlink {
         ts: u64,

@@ -20,6 +20,7 @@ use super::{DestroyReason, Engine, KeyHome, Lifecycle, Map, NsIdent};
 use crate::{
     decode::{Body, MqueueName, Task},
     inventory::mqueue::MqueueInfo,
+    limits,
 };
 
 /// `O_CREAT` (include/uapi/asm-generic/fcntl.h).
@@ -106,6 +107,11 @@ impl Engine {
             return;
         };
         if let Err(errno) = result {
+            let queues = self.mqueues_in(ns.inum);
+            let limit = self.given_limits.take().and_then(|limits| {
+                let create = oflag & O_CREAT != 0;
+                limits::mqueue_hit(errno, create, [maxmsg, msgsize], &limits, queues)
+            });
             out.push(Lifecycle::MqueueOpenFailed {
                 ts,
                 task,
@@ -114,6 +120,7 @@ impl Engine {
                 oflag,
                 errno,
                 name_lives_in: self.name_lives_in(name, ns.inum),
+                limit,
             });
             return;
         }
@@ -151,6 +158,13 @@ impl Engine {
             maxmsg,
             msgsize,
         });
+    }
+
+    /// The queues of namespace `inum`, unlinked ones still open included: what the kernel
+    /// counts against `fs.mqueue.queues_max`.
+    fn mqueues_in(&self, inum: u32) -> u64 {
+        let queues = self.mqueues.queues.values();
+        queues.filter(|queue| queue.ns.inum == inum).count() as u64
     }
 
     /// The namespaces other than `except` where a queue named `name` lives, with the

@@ -10,6 +10,7 @@ use crate::{
     containers::Container,
     decode::ContainerRef,
     lifecycle::{KeyHome, Lifecycle, MqueueIdent, NsIdent, OrphanCause, Via},
+    limits::LimitHit,
     names::IpcObject,
     output::fields::{
         FROM_NS, NS, NsKeys, WallClock, put_container, put_errno, put_key, put_mode, put_ns,
@@ -225,10 +226,7 @@ impl FieldsLine for LifecycleJson<'_> {
                     key_lives_in,
                     self.attribution,
                 )?;
-                if let Some(limit) = limit {
-                    let json = serde_json::to_string(limit).expect("numbers and a name serialize");
-                    f.raw(key!("limit"), &json)?;
-                }
+                put_limit(f, limit)?;
             }
             Lifecycle::MqueueCreate {
                 task,
@@ -253,6 +251,7 @@ impl FieldsLine for LifecycleJson<'_> {
                 oflag,
                 errno,
                 name_lives_in,
+                limit,
                 ..
             } => {
                 f.lossy(key!("name"), name.display().as_bytes())?;
@@ -264,6 +263,7 @@ impl FieldsLine for LifecycleJson<'_> {
                     name_lives_in,
                     self.attribution,
                 )?;
+                put_limit(f, limit)?;
             }
             Lifecycle::MqueueUnlink { queue, .. } => put_mqueue(f, queue)?,
             Lifecycle::MqueueDestroy {
@@ -319,6 +319,17 @@ fn put_homes<F: Fields>(
             .iter()
             .map(|line| std::str::from_utf8(line).expect("JSON is UTF-8")),
     )
+}
+
+/// Writes the limit a failed call hit, if any.
+fn put_limit<F: Fields>(f: &mut F, limit: &Option<LimitHit>) -> Result<(), F::Error> {
+    match limit {
+        Some(limit) => {
+            let json = serde_json::to_string(limit).expect("numbers and a name serialize");
+            f.raw(key!("limit"), &json)
+        }
+        None => Ok(()),
+    }
 }
 
 /// Writes a queue's name (with its `/`, as `mq_open(3)` takes it) and inode number.
@@ -507,18 +518,7 @@ impl EventLine for LifecycleJson<'_> {
             } => {
                 line.key(*key);
                 line.errno(*errno);
-                // The limit it hit: `limit msgmni=2 used 2`, `limit shmmax=4096 asked 8192`.
-                if let Some(limit) = limit {
-                    line.name("limit", limit.name)
-                        .raw("=")
-                        .raw_uint(limit.value);
-                    if let Some(used) = limit.used {
-                        line.uint("used", used);
-                    }
-                    if let Some(asked) = limit.asked {
-                        line.uint("asked", asked);
-                    }
-                }
+                pretty_limit(line, limit);
                 pretty_homes(line, "key_lives_in", key_lives_in, &known);
             }
             Lifecycle::MqueueCreate { queue, mode, .. } => {
@@ -529,10 +529,12 @@ impl EventLine for LifecycleJson<'_> {
                 name,
                 errno,
                 name_lives_in,
+                limit,
                 ..
             } => {
                 line.text("name", name.display().as_bytes());
                 line.errno(*errno);
+                pretty_limit(line, limit);
                 pretty_homes(line, "name_lives_in", name_lives_in, &known);
             }
             Lifecycle::MqueueUnlink { queue, .. } => {
@@ -562,6 +564,21 @@ impl EventLine for LifecycleJson<'_> {
             && !matches!(event, Lifecycle::ContainerHostIpc { .. })
         {
             line.flag("host_ipc");
+        }
+    }
+}
+
+/// The limit a failed call hit: `limit msgmni=2 used 2`, `limit shmmax=4096 asked 8192`.
+fn pretty_limit(line: &mut PrettyLine<'_>, limit: &Option<LimitHit>) {
+    if let Some(limit) = limit {
+        line.name("limit", limit.name)
+            .raw("=")
+            .raw_uint(limit.value);
+        if let Some(used) = limit.used {
+            line.uint("used", used);
+        }
+        if let Some(asked) = limit.asked {
+            line.uint("asked", asked);
         }
     }
 }

@@ -641,6 +641,7 @@ fn lifecycles(tasks: &Tasks, containers: &[ContainerRef]) -> Vec<Lifecycle> {
                     } else {
                         Vec::new()
                     },
+                    limit: limits::mqueue_hit(errno, true, [11, 64], &limits::sample(true), 3),
                 });
             }
             events.push(Lifecycle::MqueueUnlink {

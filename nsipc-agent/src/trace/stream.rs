@@ -280,7 +280,8 @@ impl<W: Write> Stream<W> {
         );
     }
 
-    /// For a get that failed with `ENOSPC` or `EINVAL` (what limits cause), the limits of its
+    /// For a get or an `mq_open` that failed with `ENOSPC` or `EINVAL` (what limits cause), the
+    /// limits of its
     /// namespace now: read through the failing task if it is still there (within about 50 ms
     /// of the failure, when the record is read), else through a task known to be in it (its
     /// creator), else the last values read there (at its creation or by the inventory).
@@ -292,9 +293,12 @@ impl<W: Write> Stream<W> {
     /// the values read for the previous failure serve meanwhile. Values read at the creation
     /// never do (the creator may have lowered a limit since).
     fn limits_for_failed_get(&mut self, event: &KernelEvent) -> Option<Limits> {
-        let Body::Get {
+        let (Body::Get {
             result: Err(errno), ..
-        } = event.body
+        }
+        | Body::MqueueOpen {
+            result: Err(errno), ..
+        }) = event.body
         else {
             return None;
         };

@@ -234,3 +234,77 @@ fn a_queue_listed_at_startup_is_followed_to_its_end() {
     });
     assert_eq!(unlinks.count(), 1);
 }
+
+/// `limited.pl BASE`: a queue asking 11 messages refused; then one queue made and unlinked
+/// (still open), and a second refused; prints the two errnos. The big one goes first: where
+/// both checks would fail, kernels differ in which comes first (6.18 counts first).
+const LIMITED: &str = r#"
+my $base = shift;
+my ($one, $two, $big) = ("$base-one", "$base-two", "$base-big");
+my $attr = pack("q8", 0, 11, 64);
+syscall(240, $big, 0102, 0600, $attr) < 0 or die "big made";
+print $! + 0, "\n";
+syscall(240, $one, 0102, 0600, 0) >= 0 or die "one: $!";
+syscall(241, $one) == 0 or die "unlink: $!";
+syscall(240, $two, 0102, 0600, 0) < 0 or die "two made";
+print $! + 0, "\n";
+"#;
+
+/// In a namespace whose `fs.mqueue.queues_max` is lowered to 1, a process without
+/// CAP_SYS_RESOURCE (as a container's root by default) cannot make a queue asking for more
+/// messages than `fs.mqueue.msg_max` (`EINVAL`: the failure names `mq_msg_max` and what was
+/// asked), makes one queue, and cannot make a second (`ENOSPC`: `mq_queues_max`, and the
+/// namespace's one queue, which counts while open though unlinked).
+#[test]
+fn creates_refused_by_the_namespace_limits_name_them() {
+    let mut agent = Agent::start(&[]);
+    agent.wait_for("agent.ready", |e| e["event"] == "agent.ready");
+    let base = format!("nsipc-mq-limit-{}", std::process::id());
+    let script = std::env::temp_dir().join(format!("{base}.pl"));
+    std::fs::write(&script, LIMITED).unwrap();
+    let out = Command::new("unshare")
+        .args(["--ipc", "sh", "-ec"])
+        .arg(format!(
+            "readlink /proc/self/ns/ipc
+             echo 1 > /proc/sys/fs/mqueue/queues_max
+             cat /proc/sys/fs/mqueue/msg_max
+             setpriv --inh-caps=-sys_resource --bounding-set=-sys_resource perl {} {base}
+             sleep 1",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    std::fs::remove_file(&script).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    let [link, msg_max, big, two] = lines[..] else {
+        panic!("{out}");
+    };
+    let ns = parse_ns_link(link);
+    assert_eq!(msg_max, "10", "a new namespace's fs.mqueue.msg_max");
+    let errnos = [libc::EINVAL.to_string(), libc::ENOSPC.to_string()];
+    assert_eq!([big, two], errnos, "the kernel's errors");
+    let mut failed = |suffix: &str| {
+        let name = format!("/{base}-{suffix}");
+        agent.wait_for(&format!("the open_failed of {name}"), |e| {
+            e["event"] == "mqueue.open_failed" && e["name"] == name && e["ns"] == ns
+        })
+    };
+    let big = failed("big");
+    let two = failed("two");
+    assert_eq!(two["errno"], "ENOSPC", "{two}");
+    assert_eq!(
+        two["limit"],
+        json!({"name": "mq_queues_max", "value": 1, "used": 1}),
+        "{two}"
+    );
+    assert_eq!(big["errno"], "EINVAL", "{big}");
+    assert_eq!(
+        big["limit"],
+        json!({"name": "mq_msg_max", "value": 10, "asked": 11}),
+        "{big}"
+    );
+    let stopped = agent.stop(libc::SIGINT);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}

@@ -103,12 +103,7 @@ fn a_failed_open_says_where_the_name_lives() {
     };
     assert_eq!(inums(name_lives_in), [NS_A, NS_B]);
     // As a value: the namespaces' objects are raw JSON, whose keys serde orders.
-    let json = serde_json::to_value(LifecycleJson {
-        event: &out[0],
-        clock: &WallClock::with_offset(0),
-        attribution: &Attribution::none(),
-    })
-    .unwrap();
+    let json = to_json_value(&out[0]);
     assert_eq!(json["errno"], "ENOENT");
     assert_eq!(json["name_lives_in"], serde_json::json!([NS_A, NS_B]));
     // Unlinked in one, the name lives in the other only.
@@ -275,6 +270,56 @@ fn a_listed_queue_is_followed() {
         panic!("{out:?}");
     };
     assert_eq!(*lifetime_ns, None, "its creation was not seen");
+}
+
+/// A create refused by the namespace's `fs.mqueue.queues_max` says so, with the queues the
+/// namespace has (an unlinked one still open counts, as the kernel counts it).
+#[test]
+fn a_create_refused_by_queues_max_names_the_limit() {
+    let mut h = Harness::new();
+    let a = ns(NS_A, 42);
+    h.unshare(5, a);
+    h.feed(5, a, opened("one", true, 100));
+    h.feed(5, a, opened("two", true, 101));
+    h.feed(5, a, unlinked("two"));
+    let refused = Body::MqueueOpen {
+        name: name("three"),
+        oflag: 0o102,
+        mode: 0o600,
+        maxmsg: 0,
+        msgsize: 0,
+        ino: 0,
+        result: Err(libc::ENOSPC),
+    };
+    let limits = crate::limits::Limits {
+        mq_queues_max: Some(2),
+        ..crate::limits::Limits::default()
+    };
+    let event = h.event(5, a, refused);
+    let mut out = Vec::new();
+    h.engine.apply_with_limits(&event, Some(limits), &mut out);
+    let [Lifecycle::MqueueOpenFailed { limit, .. }] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let limit = limit.expect("a limit");
+    assert_eq!(
+        (limit.name, limit.value, limit.used),
+        ("mq_queues_max", 2, Some(2))
+    );
+    assert_eq!(
+        to_json_value(&out[0])["limit"],
+        serde_json::json!({"name": "mq_queues_max", "value": 2, "used": 2})
+    );
+}
+
+/// A lifecycle event as a JSON value (where raw JSON inside makes serde order keys).
+fn to_json_value(event: &Lifecycle) -> serde_json::Value {
+    serde_json::to_value(LifecycleJson {
+        event,
+        clock: &WallClock::with_offset(0),
+        attribution: &Attribution::none(),
+    })
+    .unwrap()
 }
 
 /// The inode a failed `mq_open` made and dropped is evicted inside that call: it never was a
